@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs, with apt-get, every system package the test suite needs and the
+# machine lacks. Idempotent; safe to run on a fresh Debian machine as root.
+# Go modules (staticcheck included, pinned in go.mod's tool block) come from
+# the Go module proxy through the go command itself.
+set -euo pipefail
+
+# command-name:debian-package pairs. Add a line when a test needs a new tool.
+need=(
+  "git:git"
+)
+
+missing=()
+for pair in "${need[@]}"; do
+  cmd=${pair%%:*} pkg=${pair#*:}
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+done
+
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "deps: missing ${missing[*]}; run as root or: sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "deps: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+command -v go >/dev/null 2>&1 || { echo "deps: Go 1.26 is required (see README)" >&2; exit 1; }
