@@ -15,8 +15,9 @@ import (
 
 // traceValues parses the labelled hex dumps of one section of the RFC 9529
 // traces file: a line "NAME (...) (N bytes)" followed by lines of hex bytes.
-// Keys are the label text before " (N bytes)". Repeated labels (the §4
-// invalid messages) get " #2", " #3"… appended.
+// Keys are the label text before " (N bytes)", and the same prefixed with
+// the subsection number ("4.1.2 Invalid message_1"). Repeated labels get
+// " #2", " #3"… appended.
 func traceValues(t *testing.T, from, to string) map[string][]byte {
 	t.Helper()
 	f, err := os.Open("testdata/rfc9529-traces.txt")
@@ -31,6 +32,8 @@ func traceValues(t *testing.T, from, to string) map[string][]byte {
 	var want int
 	var buf []byte
 	in := false
+	section := ""
+	sectionRE := regexp.MustCompile(`^(\d+(\.\d+)+)\.\s`)
 	flush := func() {
 		if label == "" {
 			return
@@ -46,6 +49,9 @@ func traceValues(t *testing.T, from, to string) map[string][]byte {
 			key = fmt.Sprintf("%s #%d", label, i)
 		}
 		out[key] = buf
+		if section != "" {
+			out[section+" "+label] = buf
+		}
 		label, buf = "", nil
 	}
 	sc := bufio.NewScanner(f)
@@ -60,6 +66,11 @@ func traceValues(t *testing.T, from, to string) map[string][]byte {
 		}
 		if strings.HasPrefix(raw, to) {
 			break
+		}
+		if m := sectionRE.FindStringSubmatch(raw); m != nil {
+			flush()
+			section = m[1]
+			continue
 		}
 		if m := labelRE.FindStringSubmatch(line); m != nil {
 			flush()
