@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 )
 
 // Options configure one handshake, in either role. The zero value is not
@@ -225,7 +224,7 @@ func hashMessage1(m1 []byte) []byte {
 	return h[:]
 }
 
-// macAndVerify checks the peer's Signature_or_MAC (method 0: a signature
+// verifySig checks the peer's Signature_or_MAC (method 0: a signature
 // over MAC_x, §5.3.3 step 4, §5.4.3 step 4).
 func verifySig(pub ed25519.PublicKey, idCred, th, cred, ead, mac, sig []byte) error {
 	if !ed25519.Verify(pub, sigStructure(idCred, th, cred, ead, mac), sig) {
@@ -238,10 +237,8 @@ func xorInto(dst, a, b []byte) {
 	subtle.XORBytes(dst, a, b)
 }
 
-// validSuite is the profile check: method 0, suite 0.
+// supportedSuite is the profile check: method 0, suite 0.
 func supportedSuite(s Suite) bool { return s == Suite0 }
 
 // SupportedSuites is SUITES_R as sent in an ERR_CODE 2 error message.
 var SupportedSuites = []Suite{Suite0}
-
-func cloneBytes(b []byte) []byte { return slices.Clone(b) }
