@@ -49,7 +49,7 @@ func transcript(th []byte, items ...[]byte) []byte {
 }
 
 // encrypt0AAD is the COSE Enc_structure used as associated data for
-// message_3 and message_4: ["Encrypt0", h”, TH] (§5.4.2, §5.5.1).
+// message_3 and message_4: ["Encrypt0", empty bstr, TH] (§5.4.2, §5.5.1).
 func encrypt0AAD(th []byte) []byte {
 	a := make([]byte, 0, 48)
 	a = appendHead(a, majorArray, 3)
