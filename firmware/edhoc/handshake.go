@@ -33,6 +33,17 @@ type Options struct {
 	// Rand is the source of ephemeral keys and connection identifiers; nil
 	// means crypto/rand. Test vectors use a fixed stream.
 	Rand io.Reader
+	// Trace, if set, is called with each intermediate value under the name
+	// RFC 9529 gives it ("TH_2", "PRK_2e", "K_3"…). It sees secret keys:
+	// it exists only for the test-vector generator and must never be set
+	// in a product.
+	Trace func(name string, value []byte)
+}
+
+func (o *Options) trace(name string, v []byte) {
+	if o.Trace != nil {
+		o.Trace(name, v)
+	}
 }
 
 func (o *Options) check() error {

@@ -75,6 +75,8 @@ func (in *Initiator) Message1() ([]byte, error) {
 	m = appendConnID(m, in.cI)
 	m = appendEAD(m, in.opts.EAD[1])
 	in.hm1 = hashMessage1(m)
+	in.opts.trace("G_X", in.gx)
+	in.opts.trace("message_1", m)
 	in.state = iSent1
 	return m, nil
 }
@@ -120,7 +122,13 @@ func (in *Initiator) processMessage2(m2 []byte) (Credential, error) {
 	in.prk3e2m = prk2e
 
 	pt2 := make([]byte, len(ct2))
-	xorInto(pt2, ct2, kdf(prk2e, 0, in.th2, len(ct2)))
+	ks2 := kdf(prk2e, 0, in.th2, len(ct2))
+	xorInto(pt2, ct2, ks2)
+	in.opts.trace("G_XY", gxy)
+	in.opts.trace("TH_2", in.th2)
+	in.opts.trace("PRK_2e", prk2e)
+	in.opts.trace("KEYSTREAM_2", ks2)
+	in.opts.trace("PLAINTEXT_2", pt2)
 
 	r := &reader{b: pt2, what: "PLAINTEXT_2"}
 	if in.cR, err = r.connID("C_R"); err != nil {
@@ -159,6 +167,8 @@ func (in *Initiator) processMessage2(m2 []byte) (Credential, error) {
 	in.eadIn[2] = items
 	in.peer = peer
 	in.th3 = transcript(in.th2, pt2, peer.Cred)
+	in.opts.trace("MAC_2", mac2)
+	in.opts.trace("TH_3", in.th3)
 	return peer, nil
 }
 
@@ -183,8 +193,16 @@ func (in *Initiator) Message3() ([]byte, error) {
 	}
 	in.th4 = transcript(in.th3, pt3, cred.Cred)
 	in.finish()
+	m3 := appendBstr(make([]byte, 0, len(ct3)+3), ct3)
+	for _, kv := range []struct {
+		n string
+		v []byte
+	}{{"MAC_3", mac3}, {"Signature_or_MAC_3", sig}, {"PLAINTEXT_3", pt3}, {"K_3", k3}, {"IV_3", iv3},
+		{"message_3", m3}, {"TH_4", in.th4}, {"PRK_out", in.prkOut}, {"PRK_exporter", in.prkExporter}} {
+		in.opts.trace(kv.n, kv.v)
+	}
 	in.state = iSent3
-	return appendBstr(make([]byte, 0, len(ct3)+3), ct3), nil
+	return m3, nil
 }
 
 // ProcessMessage4 verifies message_4 (RFC 9528 §5.5.3), which confirms

@@ -162,7 +162,15 @@ func (re *Responder) message2() ([]byte, error) {
 	copy(gyct, gy)
 	xorInto(gyct[ecdhLen:], pt2, kdf(prk2e, 0, re.th2, len(pt2)))
 	re.th3 = transcript(re.th2, pt2, cred.Cred)
-	return appendBstr(make([]byte, 0, len(gyct)+3), gyct), nil
+	m2 := appendBstr(make([]byte, 0, len(gyct)+3), gyct)
+	for _, kv := range []struct {
+		n string
+		v []byte
+	}{{"G_Y", gy}, {"TH_2", re.th2}, {"PRK_2e", prk2e}, {"MAC_2", mac2}, {"Signature_or_MAC_2", sig},
+		{"PLAINTEXT_2", pt2}, {"CIPHERTEXT_2", gyct[ecdhLen:]}, {"message_2", m2}, {"TH_3", re.th3}} {
+		re.opts.trace(kv.n, kv.v)
+	}
+	return m2, nil
 }
 
 // ProcessMessage3 decrypts and verifies message_3 (RFC 9528 §5.4.3) and
@@ -240,7 +248,11 @@ func (re *Responder) Message4() ([]byte, error) {
 		return nil, re.fail(err)
 	}
 	re.state = rDone
-	return appendBstr(make([]byte, 0, len(ct4)+2), ct4), nil
+	m4 := appendBstr(make([]byte, 0, len(ct4)+2), ct4)
+	re.opts.trace("K_4", k4)
+	re.opts.trace("IV_4", iv4)
+	re.opts.trace("message_4", m4)
+	return m4, nil
 }
 
 // Done reports whether the handshake completed.
