@@ -1,0 +1,64 @@
+// Package frame protects application messages between an EDHOC Initiator
+// (the gateway or a phone) and an EDHOC Responder (the lock) once the EDHOC
+// handshake (RFC 9528, method 0, cipher suite 0) has completed.
+//
+// It owns, and nothing else in the project re-implements:
+//
+//   - the derivation of the frame keys and Common IV from EDHOC_Exporter
+//     (private-use exporter labels 32768, 32769 and 32770, empty context, the CBOR byte string 0x40);
+//   - the mapping of the EDHOC connection identifiers to Sender IDs
+//     (RFC 9528 Appendix A.1: the Initiator sends with C_R, the Responder
+//     with C_I);
+//   - the AEAD nonce, built exactly as OSCORE builds it (RFC 8613 §5.2) from
+//     the Sender ID, the frame's sequence number and the Common IV;
+//   - the frame layout (type | seq | ciphertext | tag), the frame types and
+//     which direction each may travel in, and the additional authenticated
+//     data that binds the protocol version, the direction, the type and the
+//     sequence number;
+//   - the receiver's 64-frame sliding replay window (RFC 4303 §3.4.3,
+//     RFC 6347 §4.1.2.6), and the session limits: the sequence-number
+//     (confidentiality) limit, the failed-frame (integrity) limit, the idle
+//     timeout and the maximum plaintext size.
+//
+// It does no I/O: it turns plaintext into frames and frames into plaintext.
+// Fragmentation to the ATT MTU belongs to firmware/fragment, the handshake to
+// firmware/edhoc, and the meaning of the plaintext (CBOR commands) to the
+// layers above. The byte-level specification that the lock's C firmware
+// implements is docs/spec/frames.md; this package is its reference
+// implementation, and its tests pin the worked example printed there.
+//
+// # Dependencies
+//
+// This is the code a lock's firmware mirrors, so it may import only the
+// standard library and github.com/pion/dtls/v3/pkg/crypto/ccm. It knows
+// nothing of the gateway, BlueZ or MQTT.
+//
+// # Why pion's CCM
+//
+// The Go standard library has no CCM mode (golang/go#27484), and a home-made
+// AEAD is exactly the kind of code that published lock breaks came from.
+// github.com/pion/dtls/v3/pkg/crypto/ccm is a small, generic implementation
+// of RFC 3610 (any M and L) in a well-kept, widely deployed project: pion
+// DTLS uses it for its AES-CCM and AES-CCM-8 cipher suites, and its own tests
+// check the RFC 3610 §8 vectors. It builds on crypto/aes (hardware AES where
+// the CPU has it), compares tags with crypto/subtle.ConstantTimeCompare, and
+// Open releases plaintext only after the tag has verified. This package uses
+// it as AES-CCM-16-64-128 (COSE algorithm 10: 16-byte key, 8-byte tag,
+// 13-byte nonce, L = 2), through ccm.NewCCM(aes.NewCipher(key), 8, 13), and
+// the tests check it against the AES-CCM-16-64-128 vector of RFC 8613
+// Appendix C.7.
+//
+// # Concurrency
+//
+// A Session is safe for concurrent use. Seal calls are serialised with each
+// other by one mutex and Open calls with each other by another, so one
+// goroutine may send while another receives without contention; the replay
+// check and the window update of an Open are atomic (RFC 8613 §7.4). Close
+// may be called from any goroutine, any number of times.
+//
+// # Errors
+//
+// Every error returned wraps one of the sentinel errors in errors.go; match
+// them with errors.Is. Errors carry frame types, sequence numbers and lengths,
+// never key material, nonces or plaintext.
+package frame
