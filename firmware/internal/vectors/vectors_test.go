@@ -1,0 +1,258 @@
+package vectors
+
+import (
+	"bytes"
+	"crypto/aes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/pion/dtls/v3/pkg/crypto/ccm"
+
+	"github.com/gatewayd/gatewayd/firmware/cred"
+	"github.com/gatewayd/gatewayd/firmware/edhoc"
+	"github.com/gatewayd/gatewayd/firmware/fragment"
+	"github.com/gatewayd/gatewayd/firmware/frame"
+)
+
+const testdata = "../../testdata"
+
+// TestCommittedVectors fails when the committed vectors drift from what
+// the code produces. After a deliberate protocol change, regenerate them
+// with `go run ./firmware/cmd/genvectors` and say why in the commit.
+func TestCommittedVectors(t *testing.T) {
+	files, err := Files()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range files {
+		got, err := os.ReadFile(filepath.Join(testdata, name))
+		if err != nil {
+			t.Fatalf("%s: %v (run: go run ./firmware/cmd/genvectors)", name, err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("firmware/testdata/%s drifted from the code; if the change is deliberate, run: go run ./firmware/cmd/genvectors", name)
+		}
+	}
+}
+
+func load(t *testing.T, name string, v any) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(testdata, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+}
+
+// TestHandshakeVectorsDecode plays each committed handshake against our
+// decoders: each side is rebuilt from the published seeds and fed the
+// peer's messages from the file, not from a live peer.
+func TestHandshakeVectorsDecode(t *testing.T) {
+	var hs Handshakes
+	load(t, "handshake.json", &hs)
+	f, err := NewFleet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(hs.Gateway.Credential, f.Gateway.Credential) || !bytes.Equal(hs.Lock.Credential, f.Lock.Credential) {
+		t.Fatal("credentials in the file differ from the fleet's")
+	}
+	// The published credentials verify under the published root.
+	roots := cred.Roots{}
+	roots.Add(hs.Root.KID, []byte(hs.Root.PublicKey))
+	for _, id := range []Identity{hs.Gateway, hs.Lock} {
+		c, err := cred.Parse(id.Credential, roots)
+		if err != nil {
+			t.Fatalf("%s: %v", id.Subject, err)
+		}
+		if err := c.CheckAt(time.Unix(hs.NowUnix, 0)); err != nil {
+			t.Fatalf("%s: %v", id.Subject, err)
+		}
+	}
+	if len(hs.Scenarios) != 2 {
+		t.Fatalf("%d scenarios", len(hs.Scenarios))
+	}
+	for _, sc := range hs.Scenarios {
+		t.Run(sc.Name, func(t *testing.T) {
+			var gwCache, lockCache []*cred.Cert
+			if !sc.ByValue {
+				gwCache, lockCache = []*cred.Cert{f.Lock.cert}, []*cred.Cert{f.Gateway.cert}
+			}
+			in, err := edhoc.NewInitiator(edhoc.Options{Cred: f.Gateway.cert.EDHOC(sc.ByValue), AuthKey: f.Gateway.key,
+				Peer: f.Verifier([]cred.Kind{cred.KindLock}, gwCache...), ConnID: sc.CI, Rand: bytes.NewReader(sc.InitiatorSeedX)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			re, err := edhoc.NewResponder(edhoc.Options{Cred: f.Lock.cert.EDHOC(sc.ByValue), AuthKey: f.Lock.key,
+				Peer: f.Verifier([]cred.Kind{cred.KindGateway}, lockCache...), ConnID: sc.CR, Rand: bytes.NewReader(sc.ResponderSeedY)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			must := func(what string, err error) {
+				t.Helper()
+				if err != nil {
+					t.Fatalf("%s: %v", what, err)
+				}
+			}
+			m1, err := in.Message1()
+			must("Message1", err)
+			if !bytes.Equal(m1, sc.Message1) {
+				t.Fatal("message_1 differs")
+			}
+			must("lock decodes message_1", re.ProcessMessage1(sc.Message1))
+			m2, err := re.Message2()
+			must("Message2", err)
+			if !bytes.Equal(m2, sc.Message2) {
+				t.Fatal("message_2 differs")
+			}
+			peer, err := in.ProcessMessage2(sc.Message2)
+			must("gateway decodes message_2", err)
+			if c := peer.Info.(*cred.Cert); c.Subject != hs.Lock.Subject {
+				t.Fatalf("gateway authenticated %q", c.Subject)
+			}
+			_, err = in.Message3()
+			must("Message3", err)
+			peer, err = re.ProcessMessage3(sc.Message3)
+			must("lock decodes message_3", err)
+			if c := peer.Info.(*cred.Cert); c.Subject != hs.Gateway.Subject {
+				t.Fatalf("lock authenticated %q", c.Subject)
+			}
+			_, err = re.Message4()
+			must("Message4", err)
+			must("gateway decodes message_4", in.ProcessMessage4(sc.Message4))
+			for _, k := range []struct {
+				label uint
+				want  []byte
+			}{{frame.LabelKeyI2R, sc.KeyI2R}, {frame.LabelKeyR2I, sc.KeyR2I}, {frame.LabelCommonIV, sc.CommonIV}} {
+				got, err := re.Exporter(uint64(k.label), nil, len(k.want))
+				must("exporter", err)
+				if !bytes.Equal(got, k.want) {
+					t.Fatalf("exporter label %d differs", k.label)
+				}
+			}
+			// A vector that is tampered with is refused.
+			bad := bytes.Clone(sc.Message3)
+			bad[len(bad)-1] ^= 1
+			re2 := lockFor(t, f, sc)
+			must("ProcessMessage1", re2.ProcessMessage1(sc.Message1))
+			_, err = re2.Message2()
+			must("Message2", err)
+			if _, err := re2.ProcessMessage3(bad); err == nil {
+				t.Fatal("tampered message_3 accepted")
+			}
+		})
+	}
+}
+
+// lockFor rebuilds the lock side of scenario sc from the published seeds.
+func lockFor(t *testing.T, f *Fleet, sc Scenario) *edhoc.Responder {
+	t.Helper()
+	var lockCache []*cred.Cert
+	if !sc.ByValue {
+		lockCache = []*cred.Cert{f.Gateway.cert}
+	}
+	re, err := edhoc.NewResponder(edhoc.Options{Cred: f.Lock.cert.EDHOC(sc.ByValue), AuthKey: f.Lock.key,
+		Peer: f.Verifier([]cred.Kind{cred.KindGateway}, lockCache...), ConnID: sc.CR, Rand: bytes.NewReader(sc.ResponderSeedY)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return re
+}
+
+// TestFrameVectorsDecode opens every committed frame with a session built
+// from the published keys, and checks each against AES-CCM computed
+// directly from the published key, nonce and AAD.
+func TestFrameVectorsDecode(t *testing.T) {
+	var fr Frames
+	load(t, "frames.json", &fr)
+	keys := map[uint]Hex{frame.LabelKeyI2R: fr.KeyI2R, frame.LabelKeyR2I: fr.KeyR2I, frame.LabelCommonIV: fr.CommonIV}
+	// The session wipes what the exporter returns, so hand out copies.
+	exp := func(l uint, _ []byte, n int) ([]byte, error) { return bytes.Clone(keys[l][:n]), nil }
+	opts := frame.Options{Now: func() time.Time { return Now }}
+	in, err := frame.NewSession(frame.Initiator, exp, fr.CI, fr.CR, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	re, err := frame.NewSession(frame.Responder, exp, fr.CI, fr.CR, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range fr.Frames {
+		rx := re
+		if v.Direction == "r2i" {
+			rx = in
+		}
+		typ, pt, err := rx.Open(nil, v.Frame)
+		if err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		if uint8(typ) != v.TypeByte || !bytes.Equal(pt, v.Plaintext) {
+			t.Fatalf("frame %d: got %v %x", i, typ, pt)
+		}
+		b, _ := aes.NewCipher(v.Key)
+		aead, _ := ccm.NewCCM(b, 8, 13)
+		want := aead.Seal(nil, v.Nonce, v.Plaintext, v.AAD)
+		if !bytes.Equal(v.Frame[5:], want) || v.Frame[0] != v.TypeByte {
+			t.Fatalf("frame %d: not AES-CCM(key, nonce, aad, plaintext) with the published values", i)
+		}
+		if !bytes.Equal(v.AAD[7:], v.Frame[1:5]) {
+			t.Fatalf("frame %d: AAD does not carry the frame's seq", i)
+		}
+	}
+	// Replaying the first frame is refused.
+	if _, _, err := re.Open(nil, fr.Frames[0].Frame); err == nil {
+		t.Fatal("replayed vector frame accepted")
+	}
+}
+
+// TestFragmentVectorsDecode reassembles every committed example, in order
+// and reversed, and splits each message again.
+func TestFragmentVectorsDecode(t *testing.T) {
+	var fg Fragments
+	load(t, "fragments.json", &fg)
+	if len(fg.Examples) == 0 {
+		t.Fatal("no examples")
+	}
+	for _, ex := range fg.Examples {
+		for _, reverse := range []bool{false, true} {
+			r := fragment.NewReassembler(fragment.Options{})
+			var got []byte
+			n := len(ex.Fragments)
+			for i := range n {
+				p := ex.Fragments[i]
+				if reverse {
+					p = ex.Fragments[n-1-i]
+				}
+				if len(p) > ex.ATTMTU-3 {
+					t.Fatalf("%s: fragment longer than ATT_MTU-3", ex.Name)
+				}
+				m, err := r.Add(p)
+				if err != nil {
+					t.Fatalf("%s: %v", ex.Name, err)
+				}
+				if m != nil {
+					got = m
+				}
+			}
+			if !bytes.Equal(got, ex.Message) {
+				t.Fatalf("%s (reverse=%v): reassembled message differs", ex.Name, reverse)
+			}
+		}
+		again, err := fragment.Split(ex.MsgID, ex.Message, ex.ATTMTU)
+		if err != nil || len(again) != len(ex.Fragments) {
+			t.Fatalf("%s: split %d fragments, %v", ex.Name, len(again), err)
+		}
+		for i := range again {
+			if !bytes.Equal(again[i], ex.Fragments[i]) {
+				t.Fatalf("%s: fragment %d differs", ex.Name, i)
+			}
+		}
+	}
+}
