@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Benchmarks, each measured in the same `go test` run as its floor. Each of
+# COUNT rounds runs the benchmark and its floor back to back, and the ratio
+# reported is the median of the per-round ratios: machines here are noisy,
+# so only ratios measured side by side mean anything. Nothing here fails on
+# time.
+#
+#   scripts/bench.sh            # default: -count=6
+#   COUNT=10 scripts/bench.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+count=${COUNT:-6}
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+
+# pair PACKAGE BENCH FLOOR GOAL
+pair() {
+  local pkg=$1 bench=$2 floor=$3 goal=$4 log="$out/$(basename "$1").txt"
+  go test -c -o "$out/bench.test" "$pkg"
+  : >"$log"
+  for _ in $(seq "$count"); do
+    (cd "$pkg" && "$out/bench.test" -test.run='^$' -test.bench="^Benchmark(${bench}|${floor})\$" -test.benchmem) |
+      grep -E "^Benchmark(${bench}|${floor})-" | tee -a "$log"
+  done
+  awk -v b="$bench" -v f="$floor" -v goal="$goal" '
+    function median(a, n,   i, j, t) {
+      for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+      return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    $1 ~ "^Benchmark" b "-" { nb++; xb[nb] = $3 }
+    $1 ~ "^Benchmark" f "-" { nf++; xf[nf] = $3; r[nf] = xb[nf] / $3 }
+    END {
+      m = median(r, nf)
+      printf "%s / %s: median of %d side-by-side ratios = %.2fx (goal <= %.1fx: %s)\n\n", b, f, nf, m, goal, (m <= goal ? "met" : "MISSED")
+    }' "$log"
+}
+
+pair ./firmware/edhoc Handshake HandshakePrimitives 1.3
+pair ./firmware/frame SealOpen64 RawCCM64 1.5
