@@ -4,13 +4,19 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/binary"
-	"testing"
 	"time"
 
 	"github.com/gatewayd/gatewayd/firmware/channel"
 	"github.com/gatewayd/gatewayd/firmware/cred"
 	"github.com/gatewayd/gatewayd/firmware/frame"
 )
+
+// TB is the part of testing.TB the fixtures use, so that the demo command
+// can use them too.
+type TB interface {
+	Helper()
+	Fatalf(format string, args ...any)
+}
 
 // Fleet is a test fleet: a root key and credentials it issued. Keys are
 // derived from a name, so fixtures are reproducible.
@@ -36,7 +42,7 @@ func Seed(label string) []byte {
 }
 
 // NewFleet makes a fleet whose root key is derived from name.
-func NewFleet(tb testing.TB, name string) *Fleet {
+func NewFleet(tb TB, name string) *Fleet {
 	tb.Helper()
 	root := ed25519.NewKeyFromSeed(Seed(name + "/root"))
 	pub := root.Public().(ed25519.PublicKey)
@@ -48,7 +54,7 @@ func NewFleet(tb testing.TB, name string) *Fleet {
 
 // Issue issues a credential for a new key derived from sub. Zero validity
 // times default to a window around f.Now.
-func (f *Fleet) Issue(tb testing.TB, c cred.Claims) Party {
+func (f *Fleet) Issue(tb TB, c cred.Claims) Party {
 	tb.Helper()
 	key := ed25519.NewKeyFromSeed(Seed(f.Name + "/" + c.Kind.String() + "/" + c.Subject))
 	c.PublicKey = key.Public().(ed25519.PublicKey)
@@ -73,19 +79,19 @@ func (f *Fleet) Issue(tb testing.TB, c cred.Claims) Party {
 }
 
 // Lock issues a lock credential for lock number n.
-func (f *Fleet) Lock(tb testing.TB, n uint64) Party {
+func (f *Fleet) Lock(tb TB, n uint64) Party {
 	var id [8]byte
 	binary.BigEndian.PutUint64(id[:], n)
 	return f.Issue(tb, cred.Claims{Subject: cred.LockSubject(id), Kind: cred.KindLock})
 }
 
 // Gateway issues a gateway credential.
-func (f *Fleet) Gateway(tb testing.TB, name string) Party {
+func (f *Fleet) Gateway(tb TB, name string) Party {
 	return f.Issue(tb, cred.Claims{Subject: name, Kind: cred.KindGateway, Perms: cred.GatewayPerms})
 }
 
 // Operator issues an operator credential with role r.
-func (f *Fleet) Operator(tb testing.TB, name string, r cred.Role) Party {
+func (f *Fleet) Operator(tb TB, name string, r cred.Role) Party {
 	perms := cred.OperatorPerms
 	if r == cred.RoleAdmin {
 		perms = cred.AdminPerms
