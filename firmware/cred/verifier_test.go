@@ -344,7 +344,10 @@ func TestCacheKeepsNewerCredential(t *testing.T) {
 
 func TestCacheConcurrent(t *testing.T) {
 	v, _ := newVerifier(KindLock, KindGateway, KindOperator, KindUser)
-	v.Cache = NewCache(8)
+	// Large enough that the 8*50 filler entries below never evict a real
+	// credential between its by-value and by-kid resolution: this test is
+	// about concurrent safety (run it with -race), not eviction.
+	v.Cache = NewCache(1024)
 	var raws [][]byte
 	for _, k := range allKinds {
 		raws = append(raws, mustIssue(t, claimsFor(k.kind, k.role)))
