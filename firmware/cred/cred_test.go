@@ -522,7 +522,7 @@ func TestIssueOptionalClaims(t *testing.T) {
 	}
 }
 
-// The worked example of docs/spec/credentials.md: root seed 32×0x01, root
+// The worked example of docs/protocol.md §5.10: root seed 32×0x01, root
 // kid RootKID(root), lock seed 32×0x02, lock ID a1b2c3d4e5f60718,
 // nbf = iat = 2025-01-01T00:00:00Z, exp = 2045-01-01T00:00:00Z.
 const workedExample = "8443a10127a1044834750f98bd59fcfc5872a8016a666c6565742d726f6f7402706131623263336434653566363037313804" +
@@ -554,13 +554,13 @@ func TestWorkedExample(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The spec must show the same bytes.
-	doc, err := os.ReadFile("../../docs/spec/credentials.md")
+	doc, err := os.ReadFile("../../docs/protocol.md")
 	if err != nil {
 		t.Skipf("spec not found: %v", err)
 	}
 	flat := strings.Join(strings.Fields(string(doc)), "")
 	if !strings.Contains(flat, workedExample) {
-		t.Fatal("docs/spec/credentials.md does not contain the worked example's hex")
+		t.Fatal("docs/protocol.md does not contain the worked example's hex (§5.10)")
 	}
 }
 

@@ -3,7 +3,7 @@
 // whose claims name a subject (lock, gateway, operator or user), its Ed25519
 // public key in a 'cnf' COSE_Key (RFC 8747), its validity window, and its
 // kind, role and permissions. The normative description, for the lock's C
-// firmware as much as for this code, is docs/spec/credentials.md.
+// firmware as much as for this code, is docs/protocol.md §5.
 //
 // The package owns:
 //   - the credential format and its strict decoding ([Issue], [Parse]): one

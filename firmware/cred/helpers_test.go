@@ -14,7 +14,7 @@ import (
 )
 
 // Fixed test keys: seed bytes repeated 32 times. 0x01 is the fleet root,
-// as in the worked example of docs/spec/credentials.md.
+// as in the worked example of docs/protocol.md §5.10.
 func keyFromSeed(b byte) ed25519.PrivateKey {
 	return ed25519.NewKeyFromSeed(bytes.Repeat([]byte{b}, ed25519.SeedSize))
 }

@@ -3,7 +3,7 @@
 // reassembles them on the other side, for ATT MTUs from 23 up to 517.
 //
 // It owns the fragment wire format and the receiver's rules, specified for
-// the lock firmware in docs/spec/fragmentation.md:
+// the lock firmware in docs/protocol.md §2:
 //
 //	byte 0     msg_id     uint8, per direction, incremented mod 256 per message
 //	bytes 1-2  offset     uint16 big-endian, position of the payload in the message

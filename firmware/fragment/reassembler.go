@@ -138,7 +138,7 @@ func NewReassembler(opts Options) *Reassembler {
 // out (see Expire). A returned error wraps one of ErrShortFragment,
 // ErrBadLength, ErrMessageTooLarge, ErrConflict, ErrDiscarded or
 // ErrTooManyInFlight; the fragment was then dropped. The receiver's checks,
-// in order, are listed in docs/spec/fragmentation.md. In short:
+// in order, are listed in docs/protocol.md §2.6.2. In short:
 //
 //   - a conflicting byte (ErrConflict) or a total_len different from the
 //     message in progress (ErrBadLength) discards that message;

@@ -9,11 +9,11 @@ import (
 	"testing"
 )
 
-// The worked examples of docs/spec/fragmentation.md are generated here, from
+// The worked examples of docs/protocol.md §2.7 are generated here, from
 // Split and Reassembler; TestSpecExamples fails when the document no longer
 // shows exactly what the code does, and prints the block to paste.
 
-const specPath = "../../docs/spec/fragmentation.md"
+const specPath = "../../docs/protocol.md"
 
 // hexFragment shows a fragment as its header, a bar, then its payload.
 func hexFragment(f []byte) string {

@@ -24,7 +24,7 @@
 // Fragmentation to the ATT MTU belongs to firmware/fragment, the handshake to
 // firmware/edhoc, and the meaning of the plaintext (CBOR commands) to the
 // layers above. The byte-level specification that the lock's C firmware
-// implements is docs/spec/frames.md; this package is its reference
+// implements is docs/protocol.md §6; this package is its reference
 // implementation, and its tests pin the worked example printed there.
 //
 // # Dependencies

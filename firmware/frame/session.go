@@ -277,7 +277,7 @@ func (s *Session) Seal(dst []byte, typ Type, plaintext []byte) ([]byte, error) {
 // allocation to those of the CCM implementation; dst may be frame[:0] to
 // open in place.
 //
-// The checks, in order (docs/spec/frames.md, "Receiver checks"): the session
+// The checks, in order (docs/protocol.md §6.8, "Receiver checks"): the session
 // is open and not idle; Overhead <= len(frame) <= MaxPlaintext + Overhead
 // (ErrShortFrame, ErrFrameTooLarge); the type is known and allowed from the
 // peer's role (ErrBadType), and a Close frame is Overhead + 1 bytes

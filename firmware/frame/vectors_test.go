@@ -101,7 +101,7 @@ func TestCCMMatchesRFC8613(t *testing.T) {
 	}
 }
 
-// The worked example of docs/spec/frames.md: the key material continues the
+// The worked example of docs/protocol.md §6.10: the key material continues the
 // RFC 9529 §2 trace. The fake exporter is seeded with that trace's
 // PRK_exporter and computes EDHOC_Exporter exactly (HKDF-Expand-SHA256 with
 // info = CBOR sequence (label, empty bstr, length)); the connection identifiers are
@@ -155,7 +155,7 @@ func TestFakeExporterMatchesRFC9529(t *testing.T) {
 }
 
 // TestWorkedExample pins every value of the worked example in
-// docs/spec/frames.md. The frames were also reproduced independently with
+// docs/protocol.md §6.10. The frames were also reproduced independently with
 // pyca/cryptography's AESCCM (OpenSSL) when the spec was written.
 func TestWorkedExample(t *testing.T) {
 	exp := (&hkdfExporter{prk: unhex(t, exPRKExporter)}).export
