@@ -185,11 +185,11 @@ func (r *reader) bstr(field string) ([]byte, error) {
 	return raw[n:], nil
 }
 
-// connID reads a connection identifier: bstr / -24..23 (RFC 9528 §3.3.2).
-// A one-byte identifier whose value is a valid one-byte CBOR integer MUST
-// be sent as that integer, so such a bstr is refused (RFC 9529 §4.1.2). The
-// result is the identifier's raw byte string.
-func (r *reader) connID(field string) ([]byte, error) {
+// compactBytes reads a byte string sent as "bstr / -24..23": a one-byte
+// string whose value is a valid one-byte CBOR integer MUST be sent as that
+// integer, so such a bstr is refused (RFC 9528 §3.3.2, §3.5.3.2; RFC 9529
+// §4.1.2 and §4.1.7). The result is the raw byte string.
+func (r *reader) compactBytes(field string) ([]byte, error) {
 	m, ok := r.peek()
 	if !ok {
 		return nil, fmt.Errorf("%w: %s: missing %s", ErrMalformed, r.what, field)
@@ -212,12 +212,22 @@ func (r *reader) connID(field string) ([]byte, error) {
 		if len(b) == 1 && isOneByteInt(b[0]) {
 			return nil, fmt.Errorf("%w: %s: %s 0x%02x must be encoded as a CBOR integer", ErrMalformed, r.what, field, b[0])
 		}
-		if len(b) > MaxConnIDLen {
-			return nil, fmt.Errorf("%w: %s: %s longer than %d bytes", ErrMalformed, r.what, field, MaxConnIDLen)
-		}
 		return b, nil
 	}
 	return nil, fmt.Errorf("%w: %s: %s is neither bstr nor int", ErrMalformed, r.what, field)
+}
+
+// connID reads a connection identifier (RFC 9528 §3.3.2), at most
+// MaxConnIDLen bytes.
+func (r *reader) connID(field string) ([]byte, error) {
+	b, err := r.compactBytes(field)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > MaxConnIDLen {
+		return nil, fmt.Errorf("%w: %s: %s longer than %d bytes", ErrMalformed, r.what, field, MaxConnIDLen)
+	}
+	return b, nil
 }
 
 // isOneByteInt reports whether b, read as CBOR, is a complete integer item

@@ -119,25 +119,12 @@ func readIDCred(r *reader, field string) ([]byte, error) {
 			return nil, fmt.Errorf("%w: %s: %s is an empty map", ErrMalformed, r.what, field)
 		}
 		return raw, nil
-	case majorBstr:
-		kid, err := r.bstr(field)
+	case majorBstr, majorUint, majorNint:
+		kid, err := r.compactBytes(field)
 		if err != nil {
 			return nil, err
-		}
-		if len(kid) == 1 && isOneByteInt(kid[0]) {
-			// RFC 9529 §4.1.7.
-			return nil, fmt.Errorf("%w: %s: kid 0x%02x must be sent as a CBOR integer", ErrMalformed, r.what, kid[0])
 		}
 		return KIDIDCred(kid), nil
-	case majorUint, majorNint:
-		raw, err := r.item(field)
-		if err != nil {
-			return nil, err
-		}
-		if len(raw) != 1 {
-			return nil, fmt.Errorf("%w: %s: %s integer outside -24..23", ErrMalformed, r.what, field)
-		}
-		return KIDIDCred(raw), nil
 	}
 	return nil, fmt.Errorf("%w: %s: %s has the wrong type", ErrMalformed, r.what, field)
 }
