@@ -1,0 +1,10 @@
+// Package lock is the reference lock: what the nRF52832 firmware must do,
+// written in Go. It serves connections over firmware/channel, runs the
+// commands of firmware/command under end-to-end operator authorisation,
+// keeps users, counters, clock, bonds and its audit log in flash
+// (firmware/lock/flash, firmware/lock/audit), opens bond windows with
+// one-time passkeys, and backs off failed peers.
+//
+// The emulator, the demo and the end-to-end tests run against it. It may
+// import the standard library and firmware/ packages only.
+package lock
