@@ -43,6 +43,10 @@ type Config struct {
 	// Verifier checks the peer's credential: its roots, the kinds we
 	// accept from the peer and the permissions it needs.
 	Verifier *cred.Verifier
+	// Resolver, if set, is used instead of Verifier, for a side that adds
+	// checks of its own (the lock checks users against its user table). It
+	// must put the peer's *cred.Cert in Credential.Info.
+	Resolver edhoc.CredentialResolver
 	// ByReference makes the Initiator send its credential by 'kid' first;
 	// if the Responder answers ERR_CODE 3 it retries once by value. The
 	// Responder always sends its credential by value unless ByReference.
@@ -58,17 +62,21 @@ type Config struct {
 }
 
 func (c *Config) check() error {
-	if c.Cert == nil || len(c.Key) != ed25519.PrivateKeySize || c.Verifier == nil {
-		return fmt.Errorf("%w: Cert, Key and Verifier are required", ErrConfig)
+	if c.Cert == nil || len(c.Key) != ed25519.PrivateKeySize || (c.Verifier == nil && c.Resolver == nil) {
+		return fmt.Errorf("%w: Cert, Key and Verifier (or Resolver) are required", ErrConfig)
 	}
 	return nil
 }
 
 func (c *Config) edhoc(byValue bool) edhoc.Options {
+	var peer edhoc.CredentialResolver = c.Verifier
+	if c.Resolver != nil {
+		peer = c.Resolver
+	}
 	return edhoc.Options{
 		Cred:    c.Cert.EDHOC(byValue),
 		AuthKey: c.Key,
-		Peer:    c.Verifier,
+		Peer:    peer,
 		ConnID:  c.ConnID,
 		Rand:    c.Rand,
 		Trace:   c.Trace,

@@ -1,0 +1,125 @@
+package command
+
+import (
+	"fmt"
+
+	"github.com/gatewayd/gatewayd/firmware/cred"
+)
+
+// Op is an operation code (request key 1, body key 2).
+type Op uint8
+
+// Operation codes. The values are fixed by the spec; 0 and values above 10
+// are unknown (status unknown_op).
+const (
+	OpLock       Op = 1  // lock the bike
+	OpUnlock     Op = 2  // unlock the bike
+	OpStatus     Op = 3  // report state, battery, clock and lockout
+	OpAddUser    Op = 4  // install a user (rider) in a slot
+	OpRemoveUser Op = 5  // revoke a user
+	OpListUsers  Op = 6  // list the installed users
+	OpAllowBond  Op = 7  // open a BLE bond window for the session peer
+	OpClearBonds Op = 8  // forget every BLE bond
+	OpReadAudit  Op = 9  // read audit log entries
+	OpSetTime    Op = 10 // set the lock's clock
+
+	maxOp = OpSetTime
+)
+
+// opInfo is the one table of per-operation facts.
+type opInfo struct {
+	name string
+	perm cred.Perm
+	// signed: a request for this op must carry a signed command, except
+	// lock and unlock from a user over its own session.
+	signed bool
+	// data: a successful result carries data (key 9).
+	data bool
+	// args lists the op's argument table (see args.go).
+	args []argField
+}
+
+var ops = [...]opInfo{
+	OpLock:       {name: "lock", perm: cred.PermLock, signed: true},
+	OpUnlock:     {name: "unlock", perm: cred.PermUnlock, signed: true},
+	OpStatus:     {name: "status", perm: cred.PermStatus, data: true},
+	OpAddUser:    {name: "add-user", perm: cred.PermAddUser, signed: true, args: addUserArgs},
+	OpRemoveUser: {name: "remove-user", perm: cred.PermRemoveUser, signed: true, args: removeUserArgs},
+	OpListUsers:  {name: "list-users", perm: cred.PermListUsers, data: true},
+	OpAllowBond:  {name: "allow-bond", perm: cred.PermAllowBond, data: true, args: allowBondArgs},
+	OpClearBonds: {name: "clear-bonds", perm: cred.PermClearBonds, signed: true},
+	OpReadAudit:  {name: "read-audit", perm: cred.PermReadAudit, data: true, args: readAuditArgs},
+	OpSetTime:    {name: "set-time", perm: cred.PermSetTime, signed: true, args: setTimeArgs},
+}
+
+// Valid reports whether o is a defined operation code.
+func (o Op) Valid() bool { return o >= OpLock && o <= maxOp }
+
+// String returns the op's spec name ("unlock", "add-user", ...), or "op(N)"
+// for an undefined code.
+func (o Op) String() string {
+	if o.Valid() {
+		return ops[o].name
+	}
+	return fmt.Sprintf("op(%d)", uint8(o))
+}
+
+// Perm returns the permission bit of firmware/cred that allows o (PermLock
+// for OpLock ... PermSetTime for OpSetTime), or 0 for an undefined code, which
+// [cred.Cert.Allows] never grants.
+func (o Op) Perm() cred.Perm {
+	if o.Valid() {
+		return ops[o].perm
+	}
+	return 0
+}
+
+// HasData reports whether a successful result of o carries data (key 9):
+// status, list-users, allow-bond and read-audit.
+func (o Op) HasData() bool { return o.Valid() && ops[o].data }
+
+// RequiresSignature reports whether a request for op, received over a
+// session whose authenticated peer has kind peer, must carry a signed
+// command (request key 4). Lock, unlock, add-user, remove-user, clear-bonds
+// and set-time must be signed — except lock and unlock requested by a user
+// (a rider's phone) over its own EDHOC session, which the user's own
+// credential authorises. The other operations are authorised by the session
+// peer's effective permissions; a signed variant of them is accepted too.
+// Undefined ops report true (fail closed).
+func RequiresSignature(op Op, peer cred.Kind) bool {
+	if !op.Valid() {
+		return true
+	}
+	if peer == cred.KindUser && (op == OpLock || op == OpUnlock) {
+		return false
+	}
+	return ops[op].signed
+}
+
+// LockState is the state of the bike lock's actuator (result key 3).
+type LockState uint8
+
+// Lock states.
+const (
+	StateLocked   LockState = 0
+	StateUnlocked LockState = 1
+	// StateJammed: the actuator failed to reach a position; the lock
+	// cannot tell whether the bike is secured.
+	StateJammed LockState = 2
+)
+
+// Valid reports whether s is a defined lock state.
+func (s LockState) Valid() bool { return s <= StateJammed }
+
+// String returns "locked", "unlocked", "jammed" or "state(N)".
+func (s LockState) String() string {
+	switch s {
+	case StateLocked:
+		return "locked"
+	case StateUnlocked:
+		return "unlocked"
+	case StateJammed:
+		return "jammed"
+	}
+	return fmt.Sprintf("state(%d)", uint8(s))
+}

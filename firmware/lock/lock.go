@@ -1,0 +1,264 @@
+package lock
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/fxamacker/cbor/v2"
+
+	"github.com/gatewayd/gatewayd/firmware/command"
+	"github.com/gatewayd/gatewayd/firmware/cred"
+)
+
+// Actuator drives the bolt.
+type Actuator interface {
+	// Move drives the bolt to target (StateLocked or StateUnlocked). An
+	// error means the bolt did not get there: the lock reports jammed.
+	Move(target command.LockState) error
+}
+
+// Event is one audit event.
+type Event struct {
+	Kind      EventKind
+	Actor     []byte // kid of the peer or the signer
+	Op        command.Op
+	CommandID []byte
+	Status    command.Status
+}
+
+// EventKind says what happened.
+type EventKind uint8
+
+// Audit event kinds.
+const (
+	EventBoot EventKind = iota + 1
+	EventHandshakeOK
+	EventHandshakeFailed
+	EventCommandOK
+	EventCommandRefused
+	EventBondWindowOpened
+	EventPairingOK
+	EventPairingFailed
+	EventBondsCleared
+	EventUserAdded
+	EventUserRemoved
+	EventTimeSet
+	EventLockout
+	EventPowerCutRecovered
+)
+
+// Auditor keeps the audit log. firmware/lock/audit implements it (see
+// AuditLog); nil keeps none.
+type Auditor interface {
+	Record(at time.Time, e Event) error
+	// Page returns the read-audit data for entries from fromSeq on.
+	Page(fromSeq uint32, max uint8) (cbor.RawMessage, error)
+}
+
+// Options configure a Lock. Cert, Key, Roots, Store and Actuator are
+// required; the rest have useful zero values.
+type Options struct {
+	// Cert is the lock's credential (kind lock) and Key its private key.
+	Cert *cred.Cert
+	Key  ed25519.PrivateKey
+	// Roots are the fleet roots the lock trusts.
+	Roots    cred.Roots
+	Store    Store
+	Actuator Actuator
+	Audit    Auditor
+	// RTC is the hardware clock. An nRF52832 without a backup battery
+	// restarts it at each boot; the lock's clock is RTC + the offset that
+	// set-time stored, never below the last saved clock. Nil: time.Now.
+	RTC func() time.Time
+	// Rand draws passkeys and ephemeral keys; nil: crypto/rand.
+	Rand io.Reader
+	// Slots is the size of the user table; default DefaultSlots (16),
+	// at most command.MaxUsers.
+	Slots int
+	// Firmware is the version reported in results; default "1.0.0".
+	Firmware string
+	// Battery reports the charge in percent; nil reports 100.
+	Battery func() uint8
+	// Lockout is the backoff policy for failed peers.
+	Lockout LockoutPolicy
+	// Logger receives one line per refused handshake or command; nil
+	// discards. It never sees keys, passkeys or signatures.
+	Logger *slog.Logger
+}
+
+// Lock is the reference lock. It is safe for concurrent use by several
+// connections.
+type Lock struct {
+	opts   Options
+	id     [8]byte
+	store  Store
+	slots  int
+	rnd    io.Reader
+	log    *slog.Logger
+	lo     *lockout
+	verify *cred.Verifier
+
+	mu     sync.Mutex
+	st     state
+	users  []*user
+	bonds  map[string]bool
+	window bondWindow
+	bolt   command.LockState
+}
+
+// New boots a lock from its storage: it loads users, counters, clock and
+// bonds, and finishes a command that a power cut interrupted by recording
+// it as interrupted (never by executing it).
+func New(opts Options) (*Lock, error) {
+	if opts.Cert == nil || opts.Cert.Kind != cred.KindLock || len(opts.Key) != ed25519.PrivateKeySize ||
+		opts.Store == nil || opts.Actuator == nil || len(opts.Roots) == 0 {
+		return nil, errors.New("lock: Options need a lock Cert, its Key, Roots, a Store and an Actuator")
+	}
+	l := &Lock{opts: opts, store: opts.Store, slots: opts.Slots, rnd: opts.Rand, log: opts.Logger}
+	copy(l.id[:], opts.Cert.KID)
+	if l.slots <= 0 {
+		l.slots = DefaultSlots
+	}
+	if l.slots > command.MaxUsers {
+		return nil, fmt.Errorf("lock: %d slots, at most %d", l.slots, command.MaxUsers)
+	}
+	if l.rnd == nil {
+		l.rnd = rand.Reader
+	}
+	if l.log == nil {
+		l.log = slog.New(slog.DiscardHandler)
+	}
+	if l.opts.Firmware == "" {
+		l.opts.Firmware = "1.0.0"
+	}
+	l.lo = newLockout(opts.Lockout)
+	l.verify = &cred.Verifier{Roots: opts.Roots, Now: l.Now,
+		Kinds: []cred.Kind{cred.KindGateway, cred.KindOperator, cred.KindUser}, Cache: cred.NewCache(32)}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.load(); err != nil {
+		return nil, err
+	}
+	l.bolt = l.st.Bolt
+	l.record(Event{Kind: EventBoot})
+	if p := l.st.Pending; p != nil {
+		// The counter was saved, the effect may not have happened: the
+		// command is spent and reported as interrupted.
+		l.st.Pending = nil
+		l.st.remember(commandRecord{ID: p.ID, Op: p.Op, Status: command.StatusInterrupted})
+		if err := l.saveState(); err != nil {
+			return nil, err
+		}
+		l.record(Event{Kind: EventPowerCutRecovered, Op: p.Op, CommandID: p.ID, Status: command.StatusInterrupted})
+	}
+	return l, nil
+}
+
+// ID returns the lock's 8-byte ID.
+func (l *Lock) ID() [8]byte { return l.id }
+
+// Now is the lock's clock: RTC plus the stored offset, never below the last
+// saved clock.
+func (l *Lock) Now() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.nowLocked()
+}
+
+func (l *Lock) nowLocked() time.Time {
+	rtc := time.Now()
+	if l.opts.RTC != nil {
+		rtc = l.opts.RTC()
+	}
+	t := rtc.Unix() + l.st.ClockOffset
+	if t < l.st.ClockFloor {
+		t = l.st.ClockFloor
+	}
+	return time.Unix(t, 0).UTC()
+}
+
+// Bolt returns the actuator's state as the lock believes it.
+func (l *Lock) Bolt() command.LockState {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.bolt
+}
+
+// Bonded reports whether addr holds a bond.
+func (l *Lock) Bonded(addr string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.bonds[addr]
+}
+
+// Pair is called by the BLE stack when addr completes LE Secure
+// Connections passkey entry with passkey. It succeeds only inside a bond
+// window opened for addr, with that window's passkey; three wrong passkeys
+// close the window.
+func (l *Lock) Pair(addr string, passkey uint32) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.nowLocked()
+	if err := l.window.pair(addr, passkey, now); err != nil {
+		l.record(Event{Kind: EventPairingFailed, Actor: []byte(addr)})
+		l.lo.fail(addr, now)
+		return err
+	}
+	l.bonds[addr] = true
+	if err := l.saveBonds(); err != nil {
+		delete(l.bonds, addr)
+		return err
+	}
+	l.record(Event{Kind: EventPairingOK, Actor: []byte(addr)})
+	return nil
+}
+
+// record appends to the audit log. A full or failing log must not stop
+// the lock from working; the failure is logged.
+func (l *Lock) record(e Event) {
+	if l.opts.Audit == nil {
+		return
+	}
+	if err := l.opts.Audit.Record(l.nowLocked(), e); err != nil {
+		l.log.Warn("audit append failed", "err", err)
+	}
+}
+
+// resultLocked fills the fields every result carries.
+func (l *Lock) resultLocked(reqID uint32, s command.Status) *command.Result {
+	b := uint8(100)
+	if l.opts.Battery != nil {
+		b = l.opts.Battery()
+	}
+	return &command.Result{RequestID: reqID, Status: s, LockState: l.bolt, Battery: b,
+		Firmware: l.opts.Firmware, Clock: l.nowLocked()}
+}
+
+// Serve runs one BLE connection: it waits for a handshake, serves the
+// session's commands until it closes, and waits for the next handshake,
+// until ctx ends or the transport fails.
+func (l *Lock) Serve(ctx context.Context, t Transport, peer Peer) error {
+	for {
+		if err := l.serveOne(ctx, t, peer); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if errors.Is(err, errTransport) {
+				return err
+			}
+		}
+	}
+}
+
+// Peer is what the BLE stack knows of the connected device.
+type Peer struct {
+	// Address is the peer's BLE address, "AA:BB:CC:DD:EE:FF".
+	Address string
+}
