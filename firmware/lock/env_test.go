@@ -141,4 +141,3 @@ func userParty(e *env, name string) channeltest.Party {
 func addUserArgs(p channeltest.Party, nbf, exp time.Time) command.Args {
 	return command.Args{UserID: p.Cert.Subject, PublicKey: p.Cert.PublicKey, Role: cred.RoleRider, NotBefore: nbf, NotAfter: exp}
 }
-
