@@ -1,7 +1,8 @@
 // Package vectors generates the protocol test vectors in firmware/testdata
 // for the lock's firmware team: a whole handshake between a gateway and a
 // lock credential (first contact by value, then cached by 'kid'), protected
-// frames in both directions, and fragmentation examples. Everything is
+// frames in both directions, fragmentation examples, and signed commands
+// with the reference lock's results. Everything is
 // derived from fixed seeds, so the output is byte-for-byte reproducible; a
 // test fails when the committed files drift from it.
 //
@@ -212,8 +213,16 @@ func Files() (map[string][]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	f, err := NewFleet()
+	if err != nil {
+		return nil, err
+	}
+	cmds, err := buildCommands(f)
+	if err != nil {
+		return nil, err
+	}
 	out := map[string][]byte{}
-	for name, v := range map[string]any{"handshake.json": hs, "frames.json": fr, "fragments.json": fg} {
+	for name, v := range map[string]any{"handshake.json": hs, "frames.json": fr, "fragments.json": fg, "commands.json": cmds} {
 		b, err := json.MarshalIndent(v, "", "  ")
 		if err != nil {
 			return nil, err

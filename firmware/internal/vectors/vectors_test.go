@@ -11,6 +11,7 @@ import (
 
 	"github.com/pion/dtls/v3/pkg/crypto/ccm"
 
+	"github.com/gatewayd/gatewayd/firmware/command"
 	"github.com/gatewayd/gatewayd/firmware/cred"
 	"github.com/gatewayd/gatewayd/firmware/edhoc"
 	"github.com/gatewayd/gatewayd/firmware/fragment"
@@ -252,6 +253,53 @@ func TestFragmentVectorsDecode(t *testing.T) {
 		for i := range again {
 			if !bytes.Equal(again[i], ex.Fragments[i]) {
 				t.Fatalf("%s: fragment %d differs", ex.Name, i)
+			}
+		}
+	}
+}
+
+// TestCommandVectorsDecode parses every committed request and result, and
+// re-verifies every signed command that the lock accepted, with the
+// published root and lock ID.
+func TestCommandVectorsDecode(t *testing.T) {
+	var c Commands
+	load(t, "commands.json", &c)
+	if len(c.Examples) < 10 {
+		t.Fatalf("%d examples", len(c.Examples))
+	}
+	roots := cred.Roots{}
+	roots.Add(c.Root.KID, []byte(c.Root.PublicKey))
+	var lockID [8]byte
+	copy(lockID[:], c.Lock.KID)
+	now, err := time.Parse(time.RFC3339, c.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := command.Verifier{Roots: roots, LockID: lockID, Now: func() time.Time { return now }}
+	for _, ex := range c.Examples {
+		req, err := command.ParseRequest(ex.Request)
+		if err != nil {
+			t.Fatalf("%s: request: %v", ex.Name, err)
+		}
+		res, err := command.ParseResult(req.Op, ex.Result)
+		if err != nil {
+			t.Fatalf("%s: result: %v", ex.Name, err)
+		}
+		if res.Status.String() != ex.Status || uint16(res.Status) != ex.StatusCode || res.RequestID != req.RequestID {
+			t.Fatalf("%s: result status %v / request id %d", ex.Name, res.Status, res.RequestID)
+		}
+		if len(ex.Signed) == 0 {
+			continue
+		}
+		_, verr := v.Verify(ex.Signed, req.Op)
+		switch res.Status {
+		case command.StatusOK, command.StatusDuplicateCommand, command.StatusReplay:
+			if verr != nil {
+				t.Fatalf("%s: the lock accepted a signature that does not verify: %v", ex.Name, verr)
+			}
+		default:
+			if command.StatusOf(verr) != res.Status {
+				t.Fatalf("%s: verifying gives %v, the lock said %v", ex.Name, command.StatusOf(verr), res.Status)
 			}
 		}
 	}
