@@ -2,7 +2,8 @@
 // gateway and a lock of a test fleet open the secure channel (EDHOC, fleet
 // credentials, protected frames) over an in-memory BLE link with the
 // minimum ATT MTU, packet reordering and duplication; then it shows what a
-// sniffer sees and replays the attacks of the design brief against it.
+// sniffer sees, replays the attacks of the design brief against it, and
+// sends operator-signed commands to the reference lock.
 //
 // It is the project's demo until the daemon exists (scripts/demo.sh).
 package main
@@ -18,9 +19,13 @@ import (
 
 	"github.com/gatewayd/gatewayd/firmware/channel"
 	"github.com/gatewayd/gatewayd/firmware/channel/channeltest"
+	"github.com/gatewayd/gatewayd/firmware/command"
 	"github.com/gatewayd/gatewayd/firmware/cred"
 	"github.com/gatewayd/gatewayd/firmware/fragment"
 	"github.com/gatewayd/gatewayd/firmware/frame"
+	"github.com/gatewayd/gatewayd/firmware/lock"
+	"github.com/gatewayd/gatewayd/firmware/lock/locktest"
+	"github.com/gatewayd/gatewayd/firmware/lockclient"
 )
 
 func main() {
@@ -161,11 +166,97 @@ func run(ctx context.Context, mtu int) error {
 	other := fleet.Lock(t, 7)
 	r = connect(ctx, mtu, channeltest.Faults{}, fleet.GatewayConfig(other), fleet.LockConfig(lock))
 	report("a lock's credential dialing another lock", r.lockErr, cred.ErrWrongKind)
+	if err := commands(ctx, mtu, fleet, gw); err != nil {
+		return err
+	}
 	if missed > 0 {
 		return fmt.Errorf("%d attacks were not refused as expected", missed)
 	}
 	fmt.Println("\nAll attacks refused.")
 	return nil
+}
+
+// commands runs the reference lock (firmware/lock) behind the channel and
+// sends it operator-signed commands through the gateway.
+func commands(ctx context.Context, mtu int, fleet *channeltest.Fleet, gw channeltest.Party) error {
+	t := fatal{}
+	lp := fleet.Lock(t, 0x4c4b000000000077)
+	op := fleet.Operator(t, "otto", cred.RoleOperator)
+	bolt := &locktest.Actuator{}
+	l, err := lock.New(lock.Options{Cert: lp.Cert, Key: lp.Key, Roots: fleet.Roots, Store: locktest.NewStore(),
+		Actuator: bolt, RTC: func() time.Time { return fleet.Now }})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	a, b := channeltest.Pipe(mtu, channeltest.Faults{})
+	defer a.Close()
+	const gwAddr = "AA:BB:CC:00:00:17"
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = l.Serve(ctx, channel.NewFragmentTransport(b, fragment.Options{}), lock.Peer{Address: gwAddr})
+	}()
+	defer func() { cancel(); <-done }()
+	conn, err := channel.Dial(ctx, channel.NewFragmentTransport(a, fragment.Options{}), fleet.GatewayConfig(gw))
+	if err != nil {
+		return err
+	}
+	c := lockclient.New(conn)
+	fmt.Printf("\n5. Commands to the reference lock %s, through gateway %q\n", lp.Cert.Subject, gw.Cert.Subject)
+	show := func(what string, r *command.Result, err error) *command.Result {
+		if err != nil {
+			fmt.Printf("   %-46s error: %v\n", what, err)
+			missed++
+			return nil
+		}
+		fmt.Printf("   %-46s %-18s bolt %v\n", what, r.Status, r.LockState)
+		return r
+	}
+	var n uint64
+	sign := func(o command.Op) []byte {
+		n++
+		var id [16]byte
+		id[15] = byte(n)
+		s, err := command.Sign(op.Key, op.Cert.Raw, command.Body{LockID: l.ID(), Op: o, CommandID: id,
+			NotAfter: fleet.Now.Add(time.Hour), Counter: n})
+		if err != nil {
+			t.Fatalf("sign: %v", err)
+		}
+		return s
+	}
+	r, err := c.Status(ctx)
+	show("status (gateway's own authority)", r, err)
+	unlock := sign(command.OpUnlock)
+	r, err = c.Signed(ctx, command.OpUnlock, unlock)
+	show("unlock signed by operator otto", r, err)
+	r, err = c.Signed(ctx, command.OpUnlock, unlock)
+	if r = show("the same signed unlock, replayed", r, err); r != nil && r.Status != command.StatusDuplicateCommand {
+		missed++
+	}
+	r, err = c.Do(ctx, command.Request{Op: command.OpLock})
+	if r = show("lock on the gateway's own authority", r, err); r != nil && r.Status != command.StatusForbidden {
+		missed++
+	}
+	r, err = c.Signed(ctx, command.OpLock, sign(command.OpLock))
+	show("lock signed by operator otto", r, err)
+	r, err = c.AllowBond(ctx, 30*time.Second)
+	if r = show("allow-bond for the gateway's own address", r, err); r != nil {
+		if w, err := r.BondWindow(); err == nil {
+			fmt.Printf("   %-46s %v\n", "pairing with the one-time passkey", result(l.Pair(gwAddr, w.Passkey)))
+			fmt.Printf("   %-46s %v\n", "a stranger pairing with it", result(l.Pair("DE:AD:BE:EF:00:01", w.Passkey)))
+		}
+	}
+	fmt.Printf("   the bolt moved %d times\n", bolt.Moves())
+	return nil
+}
+
+func result(err error) string {
+	if err != nil {
+		return "refused: " + err.Error()
+	}
+	return "bonded"
 }
 
 // report prints the outcome of one attack and counts the ones that were
