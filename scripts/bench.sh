@@ -37,3 +37,4 @@ pair() {
 
 pair ./firmware/edhoc Handshake HandshakePrimitives 1.3
 pair ./firmware/frame SealOpen64 RawCCM64 1.5
+pair ./firmware/command Verify VerifyFloor 1.3
