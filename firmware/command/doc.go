@@ -3,7 +3,8 @@
 // Request frame, a [Result] in a Response frame), and the operator-signed
 // commands that carry end-to-end authorisation from an operator to the
 // lock. The normative description, for the lock's C firmware as much as for
-// this code, is docs/drafts/commands.md.
+// this code, is docs/protocol.md §12 (what the lock does with a request, in
+// order, is §13).
 //
 // Both ends use it. The gateway builds requests, checks a signed command
 // with a [Verifier] set to the target lock's ID before any BLE work, and

@@ -15,15 +15,39 @@ import (
 	"github.com/gatewayd/gatewayd/firmware/cred"
 )
 
-// The worked examples of docs/drafts/commands.md are generated here, from
+// The worked examples of docs/protocol.md §12.9 are generated here, from
 // fixed seeds, and the test fails if the document shows anything else.
 // After a deliberate change, regenerate them with
 //
 //	go test ./firmware/command -run TestSpecExamples -update-doc
+//
+// The generated blocks are looked for, and rewritten, only inside §12 of
+// the spec (from its "## 12." heading to the "## 13." one); the rest of the
+// document is never touched.
 
-var updateDoc = flag.Bool("update-doc", false, "rewrite the generated blocks of docs/drafts/commands.md")
+var updateDoc = flag.Bool("update-doc", false, "rewrite the generated blocks of docs/protocol.md §12")
 
-const specPath = "../../docs/drafts/commands.md"
+const specPath = "../../docs/protocol.md"
+
+// The section of the spec that holds the generated blocks.
+const (
+	specSectionStart = "\n## 12. "
+	specSectionEnd   = "\n## 13. "
+)
+
+// specSection returns the bounds of §12 in the spec's text.
+func specSection(t *testing.T, text string) (int, int) {
+	t.Helper()
+	i := strings.Index(text, specSectionStart)
+	if i < 0 || strings.Count(text, specSectionStart) != 1 {
+		t.Fatalf("%s: want exactly one heading %q", specPath, strings.TrimSpace(specSectionStart))
+	}
+	j := strings.Index(text[i+1:], specSectionEnd)
+	if j < 0 {
+		t.Fatalf("%s: no heading %q after %q", specPath, strings.TrimSpace(specSectionEnd), strings.TrimSpace(specSectionStart))
+	}
+	return i, i + 1 + j
+}
 
 // Fixed inputs of the examples. The root and the lock are those of the
 // credential example of docs/protocol.md §5.10.
@@ -194,12 +218,17 @@ func TestSpecExamples(t *testing.T) {
 	if err != nil {
 		t.Fatalf("reading the spec: %v", err)
 	}
-	text := string(doc)
+	lo, hi := specSection(t, string(doc))
+	text := string(doc[lo:hi]) // §12 only
 	for name, want := range blocks {
 		begin := "<!-- generated: " + name + " -->\n"
+		if n := strings.Count(string(doc), begin); n != 1 {
+			t.Errorf("%s has %d blocks %q, want 1 (in §12)", specPath, n, name)
+			continue
+		}
 		i := strings.Index(text, begin)
 		if i < 0 {
-			t.Errorf("%s has no block %q", specPath, name)
+			t.Errorf("%s has block %q outside §12", specPath, name)
 			continue
 		}
 		i += len(begin)
@@ -217,13 +246,15 @@ func TestSpecExamples(t *testing.T) {
 			t.Errorf("block %q differs from the code's output; regenerate with -update-doc.\n got:\n%s\nwant:\n%s", name, got, fenced)
 		}
 	}
-	if *updateDoc && text != string(doc) {
-		if err := os.WriteFile(specPath, []byte(text), 0o644); err != nil {
+	if *updateDoc && text != string(doc[lo:hi]) {
+		out := string(doc[:lo]) + text + string(doc[hi:])
+		if err := os.WriteFile(specPath, []byte(out), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		t.Log("updated", specPath)
+		t.Log("updated §12 of", specPath)
 	}
-	// The hex of both requests must appear in full, whatever the layout.
+	// The hex of both requests and results must appear in full in §12,
+	// whatever the layout.
 	flat := strings.Join(strings.Fields(text), "")
 	for _, b := range [][]byte{x.addUserReq, x.unlockReq, x.addUserResult, x.unlockResult} {
 		if !strings.Contains(flat, hex.EncodeToString(b)) {
@@ -295,7 +326,7 @@ func bodyHint(op Op) *hint {
 func signedHint(op Op) *hint {
 	return &hint{name: "COSE_Sign1", elems: []*hint{
 		{name: "protected", embed: &hint{name: "protected", keys: map[uint64]*hint{1: {name: "alg", enum: func(uint64) string { return "" }}}}},
-		{name: "unprotected", keys: map[uint64]*hint{13: {name: "kcwt: credential (docs/protocol.md §5)", raw: true}, 4: h("root kid")}},
+		{name: "unprotected", keys: map[uint64]*hint{13: {name: "kcwt: credential (§5)", raw: true}, 4: h("root kid")}},
 		{name: "payload", embed: bodyHint(op)},
 		{name: "signature"},
 	}}

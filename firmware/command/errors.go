@@ -8,7 +8,7 @@ import (
 // Status is the status code of a [Result] (key 2). Each code but
 // [StatusOK] has one sentinel error of this package: [Status.Err] and
 // [StatusOf] map between them. The values are fixed by the spec
-// (docs/drafts/commands.md, "Status codes").
+// (docs/protocol.md §12.8, "Status codes").
 type Status uint16
 
 // Status codes.

@@ -376,8 +376,8 @@ type Verified struct {
 
 // Verify checks a signed command for operation wantOp (the op of the
 // request that carries it) and returns what it says. The checks, in this
-// order, stop at the first failure (steps 1 to 9 are steps 4 to 12 of the
-// lock's procedure in docs/drafts/commands.md §6):
+// order, stop at the first failure (steps 1 to 9 are those of
+// docs/protocol.md §12.6, which the lock runs at step 4 of §13.2):
 //
 //  0. wantOp is a defined operation (ErrUnknownOp);
 //  1. len(signed) <= MaxSignedSize, before any decoding (ErrMalformed);

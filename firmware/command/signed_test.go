@@ -190,7 +190,7 @@ func TestVerifyAtNotAfterBoundary(t *testing.T) {
 	wantErr(t, err, ErrExpired)
 }
 
-// TestRequiresSignature is the table of docs/drafts/commands.md.
+// TestRequiresSignature is the table of docs/protocol.md §12.3.
 func TestRequiresSignature(t *testing.T) {
 	signed := map[Op]bool{OpLock: true, OpUnlock: true, OpAddUser: true, OpRemoveUser: true,
 		OpClearBonds: true, OpSetTime: true}

@@ -153,7 +153,7 @@ func buildCommands(f *Fleet) (*Commands, error) {
 		{name: "signed unlock", desc: "An operator-signed unlock, carried by the gateway.", signer: "operator", req: command.Request{Op: command.OpUnlock, RequestID: 2}, body: unlock},
 		{name: "replayed unlock", desc: "The same signed unlock again: duplicate_command with the original status {1: 0}; the bolt does not move.", signer: "operator", req: command.Request{Op: command.OpUnlock, RequestID: 3}, body: unlock},
 		{name: "unsigned unlock", desc: "The gateway tries to unlock on its own authority: forbidden.", req: command.Request{Op: command.OpUnlock, RequestID: 4}},
-		{name: "lower counter", desc: "A new command ID whose counter (1) is not above the operator's last (2): replay.", signer: "operator", req: command.Request{Op: command.OpLock, RequestID: 5}, body: stale},
+		{name: "lower counter", desc: "A new command ID whose counter (1) is not above the operator's last accepted one (1): replay.", signer: "operator", req: command.Request{Op: command.OpLock, RequestID: 5}, body: stale},
 		{name: "another lock", desc: "A command signed for another lock ID: wrong_lock.", signer: "operator", req: command.Request{Op: command.OpUnlock, RequestID: 6}, body: other},
 		{name: "expired", desc: "A command whose not_after has passed by the lock's clock: expired.", signer: "operator", req: command.Request{Op: command.OpLock, RequestID: 7}, body: expired},
 		{name: "tampered", desc: "A signed lock whose body was changed after signing (last byte flipped): bad_signature.", signer: "operator", req: command.Request{Op: command.OpLock, RequestID: 8}, body: b(command.OpLock, command.Args{}), tamper: true},
