@@ -7,13 +7,14 @@ import (
 
 	"github.com/gatewayd/gatewayd/firmware/command"
 	"github.com/gatewayd/gatewayd/firmware/cred"
+	"github.com/gatewayd/gatewayd/firmware/lock/audit"
 )
 
 // Handle runs one request from an authenticated session and returns the
 // encoded result. peerCert is the session peer's verified credential and
 // peer its link. It never returns an error: every refusal is a status.
 //
-// The order (docs/protocol.md §12): parse; lockout; authorise (the session
+// The order (docs/protocol.md §13.2): parse; lockout; authorise (the session
 // peer's permissions, or the signed command: credential, signature, role,
 // lock ID, expiry); for signed commands, command ID not executed before and
 // counter above the signer's last; persist the counter with the command as
@@ -38,6 +39,15 @@ func (l *Lock) Handle(peerCert *cred.Cert, peer Peer, plaintext []byte) []byte {
 	return out
 }
 
+// signerActor is the audit actor of a signed command: the signer's kid, or
+// the fleet root's.
+func signerActor(v *command.Verified) []byte {
+	if v.Signer != nil {
+		return v.Signer.KID
+	}
+	return v.RootKID
+}
+
 func actor(c *cred.Cert) []byte {
 	if c == nil {
 		return nil
@@ -52,11 +62,11 @@ func (l *Lock) refuse(res *command.Result, peerCert *cred.Cert, peer Peer, op co
 	switch res.Status {
 	case command.StatusForbidden, command.StatusBadSignature, command.StatusSignerRejected,
 		command.StatusWrongLock, command.StatusReplay, command.StatusMalformed:
-		if until := l.lo.fail(peer.Address, now); !until.IsZero() {
-			l.record(Event{Kind: EventLockout, Actor: []byte(peer.Address)})
+		if until := l.lo.fail(peer.Address, now); until.After(now) {
+			l.record(Event{Kind: audit.EventLockout, Actor: addrActor(peer.Address), Status: uint16(min(until.Sub(now)/time.Second, 65535))})
 		}
 	}
-	l.record(Event{Kind: EventCommandRefused, Actor: actor(peerCert), Op: op, CommandID: res.CommandID, Status: res.Status})
+	l.record(Event{Kind: audit.EventCommandRefused, Actor: actor(peerCert), Op: op, CommandID: res.CommandID, Status: uint16(res.Status)})
 	l.log.Info("command refused", "peer", peer.Address, "op", op, "status", res.Status, "err", err)
 	return res
 }
@@ -98,7 +108,7 @@ func (l *Lock) handleLocked(peerCert *cred.Cert, peer Peer, req *command.Request
 		// Executed (or interrupted) before: report, never run again.
 		res.Status = command.StatusDuplicateCommand
 		res.Data, _ = command.EncodeDuplicate(prev.Status)
-		l.record(Event{Kind: EventCommandRefused, Actor: []byte(ver.SignerKey), Op: req.Op, CommandID: res.CommandID, Status: res.Status})
+		l.record(Event{Kind: audit.EventCommandRefused, Actor: signerActor(ver), Op: req.Op, CommandID: res.CommandID, Status: uint16(res.Status)})
 		return res
 	}
 	last, known := l.st.Counters[ver.SignerKey]
@@ -147,9 +157,9 @@ func cloneCounters(m map[string]signerState) map[string]signerState {
 func (l *Lock) execute(res *command.Result, peerCert *cred.Cert, peer Peer, op command.Op, a *command.Args, ver *command.Verified) *command.Result {
 	who := actor(peerCert)
 	if ver != nil {
-		who = []byte(ver.SignerKey)
+		who = signerActor(ver)
 	}
-	ok := func(kind EventKind) *command.Result {
+	ok := func(kind audit.Event) *command.Result {
 		res.Status = command.StatusOK
 		l.record(Event{Kind: kind, Actor: who, Op: op, CommandID: res.CommandID})
 		l.lo.succeed(peer.Address)
@@ -171,7 +181,7 @@ func (l *Lock) execute(res *command.Result, peerCert *cred.Cert, peer Peer, op c
 		}
 		l.bolt = target
 		res.LockState = target
-		return ok(EventCommandOK)
+		return ok(audit.EventCommandOK)
 
 	case command.OpStatus:
 		users := 0
@@ -186,7 +196,7 @@ func (l *Lock) execute(res *command.Result, peerCert *cred.Cert, peer Peer, op c
 		}
 		res.Data, _ = command.EncodeLockStatus(command.LockStatus{LockoutUntil: until,
 			Failures: uint32(l.lo.failures(peer.Address)), Users: uint8(users), Slots: uint8(l.slots)})
-		return ok(EventCommandOK)
+		return ok(audit.EventCommandOK)
 
 	case command.OpAddUser:
 		slot, _ := l.findUser(a.UserID)
@@ -207,7 +217,7 @@ func (l *Lock) execute(res *command.Result, peerCert *cred.Cert, peer Peer, op c
 			return fail(fmt.Errorf("%w: %w", command.ErrInternal, err))
 		}
 		l.users[slot] = u
-		return ok(EventUserAdded)
+		return ok(audit.EventUserAdded)
 
 	case command.OpRemoveUser:
 		slot, _ := l.findUser(a.UserID)
@@ -218,7 +228,7 @@ func (l *Lock) execute(res *command.Result, peerCert *cred.Cert, peer Peer, op c
 			return fail(fmt.Errorf("%w: %w", command.ErrInternal, err))
 		}
 		l.users[slot] = nil
-		return ok(EventUserRemoved)
+		return ok(audit.EventUserRemoved)
 
 	case command.OpListUsers:
 		var list []command.UserEntry
@@ -230,7 +240,7 @@ func (l *Lock) execute(res *command.Result, peerCert *cred.Cert, peer Peer, op c
 			}
 		}
 		res.Data, _ = command.EncodeUsers(list)
-		return ok(EventCommandOK)
+		return ok(audit.EventCommandOK)
 
 	case command.OpAllowBond:
 		d := a.BondWindow()
@@ -243,7 +253,7 @@ func (l *Lock) execute(res *command.Result, peerCert *cred.Cert, peer Peer, op c
 		}
 		l.window = bondWindow{addr: peer.Address, passkey: pk, until: now.Add(d)}
 		res.Data, _ = command.EncodeBondWindow(command.BondWindow{Passkey: pk, WindowSeconds: uint8(d / time.Second), Peer: peer.Address})
-		return ok(EventBondWindowOpened)
+		return ok(audit.EventBondWindowOpened)
 
 	case command.OpClearBonds:
 		l.bonds = map[string]bool{}
@@ -251,7 +261,7 @@ func (l *Lock) execute(res *command.Result, peerCert *cred.Cert, peer Peer, op c
 		if err := l.saveBonds(); err != nil {
 			return fail(fmt.Errorf("%w: %w", command.ErrInternal, err))
 		}
-		return ok(EventBondsCleared)
+		return ok(audit.EventBondsCleared)
 
 	case command.OpReadAudit:
 		if l.opts.Audit == nil {
@@ -262,7 +272,7 @@ func (l *Lock) execute(res *command.Result, peerCert *cred.Cert, peer Peer, op c
 			return fail(fmt.Errorf("%w: %w", command.ErrInternal, err))
 		}
 		res.Data = d
-		return ok(EventCommandOK)
+		return ok(audit.EventCommandOK)
 
 	case command.OpSetTime:
 		rtc := time.Now()
@@ -272,7 +282,7 @@ func (l *Lock) execute(res *command.Result, peerCert *cred.Cert, peer Peer, op c
 		l.st.ClockOffset = a.Time.Unix() - rtc.Unix()
 		l.st.ClockFloor = a.Time.Unix()
 		res.Clock = a.Time.UTC()
-		return ok(EventTimeSet)
+		return ok(audit.EventTimeSet)
 	}
 	return fail(errors.New("unknown op"))
 }

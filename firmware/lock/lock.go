@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 
 	"github.com/gatewayd/gatewayd/firmware/command"
 	"github.com/gatewayd/gatewayd/firmware/cred"
+	"github.com/gatewayd/gatewayd/firmware/lock/audit"
 )
 
 // Actuator drives the bolt.
@@ -24,35 +27,14 @@ type Actuator interface {
 	Move(target command.LockState) error
 }
 
-// Event is one audit event.
+// Event is one audit event; Kind is one of the audit package's event codes.
 type Event struct {
-	Kind      EventKind
-	Actor     []byte // kid of the peer or the signer
+	Kind      audit.Event
+	Actor     []byte // kid of the peer or the signer, or a BLE address
 	Op        command.Op
 	CommandID []byte
-	Status    command.Status
+	Status    uint16
 }
-
-// EventKind says what happened.
-type EventKind uint8
-
-// Audit event kinds.
-const (
-	EventBoot EventKind = iota + 1
-	EventHandshakeOK
-	EventHandshakeFailed
-	EventCommandOK
-	EventCommandRefused
-	EventBondWindowOpened
-	EventPairingOK
-	EventPairingFailed
-	EventBondsCleared
-	EventUserAdded
-	EventUserRemoved
-	EventTimeSet
-	EventLockout
-	EventPowerCutRecovered
-)
 
 // Auditor keeps the audit log. firmware/lock/audit implements it (see
 // AuditLog); nil keeps none.
@@ -147,7 +129,7 @@ func New(opts Options) (*Lock, error) {
 		return nil, err
 	}
 	l.bolt = l.st.Bolt
-	l.record(Event{Kind: EventBoot})
+	l.record(Event{Kind: audit.EventBoot})
 	if p := l.st.Pending; p != nil {
 		// The counter was saved, the effect may not have happened: the
 		// command is spent and reported as interrupted.
@@ -156,7 +138,7 @@ func New(opts Options) (*Lock, error) {
 		if err := l.saveState(); err != nil {
 			return nil, err
 		}
-		l.record(Event{Kind: EventPowerCutRecovered, Op: p.Op, CommandID: p.ID, Status: command.StatusInterrupted})
+		l.record(Event{Kind: audit.EventCommandRefused, Op: p.Op, CommandID: p.ID, Status: uint16(command.StatusInterrupted)})
 	}
 	return l, nil
 }
@@ -207,7 +189,7 @@ func (l *Lock) Pair(addr string, passkey uint32) error {
 	defer l.mu.Unlock()
 	now := l.nowLocked()
 	if err := l.window.pair(addr, passkey, now); err != nil {
-		l.record(Event{Kind: EventPairingFailed, Actor: []byte(addr)})
+		l.record(Event{Kind: audit.EventPairingFailed, Actor: addrActor(addr)})
 		l.lo.fail(addr, now)
 		return err
 	}
@@ -216,7 +198,7 @@ func (l *Lock) Pair(addr string, passkey uint32) error {
 		delete(l.bonds, addr)
 		return err
 	}
-	l.record(Event{Kind: EventPairingOK, Actor: []byte(addr)})
+	l.record(Event{Kind: audit.EventPairingOK, Actor: addrActor(addr)})
 	return nil
 }
 
@@ -229,6 +211,41 @@ func (l *Lock) record(e Event) {
 	if err := l.opts.Audit.Record(l.nowLocked(), e); err != nil {
 		l.log.Warn("audit append failed", "err", err)
 	}
+}
+
+// addrActor is a BLE address "AA:BB:CC:DD:EE:FF" as the 6 bytes an audit
+// actor holds (at most audit.MaxActor bytes of anything else).
+func addrActor(addr string) []byte {
+	if b, err := hex.DecodeString(strings.ReplaceAll(addr, ":", "")); err == nil && len(b) == 6 {
+		return b
+	}
+	if len(addr) > audit.MaxActor {
+		addr = addr[:audit.MaxActor]
+	}
+	return []byte(addr)
+}
+
+// AuditLog adapts the audit package's log to the lock's Auditor.
+func AuditLog(log *audit.Log) Auditor { return auditLog{log} }
+
+type auditLog struct{ l *audit.Log }
+
+func (a auditLog) Record(at time.Time, e Event) error {
+	actor := e.Actor
+	if len(actor) > audit.MaxActor {
+		actor = actor[:audit.MaxActor]
+	}
+	_, err := a.l.Append(audit.Entry{Time: uint64(max(at.Unix(), 0)), Event: e.Kind, Actor: actor,
+		Op: uint8(e.Op), CommandID: e.CommandID, Status: e.Status})
+	return err
+}
+
+func (a auditLog) Page(fromSeq uint32, max uint8) (cbor.RawMessage, error) {
+	p, err := a.l.Page(uint64(fromSeq), int(max))
+	if err != nil {
+		return nil, err
+	}
+	return audit.EncodePage(p)
 }
 
 // resultLocked fills the fields every result carries.

@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/gatewayd/gatewayd/firmware/channel"
 	"github.com/gatewayd/gatewayd/firmware/cred"
 	"github.com/gatewayd/gatewayd/firmware/edhoc"
 	"github.com/gatewayd/gatewayd/firmware/fragment"
 	"github.com/gatewayd/gatewayd/firmware/frame"
+	"github.com/gatewayd/gatewayd/firmware/lock/audit"
 )
 
 // Transport carries whole messages of one BLE connection
@@ -57,7 +57,7 @@ func (l *Lock) serveOne(ctx context.Context, t Transport, peer Peer) error {
 	}
 	if until := l.lo.until(peer.Address, l.Now()); !until.IsZero() {
 		pe := &edhoc.ProtocolError{Code: edhoc.ErrCodeUnspecified,
-			Info: fmt.Sprintf("locked out for %d s", int(time.Until(until).Seconds())+1)}
+			Info: fmt.Sprintf("locked out for %d s", int(until.Sub(l.Now()).Seconds())+1)}
 		_ = t.Send(ctx, append([]byte{channel.MsgEDHOCError}, pe.Message()...))
 		return nil
 	}
@@ -72,7 +72,7 @@ func (l *Lock) serveOne(ctx context.Context, t Transport, peer Peer) error {
 		return nil
 	}
 	l.mu.Lock()
-	l.record(Event{Kind: EventHandshakeOK, Actor: conn.Peer().KID})
+	l.record(Event{Kind: audit.EventHandshakeOK, Actor: conn.Peer().KID})
 	l.mu.Unlock()
 	return l.serveSession(ctx, conn, peer)
 }
@@ -84,7 +84,7 @@ func (l *Lock) handshakeFailed(peer Peer, err error) {
 		errors.Is(err, edhoc.ErrUnknownCredential) || errors.Is(err, edhoc.ErrMalformed) || errors.Is(err, edhoc.ErrInvalidKey) {
 		l.mu.Lock()
 		l.lo.fail(peer.Address, l.nowLocked())
-		l.record(Event{Kind: EventHandshakeFailed, Actor: []byte(peer.Address)})
+		l.record(Event{Kind: audit.EventHandshakeFailed, Actor: addrActor(peer.Address)})
 		l.mu.Unlock()
 	}
 	l.log.Info("handshake refused", "peer", peer.Address, "err", err)

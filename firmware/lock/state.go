@@ -21,7 +21,7 @@ type Store interface {
 	Delete(key uint16) error
 }
 
-// Record keys of the lock's own state (docs/protocol.md, lock state).
+// Record keys of the lock's own state (docs/protocol.md §13.4, §14).
 const (
 	keyState     uint16 = 0x0001 // counters, pending command, recent IDs, clock
 	keyBonds     uint16 = 0x0002 // bonded peer addresses
