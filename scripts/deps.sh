@@ -8,6 +8,7 @@ set -euo pipefail
 # command-name:debian-package pairs. Add a line when a test needs a new tool.
 need=(
   "git:git"
+  "dbus-daemon:dbus-daemon"   # bluez/: a private system bus for the BlueZ emulator
 )
 
 missing=()

@@ -1,7 +1,7 @@
 // Package audit is the lock's audit log: a ring of entries (default 256)
 // with sequence numbers and a hash chain, kept in a flash.Store, read by
 // gateways with the read-audit command, and verified by them. It owns the
-// entry and page formats (docs/drafts/storage-audit.md) and both sides:
+// entry and page formats (docs/protocol.md §14.5) and both sides:
 // the lock's [Log] and the reader's [Verify] and [Cursor].
 //
 // # Entries and the chain

@@ -21,7 +21,7 @@ const (
 // Event is what an entry records (entry key 3).
 type Event uint16
 
-// Event codes. The values are fixed by docs/drafts/storage-audit.md §5.2;
+// Event codes. The values are fixed by docs/protocol.md §14.5.2;
 // its table says what actor, op, command_id and status hold for each.
 const (
 	EventBoot              Event = 1  // the lock started

@@ -24,7 +24,7 @@ var (
 	ErrGap = errors.New("audit: entries missing")
 	// ErrMalformed is returned by DecodeEntry, DecodePage, Verify and
 	// Cursor.Advance for bytes that are not exactly one entry or page in
-	// deterministic CBOR (docs/drafts/storage-audit.md), or for a field out
+	// deterministic CBOR (docs/protocol.md §14.5), or for a field out
 	// of range: actor over 16 bytes, command_id neither 0 nor 16 bytes,
 	// prev_hash or head_hash not 32 bytes, signature neither absent nor 64
 	// bytes, more than MaxPageEntries entries, oldest_seq above next_seq.

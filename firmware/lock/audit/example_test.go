@@ -10,7 +10,7 @@ import (
 	"github.com/gatewayd/gatewayd/firmware/lock/flash"
 )
 
-// The worked example of docs/drafts/storage-audit.md: lock a1b2c3d4e5f60718
+// The worked example of docs/protocol.md §14.6: lock a1b2c3d4e5f60718
 // boots, op-alice's session opens, op-alice unlocks. This test keeps the
 // document's hex true.
 var workedExample = struct {

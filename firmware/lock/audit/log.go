@@ -35,7 +35,7 @@ type Options struct {
 	// Budget 68..96 bytes of flash per entry with 8-byte kids (at most
 	// 116), record header included: the default ring holds up to some
 	// 25 KiB of live records, so the lock's store needs 12 pages of 4 KiB
-	// (docs/drafts/storage-audit.md, "Sizing").
+	// (docs/protocol.md §14.7).
 	Size int
 	// LockID is the lock's ID (its 8-byte kid); it selects the genesis hash.
 	LockID []byte

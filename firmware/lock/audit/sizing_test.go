@@ -43,7 +43,7 @@ func lockLike(t *testing.T, pages int) error {
 	return nil
 }
 
-// TestSizing backs docs/drafts/storage-audit.md §7: the default ring and
+// TestSizing backs docs/protocol.md §14.7: the default ring and
 // the lock's records fit 11 pages of 4 KiB, not 10 (the document asks for
 // 12).
 func TestSizing(t *testing.T) {

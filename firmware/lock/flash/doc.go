@@ -1,7 +1,7 @@
 // Package flash is the lock's persistent storage: a small key → record
 // store, log-structured like Nordic's FDS, on a model of the nRF52832's
 // flash. It owns the flash model, the on-flash format and the power-cut
-// protocol that docs/drafts/storage-audit.md specifies for the C firmware.
+// protocol that docs/protocol.md §14.2 specifies for the C firmware.
 //
 // The consumer sees only [Store]: Get, Put, Delete and Keys on 16-bit keys.
 // Put and Delete are atomic (after a power cut, Get returns the old value or

@@ -254,7 +254,7 @@ func TestFull(t *testing.T) {
 	checkInvariants(t, s)
 }
 
-// TestRecordFormat pins the record layout of docs/drafts/storage-audit.md.
+// TestRecordFormat pins the record layout of docs/protocol.md §14.2.2.
 func TestRecordFormat(t *testing.T) {
 	got := encodeRecord(0x1001, 5, []byte{0xA1, 0x01, 0x02}, false)
 	want := []byte{0x01, 0x10, 0x03, 0x00, 0x05, 0, 0, 0, 0, 0, 0, 0, 0xA1, 0x01, 0x02, 0xFF}
