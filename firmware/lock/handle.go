@@ -162,7 +162,6 @@ func (l *Lock) execute(res *command.Result, peerCert *cred.Cert, peer Peer, op c
 	ok := func(kind audit.Event) *command.Result {
 		res.Status = command.StatusOK
 		l.record(Event{Kind: kind, Actor: who, Op: op, CommandID: res.CommandID})
-		l.lo.succeed(peer.Address)
 		return res
 	}
 	fail := func(err error) *command.Result { return l.refuse(res, peerCert, peer, op, err) }

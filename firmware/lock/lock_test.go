@@ -351,7 +351,15 @@ func TestLockoutAfterFailedAuthorisations(t *testing.T) {
 	b.LockID[0] ^= 1
 	bad := e.sign(e.operator, b)
 	var last *command.Result
-	for range 4 {
+	for range 2 {
+		last = do(t, c, command.Request{Op: command.OpUnlock, Signed: bad})
+	}
+	// The lockout shows in status: two failures so far, both free.
+	st, err := do(t, c, command.Request{Op: command.OpStatus}).LockStatus()
+	if err != nil || st.Failures != 2 || !st.LockoutUntil.IsZero() {
+		t.Fatalf("status after two failures: %+v %v", st, err)
+	}
+	for range 2 {
 		last = do(t, c, command.Request{Op: command.OpUnlock, Signed: bad})
 	}
 	wantStatus(t, last, command.StatusLockedOut)
