@@ -122,13 +122,6 @@ func (l *lockout) fail(peer string, now time.Time) time.Time {
 	return u
 }
 
-// succeed clears peer's failures.
-func (l *lockout) succeed(peer string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	delete(l.peers, peer)
-}
-
 // failures returns peer's current failure count.
 func (l *lockout) failures(peer string) int {
 	l.mu.Lock()
