@@ -1,0 +1,633 @@
+package bluez
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/godbus/dbus/v5"
+)
+
+// D-Bus names used by the adapter client.
+const (
+	BusName           = "org.bluez"
+	IfaceAdapter      = "org.bluez.Adapter1"
+	IfaceDevice       = "org.bluez.Device1"
+	ifaceProperties   = "org.freedesktop.DBus.Properties"
+	ifaceObjectManage = "org.freedesktop.DBus.ObjectManager"
+)
+
+// LockServiceUUID is the lock's primary service (docs/protocol.md §1).
+const LockServiceUUID = "97510001-ce6d-40c7-b7c2-022a651afaf6"
+
+// TestCompanyID is the company ID locks use until the fleet's is assigned.
+const TestCompanyID uint16 = 0xFFFF
+
+// Options configures Open.
+type Options struct {
+	Adapter     string        // adapter name ("hci0") or address; "" takes the first
+	ServiceUUID string        // discovery filter; "" is LockServiceUUID
+	CompanyID   uint16        // ManufacturerData key; 0 is TestCompanyID
+	AwayTimeout time.Duration // a lock unseen this long is gone; 0 is 30 s
+	CallTimeout time.Duration // deadline of each D-Bus call; 0 is 5 s
+	SweepEvery  time.Duration // how often away locks are looked for; 0 is AwayTimeout/4
+	EventQueue  int           // Events buffer; 0 is 1024
+	// SignalQueue is the buffer of each of the adapter's two signal
+	// subscriptions; 0 is 4096. When signals are dropped the adapter
+	// resynchronises from GetManagedObjects.
+	SignalQueue int
+	Logger      *slog.Logger // nil discards
+	Now         func() time.Time
+	// Dispatcher to subscribe through (one per connection); nil makes one
+	// that Close closes.
+	Dispatcher *Dispatcher
+}
+
+// Lock state flags in the advertisement (docs/protocol.md §1.1).
+const (
+	FlagLocked     byte = 1 << 0
+	FlagJammed     byte = 1 << 1
+	FlagBondWindow byte = 1 << 2
+	FlagBatteryLow byte = 1 << 3
+)
+
+// LockInfo is one lock as last seen.
+type LockInfo struct {
+	Address  string
+	Path     dbus.ObjectPath
+	LockID   [8]byte
+	Flags    byte
+	Battery  uint8
+	RSSI     int16 // 0 when unknown
+	LastSeen time.Time
+	// Err is set (wrapping ErrAdvertisement) when the advertisement is
+	// missing, mistyped or malformed; the other fields are then partial.
+	Err error
+}
+
+// EventKind says what happened to a lock.
+type EventKind int
+
+// Event kinds.
+const (
+	Appeared EventKind = iota + 1
+	Updated
+	Gone
+)
+
+func (k EventKind) String() string {
+	switch k {
+	case Appeared:
+		return "appeared"
+	case Updated:
+		return "updated"
+	case Gone:
+		return "gone"
+	}
+	return "unknown"
+}
+
+// Event reports a change of a lock.
+type Event struct {
+	Kind EventKind
+	Lock LockInfo
+}
+
+type device struct {
+	props   map[string]dbus.Variant
+	info    LockInfo
+	isLock  bool
+	present bool
+}
+
+// Adapter tracks the locks one BlueZ adapter sees. All state is kept by one
+// goroutine, whatever the number of devices.
+type Adapter struct {
+	conn     *dbus.Conn
+	obj      dbus.BusObject
+	path     dbus.ObjectPath
+	opts     Options
+	log      *slog.Logger
+	disp     *Dispatcher
+	ownDisp  bool
+	omSub    *Subscription
+	pcSub    *Subscription
+	events   chan Event
+	dropped  atomic.Uint64
+	resyncs  atomic.Uint64
+	done     chan struct{}
+	stopped  chan struct{}
+	once     sync.Once
+	closeErr error
+
+	mu      sync.RWMutex
+	devices map[dbus.ObjectPath]*device
+}
+
+// Open finds the adapter, powers it on, sets an LE discovery filter on the
+// service UUID, starts discovery and tracks the locks it sees until Close.
+func Open(ctx context.Context, conn *dbus.Conn, opts Options) (_ *Adapter, err error) {
+	if opts.ServiceUUID == "" {
+		opts.ServiceUUID = LockServiceUUID
+	}
+	if opts.CompanyID == 0 {
+		opts.CompanyID = TestCompanyID
+	}
+	if opts.AwayTimeout <= 0 {
+		opts.AwayTimeout = 30 * time.Second
+	}
+	if opts.CallTimeout <= 0 {
+		opts.CallTimeout = 5 * time.Second
+	}
+	if opts.SweepEvery <= 0 {
+		opts.SweepEvery = opts.AwayTimeout / 4
+	}
+	if opts.EventQueue <= 0 {
+		opts.EventQueue = 1024
+	}
+	if opts.SignalQueue <= 0 {
+		opts.SignalQueue = 4096
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	a := &Adapter{
+		conn:    conn,
+		opts:    opts,
+		log:     log.With("component", "bluez.adapter"),
+		disp:    opts.Dispatcher,
+		events:  make(chan Event, opts.EventQueue),
+		done:    make(chan struct{}),
+		stopped: make(chan struct{}),
+		devices: map[dbus.ObjectPath]*device{},
+	}
+	if a.disp == nil {
+		a.disp = NewDispatcher(conn, opts.CallTimeout)
+		a.ownDisp = true
+	}
+	defer func() {
+		if err != nil {
+			a.closeSubs()
+		}
+	}()
+	// Subscribe before reading the tree so nothing between is missed.
+	a.omSub, err = a.disp.Subscribe(ctx, Match{Sender: BusName, Path: "/", Interface: ifaceObjectManage}, opts.SignalQueue)
+	if err != nil {
+		return nil, err
+	}
+	a.pcSub, err = a.disp.Subscribe(ctx, Match{Sender: BusName, PathNamespace: "/org/bluez", Interface: ifaceProperties, Member: "PropertiesChanged"}, opts.SignalQueue)
+	if err != nil {
+		return nil, err
+	}
+	objs, err := a.managedObjects(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var powered bool
+	for _, p := range sortedPaths(objs) {
+		props, ok := objs[p][IfaceAdapter]
+		if !ok {
+			continue
+		}
+		addr, _ := props["Address"].Value().(string)
+		name := string(p[strings.LastIndexByte(string(p), '/')+1:])
+		if opts.Adapter == "" || opts.Adapter == name || strings.EqualFold(opts.Adapter, addr) {
+			a.path = p
+			powered, _ = props["Powered"].Value().(bool)
+			break
+		}
+	}
+	if a.path == "" {
+		return nil, fmt.Errorf("%w: %q", ErrNoAdapter, opts.Adapter)
+	}
+	a.log = a.log.With("adapter", string(a.path))
+	a.obj = conn.Object(BusName, a.path)
+	if !powered {
+		a.log.Info("powering adapter on")
+		if err := a.call(ctx, ifaceProperties+".Set", IfaceAdapter, "Powered", dbus.MakeVariant(true)); err != nil {
+			return nil, fmt.Errorf("bluez: powering %s on: %w", a.path, err)
+		}
+	}
+	filter := map[string]dbus.Variant{
+		"UUIDs":         dbus.MakeVariant([]string{opts.ServiceUUID}),
+		"Transport":     dbus.MakeVariant("le"),
+		"DuplicateData": dbus.MakeVariant(true),
+	}
+	if err := a.call(ctx, IfaceAdapter+".SetDiscoveryFilter", filter); err != nil {
+		return nil, fmt.Errorf("bluez: SetDiscoveryFilter: %w", err)
+	}
+	if err := a.call(ctx, IfaceAdapter+".StartDiscovery"); err != nil && !errors.Is(err, ErrInProgress) {
+		return nil, fmt.Errorf("bluez: StartDiscovery: %w", err)
+	}
+	a.load(objs, nil)
+	go a.run()
+	return a, nil
+}
+
+func sortedPaths(objs map[dbus.ObjectPath]map[string]map[string]dbus.Variant) []dbus.ObjectPath {
+	ps := make([]dbus.ObjectPath, 0, len(objs))
+	for p := range objs {
+		ps = append(ps, p)
+	}
+	slices.Sort(ps)
+	return ps
+}
+
+// call calls method on the adapter with a deadline of CallTimeout (or
+// ctx's, if earlier) and maps its error.
+func (a *Adapter) call(ctx context.Context, method string, args ...any) error {
+	ctx, cancel := context.WithTimeout(ctx, a.opts.CallTimeout)
+	defer cancel()
+	return MapError(a.obj.CallWithContext(ctx, method, 0, args...).Err)
+}
+
+func (a *Adapter) managedObjects(ctx context.Context) (map[dbus.ObjectPath]map[string]map[string]dbus.Variant, error) {
+	ctx, cancel := context.WithTimeout(ctx, a.opts.CallTimeout)
+	defer cancel()
+	var objs map[dbus.ObjectPath]map[string]map[string]dbus.Variant
+	err := a.conn.Object(BusName, "/").CallWithContext(ctx, ifaceObjectManage+".GetManagedObjects", 0).Store(&objs)
+	if err != nil {
+		return nil, fmt.Errorf("bluez: GetManagedObjects: %w", MapError(err))
+	}
+	return objs, nil
+}
+
+// Path is the adapter's object path.
+func (a *Adapter) Path() dbus.ObjectPath { return a.path }
+
+// Dispatcher is the dispatcher the adapter subscribes through, for other
+// clients on the same connection.
+func (a *Adapter) Dispatcher() *Dispatcher { return a.disp }
+
+// Events delivers appeared, updated and gone events. It is closed by
+// Close. When it is full, events are dropped and counted (DroppedEvents);
+// Locks is always current.
+func (a *Adapter) Events() <-chan Event { return a.events }
+
+// DroppedEvents counts events dropped because Events was full.
+func (a *Adapter) DroppedEvents() uint64 { return a.dropped.Load() }
+
+// Resyncs counts resynchronisations from GetManagedObjects after dropped
+// signals.
+func (a *Adapter) Resyncs() uint64 { return a.resyncs.Load() }
+
+// Locks returns the locks currently present, sorted by address: devices
+// listing the service UUID or carrying lock ManufacturerData, not away.
+// Devices already in BlueZ's cache at Open count as seen at Open. A lock
+// whose advertisement is missing or malformed is listed with Err set.
+func (a *Adapter) Locks() []LockInfo {
+	a.mu.RLock()
+	out := make([]LockInfo, 0, len(a.devices))
+	for _, d := range a.devices {
+		if d.isLock && d.present {
+			out = append(out, d.info)
+		}
+	}
+	a.mu.RUnlock()
+	slices.SortFunc(out, func(x, y LockInfo) int { return strings.Compare(x.Address, y.Address) })
+	return out
+}
+
+func (a *Adapter) emit(k EventKind, info LockInfo) {
+	select {
+	case a.events <- Event{Kind: k, Lock: info}:
+	default:
+		a.dropped.Add(1)
+	}
+}
+
+func (a *Adapter) run() {
+	defer close(a.stopped)
+	defer close(a.events)
+	tick := time.NewTicker(a.opts.SweepEvery)
+	defer tick.Stop()
+	var omDropped, pcDropped uint64
+	followUp := false
+	for {
+		select {
+		case <-a.done:
+			return
+		case s, ok := <-a.omSub.C():
+			if !ok {
+				return
+			}
+			a.onObjectManager(s)
+		case s, ok := <-a.pcSub.C():
+			if !ok {
+				return
+			}
+			a.onPropertiesChanged(s)
+		case <-tick.C:
+			a.sweep()
+			if followUp {
+				followUp = false
+				a.resync()
+			}
+		}
+		if od, pd := a.omSub.Dropped(), a.pcSub.Dropped(); od != omDropped || pd != pcDropped {
+			omDropped, pcDropped = od, pd
+			a.resync()
+			// Signals emitted before the snapshot but still in flight
+			// through godbus and the dispatcher can arrive after it and
+			// undo it (a stale InterfacesAdded); one more snapshot on the
+			// next tick repairs that.
+			followUp = true
+		}
+	}
+}
+
+// drain discards the signals queued so far: they are older than a
+// snapshot about to be taken.
+func (a *Adapter) drain() {
+	for {
+		select {
+		case _, ok := <-a.omSub.C():
+			if !ok {
+				return
+			}
+		case _, ok := <-a.pcSub.C():
+			if !ok {
+				return
+			}
+		default:
+			return
+		}
+	}
+}
+
+// resync reloads the tree after signals were dropped.
+func (a *Adapter) resync() {
+	a.log.Warn("signals dropped; resynchronising from GetManagedObjects")
+	a.drain()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-a.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	objs, err := a.managedObjects(ctx)
+	if err != nil {
+		a.log.Warn("resync failed", "err", err)
+		return
+	}
+	a.resyncs.Add(1)
+	seen := map[dbus.ObjectPath]bool{}
+	a.load(objs, seen)
+	a.mu.Lock()
+	var gone []LockInfo
+	for p, d := range a.devices {
+		if !seen[p] {
+			if d.isLock && d.present {
+				gone = append(gone, d.info)
+			}
+			delete(a.devices, p)
+		}
+	}
+	a.mu.Unlock()
+	for _, g := range gone {
+		a.emit(Gone, g)
+	}
+}
+
+func (a *Adapter) load(objs map[dbus.ObjectPath]map[string]map[string]dbus.Variant, seen map[dbus.ObjectPath]bool) {
+	for p, ifs := range objs {
+		if props, ok := ifs[IfaceDevice]; ok && a.ours(p) {
+			if seen != nil {
+				seen[p] = true
+			}
+			// Not "seen": a cached device is not proof of a recent
+			// advertisement, and resync must not reset LastSeen. A device
+			// new to us is still listed (update marks it present).
+			a.update(p, props, nil, false)
+		}
+	}
+}
+
+func (a *Adapter) ours(p dbus.ObjectPath) bool {
+	return strings.HasPrefix(string(p), string(a.path)+"/")
+}
+
+func (a *Adapter) onObjectManager(s *dbus.Signal) {
+	switch s.Name {
+	case ifaceObjectManage + ".InterfacesAdded":
+		var p dbus.ObjectPath
+		var ifs map[string]map[string]dbus.Variant
+		if err := dbus.Store(s.Body, &p, &ifs); err != nil {
+			a.log.Debug("bad InterfacesAdded", "err", err)
+			return
+		}
+		if props, ok := ifs[IfaceDevice]; ok && a.ours(p) {
+			a.update(p, props, nil, true)
+		}
+	case ifaceObjectManage + ".InterfacesRemoved":
+		var p dbus.ObjectPath
+		var ifs []string
+		if err := dbus.Store(s.Body, &p, &ifs); err != nil || !slices.Contains(ifs, IfaceDevice) {
+			return
+		}
+		a.mu.Lock()
+		d, ok := a.devices[p]
+		delete(a.devices, p)
+		a.mu.Unlock()
+		if ok && d.isLock && d.present {
+			a.emit(Gone, d.info)
+		}
+	}
+}
+
+func (a *Adapter) onPropertiesChanged(s *dbus.Signal) {
+	if !a.ours(s.Path) || len(s.Body) < 2 {
+		return
+	}
+	iface, _ := s.Body[0].(string)
+	changed, _ := s.Body[1].(map[string]dbus.Variant)
+	if iface != IfaceDevice {
+		return
+	}
+	var invalidated []string
+	if len(s.Body) > 2 {
+		invalidated, _ = s.Body[2].([]string)
+	}
+	// Any advertisement-driven property means the lock was just seen.
+	_, rssi := changed["RSSI"]
+	_, md := changed["ManufacturerData"]
+	a.update(s.Path, changed, invalidated, rssi || md)
+}
+
+// update merges props into the device at p, reparses it and emits.
+func (a *Adapter) update(p dbus.ObjectPath, props map[string]dbus.Variant, invalidated []string, seen bool) {
+	now := a.opts.Now()
+	a.mu.Lock()
+	d, ok := a.devices[p]
+	if !ok {
+		d = &device{props: map[string]dbus.Variant{}}
+		a.devices[p] = d
+	}
+	for k, v := range props {
+		d.props[k] = v
+	}
+	for _, k := range invalidated {
+		delete(d.props, k)
+	}
+	old := d.info
+	wasPresent := d.present && d.isLock
+	d.info, d.isLock = a.parse(p, d.props)
+	d.info.LastSeen = old.LastSeen
+	if seen || !ok {
+		d.info.LastSeen = now
+		d.present = true
+	}
+	info, isLock, present := d.info, d.isLock, d.present
+	a.mu.Unlock()
+	switch {
+	case !isLock || !present:
+		if wasPresent {
+			a.emit(Gone, old)
+		}
+	case !wasPresent:
+		a.emit(Appeared, info)
+	case !sameLock(old, info):
+		a.emit(Updated, info)
+	}
+}
+
+func sameLock(x, y LockInfo) bool {
+	return x.Address == y.Address && x.LockID == y.LockID && x.Flags == y.Flags &&
+		x.Battery == y.Battery && x.RSSI == y.RSSI && errText(x.Err) == errText(y.Err)
+}
+
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// sweep reports locks unseen for AwayTimeout as gone.
+func (a *Adapter) sweep() {
+	now := a.opts.Now()
+	var gone []LockInfo
+	a.mu.Lock()
+	for _, d := range a.devices {
+		if d.isLock && d.present && now.Sub(d.info.LastSeen) >= a.opts.AwayTimeout {
+			d.present = false
+			gone = append(gone, d.info)
+		}
+	}
+	a.mu.Unlock()
+	for _, g := range gone {
+		a.emit(Gone, g)
+	}
+}
+
+// parse builds a LockInfo from Device1 properties. A device is a lock when
+// it lists the service UUID or carries ManufacturerData (of any type) with
+// our company ID or of the wrong type.
+func (a *Adapter) parse(p dbus.ObjectPath, props map[string]dbus.Variant) (LockInfo, bool) {
+	info := LockInfo{Path: p}
+	info.Address, _ = props["Address"].Value().(string)
+	if v, ok := props["RSSI"].Value().(int16); ok {
+		info.RSSI = v
+	}
+	isLock := false
+	if uuids, ok := props["UUIDs"].Value().([]string); ok {
+		isLock = slices.ContainsFunc(uuids, func(u string) bool { return strings.EqualFold(u, a.opts.ServiceUUID) })
+	}
+	mdv, hasMD := props["ManufacturerData"]
+	if !hasMD {
+		info.Err = fmt.Errorf("%w: no ManufacturerData", ErrAdvertisement)
+		return info, isLock
+	}
+	payload, found, err := manufacturerPayload(mdv, a.opts.CompanyID)
+	switch {
+	case err != nil:
+		info.Err = err
+		return info, true
+	case !found:
+		info.Err = fmt.Errorf("%w: no ManufacturerData[0x%04X]", ErrAdvertisement, a.opts.CompanyID)
+		return info, isLock
+	}
+	if err := ParseAdvertisement(payload, &info); err != nil {
+		info.Err = err
+	}
+	return info, true
+}
+
+// manufacturerPayload extracts ManufacturerData[company] (BlueZ type
+// a{qv}, values ay) tolerating wrong types with an error.
+func manufacturerPayload(v dbus.Variant, company uint16) ([]byte, bool, error) {
+	switch m := v.Value().(type) {
+	case map[uint16]dbus.Variant:
+		e, ok := m[company]
+		if !ok {
+			return nil, false, nil
+		}
+		b, ok := e.Value().([]byte)
+		if !ok {
+			return nil, true, fmt.Errorf("%w: ManufacturerData[0x%04X] is %s, want ay", ErrAdvertisement, company, e.Signature())
+		}
+		return b, true, nil
+	case map[uint16][]byte:
+		b, ok := m[company]
+		return b, ok, nil
+	default:
+		return nil, false, fmt.Errorf("%w: ManufacturerData is %s, want a{qv}", ErrAdvertisement, v.Signature())
+	}
+}
+
+// ParseAdvertisement parses the 11-byte lock payload (docs/protocol.md
+// §1.1) into info's LockID, Flags and Battery.
+func ParseAdvertisement(b []byte, info *LockInfo) error {
+	if len(b) != 11 {
+		return fmt.Errorf("%w: payload is %d bytes, want 11", ErrAdvertisement, len(b))
+	}
+	if b[0] != 0x01 {
+		return fmt.Errorf("%w: payload version %d, want 1", ErrAdvertisement, b[0])
+	}
+	copy(info.LockID[:], b[1:9])
+	info.Flags = b[9]
+	info.Battery = b[10]
+	return nil
+}
+
+// Close stops discovery (bounded by CallTimeout), removes the adapter's
+// match rules, waits for its goroutine and closes Events. It is
+// idempotent; it returns StopDiscovery's error, if any.
+func (a *Adapter) Close() error {
+	a.once.Do(func() {
+		close(a.done)
+		<-a.stopped
+		err := a.call(context.Background(), IfaceAdapter+".StopDiscovery")
+		if err != nil && !errors.Is(err, ErrNotReady) && !errors.Is(err, ErrFailed) {
+			a.closeErr = fmt.Errorf("bluez: StopDiscovery: %w", err)
+		}
+		a.closeSubs()
+	})
+	return a.closeErr
+}
+
+func (a *Adapter) closeSubs() {
+	if a.omSub != nil {
+		_ = a.omSub.Close()
+	}
+	if a.pcSub != nil {
+		_ = a.pcSub.Close()
+	}
+	if a.ownDisp {
+		_ = a.disp.Close()
+	}
+}

@@ -1,0 +1,319 @@
+package bluez
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gatewayd/gatewayd/bluez/internal/dbustest"
+	"github.com/gatewayd/gatewayd/bluez/internal/fakebluez"
+	"github.com/godbus/dbus/v5"
+)
+
+func lockMD(id byte, flags, battery byte) dbus.Variant {
+	p := []byte{0x01, 0xA0, 0xA1, 0xA2, 0xA3, 0xA4, 0xA5, 0xA6, id, flags, battery}
+	return dbus.MakeVariant(map[uint16]dbus.Variant{0xFFFF: dbus.MakeVariant(p)})
+}
+
+func lockProps(id, flags, battery byte, rssi int16) map[string]dbus.Variant {
+	return map[string]dbus.Variant{
+		"UUIDs":            dbus.MakeVariant([]string{LockServiceUUID}),
+		"ManufacturerData": lockMD(id, flags, battery),
+		"RSSI":             dbus.MakeVariant(rssi),
+	}
+}
+
+type env struct {
+	bus    *dbustest.Bus
+	fake   *fakebluez.Bluez
+	client *dbus.Conn
+	via    *dbus.Conn
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	bus := dbustest.Start(t)
+	f, err := fakebluez.New(bus.Conn(t), "00:AA:BB:CC:DD:EE")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{bus: bus, fake: f, client: bus.Conn(t), via: bus.Conn(t)}
+}
+
+func waitEvent(t *testing.T, a *Adapter, kind EventKind, addr string) LockInfo {
+	t.Helper()
+	timeout := time.After(5 * time.Second)
+	for {
+		select {
+		case ev, ok := <-a.Events():
+			if !ok {
+				t.Fatal("Events closed")
+			}
+			if ev.Kind == kind && ev.Lock.Address == addr {
+				return ev.Lock
+			}
+		case <-timeout:
+			t.Fatalf("no %v event for %s", kind, addr)
+		}
+	}
+}
+
+func TestAdapterOpenListsAndTracks(t *testing.T) {
+	e := newEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	good := e.fake.AddDevice("11:22:33:44:55:01", lockProps(1, FlagLocked|FlagBatteryLow, 15, -60))
+	// Wrong value type inside a{qv}, wrong type altogether, and a
+	// non-lock device: none of them may break the listing.
+	e.fake.AddDevice("11:22:33:44:55:02", map[string]dbus.Variant{
+		"UUIDs":            dbus.MakeVariant([]string{LockServiceUUID}),
+		"ManufacturerData": dbus.MakeVariant(map[uint16]dbus.Variant{0xFFFF: dbus.MakeVariant("oops")}),
+	})
+	e.fake.AddDevice("11:22:33:44:55:03", map[string]dbus.Variant{
+		"ManufacturerData": dbus.MakeVariant(map[string]dbus.Variant{"x": dbus.MakeVariant(int32(1))}),
+	})
+	e.fake.AddDevice("11:22:33:44:55:04", map[string]dbus.Variant{"Name": dbus.MakeVariant("headphones")})
+
+	rules0 := matchRules(t, e.bus, e.via, e.client)
+	g0 := runtime.NumGoroutine()
+	a, err := Open(ctx, e.client, Options{Adapter: "hci0", CallTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !e.fake.Powered() || !e.fake.Discovering() {
+		t.Fatalf("powered %v discovering %v", e.fake.Powered(), e.fake.Discovering())
+	}
+	f := e.fake.Filter()
+	if u, _ := f["UUIDs"].Value().([]string); len(u) != 1 || u[0] != LockServiceUUID {
+		t.Fatalf("filter UUIDs %v", f["UUIDs"])
+	}
+	if tr, _ := f["Transport"].Value().(string); tr != "le" {
+		t.Fatalf("filter Transport %v", f["Transport"])
+	}
+
+	locks := a.Locks()
+	if len(locks) != 3 {
+		t.Fatalf("Locks = %+v, want 3", locks)
+	}
+	l := locks[0]
+	if l.Err != nil || l.Path != good || l.LockID != [8]byte{0xA0, 0xA1, 0xA2, 0xA3, 0xA4, 0xA5, 0xA6, 1} ||
+		l.Flags != FlagLocked|FlagBatteryLow || l.Battery != 15 || l.RSSI != -60 || l.LastSeen.IsZero() {
+		t.Fatalf("lock 1 = %+v", l)
+	}
+	for _, bad := range locks[1:] {
+		if !errors.Is(bad.Err, ErrAdvertisement) {
+			t.Fatalf("bad lock %s Err = %v", bad.Address, bad.Err)
+		}
+	}
+
+	// Appear, update, disappear through signals.
+	p := e.fake.AddDevice("11:22:33:44:55:10", lockProps(0x10, 0, 90, -70))
+	if got := waitEvent(t, a, Appeared, "11:22:33:44:55:10"); got.Battery != 90 {
+		t.Fatalf("appeared %+v", got)
+	}
+	e.fake.ChangeDevice(p, map[string]dbus.Variant{"ManufacturerData": lockMD(0x10, FlagJammed, 80), "RSSI": dbus.MakeVariant(int16(-50))})
+	if got := waitEvent(t, a, Updated, "11:22:33:44:55:10"); got.Battery != 80 || got.Flags != FlagJammed || got.RSSI != -50 {
+		t.Fatalf("updated %+v", got)
+	}
+	e.fake.RemoveDevice(p)
+	waitEvent(t, a, Gone, "11:22:33:44:55:10")
+	if n := len(a.Locks()); n != 3 {
+		t.Fatalf("%d locks after removal, want 3", n)
+	}
+
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if e.fake.Discovering() {
+		t.Fatal("still discovering after Close")
+	}
+	for range a.Events() { // drain what is buffered; Close closed it
+	}
+	if got := matchRules(t, e.bus, e.via, e.client); got != rules0 {
+		t.Fatalf("match rules after Close %d, before Open %d", got, rules0)
+	}
+	if n := settleGoroutines(t, g0); n > g0 {
+		t.Fatalf("goroutines after Close %d, before Open %d", n, g0)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}
+
+func TestAdapterNoAdapter(t *testing.T) {
+	e := newEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rules0 := matchRules(t, e.bus, e.via, e.client)
+	if _, err := Open(ctx, e.client, Options{Adapter: "hci7"}); !errors.Is(err, ErrNoAdapter) {
+		t.Fatalf("Open hci7: %v", err)
+	}
+	if got := matchRules(t, e.bus, e.via, e.client); got != rules0 {
+		t.Fatalf("failed Open left %d rules, want %d", got, rules0)
+	}
+	// By address too.
+	a, err := Open(ctx, e.client, Options{Adapter: "00:aa:bb:cc:dd:ee"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Path() != "/org/bluez/hci0" {
+		t.Fatalf("path %s", a.Path())
+	}
+	_ = a.Close()
+}
+
+func TestAdapterThousandDevicesGoroutinesFlat(t *testing.T) {
+	e := newEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	a, err := Open(ctx, e.client, Options{EventQueue: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	g0 := runtime.NumGoroutine()
+	const n = 1000
+	paths := make([]dbus.ObjectPath, n)
+	maxG := 0
+	for i := range n {
+		paths[i] = e.fake.AddDevice(fmt.Sprintf("22:00:00:00:%02X:%02X", i>>8, i&0xff), lockProps(byte(i), 0, 50, -80))
+		if i%100 == 0 {
+			maxG = max(maxG, runtime.NumGoroutine())
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for len(a.Locks()) != n && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := len(a.Locks()); got != n {
+		t.Fatalf("%d locks, want %d", got, n)
+	}
+	for _, p := range paths {
+		e.fake.RemoveDevice(p)
+	}
+	for len(a.Locks()) != 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := len(a.Locks()); got != 0 {
+		t.Fatalf("%d locks after removal, want 0", got)
+	}
+	// The fake's own exports add no goroutines per device; godbus may
+	// park a few transiently while delivering, so allow a small slack.
+	if maxG > g0+20 {
+		t.Fatalf("goroutines peaked at %d with %d devices, started at %d", maxG, n, g0)
+	}
+	if got := settleGoroutines(t, g0); got > g0 {
+		t.Fatalf("goroutines %d after 1000 devices came and went, before %d", got, g0)
+	}
+}
+
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+func TestAdapterAwayTimeout(t *testing.T) {
+	e := newEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	clk := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	a, err := Open(ctx, e.client, Options{AwayTimeout: 10 * time.Second, SweepEvery: 5 * time.Millisecond, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	const addr = "33:00:00:00:00:01"
+	p := e.fake.AddDevice(addr, lockProps(1, 0, 50, -80))
+	if got := waitEvent(t, a, Appeared, addr); !got.LastSeen.Equal(clk.Now()) {
+		t.Fatalf("LastSeen %v, want %v", got.LastSeen, clk.Now())
+	}
+	clk.Advance(9 * time.Second)
+	time.Sleep(50 * time.Millisecond) // several sweeps: still present
+	if len(a.Locks()) != 1 {
+		t.Fatal("lock gone before the away timeout")
+	}
+	e.fake.ChangeDevice(p, map[string]dbus.Variant{"RSSI": dbus.MakeVariant(int16(-81))})
+	waitEvent(t, a, Updated, addr)
+	clk.Advance(9 * time.Second) // 9 s since the last RSSI: still present
+	time.Sleep(50 * time.Millisecond)
+	if len(a.Locks()) != 1 {
+		t.Fatal("lock gone although seen 9 s ago")
+	}
+	clk.Advance(2 * time.Second)
+	waitEvent(t, a, Gone, addr)
+	if len(a.Locks()) != 0 {
+		t.Fatal("away lock still listed")
+	}
+	// Seen again: appears again.
+	e.fake.ChangeDevice(p, map[string]dbus.Variant{"RSSI": dbus.MakeVariant(int16(-70))})
+	if got := waitEvent(t, a, Appeared, addr); got.RSSI != -70 || !got.LastSeen.Equal(clk.Now()) {
+		t.Fatalf("reappeared %+v", got)
+	}
+}
+
+func TestParseAdvertisement(t *testing.T) {
+	var info LockInfo
+	ok := []byte{1, 1, 2, 3, 4, 5, 6, 7, 8, 0x0f, 100}
+	if err := ParseAdvertisement(ok, &info); err != nil || info.LockID != [8]byte{1, 2, 3, 4, 5, 6, 7, 8} || info.Flags != 0x0f || info.Battery != 100 {
+		t.Fatalf("%v %+v", err, info)
+	}
+	for _, bad := range [][]byte{nil, ok[:10], append(ok[:11:11], 0), {2, 1, 2, 3, 4, 5, 6, 7, 8, 0, 1}} {
+		if err := ParseAdvertisement(bad, &info); !errors.Is(err, ErrAdvertisement) {
+			t.Fatalf("ParseAdvertisement(%x) = %v", bad, err)
+		}
+	}
+}
+
+func TestAdapterResyncAfterDroppedSignals(t *testing.T) {
+	e := newEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	// A queue of 2 cannot keep up with a burst of 500 devices: signals are
+	// dropped, and the adapter must still end with the right listing. The
+	// drop check also runs on each sweep tick, so a drop in the last
+	// signals of a burst is repaired too.
+	a, err := Open(ctx, e.client, Options{SignalQueue: 2, EventQueue: 4096, SweepEvery: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	const n = 500
+	paths := make([]dbus.ObjectPath, n)
+	for i := range n {
+		paths[i] = e.fake.AddDevice(fmt.Sprintf("55:00:00:00:%02X:%02X", i>>8, i&0xff), lockProps(byte(i), 0, 50, -80))
+	}
+	waitLocks := func(want int) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for len(a.Locks()) != want && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if got := len(a.Locks()); got != want {
+			t.Fatalf("%d locks, want %d (resyncs %d)", got, want, a.Resyncs())
+		}
+	}
+	waitLocks(n)
+	for _, p := range paths[:n/2] {
+		e.fake.RemoveDevice(p)
+	}
+	waitLocks(n - n/2)
+	if a.Resyncs() == 0 {
+		t.Fatal("no resync although signals were dropped")
+	}
+}

@@ -1,0 +1,333 @@
+package bluez
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/godbus/dbus/v5"
+)
+
+// GATT UUIDs of the lock service (docs/protocol.md §1).
+const (
+	InboxUUID  = "97510002-ce6d-40c7-b7c2-022a651afaf6"
+	OutboxUUID = "97510003-ce6d-40c7-b7c2-022a651afaf6"
+)
+
+// D-Bus interfaces of the GATT client.
+const (
+	IfaceGattService        = "org.bluez.GattService1"
+	IfaceGattCharacteristic = "org.bluez.GattCharacteristic1"
+)
+
+// Write types for WriteValue.
+const (
+	WriteCommand = "command" // Write Without Response
+	WriteRequest = "request" // Write (with response)
+)
+
+// DeviceOptions configures Connect.
+type DeviceOptions struct {
+	Path        dbus.ObjectPath // the device, e.g. LockInfo.Path
+	ServiceUUID string          // "" is LockServiceUUID
+	InboxUUID   string          // "" is InboxUUID
+	OutboxUUID  string          // "" is OutboxUUID
+	WriteType   string          // WriteCommand (default) or WriteRequest
+	CallTimeout time.Duration   // deadline of each D-Bus call; 0 is 5 s
+	Queue       int             // notification buffer; 0 is DefaultQueue
+	Logger      *slog.Logger    // nil discards
+	// Dispatcher of the connection (Adapter.Dispatcher); required.
+	Dispatcher *Dispatcher
+}
+
+// Device is one connected lock: a firmware/channel.Link over the lock
+// service's Inbox (WriteValue) and Outbox (notifications). It starts no
+// goroutine: ReadPacket reads its subscription's queue in the caller's
+// goroutine. A notification dropped because the queue was full is lost
+// (counted by Dropped); the fragment layer above detects the gap.
+type Device struct {
+	conn       *dbus.Conn
+	opts       DeviceOptions
+	log        *slog.Logger
+	sub        *Subscription
+	dev        dbus.BusObject
+	inbox      dbus.BusObject
+	outbox     dbus.BusObject
+	outboxPath dbus.ObjectPath
+	mtu        int
+
+	readMu sync.Mutex
+	lost   error // set once the link is lost
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Connect connects to the device (Device1.Connect), waits until its
+// services are resolved, finds the lock service's characteristics once,
+// reads the ATT MTU and enables notifications on Outbox. ctx bounds the
+// whole connection; each call also has CallTimeout.
+func Connect(ctx context.Context, conn *dbus.Conn, opts DeviceOptions) (_ *Device, err error) {
+	if opts.Dispatcher == nil {
+		return nil, fmt.Errorf("%w: DeviceOptions.Dispatcher is nil", ErrInvalidArguments)
+	}
+	if opts.ServiceUUID == "" {
+		opts.ServiceUUID = LockServiceUUID
+	}
+	if opts.InboxUUID == "" {
+		opts.InboxUUID = InboxUUID
+	}
+	if opts.OutboxUUID == "" {
+		opts.OutboxUUID = OutboxUUID
+	}
+	if opts.WriteType == "" {
+		opts.WriteType = WriteCommand
+	}
+	if opts.WriteType != WriteCommand && opts.WriteType != WriteRequest {
+		return nil, fmt.Errorf("%w: write type %q", ErrInvalidArguments, opts.WriteType)
+	}
+	if opts.CallTimeout <= 0 {
+		opts.CallTimeout = 5 * time.Second
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	d := &Device{
+		conn: conn,
+		opts: opts,
+		log:  log.With("component", "bluez.device", "device", string(opts.Path)),
+		dev:  conn.Object(BusName, opts.Path),
+	}
+	// One subscription for the device and everything below it: its own
+	// Connected/ServicesResolved and the characteristics' Value.
+	d.sub, err = opts.Dispatcher.Subscribe(ctx, Match{Sender: BusName, PathNamespace: opts.Path, Interface: ifaceProperties, Member: "PropertiesChanged"}, opts.Queue)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			_ = d.sub.Close()
+		}
+	}()
+	if err := d.call(ctx, d.dev, IfaceDevice+".Connect"); err != nil && !errors.Is(err, ErrAlreadyConnected) {
+		return nil, fmt.Errorf("bluez: Connect %s: %w", opts.Path, err)
+	}
+	if err := d.waitResolved(ctx); err != nil {
+		d.disconnect()
+		return nil, err
+	}
+	if err := d.findCharacteristics(ctx); err != nil {
+		d.disconnect()
+		return nil, err
+	}
+	if err := d.call(ctx, d.outbox, IfaceGattCharacteristic+".StartNotify"); err != nil {
+		d.disconnect()
+		return nil, fmt.Errorf("bluez: StartNotify: %w", err)
+	}
+	d.log.Debug("connected", "mtu", d.mtu)
+	return d, nil
+}
+
+func (d *Device) call(ctx context.Context, obj dbus.BusObject, method string, args ...any) error {
+	ctx, cancel := context.WithTimeout(ctx, d.opts.CallTimeout)
+	defer cancel()
+	return MapError(obj.CallWithContext(ctx, method, 0, args...).Err)
+}
+
+func (d *Device) getBool(ctx context.Context, name string) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, d.opts.CallTimeout)
+	defer cancel()
+	var v dbus.Variant
+	if err := d.dev.CallWithContext(ctx, ifaceProperties+".Get", 0, IfaceDevice, name).Store(&v); err != nil {
+		return false, MapError(err)
+	}
+	b, _ := v.Value().(bool)
+	return b, nil
+}
+
+// waitResolved returns once ServicesResolved is true. Signals that arrive
+// meanwhile are consumed; none can be notifications yet (StartNotify has
+// not been called).
+func (d *Device) waitResolved(ctx context.Context) error {
+	ok, err := d.getBool(ctx, "ServicesResolved")
+	if err != nil {
+		return fmt.Errorf("bluez: reading ServicesResolved: %w", err)
+	}
+	for !ok {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("bluez: waiting for ServicesResolved: %w", ctx.Err())
+		case s, open := <-d.sub.C():
+			if !open {
+				return ErrClosed
+			}
+			changed, isDev := devicePropsChanged(s, d.opts.Path)
+			if !isDev {
+				continue
+			}
+			if c, has := changed["Connected"].Value().(bool); has && !c {
+				return fmt.Errorf("%w: disconnected while resolving services", ErrNotConnected)
+			}
+			ok, _ = changed["ServicesResolved"].Value().(bool)
+		}
+	}
+	return nil
+}
+
+func devicePropsChanged(s *dbus.Signal, path dbus.ObjectPath) (map[string]dbus.Variant, bool) {
+	if s.Path != path || len(s.Body) < 2 {
+		return nil, false
+	}
+	if iface, _ := s.Body[0].(string); iface != IfaceDevice {
+		return nil, false
+	}
+	changed, ok := s.Body[1].(map[string]dbus.Variant)
+	return changed, ok
+}
+
+// findCharacteristics reads the tree once and caches the service's
+// characteristics and the MTU.
+func (d *Device) findCharacteristics(ctx context.Context) error {
+	cctx, cancel := context.WithTimeout(ctx, d.opts.CallTimeout)
+	defer cancel()
+	var objs map[dbus.ObjectPath]map[string]map[string]dbus.Variant
+	if err := d.conn.Object(BusName, "/").CallWithContext(cctx, ifaceObjectManage+".GetManagedObjects", 0).Store(&objs); err != nil {
+		return fmt.Errorf("bluez: GetManagedObjects: %w", MapError(err))
+	}
+	prefix := string(d.opts.Path) + "/"
+	var service dbus.ObjectPath
+	for p, ifs := range objs {
+		s, ok := ifs[IfaceGattService]
+		if !ok || !strings.HasPrefix(string(p), prefix) {
+			continue
+		}
+		if u, _ := s["UUID"].Value().(string); strings.EqualFold(u, d.opts.ServiceUUID) {
+			service = p
+			break
+		}
+	}
+	if service == "" {
+		return fmt.Errorf("%w: service %s not on %s", ErrDoesNotExist, d.opts.ServiceUUID, d.opts.Path)
+	}
+	var inbox dbus.ObjectPath
+	for p, ifs := range objs {
+		c, ok := ifs[IfaceGattCharacteristic]
+		if !ok {
+			continue
+		}
+		if sp, _ := c["Service"].Value().(dbus.ObjectPath); sp != service {
+			continue
+		}
+		u, _ := c["UUID"].Value().(string)
+		switch {
+		case strings.EqualFold(u, d.opts.InboxUUID):
+			inbox = p
+			if m, ok := c["MTU"].Value().(uint16); ok {
+				d.mtu = int(m)
+			}
+		case strings.EqualFold(u, d.opts.OutboxUUID):
+			d.outboxPath = p
+		}
+	}
+	if inbox == "" || d.outboxPath == "" {
+		return fmt.Errorf("%w: Inbox or Outbox characteristic missing on %s", ErrDoesNotExist, service)
+	}
+	if d.mtu < 23 {
+		d.mtu = 23 // the ATT minimum when BlueZ does not report one
+	}
+	d.inbox = d.conn.Object(BusName, inbox)
+	d.outbox = d.conn.Object(BusName, d.outboxPath)
+	return nil
+}
+
+// MTU is the ATT MTU read at connection; packets carry at most MTU-3
+// bytes.
+func (d *Device) MTU() int { return d.mtu }
+
+// WritePacket writes p to Inbox with the configured write type and ctx's
+// deadline (bounded by CallTimeout).
+func (d *Device) WritePacket(ctx context.Context, p []byte) error {
+	if len(p) > d.mtu-3 {
+		return fmt.Errorf("%w: packet of %d bytes exceeds MTU-3 (%d)", ErrInvalidArguments, len(p), d.mtu-3)
+	}
+	opts := map[string]dbus.Variant{"type": dbus.MakeVariant(d.opts.WriteType)}
+	if err := d.call(ctx, d.inbox, IfaceGattCharacteristic+".WriteValue", p, opts); err != nil {
+		return fmt.Errorf("bluez: WriteValue: %w", err)
+	}
+	return nil
+}
+
+// ReadPacket returns the next notification from Outbox. It returns an
+// error wrapping ErrNotConnected once the device disconnects, and ErrClosed
+// after Close.
+func (d *Device) ReadPacket(ctx context.Context) ([]byte, error) {
+	d.readMu.Lock()
+	defer d.readMu.Unlock()
+	if d.lost != nil {
+		return nil, d.lost
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case s, open := <-d.sub.C():
+			if !open {
+				d.lost = ErrClosed
+				return nil, d.lost
+			}
+			if changed, isDev := devicePropsChanged(s, d.opts.Path); isDev {
+				if c, has := changed["Connected"].Value().(bool); has && !c {
+					d.lost = fmt.Errorf("%w: %s disconnected", ErrNotConnected, d.opts.Path)
+					return nil, d.lost
+				}
+				continue
+			}
+			if s.Path != d.outboxPath || len(s.Body) < 2 {
+				continue
+			}
+			if iface, _ := s.Body[0].(string); iface != IfaceGattCharacteristic {
+				continue
+			}
+			changed, _ := s.Body[1].(map[string]dbus.Variant)
+			if v, ok := changed["Value"].Value().([]byte); ok {
+				return v, nil
+			}
+		}
+	}
+}
+
+// Dropped counts notifications (and other signals) lost because the
+// queue was full.
+func (d *Device) Dropped() uint64 { return d.sub.Dropped() }
+
+func (d *Device) disconnect() error {
+	ctx, cancel := context.WithTimeout(context.Background(), d.opts.CallTimeout)
+	defer cancel()
+	return d.call(ctx, d.dev, IfaceDevice+".Disconnect")
+}
+
+// Close stops notifications, disconnects (each bounded by CallTimeout) and
+// removes the match rule. It is idempotent; ReadPacket then returns
+// ErrClosed.
+func (d *Device) Close() error {
+	d.closeOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), d.opts.CallTimeout)
+		defer cancel()
+		if err := d.call(ctx, d.outbox, IfaceGattCharacteristic+".StopNotify"); err != nil {
+			d.log.Debug("StopNotify", "err", err)
+		}
+		if err := d.disconnect(); err != nil && !errors.Is(err, ErrNotConnected) {
+			d.closeErr = fmt.Errorf("bluez: Disconnect: %w", err)
+		}
+		if err := d.sub.Close(); err != nil && d.closeErr == nil {
+			d.closeErr = err
+		}
+	})
+	return d.closeErr
+}
