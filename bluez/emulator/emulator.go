@@ -1,0 +1,540 @@
+package emulator
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"reflect"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/godbus/dbus/v5"
+)
+
+// D-Bus names BlueZ uses.
+const (
+	busName       = "org.bluez"
+	ifaceOM       = "org.freedesktop.DBus.ObjectManager"
+	ifaceProps    = "org.freedesktop.DBus.Properties"
+	ifaceIntro    = "org.freedesktop.DBus.Introspectable"
+	ifaceAdapter  = "org.bluez.Adapter1"
+	ifaceDevice   = "org.bluez.Device1"
+	ifaceService  = "org.bluez.GattService1"
+	ifaceChar     = "org.bluez.GattCharacteristic1"
+	ifaceAgentMgr = "org.bluez.AgentManager1"
+	ifaceAgent    = "org.bluez.Agent1"
+	rootPath      = dbus.ObjectPath("/org/bluez")
+)
+
+// Lock service and characteristics (docs/protocol.md §1).
+const (
+	ServiceUUID = "97510001-ce6d-40c7-b7c2-022a651afaf6"
+	InboxUUID   = "97510002-ce6d-40c7-b7c2-022a651afaf6"
+	OutboxUUID  = "97510003-ce6d-40c7-b7c2-022a651afaf6"
+	InfoUUID    = "97510004-ce6d-40c7-b7c2-022a651afaf6"
+	// CompanyID is the ManufacturerData key of the lock payload (§1.1).
+	CompanyID uint16 = 0xFFFF
+)
+
+// Defaults of Options.
+const (
+	DefaultMTU           = 185
+	DefaultRadioInterval = time.Second
+	DefaultAwayTimeout   = 30 * time.Second
+	DefaultCallTimeout   = 25 * time.Second
+)
+
+// Options configure an emulator. Addr is required.
+type Options struct {
+	// Addr is the bus address (what DBUS_SYSTEM_BUS_ADDRESS holds).
+	Addr string
+	// Adapter is the adapter's name; default "hci0".
+	Adapter string
+	// AdapterAddress is the adapter's BLE address; default
+	// "00:11:22:33:44:55".
+	AdapterAddress string
+	// Seed makes the radio (RSSI variations) reproducible.
+	Seed uint64
+	// Logger receives debug lines; nil discards.
+	Logger *slog.Logger
+	// Unpowered starts the adapter with Powered false.
+	Unpowered bool
+	// MTU is the ATT MTU of every connection; default 185.
+	MTU int
+	// RadioInterval is the radio's tick: advertisements and RSSI changes;
+	// default 1 s.
+	RadioInterval time.Duration
+	// AwayTimeout is how long a device stays after its last advertisement
+	// (BlueZ's TemporaryTimeout); default 30 s.
+	AwayTimeout time.Duration
+	// ConnectLatency is how long Device1.Connect takes; default 0.
+	ConnectLatency time.Duration
+	// MaxConnections caps simultaneous connections; 0 is no cap.
+	MaxConnections int
+	// CallTimeout bounds every call the emulator makes on the bus (an
+	// agent's RequestPasskey); default 25 s, as BlueZ's agent timeout.
+	CallTimeout time.Duration
+	// Bonds restores bonds kept by a previous emulator (see Bonds and
+	// Restart): the addresses of bonded devices.
+	Bonds []string
+}
+
+func (o *Options) defaults() {
+	if o.Adapter == "" {
+		o.Adapter = "hci0"
+	}
+	if o.AdapterAddress == "" {
+		o.AdapterAddress = "00:11:22:33:44:55"
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.MTU <= 0 {
+		o.MTU = DefaultMTU
+	}
+	if o.RadioInterval <= 0 {
+		o.RadioInterval = DefaultRadioInterval
+	}
+	if o.AwayTimeout <= 0 {
+		o.AwayTimeout = DefaultAwayTimeout
+	}
+	if o.CallTimeout <= 0 {
+		o.CallTimeout = DefaultCallTimeout
+	}
+}
+
+type ifaces map[string]map[string]dbus.Variant
+
+// Emulator is a running bluetoothd stand-in. Its methods are safe for
+// concurrent use.
+type Emulator struct {
+	opts    Options
+	conn    *dbus.Conn
+	log     *slog.Logger
+	adapter dbus.ObjectPath
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+
+	mu         sync.Mutex
+	closed     bool
+	objs       map[dbus.ObjectPath]ifaces
+	rnd        *rand.Rand
+	locks      map[string]*hosted  // by address
+	devices    map[string]*device  // exported devices, by address
+	discovery  map[string]*filter  // discovery sessions, by client unique name
+	pending    map[string]*filter  // SetDiscoveryFilter before StartDiscovery
+	connecting *device             // the one LE connection attempt in progress
+	bonds      map[string]bool     // bonded addresses
+	agents     map[string]agentRef // by owner
+	defAgent   string              // owner of the default agent
+	pairing    map[string]context.CancelFunc
+	ticks      uint64 // radio ticks so far (tests wait on it)
+	// connectHook, if set (tests), runs in Connect during the attempt.
+	connectHook func()
+}
+
+func v(x any) dbus.Variant { return dbus.MakeVariant(x) }
+
+// Start connects to the bus at opts.Addr, exports the adapter and owns
+// org.bluez.
+func Start(ctx context.Context, opts Options) (*Emulator, error) {
+	opts.defaults()
+	if opts.Addr == "" {
+		return nil, fmt.Errorf("emulator: Options.Addr is required")
+	}
+	conn, err := dbus.Connect(opts.Addr, dbus.WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("emulator: connecting to %s: %w", opts.Addr, err)
+	}
+	e := &Emulator{opts: opts, conn: conn, log: opts.Logger,
+		adapter: rootPath + dbus.ObjectPath("/"+opts.Adapter),
+		objs:    map[dbus.ObjectPath]ifaces{}, rnd: rand.New(rand.NewPCG(opts.Seed, 0x6c6f636b)),
+		locks: map[string]*hosted{}, devices: map[string]*device{}, discovery: map[string]*filter{},
+		pending: map[string]*filter{}, bonds: map[string]bool{}, agents: map[string]agentRef{},
+		pairing: map[string]context.CancelFunc{}}
+	for _, b := range opts.Bonds {
+		e.bonds[b] = true
+	}
+	e.ctx, e.cancel = context.WithCancel(context.Background())
+	e.objs[rootPath] = ifaces{ifaceAgentMgr: {}}
+	e.objs[e.adapter] = ifaces{ifaceAdapter: e.adapterProps()}
+	if err := e.export(); err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	if err := e.watchOwners(); err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	r, err := conn.RequestName(busName, dbus.NameFlagDoNotQueue)
+	if err != nil {
+		e.cancel()
+		_ = conn.Close()
+		e.wg.Wait()
+		return nil, fmt.Errorf("emulator: RequestName: %w", err)
+	}
+	if r != dbus.RequestNameReplyPrimaryOwner {
+		e.cancel()
+		_ = conn.Close()
+		e.wg.Wait()
+		return nil, ErrNameTaken
+	}
+	e.wg.Go(e.radio)
+	e.log.Debug("emulator started", "bus", opts.Addr, "adapter", e.adapter)
+	return e, nil
+}
+
+func (e *Emulator) adapterProps() map[string]dbus.Variant {
+	return map[string]dbus.Variant{
+		"Address": v(e.opts.AdapterAddress), "AddressType": v("public"),
+		"Name": v("gatewayd-emu"), "Alias": v("gatewayd-emu"), "Class": v(uint32(0)),
+		"Powered": v(!e.opts.Unpowered), "Discoverable": v(false), "DiscoverableTimeout": v(uint32(180)),
+		"Pairable": v(true), "PairableTimeout": v(uint32(0)), "Discovering": v(false),
+		"UUIDs": v([]string{
+			"00001800-0000-1000-8000-00805f9b34fb", "00001801-0000-1000-8000-00805f9b34fb",
+			"0000110e-0000-1000-8000-00805f9b34fb", "0000110c-0000-1000-8000-00805f9b34fb",
+		}),
+		"Modalias": v("usb:v1D6Bp0246d0542"), "Roles": v([]string{"central", "peripheral"}),
+		"ExperimentalFeatures": v([]string{}),
+	}
+}
+
+// export registers the handlers. godbus finds a subtree handler at the
+// nearest exported ancestor only, so every subtree interface is
+// registered at /org/bluez.
+func (e *Emulator) export() error {
+	type reg struct {
+		v       any
+		path    dbus.ObjectPath
+		iface   string
+		subtree bool
+	}
+	for _, r := range []reg{
+		{omHandler{e}, "/", ifaceOM, false},
+		{propsHandler{e}, "/", ifaceProps, false},
+		{introHandler{e}, "/", ifaceIntro, false},
+		{propsHandler{e}, rootPath, ifaceProps, true},
+		{introHandler{e}, rootPath, ifaceIntro, true},
+		{adapterHandler{e}, rootPath, ifaceAdapter, true},
+		{deviceHandler{e}, rootPath, ifaceDevice, true},
+		{charHandler{e}, rootPath, ifaceChar, true},
+		{agentMgrHandler{e}, rootPath, ifaceAgentMgr, true},
+	} {
+		var err error
+		if r.subtree {
+			err = e.conn.ExportSubtree(r.v, r.path, r.iface)
+		} else {
+			err = e.conn.Export(r.v, r.path, r.iface)
+		}
+		if err != nil {
+			return fmt.Errorf("emulator: exporting %s at %s: %w", r.iface, r.path, err)
+		}
+	}
+	return nil
+}
+
+// Close releases org.bluez, disconnects every device, and waits for every
+// goroutine the emulator started.
+func (e *Emulator) Close() error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return ErrClosed
+	}
+	e.closed = true
+	for _, d := range e.devices {
+		if d.conn != nil {
+			d.conn.stop()
+			d.conn = nil
+		}
+	}
+	for _, c := range e.pairing {
+		c()
+	}
+	e.mu.Unlock()
+	e.cancel()
+	e.wg.Wait()
+	_, _ = e.conn.ReleaseName(busName)
+	return e.conn.Close()
+}
+
+// Bonds returns the addresses the adapter holds bonds with (for Restart).
+func (e *Emulator) Bonds() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []string
+	for a := range e.bonds {
+		out = append(out, a)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// AdapterPath is the adapter's object path, e.g. /org/bluez/hci0.
+func (e *Emulator) AdapterPath() dbus.ObjectPath { return e.adapter }
+
+// DevicePath is the object path of the device with BLE address addr.
+func (e *Emulator) DevicePath(addr string) dbus.ObjectPath {
+	return e.adapter + dbus.ObjectPath("/dev_"+strings.ReplaceAll(addr, ":", "_"))
+}
+
+// ---- object tree (callers hold e.mu) ----
+
+// standard are the interfaces gdbus adds to every object, listed in
+// GetManagedObjects and InterfacesAdded as BlueZ does.
+var standard = []string{ifaceIntro, ifaceProps}
+
+func (e *Emulator) emit(p dbus.ObjectPath, name string, args ...any) {
+	if err := e.conn.Emit(p, name, args...); err != nil {
+		e.log.Debug("emit failed", "path", p, "signal", name, "err", err)
+	}
+}
+
+func copyIfaces(in ifaces) map[string]map[string]dbus.Variant {
+	out := make(map[string]map[string]dbus.Variant, len(in)+2)
+	for i, ps := range in {
+		c := make(map[string]dbus.Variant, len(ps))
+		for k, x := range ps {
+			c[k] = x
+		}
+		out[i] = c
+	}
+	for _, s := range standard {
+		out[s] = map[string]dbus.Variant{}
+	}
+	return out
+}
+
+func (e *Emulator) addObject(p dbus.ObjectPath, in ifaces) {
+	e.objs[p] = in
+	e.emit("/", ifaceOM+".InterfacesAdded", p, copyIfaces(in))
+}
+
+func (e *Emulator) removeObject(p dbus.ObjectPath) {
+	in, ok := e.objs[p]
+	if !ok {
+		return
+	}
+	delete(e.objs, p)
+	names := slices.Concat(standard)
+	for i := range in {
+		names = append(names, i)
+	}
+	sort.Strings(names)
+	e.emit("/", ifaceOM+".InterfacesRemoved", p, names)
+}
+
+// setProps updates properties and emits PropertiesChanged with those that
+// changed.
+func (e *Emulator) setProps(p dbus.ObjectPath, iface string, changes map[string]dbus.Variant) {
+	ps, ok := e.objs[p][iface]
+	if !ok {
+		return
+	}
+	changed := map[string]dbus.Variant{}
+	for k, x := range changes {
+		if old, ok := ps[k]; ok && old.Signature() == x.Signature() && reflect.DeepEqual(old.Value(), x.Value()) {
+			continue
+		}
+		ps[k] = x
+		changed[k] = x
+	}
+	if len(changed) > 0 {
+		e.emit(p, ifaceProps+".PropertiesChanged", iface, changed, []string{})
+	}
+}
+
+func (e *Emulator) prop(p dbus.ObjectPath, iface, name string) (dbus.Variant, bool) {
+	x, ok := e.objs[p][iface][name]
+	return x, ok
+}
+
+func (e *Emulator) boolProp(p dbus.ObjectPath, iface, name string) bool {
+	x, _ := e.prop(p, iface, name)
+	b, _ := x.Value().(bool)
+	return b
+}
+
+// ---- errors as BlueZ sends them ----
+
+func bluezErr(name, msg string) *dbus.Error {
+	return dbus.NewError("org.bluez.Error."+name, []any{msg})
+}
+
+func dbusErr(name, msg string) *dbus.Error {
+	return dbus.NewError("org.freedesktop.DBus.Error."+name, []any{msg})
+}
+
+func msgPath(m dbus.Message) dbus.ObjectPath {
+	p, _ := m.Headers[dbus.FieldPath].Value().(dbus.ObjectPath)
+	return p
+}
+
+func msgSender(m dbus.Message) string {
+	s, _ := m.Headers[dbus.FieldSender].Value().(string)
+	return s
+}
+
+// lookup checks that the call's object exists and carries iface, as
+// gdbus does before dispatching. The caller holds e.mu.
+func (e *Emulator) lookup(m dbus.Message, iface string) (dbus.ObjectPath, *dbus.Error) {
+	p := msgPath(m)
+	o, ok := e.objs[p]
+	if !ok {
+		return p, dbusErr("UnknownObject", fmt.Sprintf("Method %q on interface %q doesn't exist", m.Headers[dbus.FieldMember].Value(), iface))
+	}
+	if _, ok := o[iface]; !ok {
+		return p, dbusErr("UnknownMethod", fmt.Sprintf("Method %q on interface %q doesn't exist", m.Headers[dbus.FieldMember].Value(), iface))
+	}
+	return p, nil
+}
+
+// callCtx bounds a call the emulator makes on the bus.
+func (e *Emulator) callCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(e.ctx, e.opts.CallTimeout)
+}
+
+// ---- org.freedesktop.DBus.ObjectManager ----
+
+type omHandler struct{ e *Emulator }
+
+func (h omHandler) GetManagedObjects() (map[dbus.ObjectPath]map[string]map[string]dbus.Variant, *dbus.Error) {
+	h.e.mu.Lock()
+	defer h.e.mu.Unlock()
+	out := make(map[dbus.ObjectPath]map[string]map[string]dbus.Variant, len(h.e.objs))
+	for p, in := range h.e.objs {
+		out[p] = copyIfaces(in)
+	}
+	return out, nil
+}
+
+// ---- org.freedesktop.DBus.Properties ----
+
+type propsHandler struct{ e *Emulator }
+
+func (h propsHandler) ifaceOf(m dbus.Message, iface string) (dbus.ObjectPath, map[string]dbus.Variant, *dbus.Error) {
+	p := msgPath(m)
+	if p == "/" {
+		return p, nil, dbusErr("InvalidArgs", fmt.Sprintf("No such interface '%s'", iface))
+	}
+	o, ok := h.e.objs[p]
+	if !ok {
+		return p, nil, dbusErr("UnknownObject", fmt.Sprintf("No such object %s", p))
+	}
+	ps, ok := o[iface]
+	if !ok {
+		return p, nil, dbusErr("InvalidArgs", fmt.Sprintf("No such interface '%s'", iface))
+	}
+	return p, ps, nil
+}
+
+func (h propsHandler) Get(m dbus.Message, iface, name string) (dbus.Variant, *dbus.Error) {
+	h.e.mu.Lock()
+	defer h.e.mu.Unlock()
+	_, ps, derr := h.ifaceOf(m, iface)
+	if derr != nil {
+		return dbus.Variant{}, derr
+	}
+	x, ok := ps[name]
+	if !ok {
+		return dbus.Variant{}, dbusErr("InvalidArgs", fmt.Sprintf("No such property '%s'", name))
+	}
+	return x, nil
+}
+
+func (h propsHandler) GetAll(m dbus.Message, iface string) (map[string]dbus.Variant, *dbus.Error) {
+	h.e.mu.Lock()
+	defer h.e.mu.Unlock()
+	if msgPath(m) == "/" {
+		return map[string]dbus.Variant{}, nil
+	}
+	_, ps, derr := h.ifaceOf(m, iface)
+	if derr != nil {
+		return nil, derr
+	}
+	out := make(map[string]dbus.Variant, len(ps))
+	for k, x := range ps {
+		out[k] = x
+	}
+	return out, nil
+}
+
+// writable lists the properties BlueZ lets clients set.
+var writable = map[string]map[string]bool{
+	ifaceAdapter: {"Powered": true, "Discoverable": true, "Pairable": true, "Alias": true,
+		"DiscoverableTimeout": true, "PairableTimeout": true},
+	ifaceDevice: {"Trusted": true, "Blocked": true, "Alias": true},
+}
+
+func (h propsHandler) Set(m dbus.Message, iface, name string, val dbus.Variant) *dbus.Error {
+	e := h.e
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	p, ps, derr := h.ifaceOf(m, iface)
+	if derr != nil {
+		return derr
+	}
+	old, ok := ps[name]
+	if !ok {
+		return dbusErr("InvalidArgs", fmt.Sprintf("No such property '%s'", name))
+	}
+	if !writable[iface][name] {
+		return dbusErr("PropertyReadOnly", fmt.Sprintf("Property '%s' is not writable", name))
+	}
+	if old.Signature() != val.Signature() {
+		return dbusErr("InvalidArgs", fmt.Sprintf("Invalid argument type: '%s'", val.Signature()))
+	}
+	if iface == ifaceAdapter && name == "Powered" {
+		if on, _ := val.Value().(bool); !on {
+			e.powerOffLocked()
+		}
+	}
+	e.setProps(p, iface, map[string]dbus.Variant{name: val})
+	return nil
+}
+
+// powerOffLocked ends discovery and every connection, as powering the
+// controller down does.
+func (e *Emulator) powerOffLocked() {
+	for _, d := range e.devices {
+		if d.conn != nil {
+			e.disconnectLocked(d)
+		}
+	}
+	clear(e.discovery)
+	e.setProps(e.adapter, ifaceAdapter, map[string]dbus.Variant{"Discovering": v(false)})
+}
+
+// Restart simulates a bluetoothd crash and restart: it closes e and starts
+// a new emulator on the same bus with the same options, keeping bonds and
+// the locks on the radio. Clients see org.bluez vanish and come back with
+// a fresh tree (no devices until the next discovery).
+func (e *Emulator) Restart(ctx context.Context) (*Emulator, error) {
+	e.mu.Lock()
+	opts := e.opts
+	var locks []*hosted
+	for _, h := range e.locks {
+		locks = append(locks, h)
+	}
+	e.mu.Unlock()
+	opts.Bonds = e.Bonds()
+	if err := e.Close(); err != nil {
+		return nil, err
+	}
+	n, err := Start(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	for _, h := range locks {
+		if err := n.AddLock(h.l, h.addr, h.opts); err != nil {
+			_ = n.Close()
+			return nil, err
+		}
+	}
+	return n, nil
+}

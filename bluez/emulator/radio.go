@@ -1,0 +1,224 @@
+package emulator
+
+import (
+	"fmt"
+	"maps"
+	"regexp"
+	"slices"
+	"time"
+
+	"github.com/godbus/dbus/v5"
+
+	"github.com/gatewayd/gatewayd/firmware/command"
+	"github.com/gatewayd/gatewayd/firmware/lock"
+)
+
+// LockOptions describe how a hosted lock appears on the radio.
+type LockOptions struct {
+	// Name is the advertised local name; default "Lock-" and the last
+	// 4 hex digits of the address.
+	Name string
+	// PublicAddress makes AddressType "public"; default "random".
+	PublicAddress bool
+	// RSSI is the mean received signal strength; default -60 dBm. Each
+	// radio tick draws RSSI ± Jitter (default 3 dB; negative: a steady
+	// RSSI) from the emulator's seeded source, and a change is sent as
+	// PropertiesChanged.
+	RSSI   int16
+	Jitter int16
+	// TxPower is the advertised TX power; default 4 dBm.
+	TxPower int16
+	// Battery is the battery percentage advertised; nil reports 100.
+	Battery func() uint8
+}
+
+// hosted is a lock on the virtual radio.
+type hosted struct {
+	l       *lock.Lock
+	addr    string
+	opts    LockOptions
+	inRange bool
+}
+
+// device is an exported Device1.
+type device struct {
+	addr     string
+	path     dbus.ObjectPath
+	h        *hosted
+	lastSeen time.Time
+	conn     *connection
+}
+
+var addrRE = regexp.MustCompile(`^[0-9A-F]{2}(:[0-9A-F]{2}){5}$`)
+
+// AddLock puts l on the radio at BLE address addr ("AA:BB:CC:DD:EE:FF").
+// It appears as a device at the next radio tick while discovery runs.
+func (e *Emulator) AddLock(l *lock.Lock, addr string, opts LockOptions) error {
+	if !addrRE.MatchString(addr) {
+		return fmt.Errorf("%w: %q", ErrBadAddress, addr)
+	}
+	if opts.Name == "" {
+		opts.Name = "Lock-" + addr[12:14] + addr[15:17]
+	}
+	if opts.RSSI == 0 {
+		opts.RSSI = -60
+	}
+	switch {
+	case opts.Jitter == 0:
+		opts.Jitter = 3
+	case opts.Jitter < 0:
+		opts.Jitter = 0
+	}
+	if opts.TxPower == 0 {
+		opts.TxPower = 4
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return ErrClosed
+	}
+	if h, ok := e.locks[addr]; ok && h.inRange {
+		return fmt.Errorf("%w: %s", ErrDuplicateLock, addr)
+	}
+	e.locks[addr] = &hosted{l: l, addr: addr, opts: opts, inRange: true}
+	if d := e.devices[addr]; d != nil {
+		d.h = e.locks[addr]
+	}
+	return nil
+}
+
+// RemoveLock takes the lock at addr out of range: its connection drops at
+// once, and its device disappears (InterfacesRemoved) when AwayTimeout has
+// passed since its last advertisement, unless it is bonded.
+func (e *Emulator) RemoveLock(addr string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return ErrClosed
+	}
+	h, ok := e.locks[addr]
+	if !ok || !h.inRange {
+		return fmt.Errorf("%w: %s", ErrNoSuchLock, addr)
+	}
+	h.inRange = false
+	delete(e.locks, addr)
+	if d := e.devices[addr]; d != nil && d.conn != nil {
+		e.disconnectLocked(d)
+	}
+	return nil
+}
+
+// payload is the lock's advertised manufacturer data (docs/protocol.md
+// §1.1): version, lock ID, flags, battery.
+func (h *hosted) payload() []byte {
+	id := h.l.ID()
+	b := uint8(100)
+	if h.opts.Battery != nil {
+		b = h.opts.Battery()
+	}
+	var flags byte
+	if h.l.Bolt() == command.StateLocked {
+		flags |= 1
+	}
+	if b < 20 {
+		flags |= 8
+	}
+	p := make([]byte, 0, 11)
+	p = append(p, 1)
+	p = append(p, id[:]...)
+	return append(p, flags, b)
+}
+
+// radio is the emulator's one radio goroutine.
+func (e *Emulator) radio() {
+	t := time.NewTicker(e.opts.RadioInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-e.ctx.Done():
+			return
+		case now := <-t.C:
+			e.tick(now)
+		}
+	}
+}
+
+// tick delivers one round of advertisements and expires devices gone
+// away.
+func (e *Emulator) tick(now time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return
+	}
+	e.ticks++
+	scanning := len(e.discovery) > 0 && e.boolProp(e.adapter, ifaceAdapter, "Powered")
+	if scanning {
+		// In address order, so that a seed gives the same radio.
+		for _, addr := range slices.Sorted(maps.Keys(e.locks)) {
+			h := e.locks[addr]
+			rssi := h.opts.RSSI
+			if h.opts.Jitter > 0 {
+				rssi += int16(e.rnd.IntN(int(2*h.opts.Jitter)+1)) - h.opts.Jitter
+			}
+			d := e.devices[addr]
+			if d == nil || d.conn == nil {
+				// A connected peripheral stops advertising.
+				if d == nil && !e.anyFilterMatches([]string{ServiceUUID}, rssi) {
+					continue
+				}
+				e.advertiseLocked(h, d, rssi, now)
+			}
+		}
+	}
+	for addr, d := range e.devices {
+		if d.conn == nil && !e.bonds[addr] && now.Sub(d.lastSeen) > e.opts.AwayTimeout {
+			e.removeDeviceLocked(d)
+		}
+	}
+}
+
+func (e *Emulator) anyFilterMatches(uuids []string, rssi int16) bool {
+	for _, f := range e.discovery {
+		if f.matches(uuids, rssi) {
+			return true
+		}
+	}
+	return false
+}
+
+// advertiseLocked records an advertisement of h: it exports the device or
+// updates its RSSI and manufacturer data.
+func (e *Emulator) advertiseLocked(h *hosted, d *device, rssi int16, now time.Time) {
+	md := map[uint16]dbus.Variant{CompanyID: v(h.payload())}
+	if d != nil {
+		d.lastSeen = now
+		d.h = h
+		e.setProps(d.path, ifaceDevice, map[string]dbus.Variant{"RSSI": v(rssi), "ManufacturerData": v(md)})
+		return
+	}
+	d = &device{addr: h.addr, path: e.DevicePath(h.addr), h: h, lastSeen: now}
+	e.devices[h.addr] = d
+	e.addObject(d.path, ifaces{ifaceDevice: e.deviceProps(h, rssi, md)})
+}
+
+func (e *Emulator) deviceProps(h *hosted, rssi int16, md map[uint16]dbus.Variant) map[string]dbus.Variant {
+	at := "random"
+	if h.opts.PublicAddress {
+		at = "public"
+	}
+	bonded := e.bonds[h.addr]
+	return map[string]dbus.Variant{
+		"Address": v(h.addr), "AddressType": v(at), "Name": v(h.opts.Name), "Alias": v(h.opts.Name),
+		"Paired": v(bonded), "Bonded": v(bonded), "Trusted": v(false), "Blocked": v(false),
+		"LegacyPairing": v(false), "Connected": v(false), "ServicesResolved": v(false),
+		"RSSI": v(rssi), "TxPower": v(h.opts.TxPower), "ManufacturerData": v(md),
+		"UUIDs": v([]string{ServiceUUID}), "Adapter": v(e.adapter),
+		"AdvertisingFlags": v([]byte{0x06}),
+	}
+}
+
+func (e *Emulator) removeDeviceLocked(d *device) {
+	delete(e.devices, d.addr)
+	e.removeObject(d.path)
+}

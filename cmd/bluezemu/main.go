@@ -1,0 +1,115 @@
+// Command bluezemu runs the BlueZ emulator (bluez/emulator) on a bus: it
+// owns org.bluez and hosts reference locks of a test fleet
+// (firmware/channel/channeltest, keys derived from the fleet's name), so a
+// gateway can discover, connect, pair with and command them on a machine
+// without Bluetooth. The bus is normally a private system-type bus; its
+// address comes from -bus or DBUS_SYSTEM_BUS_ADDRESS.
+//
+// It runs until SIGINT or SIGTERM. It may import the standard library,
+// bluez/emulator and firmware/ packages.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/gatewayd/gatewayd/bluez/emulator"
+	"github.com/gatewayd/gatewayd/firmware/channel/channeltest"
+	"github.com/gatewayd/gatewayd/firmware/lock"
+	"github.com/gatewayd/gatewayd/firmware/lock/locktest"
+)
+
+// FirstLockID is the ID of the first hosted lock; the others follow.
+const FirstLockID = 0x4c4b000000000001
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "bluezemu:", err)
+		os.Exit(1)
+	}
+}
+
+// fatal satisfies channeltest.TB outside a test: a fixture failure
+// panics with an error, which run recovers and returns.
+type fatal struct{}
+
+func (fatal) Helper() {}
+func (fatal) Fatalf(format string, a ...any) {
+	panic(fmt.Errorf(format, a...))
+}
+
+func run(ctx context.Context, args []string, stderr io.Writer) (err error) {
+	fs := flag.NewFlagSet("bluezemu", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	bus := fs.String("bus", os.Getenv("DBUS_SYSTEM_BUS_ADDRESS"), "bus address (default $DBUS_SYSTEM_BUS_ADDRESS)")
+	adapter := fs.String("adapter", "hci0", "adapter name")
+	n := fs.Int("locks", 3, "number of reference locks to host")
+	fleetName := fs.String("fleet", "acme", "test fleet name (keys are derived from it)")
+	seed := fs.Uint64("seed", 1, "radio seed")
+	mtu := fs.Int("mtu", emulator.DefaultMTU, "ATT MTU of connections")
+	radio := fs.Duration("radio", emulator.DefaultRadioInterval, "radio tick")
+	verbose := fs.Bool("v", false, "debug logging")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *bus == "" {
+		return errors.New("no bus: set -bus or DBUS_SYSTEM_BUS_ADDRESS")
+	}
+	if *n < 0 || *n > 65536 {
+		return fmt.Errorf("-locks %d: want 0..65536", *n)
+	}
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	defer func() {
+		if r := recover(); r != nil {
+			if e, ok := r.(error); ok {
+				err = fmt.Errorf("fixture: %w", e)
+				return
+			}
+			panic(r)
+		}
+	}()
+	fleet := channeltest.NewFleet(fatal{}, *fleetName)
+	emu, err := emulator.Start(ctx, emulator.Options{Addr: *bus, Adapter: *adapter, Seed: *seed,
+		Logger: log, MTU: *mtu, RadioInterval: *radio})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = emu.Close() }()
+	for i := range *n {
+		p := fleet.Lock(fatal{}, FirstLockID+uint64(i))
+		l, err := lock.New(lock.Options{Cert: p.Cert, Key: p.Key, Roots: fleet.Roots, Store: locktest.NewStore(),
+			Actuator: &locktest.Actuator{}, RTC: time.Now, Rand: rand.Reader, Logger: log})
+		if err != nil {
+			return fmt.Errorf("lock %d: %w", i, err)
+		}
+		var a [2]byte
+		binary.BigEndian.PutUint16(a[:], uint16(i))
+		addr := fmt.Sprintf("C0:00:00:00:%02X:%02X", a[0], a[1])
+		if err := emu.AddLock(l, addr, emulator.LockOptions{}); err != nil {
+			return err
+		}
+		id := l.ID()
+		log.Info("hosting lock", "address", addr, "id", fmt.Sprintf("%x", id[:]))
+	}
+	log.Info("org.bluez is up", "bus", *bus, "adapter", emu.AdapterPath(), "locks", *n)
+	<-ctx.Done()
+	log.Info("stopping")
+	return nil
+}
