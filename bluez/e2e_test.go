@@ -1,0 +1,145 @@
+package bluez_test
+
+import (
+	"context"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/gatewayd/gatewayd/bluez"
+	"github.com/gatewayd/gatewayd/bluez/emulator"
+	"github.com/gatewayd/gatewayd/bluez/internal/dbustest"
+	"github.com/gatewayd/gatewayd/firmware/channel"
+	"github.com/gatewayd/gatewayd/firmware/channel/channeltest"
+	"github.com/gatewayd/gatewayd/firmware/command"
+	"github.com/gatewayd/gatewayd/firmware/cred"
+	"github.com/gatewayd/gatewayd/firmware/fragment"
+	"github.com/gatewayd/gatewayd/firmware/lock"
+	"github.com/gatewayd/gatewayd/firmware/lock/locktest"
+	"github.com/gatewayd/gatewayd/firmware/lockclient"
+)
+
+// TestClientAgainstEmulator runs the client against the BlueZ emulator on
+// a real private bus: discover reference locks, connect to one, run the
+// EDHOC handshake and a signed unlock over GATT, disconnect — repeatedly,
+// checking that goroutines and the client connection's match rules stay
+// flat across cycles.
+func TestClientAgainstEmulator(t *testing.T) {
+	bus := dbustest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	emu, err := emulator.Start(ctx, emulator.Options{Addr: bus.Addr, Seed: 1, RadioInterval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emu.Close()
+
+	fleet := channeltest.NewFleet(t, "acme")
+	gw, op := fleet.Gateway(t, "gw-dock-1"), fleet.Operator(t, "otto", cred.RoleOperator)
+	const locks = 20
+	var target *lock.Lock
+	var act *locktest.Actuator
+	for i := range locks {
+		lp := fleet.Lock(t, uint64(0x4c4b000000000000+i))
+		a := &locktest.Actuator{}
+		l, err := lock.New(lock.Options{Cert: lp.Cert, Key: lp.Key, Roots: fleet.Roots, Store: locktest.NewStore(),
+			Actuator: a, RTC: func() time.Time { return fleet.Now }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := "C0:00:00:00:00:" + string("0123456789ABCDEF"[i/16]) + string("0123456789ABCDEF"[i%16])
+		if err := emu.AddLock(l, addr, emulator.LockOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if i == 7 {
+			target, act = l, a
+		}
+	}
+
+	conn := bus.Conn(t)
+	ad, err := bluez.Open(ctx, conn, bluez.Options{CallTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ad.Close()
+	var info bluez.LockInfo
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		found := 0
+		for _, li := range ad.Locks() {
+			if li.Err == nil {
+				found++
+			}
+			if li.LockID == target.ID() {
+				info = li
+			}
+		}
+		if found == locks && info.Path != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("discovered %d of %d locks", found, locks)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	via := bus.Conn(t)
+	cycle := func(n uint64) {
+		t.Helper()
+		cctx, ccancel := context.WithTimeout(ctx, 20*time.Second)
+		defer ccancel()
+		dev, err := bluez.Connect(cctx, conn, bluez.DeviceOptions{Path: info.Path, Dispatcher: ad.Dispatcher()})
+		if err != nil {
+			t.Fatalf("cycle %d: connect: %v", n, err)
+		}
+		defer dev.Close()
+		ch, err := channel.Dial(cctx, channel.NewFragmentTransport(dev, fragment.Options{}), fleet.GatewayConfig(gw))
+		if err != nil {
+			t.Fatalf("cycle %d: handshake: %v", n, err)
+		}
+		var id [16]byte
+		id[15] = byte(n)
+		id[14] = byte(n >> 8)
+		signed, err := command.Sign(op.Key, op.Cert.Raw, command.Body{LockID: target.ID(), Op: command.OpUnlock,
+			CommandID: id, NotAfter: fleet.Now.Add(time.Hour), Counter: n})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := lockclient.New(ch).Signed(cctx, command.OpUnlock, signed)
+		if err != nil || r.Status != command.StatusOK {
+			t.Fatalf("cycle %d: unlock: %v %v", n, r, err)
+		}
+	}
+	cycle(1)
+	if act.Moves() != 1 {
+		t.Fatalf("bolt moved %d times", act.Moves())
+	}
+	settle := func() (int, uint32) {
+		var g int
+		var rules uint32
+		for range 50 {
+			runtime.GC()
+			g = runtime.NumGoroutine()
+			rules, err = bus.MatchRules(ctx, via, conn.Names()[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		return g, rules
+	}
+	g0, r0 := settle()
+	const cycles = 200
+	for n := uint64(2); n < 2+cycles; n++ {
+		cycle(n)
+	}
+	g1, r1 := settle()
+	if r1 != r0 {
+		t.Fatalf("match rules of the client connection: %d before, %d after %d cycles", r0, r1, cycles)
+	}
+	if g1 > g0+2 {
+		t.Fatalf("goroutines: %d before, %d after %d cycles", g0, g1, cycles)
+	}
+	if act.Moves() != 1+cycles {
+		t.Fatalf("bolt moved %d times, want %d", act.Moves(), 1+cycles)
+	}
+}
