@@ -119,6 +119,8 @@ type Adapter struct {
 	ownDisp  bool
 	omSub    *Subscription
 	pcSub    *Subscription
+	nameSub  *Subscription // NameOwnerChanged of org.bluez: bluetoothd restarts
+	restarts atomic.Uint64
 	events   chan Event
 	dropped  atomic.Uint64
 	resyncs  atomic.Uint64
@@ -190,6 +192,11 @@ func Open(ctx context.Context, conn *dbus.Conn, opts Options) (_ *Adapter, err e
 	if err != nil {
 		return nil, err
 	}
+	a.nameSub, err = a.disp.Subscribe(ctx, Match{Sender: "org.freedesktop.DBus", Path: "/org/freedesktop/DBus",
+		Interface: "org.freedesktop.DBus", Member: "NameOwnerChanged", Arg0: BusName}, 16)
+	if err != nil {
+		return nil, err
+	}
 	objs, err := a.managedObjects(ctx)
 	if err != nil {
 		return nil, err
@@ -213,27 +220,84 @@ func Open(ctx context.Context, conn *dbus.Conn, opts Options) (_ *Adapter, err e
 	}
 	a.log = a.log.With("adapter", string(a.path))
 	a.obj = conn.Object(BusName, a.path)
-	if !powered {
-		a.log.Info("powering adapter on")
-		if err := a.call(ctx, ifaceProperties+".Set", IfaceAdapter, "Powered", dbus.MakeVariant(true)); err != nil {
-			return nil, fmt.Errorf("bluez: powering %s on: %w", a.path, err)
-		}
-	}
-	filter := map[string]dbus.Variant{
-		"UUIDs":         dbus.MakeVariant([]string{opts.ServiceUUID}),
-		"Transport":     dbus.MakeVariant("le"),
-		"DuplicateData": dbus.MakeVariant(true),
-	}
-	if err := a.call(ctx, IfaceAdapter+".SetDiscoveryFilter", filter); err != nil {
-		return nil, fmt.Errorf("bluez: SetDiscoveryFilter: %w", err)
-	}
-	if err := a.call(ctx, IfaceAdapter+".StartDiscovery"); err != nil && !errors.Is(err, ErrInProgress) {
-		return nil, fmt.Errorf("bluez: StartDiscovery: %w", err)
+	if err := a.start(ctx, powered); err != nil {
+		return nil, err
 	}
 	a.load(objs, nil)
 	go a.run()
 	return a, nil
 }
+
+// start powers the adapter on if needed, sets the discovery filter and
+// starts discovery: at Open, and again after bluetoothd restarted.
+func (a *Adapter) start(ctx context.Context, powered bool) error {
+	if !powered {
+		a.log.Info("powering adapter on")
+		if err := a.call(ctx, ifaceProperties+".Set", IfaceAdapter, "Powered", dbus.MakeVariant(true)); err != nil {
+			return fmt.Errorf("bluez: powering %s on: %w", a.path, err)
+		}
+	}
+	filter := map[string]dbus.Variant{
+		"UUIDs":         dbus.MakeVariant([]string{a.opts.ServiceUUID}),
+		"Transport":     dbus.MakeVariant("le"),
+		"DuplicateData": dbus.MakeVariant(true),
+	}
+	if err := a.call(ctx, IfaceAdapter+".SetDiscoveryFilter", filter); err != nil {
+		return fmt.Errorf("bluez: SetDiscoveryFilter: %w", err)
+	}
+	if err := a.call(ctx, IfaceAdapter+".StartDiscovery"); err != nil && !errors.Is(err, ErrInProgress) {
+		return fmt.Errorf("bluez: StartDiscovery: %w", err)
+	}
+	return nil
+}
+
+// recover runs after bluetoothd came back (a new owner of org.bluez): its
+// discovery sessions and filters died with it, so start them again and
+// reload the tree. It never restarts the daemon; a failure is logged and
+// retried at the next restart signal or by the caller.
+func (a *Adapter) recover() {
+	a.restarts.Add(1)
+	a.log.Warn("bluetoothd restarted; starting discovery again")
+	ctx, cancel := context.WithTimeout(context.Background(), 4*a.opts.CallTimeout)
+	defer cancel()
+	go func() {
+		select {
+		case <-a.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	var powered bool
+	if objs, err := a.managedObjects(ctx); err == nil {
+		if props, ok := objs[a.path][IfaceAdapter]; ok {
+			powered, _ = props["Powered"].Value().(bool)
+		}
+	}
+	if err := a.start(ctx, powered); err != nil {
+		a.log.Warn("restarting discovery failed", "err", err)
+	}
+	a.resync()
+}
+
+// forgetAll drops every device: bluetoothd went away with its object tree.
+func (a *Adapter) forgetAll() {
+	a.log.Warn("bluetoothd left the bus; forgetting its devices")
+	a.mu.Lock()
+	var gone []LockInfo
+	for p, d := range a.devices {
+		if d.isLock && d.present {
+			gone = append(gone, d.info)
+		}
+		delete(a.devices, p)
+	}
+	a.mu.Unlock()
+	for _, g := range gone {
+		a.emit(Gone, g)
+	}
+}
+
+// Restarts counts the bluetoothd restarts the adapter recovered from.
+func (a *Adapter) Restarts() uint64 { return a.restarts.Load() }
 
 func sortedPaths(objs map[dbus.ObjectPath]map[string]map[string]dbus.Variant) []dbus.ObjectPath {
 	ps := make([]dbus.ObjectPath, 0, len(objs))
@@ -328,6 +392,20 @@ func (a *Adapter) run() {
 				return
 			}
 			a.onPropertiesChanged(s)
+		case s, ok := <-a.nameSub.C():
+			if !ok {
+				return
+			}
+			// NameOwnerChanged(name, old_owner, new_owner): no new owner
+			// means bluetoothd is gone, and every device with it; a new
+			// owner means it is back.
+			if len(s.Body) == 3 {
+				if owner, _ := s.Body[2].(string); owner != "" {
+					a.recover()
+				} else {
+					a.forgetAll()
+				}
+			}
 		case <-tick.C:
 			a.sweep()
 			if followUp {
@@ -626,6 +704,9 @@ func (a *Adapter) closeSubs() {
 	}
 	if a.pcSub != nil {
 		_ = a.pcSub.Close()
+	}
+	if a.nameSub != nil {
+		_ = a.nameSub.Close()
 	}
 	if a.ownDisp {
 		_ = a.disp.Close()

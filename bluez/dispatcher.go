@@ -19,6 +19,7 @@ type Match struct {
 	PathNamespace dbus.ObjectPath // the path and everything below it
 	Interface     string          // e.g. "org.freedesktop.DBus.Properties"
 	Member        string          // e.g. "PropertiesChanged"
+	Arg0          string          // first string argument, e.g. "org.bluez" for NameOwnerChanged
 }
 
 // Rule is the bus match rule for m.
@@ -34,6 +35,7 @@ func (m Match) Rule() string {
 	add("path_namespace", string(m.PathNamespace))
 	add("interface", m.Interface)
 	add("member", m.Member)
+	add("arg0", m.Arg0)
 	return strings.Join(parts, ",")
 }
 
@@ -43,6 +45,14 @@ func (m Match) Rule() string {
 // to the bus (documented limit: another subscription's broader rule may let
 // in the same path, interface and member from another sender).
 func (m Match) matches(s *dbus.Signal) bool {
+	if m.Arg0 != "" {
+		if len(s.Body) == 0 {
+			return false
+		}
+		if a0, ok := s.Body[0].(string); !ok || a0 != m.Arg0 {
+			return false
+		}
+	}
 	if m.Sender != "" && strings.HasPrefix(m.Sender, ":") && s.Sender != m.Sender {
 		return false
 	}

@@ -143,3 +143,71 @@ func TestClientAgainstEmulator(t *testing.T) {
 		t.Fatalf("bolt moved %d times, want %d", act.Moves(), 1+cycles)
 	}
 }
+
+// TestClientRecoversFromBluetoothdRestart: bluetoothd crashes and comes
+// back; the client, without being restarted, starts discovery again on
+// the new daemon, sees the locks again, and a handshake works.
+func TestClientRecoversFromBluetoothdRestart(t *testing.T) {
+	bus := dbustest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	emu, err := emulator.Start(ctx, emulator.Options{Addr: bus.Addr, Seed: 2, RadioInterval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fleet := channeltest.NewFleet(t, "acme")
+	gw := fleet.Gateway(t, "gw-dock-1")
+	lp := fleet.Lock(t, 0x4c4b0000000000aa)
+	l, err := lock.New(lock.Options{Cert: lp.Cert, Key: lp.Key, Roots: fleet.Roots, Store: locktest.NewStore(),
+		Actuator: &locktest.Actuator{}, RTC: func() time.Time { return fleet.Now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := emu.AddLock(l, "C0:00:00:00:00:AA", emulator.LockOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	conn := bus.Conn(t)
+	ad, err := bluez.Open(ctx, conn, bluez.Options{CallTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ad.Close()
+	waitLock := func(what string) bluez.LockInfo {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			for _, li := range ad.Locks() {
+				if li.LockID == l.ID() && li.Err == nil {
+					return li
+				}
+			}
+		}
+		t.Fatalf("%s: lock not discovered", what)
+		return bluez.LockInfo{}
+	}
+	waitLock("before the restart")
+
+	emu2, err := emu.Restart(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emu2.Close()
+	for deadline := time.Now().Add(20 * time.Second); ad.Restarts() == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the client did not notice the restart")
+		}
+	}
+	info := waitLock("after the restart")
+	dev, err := bluez.Connect(ctx, conn, bluez.DeviceOptions{Path: info.Path, Dispatcher: ad.Dispatcher()})
+	if err != nil {
+		t.Fatalf("connect after restart: %v", err)
+	}
+	defer dev.Close()
+	ch, err := channel.Dial(ctx, channel.NewFragmentTransport(dev, fragment.Options{}), fleet.GatewayConfig(gw))
+	if err != nil {
+		t.Fatalf("handshake after restart: %v", err)
+	}
+	r, err := lockclient.New(ch).Status(ctx)
+	if err != nil || r.Status != command.StatusOK {
+		t.Fatalf("status after restart: %v %v", r, err)
+	}
+}
