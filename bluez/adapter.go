@@ -282,18 +282,7 @@ func (a *Adapter) recover() {
 // forgetAll drops every device: bluetoothd went away with its object tree.
 func (a *Adapter) forgetAll() {
 	a.log.Warn("bluetoothd left the bus; forgetting its devices")
-	a.mu.Lock()
-	var gone []LockInfo
-	for p, d := range a.devices {
-		if d.isLock && d.present {
-			gone = append(gone, d.info)
-		}
-		delete(a.devices, p)
-	}
-	a.mu.Unlock()
-	for _, g := range gone {
-		a.emit(Gone, g)
-	}
+	a.dropExcept(nil)
 }
 
 // Restarts counts the bluetoothd restarts the adapter recovered from.
@@ -465,10 +454,16 @@ func (a *Adapter) resync() {
 	a.resyncs.Add(1)
 	seen := map[dbus.ObjectPath]bool{}
 	a.load(objs, seen)
+	a.dropExcept(seen)
+}
+
+// dropExcept forgets every device not in keep, reporting the locks among
+// them as gone.
+func (a *Adapter) dropExcept(keep map[dbus.ObjectPath]bool) {
 	a.mu.Lock()
 	var gone []LockInfo
 	for p, d := range a.devices {
-		if !seen[p] {
+		if !keep[p] {
 			if d.isLock && d.present {
 				gone = append(gone, d.info)
 			}
