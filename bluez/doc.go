@@ -3,16 +3,20 @@
 // signal plumbing (Dispatcher), the mapping of org.bluez.Error.* replies to
 // Go errors (Error, MapError and the Err* sentinels), the adapter client
 // (Open, Adapter) that discovers locks and parses their advertisements
-// (docs/protocol.md §1.1), and the device client (Connect, Device), a
-// firmware/channel.Link over the lock service's Inbox and Outbox.
+// (docs/protocol.md §1.1) and recovers when bluetoothd restarts, the device
+// client (Connect, Device), a firmware/channel.Link over the lock service's
+// Inbox and Outbox, and pairing: our own Agent1 (NewAgent, KeyboardOnly)
+// that gives a one-time passkey to exactly the device it was registered
+// for, Pair (which cancels pairing at its deadline) and RemoveBond.
 //
 // Goroutines: one per Dispatcher and one per Adapter, whatever the number
-// of subscriptions or devices; a Device starts none. Tests run against a
-// private bus (internal/dbustest) and a minimal fake bluetoothd
-// (internal/fakebluez).
+// of subscriptions or devices; a Device and an Agent start none (godbus
+// runs the agent's method handlers). Tests run against a private bus
+// (internal/dbustest), with the BlueZ emulator (bluez/emulator) hosting
+// reference locks, and a minimal fake bluetoothd (internal/fakebluez).
 //
 // Imports: the standard library, github.com/godbus/dbus/v5 and the
-// project's firmware/ packages only.
+// project's firmware/ packages only (tests also use bluez/emulator).
 //
 // # Library choice
 //
