@@ -2,6 +2,7 @@ package command
 
 import (
 	"crypto/ed25519"
+	"github.com/gatewayd/gatewayd/firmware/cred"
 	"testing"
 )
 
@@ -33,8 +34,8 @@ func BenchmarkVerifyFloor(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	tbs := toBeSigned(env1.Payload)
-	ctbs := toBeSigned(cwt.Payload)
+	tbs := cred.SigStructure(env1.Payload)
+	ctbs := cred.SigStructure(cwt.Payload)
 	root := e.fleet.Roots[string(e.fleet.RootKID)]
 	op := e.operator.Cert.PublicKey
 	b.ReportAllocs()

@@ -174,7 +174,7 @@ func (x *example) blocks(t *testing.T) map[string]string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tbs := toBeSigned(env1.Payload)
+	tbs := cred.SigStructure(env1.Payload)
 
 	var inputs strings.Builder
 	row := func(k, v string) { fmt.Fprintf(&inputs, "%-34s %s\n", k, v) }

@@ -34,9 +34,6 @@ const (
 	labelKCWT = 13 // kcwt: the signer's credential, embedded (RFC 9528 §10.6)
 )
 
-// protectedHeader is the only protected header allowed: {1: -8} (EdDSA).
-var protectedHeader = []byte{0xa1, 0x01, 0x27}
-
 // Body is what a signed command signs: the COSE_Sign1 payload.
 //
 //	Body = { 1: lock_id, 2: op, 3: args, 4: command_id, 5: not_after, 6: counter }
@@ -191,7 +188,7 @@ func parseSign1(raw []byte) (*sign1, error) {
 	if err := decMode.Unmarshal(raw, &env); err != nil {
 		return nil, fmt.Errorf("%w: COSE_Sign1: %w", ErrMalformed, err)
 	}
-	if !bytes.Equal(env.Protected, protectedHeader) {
+	if !bytes.Equal(env.Protected, cred.ProtectedEdDSA) {
 		return nil, fmt.Errorf("%w: protected header must be {1: -8}", ErrMalformed)
 	}
 	u := &env.Unprotected
@@ -220,35 +217,6 @@ func parseSign1(raw []byte) (*sign1, error) {
 		return nil, fmt.Errorf("%w: COSE_Sign1: %w", ErrMalformed, err)
 	}
 	return &env, nil
-}
-
-// toBeSigned returns the COSE Sig_structure of a signed command (RFC 9052
-// §4.4): ["Signature1", protected, external_aad, payload] with protected
-// h'a10127' and an empty external_aad, which is the fixed prefix
-// 84 6a 5369676e617475726531 43 a10127 40 followed by payload as a bstr.
-func toBeSigned(payload []byte) []byte {
-	const prefix = "\x84\x6aSignature1\x43\xa1\x01\x27\x40"
-	tbs := make([]byte, 0, len(prefix)+9+len(payload))
-	tbs = append(tbs, prefix...)
-	tbs = appendHead(tbs, majorBstr, uint64(len(payload)))
-	return append(tbs, payload...)
-}
-
-// appendHead appends the shortest CBOR head of major type m and argument n.
-func appendHead(b []byte, m byte, n uint64) []byte {
-	m <<= 5
-	switch {
-	case n < 24:
-		return append(b, m|byte(n))
-	case n <= 0xff:
-		return append(b, m|24, byte(n))
-	case n <= 0xffff:
-		return append(b, m|25, byte(n>>8), byte(n))
-	case n <= 0xffffffff:
-		return append(b, m|26, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
-	}
-	return append(b, m|27, byte(n>>56), byte(n>>48), byte(n>>40), byte(n>>32),
-		byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
 }
 
 // Sign returns a signed command: body b signed by an operator whose private
@@ -328,8 +296,8 @@ func signPayload(key ed25519.PrivateKey, unprotected cose.UnprotectedHeader, pay
 		return nil, fmt.Errorf("%w: go-cose output: %w", ErrInternal, err)
 	}
 	pub, _ := key.Public().(ed25519.PublicKey)
-	if !ed25519.Verify(pub, toBeSigned(env.Payload), env.Signature) {
-		return nil, fmt.Errorf("%w: go-cose signature does not verify", ErrInternal)
+	if err := cred.VerifySign1(pub, env.Payload, env.Signature); err != nil {
+		return nil, fmt.Errorf("%w: go-cose signature: %w", ErrInternal, err)
 	}
 	return raw, nil
 }
@@ -452,7 +420,7 @@ func (v *Verifier) Verify(signed []byte, wantOp Op) (*Verified, error) {
 		out.SignerKey = RootKeyPrefix + hex.EncodeToString(kid)
 	}
 
-	if !ed25519.Verify(pub, toBeSigned(env.Payload), env.Signature) {
+	if cred.VerifySign1(pub, env.Payload, env.Signature) != nil {
 		return nil, fmt.Errorf("%w: signer %s", ErrBadSignature, out.SignerKey)
 	}
 

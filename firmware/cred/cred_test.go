@@ -296,7 +296,7 @@ func TestHandBuiltMatchesIssue(t *testing.T) {
 	if !bytes.Equal(p.Payload, canonicalLockPayload()) {
 		t.Fatalf("payload\n got %x\nwant %x", p.Payload, canonicalLockPayload())
 	}
-	env := cat([]byte{0x84}, bstr(protectedHeader), []byte{0xa1, 0x04}, bstr(rootKID), bstr(p.Payload), bstr(p.Signature))
+	env := cat([]byte{0x84}, bstr(ProtectedEdDSA), []byte{0xa1, 0x04}, bstr(rootKID), bstr(p.Payload), bstr(p.Signature))
 	if !bytes.Equal(env, raw) {
 		t.Fatalf("envelope\n got %x\nwant %x", env, raw)
 	}
@@ -404,25 +404,25 @@ func TestParseRefusesNonCanonicalEnvelope(t *testing.T) {
 		{"CWT tag 61", cat([]byte{0xd8, 0x3d}, good), ErrMalformed},
 		{"trailing byte", cat(good, []byte{0x00}), ErrMalformed},
 		{"trailing item", cat(good, good[:1]), ErrMalformed},
-		{"indefinite-length array", cat([]byte{0x9f}, body(protectedHeader, unprot, p.Payload, sig), []byte{0xff}), ErrMalformed},
-		{"indefinite-length payload", cat([]byte{0x84}, bstr(protectedHeader), unprot,
+		{"indefinite-length array", cat([]byte{0x9f}, body(ProtectedEdDSA, unprot, p.Payload, sig), []byte{0xff}), ErrMalformed},
+		{"indefinite-length payload", cat([]byte{0x84}, bstr(ProtectedEdDSA), unprot,
 			[]byte{0x5f}, bstr(p.Payload[:10]), bstr(p.Payload[10:]), []byte{0xff}, bstr(sig)), ErrMalformed},
-		{"indefinite-length unprotected", cat([]byte{0x84}, bstr(protectedHeader), []byte{0xbf, 0x04}, bstr(rootKID), []byte{0xff}, bstr(p.Payload), bstr(sig)), ErrMalformed},
-		{"non-shortest payload length", cat([]byte{0x84}, bstr(protectedHeader), unprot,
+		{"indefinite-length unprotected", cat([]byte{0x84}, bstr(ProtectedEdDSA), []byte{0xbf, 0x04}, bstr(rootKID), []byte{0xff}, bstr(p.Payload), bstr(sig)), ErrMalformed},
+		{"non-shortest payload length", cat([]byte{0x84}, bstr(ProtectedEdDSA), unprot,
 			[]byte{0x59, 0x00, byte(len(p.Payload))}, p.Payload, bstr(sig)), ErrMalformed},
-		{"non-shortest array header", cat([]byte{0x98, 0x04}, body(protectedHeader, unprot, p.Payload, sig)), ErrMalformed},
-		{"duplicate kid in unprotected", cat([]byte{0x84}, bstr(protectedHeader), []byte{0xa2, 0x04}, bstr(rootKID), []byte{0x04}, bstr(rootKID), bstr(p.Payload), bstr(sig)), ErrMalformed},
-		{"extra unprotected param", cat([]byte{0x84}, bstr(protectedHeader), []byte{0xa2, 0x04}, bstr(rootKID), []byte{0x03, 0x00}, bstr(p.Payload), bstr(sig)), ErrMalformed},
-		{"empty unprotected", cat([]byte{0x84}, bstr(protectedHeader), []byte{0xa0}, bstr(p.Payload), bstr(sig)), ErrMalformed},
-		{"root kid as tstr", cat([]byte{0x84}, bstr(protectedHeader), []byte{0xa1, 0x04}, enc(string(rootKID)), bstr(p.Payload), bstr(sig)), ErrMalformed},
-		{"root kid too long", cat([]byte{0x84}, body(protectedHeader, cat([]byte{0xa1, 0x04}, bstr(make([]byte, 17))), p.Payload, sig)), ErrMalformed},
+		{"non-shortest array header", cat([]byte{0x98, 0x04}, body(ProtectedEdDSA, unprot, p.Payload, sig)), ErrMalformed},
+		{"duplicate kid in unprotected", cat([]byte{0x84}, bstr(ProtectedEdDSA), []byte{0xa2, 0x04}, bstr(rootKID), []byte{0x04}, bstr(rootKID), bstr(p.Payload), bstr(sig)), ErrMalformed},
+		{"extra unprotected param", cat([]byte{0x84}, bstr(ProtectedEdDSA), []byte{0xa2, 0x04}, bstr(rootKID), []byte{0x03, 0x00}, bstr(p.Payload), bstr(sig)), ErrMalformed},
+		{"empty unprotected", cat([]byte{0x84}, bstr(ProtectedEdDSA), []byte{0xa0}, bstr(p.Payload), bstr(sig)), ErrMalformed},
+		{"root kid as tstr", cat([]byte{0x84}, bstr(ProtectedEdDSA), []byte{0xa1, 0x04}, enc(string(rootKID)), bstr(p.Payload), bstr(sig)), ErrMalformed},
+		{"root kid too long", cat([]byte{0x84}, body(ProtectedEdDSA, cat([]byte{0xa1, 0x04}, bstr(make([]byte, 17))), p.Payload, sig)), ErrMalformed},
 		{"other algorithm", cat([]byte{0x84}, body(otherAlg, unprot, p.Payload, sig)), ErrMalformed},
 		{"empty protected", cat([]byte{0x84}, body(nil, unprot, p.Payload, sig)), ErrMalformed},
-		{"protected with kid too", cat([]byte{0x84}, body(cat(protectedHeader[:1:1], []byte{0x01, 0x27, 0x04}, bstr(rootKID)), unprot, p.Payload, sig)), ErrMalformed},
-		{"detached payload", cat([]byte{0x84}, bstr(protectedHeader), unprot, []byte{0xf6}, bstr(sig)), ErrMalformed},
-		{"short signature", cat([]byte{0x84}, body(protectedHeader, unprot, p.Payload, sig[:63])), ErrMalformed},
-		{"three elements", cat([]byte{0x83}, bstr(protectedHeader), unprot, bstr(p.Payload)), ErrMalformed},
-		{"five elements", cat([]byte{0x85}, body(protectedHeader, unprot, p.Payload, sig), []byte{0x00}), ErrMalformed},
+		{"protected with kid too", cat([]byte{0x84}, body(cat(ProtectedEdDSA[:1:1], []byte{0x01, 0x27, 0x04}, bstr(rootKID)), unprot, p.Payload, sig)), ErrMalformed},
+		{"detached payload", cat([]byte{0x84}, bstr(ProtectedEdDSA), unprot, []byte{0xf6}, bstr(sig)), ErrMalformed},
+		{"short signature", cat([]byte{0x84}, body(ProtectedEdDSA, unprot, p.Payload, sig[:63])), ErrMalformed},
+		{"three elements", cat([]byte{0x83}, bstr(ProtectedEdDSA), unprot, bstr(p.Payload)), ErrMalformed},
+		{"five elements", cat([]byte{0x85}, body(ProtectedEdDSA, unprot, p.Payload, sig), []byte{0x00}), ErrMalformed},
 		{"empty", nil, ErrMalformed},
 		{"truncated", good[:len(good)-1], ErrMalformed},
 		{"oversized", cat(good, make([]byte, MaxSize+1-len(good))), ErrTooLarge},

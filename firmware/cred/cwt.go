@@ -24,9 +24,6 @@ const (
 	crvEd25519 = 6 // COSE curve Ed25519
 )
 
-// protectedHeader is the only protected header allowed: bstr .cbor {1: -8}.
-var protectedHeader = []byte{0xa1, 0x01, 0x27}
-
 // Roots is the set of fleet root public keys a verifier trusts, keyed by
 // root kid (the bytes of the kid as a string). During a root rotation it
 // holds the old and the new root. It must not be modified while in use.
@@ -257,7 +254,7 @@ func Parse(raw []byte, roots Roots) (*Cert, error) {
 	if err := decMode.Unmarshal(raw, &env); err != nil {
 		return nil, fmt.Errorf("%w: COSE_Sign1: %w", ErrMalformed, err)
 	}
-	if !bytes.Equal(env.Protected, protectedHeader) {
+	if !bytes.Equal(env.Protected, ProtectedEdDSA) {
 		return nil, fmt.Errorf("%w: protected header must be {1: -8}", ErrMalformed)
 	}
 	if n := len(env.Unprotected.Kid); n == 0 || n > MaxRootKIDLen {
@@ -277,7 +274,7 @@ func Parse(raw []byte, roots Roots) (*Cert, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: root kid %x", ErrUnknownRoot, env.Unprotected.Kid)
 	}
-	if err := verifySign1(&env, rootKey); err != nil {
+	if err := VerifySign1(rootKey, env.Payload, env.Signature); err != nil {
 		return nil, fmt.Errorf("%w: root kid %x: %w", ErrBadSignature, env.Unprotected.Kid, err)
 	}
 
@@ -292,30 +289,6 @@ func Parse(raw []byte, roots Roots) (*Cert, error) {
 		Raw:     bytes.Clone(raw),
 		rootKey: rootKey,
 	}, nil
-}
-
-// verifySign1 checks the signature of env with go-cose.
-func verifySign1(env *sign1, key ed25519.PublicKey) error {
-	if len(key) != ed25519.PublicKeySize {
-		return errors.New("root key has the wrong length")
-	}
-	verifier, err := cose.NewVerifier(cose.AlgorithmEdDSA, key)
-	if err != nil {
-		return err
-	}
-	protected, err := encMode.Marshal([]byte(env.Protected))
-	if err != nil {
-		return err
-	}
-	msg := cose.UntaggedSign1Message{
-		Headers: cose.Headers{
-			RawProtected: protected,
-			Protected:    cose.ProtectedHeader{cose.HeaderLabelAlgorithm: cose.AlgorithmEdDSA},
-		},
-		Payload:   env.Payload,
-		Signature: env.Signature,
-	}
-	return msg.Verify(nil, verifier)
 }
 
 // decodeClaims decodes and checks a claims payload (steps 6 to 9 of Parse).
