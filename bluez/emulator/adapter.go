@@ -53,7 +53,10 @@ func (h adapterHandler) StartDiscovery(m dbus.Message) *dbus.Error {
 		return bluezErr("NotReady", "Resource Not Ready")
 	}
 	s := msgSender(m)
-	if _, ok := e.discovery[s]; ok {
+	if _, ok := e.discovery[s]; ok || e.wedged {
+		// src/adapter.c start_discovery: btd_error_busy. A wedged
+		// adapter answers so to every client: bluetoothd believes a
+		// discovery runs that the controller never ends.
 		return bluezErr("InProgress", "Operation already in progress")
 	}
 	f := e.pending[s]
@@ -201,6 +204,7 @@ func (h adapterHandler) RemoveDevice(m dbus.Message, dev dbus.ObjectPath) *dbus.
 		e.disconnectLocked(d)
 	}
 	delete(e.bonds, d.addr)
+	delete(e.stored, d.addr)
 	e.removeDeviceLocked(d)
 	return nil
 }

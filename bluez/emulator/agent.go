@@ -115,6 +115,9 @@ func (h deviceHandler) Pair(m dbus.Message) *dbus.Error {
 	if derr == nil && (a.cap == "DisplayOnly" || a.cap == "NoInputNoOutput") {
 		derr = bluezErr("AuthenticationFailed", "Authentication Failed")
 	}
+	if derr == nil && e.pairFailLocked(d.addr) {
+		derr = bluezErr("AuthenticationFailed", "Authentication Failed")
+	}
 	if derr != nil {
 		e.mu.Unlock()
 		return derr
@@ -133,6 +136,11 @@ func (h deviceHandler) Pair(m dbus.Message) *dbus.Error {
 	defer e.mu.Unlock()
 	delete(e.pairing, d.addr)
 	switch {
+	case e.gone || e.devices[d.addr] != d:
+		// The device was removed meanwhile (RemoveAdapter): src/device.c
+		// device_remove cancels the bonding with MGMT_STATUS_CONNECT_FAILED.
+		e.cancelAgent(a, path)
+		return bluezErr("ConnectionAttemptFailed", "Page Timeout")
 	case errors.Is(ctx.Err(), context.Canceled):
 		e.cancelAgent(a, path)
 		return bluezErr("AuthenticationCanceled", "Authentication Canceled")
@@ -147,6 +155,7 @@ func (h deviceHandler) Pair(m dbus.Message) *dbus.Error {
 		return bluezErr("AuthenticationFailed", "Authentication Failed")
 	}
 	e.bonds[d.addr] = true
+	e.stored[d.addr] = d.h
 	e.setProps(d.path, ifaceDevice, map[string]dbus.Variant{"Paired": v(true), "Bonded": v(true)})
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -15,13 +16,17 @@ import (
 	"github.com/gatewayd/gatewayd/firmware/lock"
 )
 
-// GATT layout of the lock service, with BlueZ's path naming (the
-// declaration handle, in hex, four digits).
+// GATT layout of the lock service. BlueZ 5.66 names the objects after
+// handles (src/gatt-client.c): service_create "service%04x" with the
+// service's start handle, characteristic_create "char%04x" with the
+// characteristic's declaration handle (not its value handle, which is
+// one more), descriptor_create "desc%04x" with the descriptor's handle.
 const (
 	svcHandle    uint16 = 0x000a
-	inboxHandle  uint16 = 0x000b
-	outboxHandle uint16 = 0x000d
-	infoHandle   uint16 = 0x0010
+	inboxHandle  uint16 = 0x000b // value 0x000c
+	outboxHandle uint16 = 0x000d // value 0x000e
+	cccHandle    uint16 = 0x000f // Outbox's Client Characteristic Configuration
+	infoHandle   uint16 = 0x0010 // value 0x0011
 )
 
 // infoValue is Info's value: version 1, maximum message 2048, flags 0.
@@ -39,6 +44,8 @@ type connection struct {
 	inbox    dbus.ObjectPath
 	outbox   dbus.ObjectPath
 	info     dbus.ObjectPath
+	ccc      dbus.ObjectPath   // Outbox's CCC descriptor
+	hook     func(kind string) // tests: called as an exchange is delayed
 	in       chan []byte
 	notify   map[string]bool // clients with a notify session on Outbox
 	cancel   context.CancelFunc
@@ -77,6 +84,9 @@ func (l link) WritePacket(ctx context.Context, p []byte) error {
 		return fmt.Errorf("emulator: notification of %d bytes, ATT_MTU %d", len(p), l.c.mtu)
 	}
 	e := l.c.e
+	if err := l.c.exchangeDelay(ctx, "notify"); err != nil {
+		return err
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if l.c.d.conn != l.c {
@@ -89,6 +99,28 @@ func (l link) WritePacket(ctx context.Context, p []byte) error {
 			map[string]dbus.Variant{"Value": v(append([]byte(nil), p...))}, []string{})
 	}
 	return nil
+}
+
+// exchangeDelay waits Options.ExchangeLatency, or until the connection
+// ends or ctx is done.
+func (c *connection) exchangeDelay(ctx context.Context, kind string) error {
+	lat := c.e.opts.ExchangeLatency
+	if lat <= 0 {
+		return nil
+	}
+	if c.hook != nil {
+		c.hook(kind)
+	}
+	t := time.NewTimer(lat)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-c.done:
+		return errLinkDown
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 type deviceHandler struct{ e *Emulator }
@@ -104,6 +136,9 @@ func (e *Emulator) deviceAt(m dbus.Message) (*device, *dbus.Error) {
 	return nil, bluezErr("DoesNotExist", "Does Not Exist")
 }
 
+// connFailed is how BlueZ 5.66 answers a failed LE connection: src/device.c
+// att_connect_cb replies btd_error_failed(btd_error_le_conn_from_errno(err))
+// and src/error.c maps ECONNABORTED to ERR_LE_CONN_ABORT_BY_LOCAL.
 func connFailed() *dbus.Error { return bluezErr("Failed", "le-connection-abort-by-local") }
 
 // Connect opens an LE connection, resolves the lock service and starts
@@ -112,12 +147,16 @@ func (h deviceHandler) Connect(m dbus.Message) *dbus.Error {
 	e := h.e
 	e.mu.Lock()
 	d, derr := e.deviceAt(m)
+	if derr == nil && d.conn != nil {
+		// BlueZ 5.66 src/device.c dev_connect: an LE device already
+		// connected gets a plain method return.
+		e.mu.Unlock()
+		return nil
+	}
 	switch {
 	case derr != nil:
 	case !e.boolProp(e.adapter, ifaceAdapter, "Powered"):
 		derr = bluezErr("NotReady", "Resource Not Ready")
-	case d.conn != nil:
-		derr = bluezErr("AlreadyConnected", "Already Connected")
 	case e.connecting != nil:
 		derr = bluezErr("InProgress", "In Progress")
 	case e.opts.MaxConnections > 0 && e.connections() >= e.opts.MaxConnections:
@@ -128,6 +167,10 @@ func (h deviceHandler) Connect(m dbus.Message) *dbus.Error {
 		return derr
 	}
 	e.connecting = d
+	// dev_connect makes the device permanent before connecting
+	// (btd_device_set_temporary(dev, false)): it stays after leaving
+	// range, and BlueZ stores it.
+	e.stored[d.addr] = d.h
 	hook := e.connectHook
 	e.mu.Unlock()
 	if hook != nil {
@@ -146,8 +189,16 @@ func (h deviceHandler) Connect(m dbus.Message) *dbus.Error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.connecting = nil
-	h2, inRange := e.locks[d.addr]
-	if e.closed || !inRange || e.devices[d.addr] != d || !e.boolProp(e.adapter, ifaceAdapter, "Powered") {
+	h2, ok := e.locks[d.addr]
+	if e.closed || e.gone || e.wedged || !ok || !h2.inRange || e.devices[d.addr] != d ||
+		!e.boolProp(e.adapter, ifaceAdapter, "Powered") {
+		return connFailed()
+	}
+	if f := e.faults[d.addr]; f != nil && f.ConnectAbort > 0 {
+		f.ConnectAbort--
+		return connFailed()
+	}
+	if e.opts.AbortRate > 0 && e.rnd.Float64() < e.opts.AbortRate {
 		return connFailed()
 	}
 	e.connectLocked(d, h2.l)
@@ -173,24 +224,41 @@ func (e *Emulator) connectLocked(d *device, l *lock.Lock) {
 		inbox:  svc + dbus.ObjectPath(fmt.Sprintf("/char%04x", inboxHandle)),
 		outbox: svc + dbus.ObjectPath(fmt.Sprintf("/char%04x", outboxHandle)),
 		info:   svc + dbus.ObjectPath(fmt.Sprintf("/char%04x", infoHandle)),
-		in:     make(chan []byte, 1024), notify: map[string]bool{}, cancel: cancel, done: make(chan struct{})}
+		ccc:    svc + dbus.ObjectPath(fmt.Sprintf("/char%04x/desc%04x", outboxHandle, cccHandle)),
+		in:     make(chan []byte, 1024), notify: map[string]bool{}, cancel: cancel, done: make(chan struct{}),
+		hook: e.exchangeHook}
 	d.conn = c
 	e.setProps(d.path, ifaceDevice, map[string]dbus.Variant{"Connected": v(true)})
+	// Objects in the order src/gatt-client.c export_service registers
+	// them: the service, then each characteristic followed by its
+	// descriptors. Property sets are 5.66's service_properties,
+	// characteristic_properties and descriptor_properties: no Handle
+	// (added in 5.69); Value always (the cache's, empty until read);
+	// Notifying only with notify or indicate; WriteAcquired only with
+	// write-without-response; NotifyAcquired only with notify; MTU while
+	// connected.
 	mtu := uint16(c.mtu)
 	e.addObject(svc, ifaces{ifaceService: {
 		"UUID": v(ServiceUUID), "Primary": v(true), "Device": v(d.path),
-		"Includes": v([]dbus.ObjectPath{}), "Handle": v(svcHandle)}})
-	chr := func(p dbus.ObjectPath, uuid string, handle uint16, flags []string, notify bool) {
+		"Includes": v([]dbus.ObjectPath{})}})
+	chr := func(p dbus.ObjectPath, uuid string, flags []string) {
 		ps := map[string]dbus.Variant{"UUID": v(uuid), "Service": v(svc), "Value": v([]byte{}),
-			"Flags": v(flags), "MTU": v(mtu), "Handle": v(handle)}
-		if notify {
+			"Flags": v(flags), "MTU": v(mtu)}
+		if slices.Contains(flags, "notify") || slices.Contains(flags, "indicate") {
 			ps["Notifying"] = v(false)
+		}
+		if slices.Contains(flags, "write-without-response") {
+			ps["WriteAcquired"] = v(false)
+		}
+		if slices.Contains(flags, "notify") {
+			ps["NotifyAcquired"] = v(false)
 		}
 		e.addObject(p, ifaces{ifaceChar: ps})
 	}
-	chr(c.inbox, InboxUUID, inboxHandle, []string{"write-without-response", "write"}, false)
-	chr(c.outbox, OutboxUUID, outboxHandle, []string{"notify"}, true)
-	chr(c.info, InfoUUID, infoHandle, []string{"read"}, false)
+	chr(c.inbox, InboxUUID, []string{"write-without-response", "write"})
+	chr(c.outbox, OutboxUUID, []string{"notify"})
+	e.addObject(c.ccc, ifaces{ifaceDesc: {"UUID": v(CCCUUID), "Characteristic": v(c.outbox), "Value": v([]byte{})}})
+	chr(c.info, InfoUUID, []string{"read"})
 	e.setProps(d.path, ifaceDevice, map[string]dbus.Variant{"ServicesResolved": v(true)})
 	addr := e.opts.AdapterAddress
 	e.wg.Go(func() {
@@ -208,15 +276,26 @@ func (e *Emulator) disconnectLocked(d *device) {
 	if c == nil {
 		return
 	}
-	d.conn = nil
-	c.stop()
 	e.setProps(d.path, ifaceDevice, map[string]dbus.Variant{"ServicesResolved": v(false)})
-	for _, p := range []dbus.ObjectPath{c.info, c.outbox, c.inbox, c.svc} {
-		e.removeObject(p)
-	}
+	e.dropGATTLocked(d)
 	e.setProps(d.path, ifaceDevice, map[string]dbus.Variant{"Connected": v(false)})
 	d.lastSeen = time.Now()
 	e.log.Debug("disconnected", "device", d.addr)
+}
+
+// dropGATTLocked stops d's connection and removes its GATT objects in
+// the order src/gatt-client.c unregister_service does: each
+// characteristic after its descriptors, the service last.
+func (e *Emulator) dropGATTLocked(d *device) {
+	c := d.conn
+	if c == nil {
+		return
+	}
+	d.conn = nil
+	c.stop()
+	for _, p := range []dbus.ObjectPath{c.inbox, c.ccc, c.outbox, c.info, c.svc} {
+		e.removeObject(p)
+	}
 }
 
 func (h deviceHandler) Disconnect(m dbus.Message) *dbus.Error {
@@ -263,7 +342,10 @@ func (h charHandler) ReadValue(m dbus.Message, opts map[string]dbus.Variant) ([]
 	if p != c.info {
 		return nil, bluezErr("NotPermitted", "Read not permitted")
 	}
-	off, _ := opts["offset"].Value().(uint16)
+	off, derr := offsetOpt(opts)
+	if derr != nil {
+		return nil, derr
+	}
 	if int(off) > len(infoValue) {
 		return nil, bluezErr("InvalidOffset", "Invalid offset")
 	}
@@ -285,17 +367,125 @@ func (h charHandler) WriteValue(m dbus.Message, value []byte, opts map[string]db
 	if derr != nil {
 		return derr
 	}
+	if c.exchangeDelay(e.ctx, "write") != nil {
+		return bluezErr("Failed", "Not connected")
+	}
 	pkt := append([]byte(nil), value...)
 	t := time.NewTimer(e.opts.CallTimeout)
 	defer t.Stop()
 	select {
 	case c.in <- pkt:
-		return nil
 	case <-c.done:
 		return bluezErr("Failed", "Not connected")
 	case <-t.C:
 		return bluezErr("Failed", "Operation failed with ATT error: 0x0e")
 	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if c.d.conn == c && e.dropAfterWriteLocked(c.d.addr) {
+		// The link goes silent after this write: a supervision timeout.
+		e.log.Debug("connection dropped mid-exchange", "device", c.d.addr)
+		e.disconnectLocked(c.d)
+	}
+	return nil
+}
+
+// offsetOpt parses the "offset" option as src/gatt-client.c parse_options
+// does: the key compared without case, a uint16 or InvalidArguments.
+func offsetOpt(opts map[string]dbus.Variant) (uint16, *dbus.Error) {
+	var off uint16
+	for k, x := range opts {
+		if strings.EqualFold(k, "offset") {
+			o, ok := x.Value().(uint16)
+			if !ok {
+				return 0, invalidArgs()
+			}
+			off = o
+		}
+	}
+	return off, nil
+}
+
+// AcquireWrite and AcquireNotify exist in 5.66 (characteristic_methods)
+// but hand out a socket; the emulator does not pass file descriptors.
+func (h charHandler) AcquireWrite(m dbus.Message, opts map[string]dbus.Variant) (dbus.UnixFD, uint16, *dbus.Error) {
+	return h.acquire(m)
+}
+
+func (h charHandler) AcquireNotify(m dbus.Message, opts map[string]dbus.Variant) (dbus.UnixFD, uint16, *dbus.Error) {
+	return h.acquire(m)
+}
+
+func (h charHandler) acquire(m dbus.Message) (dbus.UnixFD, uint16, *dbus.Error) {
+	e := h.e
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, _, derr := e.charAt(m); derr != nil {
+		return 0, 0, derr
+	}
+	return 0, 0, bluezErr("NotSupported", "Operation is not supported")
+}
+
+// ---- org.bluez.GattDescriptor1 ----
+
+type descHandler struct{ e *Emulator }
+
+// descAt finds the connection of a call on a descriptor.
+func (e *Emulator) descAt(m dbus.Message) (*connection, *dbus.Error) {
+	p, derr := e.lookup(m, ifaceDesc)
+	if derr != nil {
+		return nil, derr
+	}
+	if d := e.deviceOf(p); d != nil {
+		if c := d.conn; c != nil && p == c.ccc {
+			return c, nil
+		}
+	}
+	return nil, bluezErr("Failed", "Not connected")
+}
+
+// ReadValue reads the CCC from the lock: 0x0001 (notifications, little
+// endian) while a client has a notify session, else 0x0000. As
+// src/gatt-client.c desc_read_cb, the read value is stored in the cache
+// and Value changes.
+func (h descHandler) ReadValue(m dbus.Message, opts map[string]dbus.Variant) ([]byte, *dbus.Error) {
+	e := h.e
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	c, derr := e.descAt(m)
+	if derr != nil {
+		return nil, derr
+	}
+	off, derr := offsetOpt(opts)
+	if derr != nil {
+		return nil, derr
+	}
+	val := []byte{0, 0}
+	if len(c.notify) > 0 {
+		val[0] = 1
+	}
+	if int(off) > len(val) {
+		return nil, bluezErr("InvalidOffset", "Invalid offset")
+	}
+	e.setProps(c.ccc, ifaceDesc, map[string]dbus.Variant{"Value": v(val)})
+	return append([]byte(nil), val[off:]...), nil
+}
+
+// WriteValue refuses writes to the CCC as src/gatt-client.c
+// descriptor_write_value does ("Don't allow writing to Client
+// Characteristic Configuration descriptors"): NotPermitted, after the
+// connection and argument checks.
+func (h descHandler) WriteValue(m dbus.Message, value []byte, opts map[string]dbus.Variant) *dbus.Error {
+	e := h.e
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, derr := e.descAt(m); derr != nil {
+		return derr
+	}
+	if _, derr := offsetOpt(opts); derr != nil {
+		return derr
+	}
+	return bluezErr("NotPermitted", "Write not permitted")
 }
 
 func (h charHandler) StartNotify(m dbus.Message) *dbus.Error {

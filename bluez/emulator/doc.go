@@ -10,13 +10,62 @@
 //   - /org/bluez/hci0 : org.bluez.Adapter1 (discovery, filters,
 //     RemoveDevice);
 //   - /org/bluez/hci0/dev_XX_XX_XX_XX_XX_XX : org.bluez.Device1, one per
-//     hosted lock seen by the virtual radio while discovery runs;
-//   - …/service000a, …/char000b, …/char000d, …/char0010 : the lock
-//     service of docs/protocol.md §1 (GattService1, GattCharacteristic1)
-//     while a device is connected.
+//     hosted lock seen by the virtual radio while discovery runs, or
+//     loaded "from storage" when the adapter is plugged in again;
+//   - …/service000a, …/char000b (Inbox), …/char000d (Outbox),
+//     …/char000d/desc000f (Outbox's Client Characteristic
+//     Configuration), …/char0010 (Info): the lock service of
+//     docs/protocol.md §1 (GattService1, GattCharacteristic1,
+//     GattDescriptor1) while a device is connected.
 //
 // Every object also carries org.freedesktop.DBus.Properties (Get, GetAll,
 // Set, PropertiesChanged) and org.freedesktop.DBus.Introspectable.
+//
+// Which BlueZ 5.66 source each behaviour follows:
+//
+//   - GATT objects (src/gatt-client.c): paths "service%04x" (start
+//     handle), "char%04x" (declaration handle), "desc%04x"; the property
+//     sets of service_properties, characteristic_properties and
+//     descriptor_properties — no Handle (it came in 5.69), Notifying only
+//     with notify/indicate, WriteAcquired only with
+//     write-without-response, NotifyAcquired only with notify, MTU while
+//     connected; exported in export_service's order and removed in
+//     unregister_service's; a CCC descriptor refuses WriteValue with
+//     NotPermitted "Write not permitted" (descriptor_write_value), and
+//     its ReadValue stores the value read (desc_read_cb). AcquireWrite
+//     and AcquireNotify exist but answer NotSupported: no file
+//     descriptors are passed.
+//   - Connect (src/device.c dev_connect, att_connect_cb; src/error.c): a
+//     connected device gets a plain return; a failed LE connection is
+//     org.bluez.Error.Failed "le-connection-abort-by-local"; Connect makes
+//     the device permanent (not temporary), so it stays out of range and
+//     is stored.
+//   - Pair (src/device.c new_authentication_return): the error names per
+//     mgmt status; an SMP failure is AuthenticationFailed.
+//   - Devices seen no more (src/device.c set_temporary_timer): temporary
+//     devices leave AwayTimeout (TemporaryTimeout) after their last
+//     advertisement; bonded ones and those a client connected stay.
+//   - Adapter unplug and plug (src/adapter.c adapter_remove,
+//     adapter_register, load_devices): see RemoveAdapter and AddAdapter.
+//   - StartDiscovery twice from one client: InProgress (start_discovery,
+//     btd_error_busy).
+//
+// The link model: Options.ConnectLatency, Options.ExchangeLatency (per
+// GATT write and notification), Options.MaxConnections, one LE connection
+// attempt at a time per adapter (InProgress otherwise). Faults: per device
+// (InjectFaults: aborted connects, a drop after the Nth write, failed
+// pairing), seeded random ones (Options.DropRate, Options.AbortRate), a
+// lock leaving range (LeaveRange, EnterRange, RemoveLock), adapter
+// hot-unplug (RemoveAdapter, AddAdapter), a wedged adapter (Wedge, cured
+// by a power cycle, counted by PowerCycles), and a bluetoothd restart
+// (Restart).
+//
+// Not emulated: BR/EDR; GATT caching across connections (BlueZ 5.66 with
+// Cache=always keeps GATT objects of a disconnected device; the emulator
+// removes them on every disconnect); the Device1.Disconnected signal
+// (5.70+); LE advertising and GattManager1 (the local GATT server);
+// devices loaded from storage on Restart (only AddAdapter loads them);
+// file descriptor passing (AcquireWrite, AcquireNotify).
 //
 // The emulator hosts reference locks (firmware/lock). A connection runs the
 // lock's Serve over a channel.FragmentTransport whose packets are the

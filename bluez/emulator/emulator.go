@@ -25,6 +25,7 @@ const (
 	ifaceDevice   = "org.bluez.Device1"
 	ifaceService  = "org.bluez.GattService1"
 	ifaceChar     = "org.bluez.GattCharacteristic1"
+	ifaceDesc     = "org.bluez.GattDescriptor1"
 	ifaceAgentMgr = "org.bluez.AgentManager1"
 	ifaceAgent    = "org.bluez.Agent1"
 	rootPath      = dbus.ObjectPath("/org/bluez")
@@ -38,6 +39,9 @@ const (
 	InfoUUID    = "97510004-ce6d-40c7-b7c2-022a651afaf6"
 	// CompanyID is the ManufacturerData key of the lock payload (§1.1).
 	CompanyID uint16 = 0xFFFF
+	// CCCUUID is the Client Characteristic Configuration descriptor's
+	// UUID, exported under Outbox.
+	CCCUUID = "00002902-0000-1000-8000-00805f9b34fb"
 )
 
 // Defaults of Options.
@@ -73,6 +77,17 @@ type Options struct {
 	AwayTimeout time.Duration
 	// ConnectLatency is how long Device1.Connect takes; default 0.
 	ConnectLatency time.Duration
+	// ExchangeLatency delays each GATT write to Inbox (before the lock
+	// gets it and WriteValue returns) and each notification from Outbox
+	// (before its PropertiesChanged); default 0.
+	ExchangeLatency time.Duration
+	// DropRate is the probability, in [0,1], that a GATT write to Inbox
+	// is the last before the connection drops (as a supervision timeout,
+	// see Faults.DropAfterWrites). Drawn from Seed's source.
+	DropRate float64
+	// AbortRate is the probability, in [0,1], that a Device1.Connect
+	// fails with le-connection-abort-by-local. Drawn from Seed's source.
+	AbortRate float64
 	// MaxConnections caps simultaneous connections; 0 is no cap.
 	MaxConnections int
 	// CallTimeout bounds every call the emulator makes on the bus (an
@@ -130,12 +145,21 @@ type Emulator struct {
 	pending    map[string]*filter  // SetDiscoveryFilter before StartDiscovery
 	connecting *device             // the one LE connection attempt in progress
 	bonds      map[string]bool     // bonded addresses
+	stored     map[string]*hosted  // devices BlueZ keeps on disk (not temporary), by address
+	faults     map[string]*Faults  // injected faults, by address
+	seq        uint64              // devices created so far (BlueZ's list order)
+	gone       bool                // the adapter is unplugged (RemoveAdapter)
+	wedged     bool                // the adapter is wedged (Wedge)
+	cycles     uint64              // completed off→on power cycles
 	agents     map[string]agentRef // by owner
 	defAgent   string              // owner of the default agent
 	pairing    map[string]context.CancelFunc
 	ticks      uint64 // radio ticks so far (tests wait on it)
 	// connectHook, if set (tests), runs in Connect during the attempt.
 	connectHook func()
+	// exchangeHook, if set (tests) before a connection is made, runs on
+	// the connection's goroutines as an exchange is delayed.
+	exchangeHook func(kind string)
 }
 
 func v(x any) dbus.Variant { return dbus.MakeVariant(x) }
@@ -147,6 +171,12 @@ func Start(ctx context.Context, opts Options) (*Emulator, error) {
 	if opts.Addr == "" {
 		return nil, fmt.Errorf("emulator: Options.Addr is required")
 	}
+	if !(opts.DropRate >= 0 && opts.DropRate <= 1) || !(opts.AbortRate >= 0 && opts.AbortRate <= 1) {
+		return nil, fmt.Errorf("%w: DropRate %v, AbortRate %v: want [0,1]", ErrBadOptions, opts.DropRate, opts.AbortRate)
+	}
+	if opts.ExchangeLatency < 0 {
+		return nil, fmt.Errorf("%w: ExchangeLatency %v", ErrBadOptions, opts.ExchangeLatency)
+	}
 	conn, err := dbus.Connect(opts.Addr, dbus.WithContext(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("emulator: connecting to %s: %w", opts.Addr, err)
@@ -156,7 +186,7 @@ func Start(ctx context.Context, opts Options) (*Emulator, error) {
 		objs:    map[dbus.ObjectPath]ifaces{}, rnd: rand.New(rand.NewPCG(opts.Seed, 0x6c6f636b)),
 		locks: map[string]*hosted{}, devices: map[string]*device{}, discovery: map[string]*filter{},
 		pending: map[string]*filter{}, bonds: map[string]bool{}, agents: map[string]agentRef{},
-		pairing: map[string]context.CancelFunc{}}
+		pairing: map[string]context.CancelFunc{}, stored: map[string]*hosted{}, faults: map[string]*Faults{}}
 	for _, b := range opts.Bonds {
 		e.bonds[b] = true
 	}
@@ -223,6 +253,7 @@ func (e *Emulator) export() error {
 		{adapterHandler{e}, rootPath, ifaceAdapter, true},
 		{deviceHandler{e}, rootPath, ifaceDevice, true},
 		{charHandler{e}, rootPath, ifaceChar, true},
+		{descHandler{e}, rootPath, ifaceDesc, true},
 		{agentMgrHandler{e}, rootPath, ifaceAgentMgr, true},
 	} {
 		var err error
@@ -258,9 +289,14 @@ func (e *Emulator) Close() error {
 	}
 	e.mu.Unlock()
 	e.cancel()
-	e.wg.Wait()
+	// Off the bus first, as a crashed bluetoothd is: clients see
+	// org.bluez vanish and their calls in flight fail at once, even while
+	// a hosted lock is still busy finishing a command (whose result then
+	// goes nowhere). Then wait for every goroutine.
 	_, _ = e.conn.ReleaseName(busName)
-	return e.conn.Close()
+	err := e.conn.Close()
+	e.wg.Wait()
+	return err
 }
 
 // Bonds returns the addresses the adapter holds bonds with (for Restart).
@@ -490,8 +526,15 @@ func (h propsHandler) Set(m dbus.Message, iface, name string, val dbus.Variant) 
 		return dbusErr("InvalidArgs", fmt.Sprintf("Invalid argument type: '%s'", val.Signature()))
 	}
 	if iface == ifaceAdapter && name == "Powered" {
-		if on, _ := val.Value().(bool); !on {
+		was, _ := old.Value().(bool)
+		on, _ := val.Value().(bool)
+		switch {
+		case was && !on:
 			e.powerOffLocked()
+		case !was && on:
+			// Powering the controller up again resets it: a wedge ends.
+			e.cycles++
+			e.wedged = false
 		}
 	}
 	e.setProps(p, iface, map[string]dbus.Variant{name: val})

@@ -27,9 +27,15 @@ var methodsXML = map[string]string{
 		`<method name="GetDiscoveryFilters"><arg name="filters" type="as" direction="out"/></method>`,
 	ifaceDevice:  `<method name="Disconnect"></method><method name="Connect"></method><method name="Pair"></method><method name="CancelPairing"></method>`,
 	ifaceService: ``,
+	// src/gatt-client.c characteristic_methods.
 	ifaceChar: `<method name="ReadValue"><arg name="options" type="a{sv}" direction="in"/><arg name="value" type="ay" direction="out"/></method>` +
 		`<method name="WriteValue"><arg name="value" type="ay" direction="in"/><arg name="options" type="a{sv}" direction="in"/></method>` +
+		`<method name="AcquireWrite"><arg name="options" type="a{sv}" direction="in"/><arg name="fd" type="h" direction="out"/><arg name="mtu" type="q" direction="out"/></method>` +
+		`<method name="AcquireNotify"><arg name="options" type="a{sv}" direction="in"/><arg name="fd" type="h" direction="out"/><arg name="mtu" type="q" direction="out"/></method>` +
 		`<method name="StartNotify"></method><method name="StopNotify"></method>`,
+	// src/gatt-client.c descriptor_methods.
+	ifaceDesc: `<method name="ReadValue"><arg name="options" type="a{sv}" direction="in"/><arg name="value" type="ay" direction="out"/></method>` +
+		`<method name="WriteValue"><arg name="value" type="ay" direction="in"/><arg name="options" type="a{sv}" direction="in"/></method>`,
 }
 
 type introHandler struct{ e *Emulator }

@@ -47,6 +47,7 @@ type device struct {
 	h        *hosted
 	lastSeen time.Time
 	conn     *connection
+	seq      uint64 // creation order, as BlueZ's adapter->devices list
 }
 
 var addrRE = regexp.MustCompile(`^[0-9A-F]{2}(:[0-9A-F]{2}){5}$`)
@@ -87,9 +88,10 @@ func (e *Emulator) AddLock(l *lock.Lock, addr string, opts LockOptions) error {
 	return nil
 }
 
-// RemoveLock takes the lock at addr out of range: its connection drops at
-// once, and its device disappears (InterfacesRemoved) when AwayTimeout has
-// passed since its last advertisement, unless it is bonded.
+// RemoveLock takes the lock at addr out of range for good (LeaveRange,
+// then the lock is no longer hosted): its connection drops at once, and
+// its device disappears (InterfacesRemoved) when AwayTimeout has passed
+// since its last advertisement, unless BlueZ keeps it (see LeaveRange).
 func (e *Emulator) RemoveLock(addr string) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -97,14 +99,11 @@ func (e *Emulator) RemoveLock(addr string) error {
 		return ErrClosed
 	}
 	h, ok := e.locks[addr]
-	if !ok || !h.inRange {
+	if !ok {
 		return fmt.Errorf("%w: %s", ErrNoSuchLock, addr)
 	}
-	h.inRange = false
+	e.leaveRangeLocked(h)
 	delete(e.locks, addr)
-	if d := e.devices[addr]; d != nil && d.conn != nil {
-		e.disconnectLocked(d)
-	}
 	return nil
 }
 
@@ -152,11 +151,14 @@ func (e *Emulator) tick(now time.Time) {
 		return
 	}
 	e.ticks++
-	scanning := len(e.discovery) > 0 && e.boolProp(e.adapter, ifaceAdapter, "Powered")
+	scanning := !e.gone && len(e.discovery) > 0 && e.boolProp(e.adapter, ifaceAdapter, "Powered")
 	if scanning {
 		// In address order, so that a seed gives the same radio.
 		for _, addr := range slices.Sorted(maps.Keys(e.locks)) {
 			h := e.locks[addr]
+			if !h.inRange {
+				continue
+			}
 			rssi := h.opts.RSSI
 			if h.opts.Jitter > 0 {
 				rssi += int16(e.rnd.IntN(int(2*h.opts.Jitter)+1)) - h.opts.Jitter
@@ -171,8 +173,12 @@ func (e *Emulator) tick(now time.Time) {
 			}
 		}
 	}
+	// BlueZ removes temporary devices TemporaryTimeout after they were
+	// last seen (src/device.c set_temporary_timer, device_disappeared);
+	// bonded devices and those a client called Connect on are not
+	// temporary.
 	for addr, d := range e.devices {
-		if d.conn == nil && !e.bonds[addr] && now.Sub(d.lastSeen) > e.opts.AwayTimeout {
+		if d.conn == nil && !e.bonds[addr] && e.stored[addr] == nil && now.Sub(d.lastSeen) > e.opts.AwayTimeout {
 			e.removeDeviceLocked(d)
 		}
 	}
@@ -197,9 +203,15 @@ func (e *Emulator) advertiseLocked(h *hosted, d *device, rssi int16, now time.Ti
 		e.setProps(d.path, ifaceDevice, map[string]dbus.Variant{"RSSI": v(rssi), "ManufacturerData": v(md)})
 		return
 	}
-	d = &device{addr: h.addr, path: e.DevicePath(h.addr), h: h, lastSeen: now}
+	e.newDeviceLocked(h, now, e.deviceProps(h, rssi, md))
+}
+
+// newDeviceLocked exports a device object for h.
+func (e *Emulator) newDeviceLocked(h *hosted, now time.Time, props map[string]dbus.Variant) {
+	e.seq++
+	d := &device{addr: h.addr, path: e.DevicePath(h.addr), h: h, lastSeen: now, seq: e.seq}
 	e.devices[h.addr] = d
-	e.addObject(d.path, ifaces{ifaceDevice: e.deviceProps(h, rssi, md)})
+	e.addObject(d.path, ifaces{ifaceDevice: props})
 }
 
 func (e *Emulator) deviceProps(h *hosted, rssi int16, md map[uint16]dbus.Variant) map[string]dbus.Variant {

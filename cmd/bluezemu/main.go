@@ -60,6 +60,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) (err error) {
 	seed := fs.Uint64("seed", 1, "radio seed")
 	mtu := fs.Int("mtu", emulator.DefaultMTU, "ATT MTU of connections")
 	radio := fs.Duration("radio", emulator.DefaultRadioInterval, "radio tick")
+	exchange := fs.Duration("exchange-latency", 0, "delay of each GATT write to Inbox and each notification from Outbox")
+	dropRate := fs.Float64("drop-rate", 0, "probability in [0,1] that a GATT write is the last before the connection drops")
+	abortRate := fs.Float64("abort-rate", 0, "probability in [0,1] that a Connect fails with le-connection-abort-by-local")
 	verbose := fs.Bool("v", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -87,7 +90,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) (err error) {
 	}()
 	fleet := channeltest.NewFleet(fatal{}, *fleetName)
 	emu, err := emulator.Start(ctx, emulator.Options{Addr: *bus, Adapter: *adapter, Seed: *seed,
-		Logger: log, MTU: *mtu, RadioInterval: *radio})
+		Logger: log, MTU: *mtu, RadioInterval: *radio, ExchangeLatency: *exchange, DropRate: *dropRate, AbortRate: *abortRate})
 	if err != nil {
 		return err
 	}

@@ -20,6 +20,9 @@ func TestRunRefusesBadArguments(t *testing.T) {
 		{[]string{"-bus", "unix:path=/nonexistent/socket", "-locks", "-1"}, "-locks -1"},
 		{[]string{"-bus", "unix:path=/nonexistent/socket"}, "connecting"},
 		{[]string{"-nope"}, "flag provided but not defined"},
+		{[]string{"-bus", "unix:path=/nonexistent/socket", "-drop-rate", "1.5"}, "DropRate 1.5"},
+		{[]string{"-bus", "unix:path=/nonexistent/socket", "-abort-rate", "-1"}, "option out of range"},
+		{[]string{"-bus", "unix:path=/nonexistent/socket", "-exchange-latency", "-1s"}, "ExchangeLatency"},
 	} {
 		var out bytes.Buffer
 		err := run(ctx, c.args, &out)
