@@ -48,6 +48,18 @@ type Options struct {
 	// Dispatcher to subscribe through (one per connection); nil makes one
 	// that Close closes.
 	Dispatcher *Dispatcher
+
+	// Wedged-adapter detection (see Adapter.PowerCycles). The adapter is
+	// power-cycled when WedgeConnectFailures connects in a row (through
+	// Adapter.Connect) failed with a retryable link error (0 is 5), or
+	// when discovery is found stopped and StartDiscovery answers
+	// InProgress at WedgeDiscoveryStrikes health checks in a row (0 is 3).
+	// Health checks run every SweepEvery. At most one power cycle per
+	// MinPowerCycleInterval (0 is 1 min). A negative count disables that
+	// detection.
+	WedgeConnectFailures  int
+	WedgeDiscoveryStrikes int
+	MinPowerCycleInterval time.Duration
 }
 
 // Lock state flags in the advertisement (docs/protocol.md §1.1).
@@ -109,6 +121,15 @@ type device struct {
 
 // Adapter tracks the locks one BlueZ adapter sees. All state is kept by one
 // goroutine, whatever the number of devices.
+//
+// Recovery, without restarting anything: when bluetoothd leaves the bus
+// its devices are forgotten (reported Gone); when a new bluetoothd takes
+// org.bluez, or the adapter is removed and added again (at the same path:
+// the kernel gives a re-plugged controller the lowest free index), the
+// adapter is powered on, the discovery filter set and discovery started
+// again. A health check every SweepEvery powers the adapter on again if
+// something powered it off, restarts discovery if it stopped, and
+// power-cycles an adapter found wedged (see Options).
 type Adapter struct {
 	conn     *dbus.Conn
 	obj      dbus.BusObject
@@ -124,6 +145,8 @@ type Adapter struct {
 	events   chan Event
 	dropped  atomic.Uint64
 	resyncs  atomic.Uint64
+	ctx      context.Context // cancelled by Close: bounds the run goroutine's calls
+	cancel   context.CancelFunc
 	done     chan struct{}
 	stopped  chan struct{}
 	once     sync.Once
@@ -131,6 +154,20 @@ type Adapter struct {
 
 	mu      sync.RWMutex
 	devices map[dbus.ObjectPath]*device
+
+	// Adapter state, kept by the run goroutine (atomics: read by Ready
+	// and metrics).
+	present     atomic.Bool // the adapter object exists
+	powered     atomic.Bool
+	discovering atomic.Bool
+	discStrikes int       // health checks in a row finding discovery stuck
+	lastCycle   time.Time // last power cycle
+
+	connFails   atomic.Int64 // connects in a row failed with a link error
+	wedged      chan string  // a reason to power-cycle, from Connect
+	powerCycles atomic.Uint64
+	removals    atomic.Uint64
+	connectErrs atomic.Uint64
 }
 
 // Open finds the adapter, powers it on, sets an LE discovery filter on the
@@ -157,6 +194,15 @@ func Open(ctx context.Context, conn *dbus.Conn, opts Options) (_ *Adapter, err e
 	if opts.SignalQueue <= 0 {
 		opts.SignalQueue = 4096
 	}
+	if opts.WedgeConnectFailures == 0 {
+		opts.WedgeConnectFailures = 5
+	}
+	if opts.WedgeDiscoveryStrikes == 0 {
+		opts.WedgeDiscoveryStrikes = 3
+	}
+	if opts.MinPowerCycleInterval <= 0 {
+		opts.MinPowerCycleInterval = time.Minute
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -170,6 +216,9 @@ func Open(ctx context.Context, conn *dbus.Conn, opts Options) (_ *Adapter, err e
 		log:     log.With("component", "bluez.adapter"),
 		disp:    opts.Dispatcher,
 		events:  make(chan Event, opts.EventQueue),
+		wedged:  make(chan string, 1),
+		ctx:     context.Background(),
+		cancel:  func() {},
 		done:    make(chan struct{}),
 		stopped: make(chan struct{}),
 		devices: map[dbus.ObjectPath]*device{},
@@ -212,6 +261,8 @@ func Open(ctx context.Context, conn *dbus.Conn, opts Options) (_ *Adapter, err e
 		if opts.Adapter == "" || opts.Adapter == name || strings.EqualFold(opts.Adapter, addr) {
 			a.path = p
 			powered, _ = props["Powered"].Value().(bool)
+			disc, _ := props["Discovering"].Value().(bool)
+			a.discovering.Store(disc)
 			break
 		}
 	}
@@ -220,10 +271,12 @@ func Open(ctx context.Context, conn *dbus.Conn, opts Options) (_ *Adapter, err e
 	}
 	a.log = a.log.With("adapter", string(a.path))
 	a.obj = conn.Object(BusName, a.path)
+	a.present.Store(true)
 	if err := a.start(ctx, powered); err != nil {
 		return nil, err
 	}
 	a.load(objs, nil)
+	a.ctx, a.cancel = context.WithCancel(context.Background())
 	go a.run()
 	return a, nil
 }
@@ -237,6 +290,7 @@ func (a *Adapter) start(ctx context.Context, powered bool) error {
 			return fmt.Errorf("bluez: powering %s on: %w", a.path, err)
 		}
 	}
+	a.powered.Store(true)
 	filter := map[string]dbus.Variant{
 		"UUIDs":         dbus.MakeVariant([]string{a.opts.ServiceUUID}),
 		"Transport":     dbus.MakeVariant("le"),
@@ -258,30 +312,52 @@ func (a *Adapter) start(ctx context.Context, powered bool) error {
 func (a *Adapter) recover() {
 	a.restarts.Add(1)
 	a.log.Warn("bluetoothd restarted; starting discovery again")
-	ctx, cancel := context.WithTimeout(context.Background(), 4*a.opts.CallTimeout)
+	a.restart()
+}
+
+// restart reads the adapter's state, powers it on, starts discovery and
+// reloads the tree: after a bluetoothd restart or the adapter's return.
+// An adapter not (yet) exported is left for its InterfacesAdded.
+func (a *Adapter) restart() {
+	ctx, cancel := a.opCtx(4 * a.opts.CallTimeout)
 	defer cancel()
-	go func() {
-		select {
-		case <-a.done:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	var powered bool
-	if objs, err := a.managedObjects(ctx); err == nil {
-		if props, ok := objs[a.path][IfaceAdapter]; ok {
-			powered, _ = props["Powered"].Value().(bool)
-		}
+	objs, err := a.managedObjects(ctx)
+	if err != nil {
+		a.log.Warn("reading the tree failed", "err", err)
+		return
 	}
+	props, ok := objs[a.path][IfaceAdapter]
+	a.present.Store(ok)
+	if !ok {
+		a.log.Warn("adapter not present; waiting for it")
+		a.powered.Store(false)
+		a.discovering.Store(false)
+		a.dropExcept(nil)
+		return
+	}
+	powered, _ := props["Powered"].Value().(bool)
+	disc, _ := props["Discovering"].Value().(bool)
+	a.powered.Store(powered)
+	a.discovering.Store(disc)
+	a.discStrikes = 0
 	if err := a.start(ctx, powered); err != nil {
-		a.log.Warn("restarting discovery failed", "err", err)
+		a.log.Warn("restarting discovery failed; the health check retries", "err", err)
 	}
 	a.resync()
+}
+
+// opCtx is a context for the run goroutine's own calls: bounded by d and
+// cancelled by Close.
+func (a *Adapter) opCtx(d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(a.ctx, d)
 }
 
 // forgetAll drops every device: bluetoothd went away with its object tree.
 func (a *Adapter) forgetAll() {
 	a.log.Warn("bluetoothd left the bus; forgetting its devices")
+	a.present.Store(false)
+	a.powered.Store(false)
+	a.discovering.Store(false)
 	a.dropExcept(nil)
 }
 
@@ -352,6 +428,19 @@ func (a *Adapter) Locks() []LockInfo {
 	return out
 }
 
+// presentLocks counts the locks Locks would list.
+func (a *Adapter) presentLocks() int {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	n := 0
+	for _, d := range a.devices {
+		if d.isLock && d.present {
+			n++
+		}
+	}
+	return n
+}
+
 func (a *Adapter) emit(k EventKind, info LockInfo) {
 	select {
 	case a.events <- Event{Kind: k, Lock: info}:
@@ -395,8 +484,11 @@ func (a *Adapter) run() {
 					a.forgetAll()
 				}
 			}
+		case why := <-a.wedged:
+			a.powerCycle(why)
 		case <-tick.C:
 			a.sweep()
+			a.health()
 			if followUp {
 				followUp = false
 				a.resync()
@@ -437,16 +529,7 @@ func (a *Adapter) drain() {
 func (a *Adapter) resync() {
 	a.log.Warn("signals dropped; resynchronising from GetManagedObjects")
 	a.drain()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		select {
-		case <-a.done:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	objs, err := a.managedObjects(ctx)
+	objs, err := a.managedObjects(a.ctx)
 	if err != nil {
 		a.log.Warn("resync failed", "err", err)
 		return
@@ -506,10 +589,26 @@ func (a *Adapter) onObjectManager(s *dbus.Signal) {
 		if props, ok := ifs[IfaceDevice]; ok && a.ours(p) {
 			a.update(p, props, nil, true)
 		}
+		if _, ok := ifs[IfaceAdapter]; ok && p == a.path {
+			a.log.Warn("adapter added again; restarting discovery")
+			a.restart()
+		}
 	case ifaceObjectManage + ".InterfacesRemoved":
 		var p dbus.ObjectPath
 		var ifs []string
-		if err := dbus.Store(s.Body, &p, &ifs); err != nil || !slices.Contains(ifs, IfaceDevice) {
+		if err := dbus.Store(s.Body, &p, &ifs); err != nil {
+			return
+		}
+		if p == a.path && slices.Contains(ifs, IfaceAdapter) {
+			a.removals.Add(1)
+			a.present.Store(false)
+			a.powered.Store(false)
+			a.discovering.Store(false)
+			a.log.Warn("adapter removed; forgetting its devices until it is back")
+			a.dropExcept(nil)
+			return
+		}
+		if !slices.Contains(ifs, IfaceDevice) {
 			return
 		}
 		a.mu.Lock()
@@ -523,12 +622,27 @@ func (a *Adapter) onObjectManager(s *dbus.Signal) {
 }
 
 func (a *Adapter) onPropertiesChanged(s *dbus.Signal) {
+	if s.Path == a.path && len(s.Body) >= 2 {
+		if iface, _ := s.Body[0].(string); iface == IfaceAdapter {
+			changed, _ := s.Body[1].(map[string]dbus.Variant)
+			if v, ok := changed["Powered"].Value().(bool); ok {
+				a.powered.Store(v)
+			}
+			if v, ok := changed["Discovering"].Value().(bool); ok {
+				a.discovering.Store(v)
+			}
+		}
+		return
+	}
 	if !a.ours(s.Path) || len(s.Body) < 2 {
 		return
 	}
 	iface, _ := s.Body[0].(string)
 	changed, _ := s.Body[1].(map[string]dbus.Variant)
 	if iface != IfaceDevice {
+		return
+	}
+	if s.Path == a.path {
 		return
 	}
 	var invalidated []string
@@ -589,6 +703,119 @@ func errText(err error) string {
 	}
 	return err.Error()
 }
+
+// health runs every SweepEvery: it powers the adapter on again if
+// something powered it off, starts discovery again if it stopped, and
+// power-cycles the adapter when discovery is stuck: stopped, yet
+// StartDiscovery answers InProgress (bluetoothd believes it runs).
+func (a *Adapter) health() {
+	if !a.present.Load() {
+		return
+	}
+	ctx, cancel := a.opCtx(3 * a.opts.CallTimeout)
+	defer cancel()
+	if !a.powered.Load() {
+		a.log.Warn("adapter powered off; powering it on again")
+		if err := a.start(ctx, false); err != nil {
+			a.log.Warn("powering on failed", "err", err)
+		}
+		return
+	}
+	if a.discovering.Load() {
+		a.discStrikes = 0
+		return
+	}
+	err := a.call(ctx, IfaceAdapter+".StartDiscovery")
+	switch {
+	case err == nil:
+		a.discStrikes = 0
+	case errors.Is(err, ErrInProgress):
+		a.discStrikes++
+		a.log.Warn("discovery stopped but StartDiscovery says in progress", "strikes", a.discStrikes)
+		if n := a.opts.WedgeDiscoveryStrikes; n > 0 && a.discStrikes >= n {
+			a.discStrikes = 0
+			a.powerCycle("discovery stuck")
+		}
+	default:
+		a.log.Warn("restarting discovery failed", "err", err)
+	}
+}
+
+// powerCycle turns a wedged adapter off and on again and restarts
+// discovery, at most once per MinPowerCycleInterval.
+func (a *Adapter) powerCycle(why string) {
+	now := a.opts.Now()
+	if !a.lastCycle.IsZero() && now.Sub(a.lastCycle) < a.opts.MinPowerCycleInterval {
+		a.log.Debug("adapter looks wedged; power cycle held back", "reason", why)
+		return
+	}
+	a.lastCycle = now
+	a.powerCycles.Add(1)
+	a.connFails.Store(0)
+	a.log.Warn("adapter looks wedged; power-cycling it", "reason", why)
+	ctx, cancel := a.opCtx(4 * a.opts.CallTimeout)
+	defer cancel()
+	if err := a.call(ctx, ifaceProperties+".Set", IfaceAdapter, "Powered", dbus.MakeVariant(false)); err != nil {
+		a.log.Warn("powering the adapter off failed", "err", err)
+	}
+	a.powered.Store(false)
+	a.discovering.Store(false)
+	if err := a.start(ctx, false); err != nil {
+		a.log.Warn("powering the adapter on again failed; the health check retries", "err", err)
+	}
+}
+
+// Connect connects to a lock through this adapter (see the package-level
+// Connect; opts.Dispatcher defaults to the adapter's). Connects that fail
+// in a row with a retryable link error (aborted, failed, or a call's
+// deadline; not InProgress, which only says another attempt is running)
+// count towards Options.WedgeConnectFailures; a success resets the count.
+func (a *Adapter) Connect(ctx context.Context, opts DeviceOptions) (*Device, error) {
+	if opts.Dispatcher == nil {
+		opts.Dispatcher = a.disp
+	}
+	if opts.CallTimeout <= 0 {
+		opts.CallTimeout = a.opts.CallTimeout
+	}
+	d, err := Connect(ctx, a.conn, opts)
+	if err == nil {
+		a.connFails.Store(0)
+		return d, nil
+	}
+	if linkFailure(err) && ctx.Err() == nil {
+		a.connectErrs.Add(1)
+		n := a.connFails.Add(1)
+		if lim := a.opts.WedgeConnectFailures; lim > 0 && n >= int64(lim) {
+			select {
+			case a.wedged <- fmt.Sprintf("%d connects in a row failed", n):
+			default:
+			}
+		}
+	}
+	return nil, err
+}
+
+// linkFailure reports whether err is the radio failing to connect, as
+// opposed to a wrong argument, a missing device or the caller's deadline.
+func linkFailure(err error) bool {
+	return errors.Is(err, ErrConnectionAborted) || errors.Is(err, ErrConnectionFailed) ||
+		errors.Is(err, context.DeadlineExceeded) ||
+		(errors.Is(err, ErrFailed) && Retryable(err))
+}
+
+// Ready reports whether the adapter is present and powered.
+func (a *Adapter) Ready() bool { return a.present.Load() && a.powered.Load() }
+
+// PowerCycles counts the power cycles of a wedged adapter.
+func (a *Adapter) PowerCycles() uint64 { return a.powerCycles.Load() }
+
+// Removals counts the times the adapter was removed (and so lost every
+// device and connection).
+func (a *Adapter) Removals() uint64 { return a.removals.Load() }
+
+// ConnectFailures counts connects through Adapter.Connect that failed with
+// a link error.
+func (a *Adapter) ConnectFailures() uint64 { return a.connectErrs.Load() }
 
 // sweep reports locks unseen for AwayTimeout as gone.
 func (a *Adapter) sweep() {
@@ -683,6 +910,7 @@ func ParseAdvertisement(b []byte, info *LockInfo) error {
 func (a *Adapter) Close() error {
 	a.once.Do(func() {
 		close(a.done)
+		a.cancel()
 		<-a.stopped
 		err := a.call(context.Background(), IfaceAdapter+".StopDiscovery")
 		if err != nil && !errors.Is(err, ErrNotReady) && !errors.Is(err, ErrFailed) {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/godbus/dbus/v5"
@@ -35,6 +36,14 @@ type AgentOptions struct {
 	Path        dbus.ObjectPath // "" is DefaultAgentPath
 	CallTimeout time.Duration   // deadline of each D-Bus call; 0 is 5 s
 	Logger      *slog.Logger    // nil discards
+	// Dispatcher of the connection (Adapter.Dispatcher). With one, the
+	// agent watches bluetoothd and registers itself again with every new
+	// bluetoothd (a restart forgets every agent); without one it is
+	// registered once.
+	Dispatcher *Dispatcher
+	// RetryMin and RetryMax bound the jittered backoff between attempts
+	// to register with a new bluetoothd; 0 is 100 ms and 10 s.
+	RetryMin, RetryMax time.Duration
 }
 
 // Agent is the gateway's org.bluez.Agent1, exported on the client's
@@ -52,6 +61,11 @@ type Agent struct {
 	expect map[dbus.ObjectPath]expectation
 	seq    uint64
 	closed bool
+
+	ownerSub      *Subscription // NameOwnerChanged of org.bluez, with a Dispatcher
+	stop          context.CancelFunc
+	stopped       chan struct{}
+	registrations atomic.Uint64
 
 	closeOnce sync.Once
 	closeErr  error
@@ -90,6 +104,12 @@ func NewAgent(ctx context.Context, conn *dbus.Conn, opts AgentOptions) (_ *Agent
 	if opts.CallTimeout <= 0 {
 		opts.CallTimeout = 5 * time.Second
 	}
+	if opts.RetryMin <= 0 {
+		opts.RetryMin = 100 * time.Millisecond
+	}
+	if opts.RetryMax <= 0 {
+		opts.RetryMax = 10 * time.Second
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -114,18 +134,93 @@ func NewAgent(ctx context.Context, conn *dbus.Conn, opts AgentOptions) (_ *Agent
 			exported.Delete(key)
 		}
 	}()
-	if err := a.call(ctx, "RegisterAgent", opts.Path, AgentCapability); err != nil {
-		return nil, fmt.Errorf("bluez: RegisterAgent: %w", err)
+	if opts.Dispatcher != nil {
+		// Subscribe before registering, so a restart in between is seen.
+		a.ownerSub, err = opts.Dispatcher.Subscribe(ctx, ownerMatch, 16)
+		if err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err != nil {
+				_ = a.ownerSub.Close()
+			}
+		}()
 	}
-	if err := a.call(ctx, "RequestDefaultAgent", opts.Path); err != nil {
-		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opts.CallTimeout)
-		defer cancel()
-		_ = a.call(uctx, "UnregisterAgent", opts.Path)
-		return nil, fmt.Errorf("bluez: RequestDefaultAgent: %w", err)
+	if err := a.register(ctx); err != nil {
+		return nil, err
 	}
-	a.log.Debug("agent registered", "capability", AgentCapability)
+	if a.ownerSub != nil {
+		wctx, stop := context.WithCancel(context.Background())
+		a.stop, a.stopped = stop, make(chan struct{})
+		go a.watch(wctx)
+	}
 	return a, nil
 }
+
+// register registers the agent with bluetoothd and makes it the default
+// agent; if the second step fails, it unregisters again.
+func (a *Agent) register(ctx context.Context) error {
+	if err := a.call(ctx, "RegisterAgent", a.opts.Path, AgentCapability); err != nil {
+		return fmt.Errorf("bluez: RegisterAgent: %w", err)
+	}
+	if err := a.call(ctx, "RequestDefaultAgent", a.opts.Path); err != nil {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.opts.CallTimeout)
+		defer cancel()
+		_ = a.call(uctx, "UnregisterAgent", a.opts.Path)
+		return fmt.Errorf("bluez: RequestDefaultAgent: %w", err)
+	}
+	a.registrations.Add(1)
+	a.log.Debug("agent registered", "capability", AgentCapability)
+	return nil
+}
+
+// watch registers the agent again with each new bluetoothd, retrying with
+// a jittered backoff until it succeeds, a newer bluetoothd replaces that
+// one, or Close.
+func (a *Agent) watch(ctx context.Context) {
+	defer close(a.stopped)
+	bo := backoff{Min: a.opts.RetryMin, Max: a.opts.RetryMax}
+	for {
+		var s *dbus.Signal
+		select {
+		case <-ctx.Done():
+			return
+		case s = <-a.ownerSub.C():
+			if s == nil {
+				return // the dispatcher closed
+			}
+		}
+		if len(s.Body) != 3 {
+			continue
+		}
+		if owner, _ := s.Body[2].(string); owner == "" {
+			a.log.Warn("bluetoothd left the bus; the agent will register again when it is back")
+			continue
+		}
+		bo.reset()
+		for {
+			err := a.register(ctx)
+			if err == nil {
+				a.log.Info("agent registered with the new bluetoothd")
+				break
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			a.log.Warn("registering the agent with the new bluetoothd failed; retrying", "err", err)
+			if bo.wait(ctx) != nil {
+				return
+			}
+			if len(a.ownerSub.C()) > 0 {
+				break // yet another bluetoothd: start over with it
+			}
+		}
+	}
+}
+
+// Registrations counts successful registrations with bluetoothd: one at
+// NewAgent and one after each bluetoothd restart.
+func (a *Agent) Registrations() uint64 { return a.registrations.Load() }
 
 func (a *Agent) call(ctx context.Context, method string, args ...any) error {
 	ctx, cancel := context.WithTimeout(ctx, a.opts.CallTimeout)
@@ -179,9 +274,18 @@ func (a *Agent) Close() error {
 		a.closed = true
 		clear(a.expect)
 		a.mu.Unlock()
+		if a.stop != nil {
+			a.stop()
+			<-a.stopped
+		}
+		if a.ownerSub != nil {
+			if err := a.ownerSub.Close(); err != nil {
+				a.closeErr = err
+			}
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), a.opts.CallTimeout)
 		defer cancel()
-		if err := a.call(ctx, "UnregisterAgent", a.opts.Path); err != nil && !errors.Is(err, ErrDoesNotExist) {
+		if err := a.call(ctx, "UnregisterAgent", a.opts.Path); err != nil && !errors.Is(err, ErrDoesNotExist) && !errors.Is(err, ErrBusGone) {
 			a.closeErr = fmt.Errorf("bluez: UnregisterAgent: %w", err)
 		}
 		if err := a.conn.Export(nil, a.opts.Path, IfaceAgent); err != nil && a.closeErr == nil {

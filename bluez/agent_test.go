@@ -37,11 +37,12 @@ type pairWorld struct {
 	fleet *channeltest.Fleet
 	gw    channeltest.Party
 	locks map[string]*lock.Lock // by address
+	acts  map[string]*locktest.Actuator
 }
 
 func newPairWorld(t *testing.T, addrs ...string) *pairWorld {
 	t.Helper()
-	w := &pairWorld{t: t, bus: dbustest.Start(t), locks: map[string]*lock.Lock{}}
+	w := &pairWorld{t: t, bus: dbustest.Start(t), locks: map[string]*lock.Lock{}, acts: map[string]*locktest.Actuator{}}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
 	w.ctx = ctx
@@ -55,8 +56,9 @@ func newPairWorld(t *testing.T, addrs ...string) *pairWorld {
 	w.gw = w.fleet.Gateway(t, "gw-dock-1")
 	for i, addr := range addrs {
 		lp := w.fleet.Lock(t, uint64(0x4c4b000000000100+i))
+		act := &locktest.Actuator{}
 		l, err := lock.New(lock.Options{Cert: lp.Cert, Key: lp.Key, Roots: w.fleet.Roots, Store: locktest.NewStore(),
-			Actuator: &locktest.Actuator{}, RTC: func() time.Time { return w.fleet.Now }})
+			Actuator: act, RTC: func() time.Time { return w.fleet.Now }})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -64,6 +66,7 @@ func newPairWorld(t *testing.T, addrs ...string) *pairWorld {
 			t.Fatal(err)
 		}
 		w.locks[addr] = l
+		w.acts[addr] = act
 	}
 	w.conn = w.bus.Conn(t)
 	w.ad, err = bluez.Open(ctx, w.conn, bluez.Options{CallTimeout: 5 * time.Second})

@@ -60,6 +60,11 @@ type Device struct {
 	outbox     dbus.BusObject
 	outboxPath dbus.ObjectPath
 	mtu        int
+	gone       <-chan struct{} // closed when this bluetoothd leaves the bus
+	// since is the receive sequence of Connect's reply: signals received
+	// before it were emitted before this connection existed (a previous
+	// connection's late Connected=false or notification) and are ignored.
+	since dbus.Sequence
 
 	readMu sync.Mutex
 	lost   error // set once the link is lost
@@ -104,6 +109,11 @@ func Connect(ctx context.Context, conn *dbus.Conn, opts DeviceOptions) (_ *Devic
 		log:  log.With("component", "bluez.device", "device", string(opts.Path)),
 		dev:  conn.Object(BusName, opts.Path),
 	}
+	// A bluetoothd that leaves the bus takes this connection with it;
+	// nothing else would tell a reader waiting for a notification.
+	if d.gone, err = opts.Dispatcher.BluetoothdGone(ctx); err != nil {
+		return nil, err
+	}
 	// One subscription for the device and everything below it: its own
 	// Connected/ServicesResolved and the characteristics' Value.
 	d.sub, err = opts.Dispatcher.Subscribe(ctx, Match{Sender: BusName, PathNamespace: opts.Path, Interface: ifaceProperties, Member: "PropertiesChanged"}, opts.Queue)
@@ -115,9 +125,13 @@ func Connect(ctx context.Context, conn *dbus.Conn, opts DeviceOptions) (_ *Devic
 			_ = d.sub.Close()
 		}
 	}()
-	if err := d.call(ctx, d.dev, IfaceDevice+".Connect"); err != nil && !errors.Is(err, ErrAlreadyConnected) {
+	cctx, cancel := context.WithTimeout(ctx, opts.CallTimeout)
+	call := d.dev.CallWithContext(cctx, IfaceDevice+".Connect", 0)
+	cancel()
+	if err := MapError(call.Err); err != nil && !errors.Is(err, ErrAlreadyConnected) {
 		return nil, fmt.Errorf("bluez: Connect %s: %w", opts.Path, err)
 	}
+	d.since = call.ResponseSequence
 	if err := d.waitResolved(ctx); err != nil {
 		d.disconnect()
 		return nil, err
@@ -163,9 +177,14 @@ func (d *Device) waitResolved(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("bluez: waiting for ServicesResolved: %w", ctx.Err())
+		case <-d.gone:
+			return fmt.Errorf("bluez: waiting for ServicesResolved: %w", errBluetoothdGone)
 		case s, open := <-d.sub.C():
 			if !open {
 				return ErrClosed
+			}
+			if s.Sequence < d.since {
+				continue
 			}
 			changed, isDev := devicePropsChanged(s, d.opts.Path)
 			if !isDev {
@@ -264,8 +283,8 @@ func (d *Device) WritePacket(ctx context.Context, p []byte) error {
 }
 
 // ReadPacket returns the next notification from Outbox. It returns an
-// error wrapping ErrNotConnected once the device disconnects, and ErrClosed
-// after Close.
+// error wrapping ErrNotConnected once the device disconnects, ErrBusGone
+// (retryable) once bluetoothd left the bus, and ErrClosed after Close.
 func (d *Device) ReadPacket(ctx context.Context) ([]byte, error) {
 	d.readMu.Lock()
 	defer d.readMu.Unlock()
@@ -276,10 +295,16 @@ func (d *Device) ReadPacket(ctx context.Context) ([]byte, error) {
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
+		case <-d.gone:
+			d.lost = fmt.Errorf("bluez: reading a notification of %s: %w", d.opts.Path, errBluetoothdGone)
+			return nil, d.lost
 		case s, open := <-d.sub.C():
 			if !open {
 				d.lost = ErrClosed
 				return nil, d.lost
+			}
+			if s.Sequence < d.since {
+				continue // from before this connection
 			}
 			if changed, isDev := devicePropsChanged(s, d.opts.Path); isDev {
 				if c, has := changed["Connected"].Value().(bool); has && !c {
@@ -322,7 +347,10 @@ func (d *Device) Close() error {
 		if err := d.call(ctx, d.outbox, IfaceGattCharacteristic+".StopNotify"); err != nil {
 			d.log.Debug("StopNotify", "err", err)
 		}
-		if err := d.disconnect(); err != nil && !errors.Is(err, ErrNotConnected) {
+		// A device already disconnected, or gone with a bluetoothd that
+		// left the bus, is closed already.
+		if err := d.disconnect(); err != nil && !errors.Is(err, ErrNotConnected) &&
+			!errors.Is(err, ErrDoesNotExist) && !errors.Is(err, ErrBusGone) {
 			d.closeErr = fmt.Errorf("bluez: Disconnect: %w", err)
 		}
 		if err := d.sub.Close(); err != nil && d.closeErr == nil {

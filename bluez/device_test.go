@@ -32,6 +32,9 @@ func TestDeviceLink(t *testing.T) {
 	e, g, disp := newGATTEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
+	if _, err := disp.BluetoothdGone(ctx); err != nil { // the dispatcher's one owner watch
+		t.Fatal(err)
+	}
 	rules0 := matchRules(t, e.bus, e.via, e.client)
 	g0 := runtime.NumGoroutine()
 
@@ -146,6 +149,11 @@ func TestDeviceConnectErrors(t *testing.T) {
 	e, g, disp := newGATTEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
+	// The dispatcher's one owner watch of org.bluez (BluetoothdGone) is
+	// added by the first Connect and stays until the dispatcher closes.
+	if _, err := disp.BluetoothdGone(ctx); err != nil {
+		t.Fatal(err)
+	}
 	rules0 := matchRules(t, e.bus, e.via, e.client)
 
 	g.SetConnectError("org.bluez.Error.Failed", "le-connection-abort-by-local")

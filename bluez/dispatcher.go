@@ -99,7 +99,16 @@ type Dispatcher struct {
 	mu     sync.Mutex
 	subs   map[*Subscription]struct{}
 	closed bool
+	// The owner watch of org.bluez (BluetoothdGone): one match rule,
+	// added on first use, removed by Close.
+	ownerMu   sync.Mutex // serialises the first BluetoothdGone
+	ownerSub  *Subscription
+	ownerLost chan struct{} // closed when the current owner leaves
 }
+
+// ownerMatch selects org.bluez's NameOwnerChanged signals.
+var ownerMatch = Match{Sender: "org.freedesktop.DBus", Path: "/org/freedesktop/DBus",
+	Interface: "org.freedesktop.DBus", Member: "NameOwnerChanged", Arg0: BusName}
 
 // NewDispatcher starts a dispatcher on conn. callTimeout bounds each
 // AddMatch/RemoveMatch call made without a caller's deadline (0: 5 s).
@@ -146,8 +155,17 @@ func (d *Dispatcher) run() {
 func (d *Dispatcher) deliver(s *dbus.Signal) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.ownerSub != nil && ownerMatch.matches(s) && len(s.Body) == 3 {
+		// NameOwnerChanged(name, old, new): an old owner means the
+		// bluetoothd that every device, call and notification in flight
+		// belonged to has left the bus (a crash, or a restart).
+		if old, _ := s.Body[1].(string); old != "" {
+			close(d.ownerLost)
+			d.ownerLost = make(chan struct{})
+		}
+	}
 	for sub := range d.subs {
-		if !sub.match.matches(s) {
+		if sub.silent || !sub.match.matches(s) {
 			continue
 		}
 		select {
@@ -168,19 +186,26 @@ type Subscription struct {
 	once    sync.Once
 	chOnce  sync.Once
 	err     error
+	silent  bool
 }
 
 // Subscribe adds m's match rule on the bus (with ctx's deadline) and
 // returns a subscription receiving matching signals on C. queue is its
 // buffer (0: DefaultQueue).
 func (d *Dispatcher) Subscribe(ctx context.Context, m Match, queue int) (*Subscription, error) {
+	return d.subscribe(ctx, m, queue, false)
+}
+
+// subscribe is Subscribe; a silent subscription only holds a rule on the
+// bus and is never delivered to.
+func (d *Dispatcher) subscribe(ctx context.Context, m Match, queue int, silent bool) (*Subscription, error) {
 	if m.Path != "" && m.PathNamespace != "" {
 		return nil, fmt.Errorf("%w: Match with both Path and PathNamespace", ErrInvalidArguments)
 	}
 	if queue <= 0 {
 		queue = DefaultQueue
 	}
-	sub := &Subscription{d: d, match: m, rule: m.Rule(), ch: make(chan *dbus.Signal, queue)}
+	sub := &Subscription{d: d, match: m, rule: m.Rule(), ch: make(chan *dbus.Signal, queue), silent: silent}
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
@@ -201,6 +226,36 @@ func (d *Dispatcher) Subscribe(ctx context.Context, m Match, queue int) (*Subscr
 	d.subs[sub] = struct{}{}
 	d.mu.Unlock()
 	return sub, nil
+}
+
+// BluetoothdGone returns a channel that is closed when the bluetoothd
+// currently owning org.bluez leaves the bus (it crashed or restarted):
+// every device, connection and notification stream of that bluetoothd is
+// then gone. A Device takes it at Connect and fails its reads as
+// retryable (ErrBusGone) once it closes. The first call adds one match
+// rule (with ctx's deadline), shared by every later caller and removed by
+// Close; the channel of a closed dispatcher never closes.
+func (d *Dispatcher) BluetoothdGone(ctx context.Context) (<-chan struct{}, error) {
+	d.ownerMu.Lock()
+	defer d.ownerMu.Unlock()
+	d.mu.Lock()
+	if d.ownerSub != nil {
+		ch := d.ownerLost
+		d.mu.Unlock()
+		return ch, nil
+	}
+	d.mu.Unlock()
+	// The subscription only installs the rule: deliver watches the
+	// signals itself, nothing reads its queue.
+	sub, err := d.subscribe(ctx, ownerMatch, 1, true)
+	if err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.ownerSub = sub
+	d.ownerLost = make(chan struct{})
+	return d.ownerLost, nil
 }
 
 func (d *Dispatcher) withDeadline(ctx context.Context) (context.Context, context.CancelFunc) {

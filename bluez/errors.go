@@ -34,6 +34,11 @@ var (
 	ErrDBus              = errors.New("bluez: D-Bus error")
 )
 
+// errBluetoothdGone fails the operations in flight on a bluetoothd that
+// left the bus: retryable, on the next bluetoothd.
+var errBluetoothdGone = &Error{Name: "org.freedesktop.DBus.Error.NameHasNoOwner",
+	Message: "bluetoothd left the bus", Retryable: true, Kind: ErrBusGone}
+
 // Error is a D-Bus error reply mapped to a sentinel. errors.Is(err, Kind)
 // holds for the sentinel it maps to.
 type Error struct {

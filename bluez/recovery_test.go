@@ -1,0 +1,232 @@
+package bluez_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/gatewayd/gatewayd/bluez"
+	"github.com/gatewayd/gatewayd/bluez/emulator"
+	"github.com/gatewayd/gatewayd/firmware/channel"
+	"github.com/gatewayd/gatewayd/firmware/command"
+	"github.com/gatewayd/gatewayd/firmware/cred"
+	"github.com/gatewayd/gatewayd/firmware/fragment"
+	"github.com/gatewayd/gatewayd/firmware/lockclient"
+)
+
+// waitFor polls cond every 10 ms until it holds, failing the test after
+// 20 s (a generous bound: nothing here depends on the machine's speed).
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// lockInfo waits until the adapter lists the lock at addr with a valid
+// advertisement.
+func (w *pairWorld) lockInfo(addr string) bluez.LockInfo {
+	w.t.Helper()
+	var info bluez.LockInfo
+	waitFor(w.t, "lock "+addr+" discovered", func() bool {
+		for _, li := range w.ad.Locks() {
+			if li.Address == addr && li.Err == nil {
+				info = li
+				return true
+			}
+		}
+		return false
+	})
+	return info
+}
+
+// dial connects to addr through the adapter and runs the handshake.
+func (w *pairWorld) dial(addr string) (*bluez.Device, *lockclient.Client) {
+	w.t.Helper()
+	info := w.lockInfo(addr)
+	dev, err := w.ad.Connect(w.ctx, bluez.DeviceOptions{Path: info.Path})
+	if err != nil {
+		w.t.Fatalf("connect %s: %v", addr, err)
+	}
+	w.t.Cleanup(func() { _ = dev.Close() })
+	w.t.Logf("connected to %s (MTU %d); handshake", addr, dev.MTU())
+	ch, err := channel.Dial(w.ctx, channel.NewFragmentTransport(dev, fragment.Options{}), w.fleet.GatewayConfig(w.gw))
+	if err != nil {
+		w.t.Fatalf("handshake with %s: %v", addr, err)
+	}
+	return dev, lockclient.New(ch)
+}
+
+// TestRestartMidCommand: bluetoothd crashes while the lock is executing
+// a signed unlock. The command in flight fails as retryable (ErrBusGone),
+// the client recovers without being restarted (discovery on the new
+// bluetoothd, the agent registered again), and retrying the same signed
+// command does not move the bolt a second time: the lock answers
+// duplicate-command with the first attempt's status.
+func TestRestartMidCommand(t *testing.T) {
+	const addr = "C0:00:00:00:01:01"
+	w := newPairWorld(t, addr)
+	agent, err := bluez.NewAgent(w.ctx, w.conn, bluez.AgentOptions{Dispatcher: w.ad.Dispatcher(), RetryMin: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = agent.Close() })
+	if n := agent.Registrations(); n != 1 {
+		t.Fatalf("registrations %d, want 1", n)
+	}
+
+	act := w.acts[addr]
+	moving, release := make(chan struct{}), make(chan struct{})
+	act.BeforeMove = func(command.LockState) error {
+		close(moving)
+		select { // the crash takes the link; then the bolt moves
+		case <-release:
+		case <-time.After(30 * time.Second):
+		}
+		return nil
+	}
+	_, lc := w.dial(addr)
+	op := w.fleet.Operator(t, "otto", cred.RoleOperator)
+	signed, err := command.Sign(op.Key, op.Cert.Raw, command.Body{LockID: w.locks[addr].ID(), Op: command.OpUnlock,
+		CommandID: [16]byte{0xc0, 0xff, 0xee}, NotAfter: w.fleet.Now.Add(time.Hour), Counter: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		r, err := lc.Signed(w.ctx, command.OpUnlock, signed)
+		if err == nil {
+			err = errors.New("the unlock returned a result: " + r.Status.String())
+		}
+		errc <- err
+	}()
+	<-moving
+	restarted := make(chan *emulator.Emulator, 1)
+	go func() {
+		e2, err := w.emu.Restart(w.ctx)
+		if err != nil {
+			t.Error(err)
+		}
+		restarted <- e2
+	}()
+	err = <-errc
+	if !errors.Is(err, bluez.ErrBusGone) || !bluez.Retryable(err) {
+		t.Fatalf("command in flight: %v, want a retryable ErrBusGone", err)
+	}
+	act.BeforeMove = nil
+	close(release)
+	e2 := <-restarted
+	if e2 == nil {
+		t.FailNow()
+	}
+	w.emu = e2
+	t.Cleanup(func() { _ = e2.Close() })
+
+	waitFor(t, "the adapter to recover", func() bool { return w.ad.Restarts() == 1 && w.ad.Ready() })
+	waitFor(t, "the agent to register again", func() bool { return agent.Registrations() == 2 })
+
+	_, lc = w.dial(addr)
+	r, err := lc.Signed(w.ctx, command.OpUnlock, signed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Status != command.StatusDuplicateCommand {
+		t.Fatalf("retry: status %v, want duplicate-command", r.Status)
+	}
+	if orig, err := r.Duplicate(); err != nil || orig != command.StatusOK {
+		t.Fatalf("retry: first attempt's status %v, %v; want ok", orig, err)
+	}
+	if n := act.Moves(); n != 1 {
+		t.Fatalf("bolt moved %d times, want 1", n)
+	}
+
+	// The agent answers for the new bluetoothd: pairing works.
+	br, err := lc.AllowBond(w.ctx, 30*time.Second)
+	if err != nil || br.Status != command.StatusOK {
+		t.Fatalf("allow-bond %v %v", br, err)
+	}
+	win, err := br.BondWindow()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bluez.Pair(w.ctx, w.conn, agent, w.emu.DevicePath(addr), win.Passkey); err != nil {
+		t.Fatalf("pairing through the re-registered agent: %v", err)
+	}
+}
+
+// TestAdapterRemovedAndAdded: the adapter disappears (a USB controller
+// unplugged, a kernel driver reset): its locks are reported gone and the
+// adapter not ready; when it returns, discovery starts again by itself
+// and a connection works.
+func TestAdapterRemovedAndAdded(t *testing.T) {
+	const addr = "C0:00:00:00:02:01"
+	w := newPairWorld(t, addr)
+	w.lockInfo(addr)
+	if err := w.emu.RemoveAdapter(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the adapter removal", func() bool {
+		return !w.ad.Ready() && w.ad.Removals() == 1 && len(w.ad.Locks()) == 0
+	})
+	if err := w.emu.AddAdapter(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the adapter back", func() bool { return w.ad.Ready() })
+	_, lc := w.dial(addr)
+	if r, err := lc.Status(w.ctx); err != nil || r.Status != command.StatusOK {
+		t.Fatalf("status after the adapter returned: %v %v", r, err)
+	}
+}
+
+// TestWedgedAdapterPowerCycled: connects fail again and again
+// (le-connection-abort-by-local); after WedgeConnectFailures in a row the
+// adapter is power-cycled, once, counted in the metric, and then a
+// connection works.
+func TestWedgedAdapterPowerCycled(t *testing.T) {
+	const addr = "C0:00:00:00:03:01"
+	w := newPairWorld(t, addr)
+	ad, err := bluez.Open(w.ctx, w.conn, bluez.Options{Dispatcher: w.ad.Dispatcher(), CallTimeout: 5 * time.Second,
+		SweepEvery: 20 * time.Millisecond, WedgeConnectFailures: 3, MinPowerCycleInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ad.Close() })
+	col := bluez.NewCollector(ad)
+	if problems, err := testutil.CollectAndLint(col); err != nil || len(problems) > 0 {
+		t.Fatalf("metric lint: %v %v", problems, err)
+	}
+	info := w.lockInfo(addr)
+	if err := w.emu.Wedge(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		_, err := ad.Connect(w.ctx, bluez.DeviceOptions{Path: info.Path})
+		if !errors.Is(err, bluez.ErrConnectionAborted) || !bluez.Retryable(err) {
+			t.Fatalf("connect %d on a wedged adapter: %v", i, err)
+		}
+	}
+	waitFor(t, "the power cycle", func() bool { return w.emu.PowerCycles() == 1 && ad.PowerCycles() == 1 && ad.Ready() })
+	const want = `
+# HELP gatewayd_bluez_adapter_power_cycles_total Power cycles of a wedged adapter (discovery stuck or connects failing in a row).
+# TYPE gatewayd_bluez_adapter_power_cycles_total counter
+gatewayd_bluez_adapter_power_cycles_total{adapter="/org/bluez/hci0"} 1
+# HELP gatewayd_bluez_connect_failures_total Connection attempts to locks that failed with a link error.
+# TYPE gatewayd_bluez_connect_failures_total counter
+gatewayd_bluez_connect_failures_total{adapter="/org/bluez/hci0"} 3
+`
+	if err := testutil.CollectAndCompare(col, strings.NewReader(want),
+		"gatewayd_bluez_adapter_power_cycles_total", "gatewayd_bluez_connect_failures_total"); err != nil {
+		t.Fatal(err)
+	}
+	info = w.lockInfo(addr)
+	dev, err := ad.Connect(w.ctx, bluez.DeviceOptions{Path: info.Path})
+	if err != nil {
+		t.Fatalf("connect after the power cycle: %v", err)
+	}
+	_ = dev.Close()
+}
