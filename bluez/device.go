@@ -191,7 +191,7 @@ func (d *Device) waitResolved(ctx context.Context) error {
 				continue
 			}
 			if c, has := changed["Connected"].Value().(bool); has && !c {
-				return fmt.Errorf("%w: disconnected while resolving services", ErrNotConnected)
+				return fmt.Errorf("bluez: resolving services of %s: %w", d.opts.Path, errDisconnected)
 			}
 			ok, _ = changed["ServicesResolved"].Value().(bool)
 		}
@@ -277,6 +277,12 @@ func (d *Device) WritePacket(ctx context.Context, p []byte) error {
 	}
 	opts := map[string]dbus.Variant{"type": dbus.MakeVariant(d.opts.WriteType)}
 	if err := d.call(ctx, d.inbox, IfaceGattCharacteristic+".WriteValue", p, opts); err != nil {
+		if errors.Is(err, ErrDoesNotExist) {
+			// Inbox vanished: the link dropped (its GATT objects went
+			// with it) or the device was removed. A new connection may
+			// work.
+			err = errDisconnected
+		}
 		return fmt.Errorf("bluez: WriteValue: %w", err)
 	}
 	return nil
@@ -308,7 +314,7 @@ func (d *Device) ReadPacket(ctx context.Context) ([]byte, error) {
 			}
 			if changed, isDev := devicePropsChanged(s, d.opts.Path); isDev {
 				if c, has := changed["Connected"].Value().(bool); has && !c {
-					d.lost = fmt.Errorf("%w: %s disconnected", ErrNotConnected, d.opts.Path)
+					d.lost = fmt.Errorf("bluez: reading a notification of %s: %w", d.opts.Path, errDisconnected)
 					return nil, d.lost
 				}
 				continue

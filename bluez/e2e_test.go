@@ -2,6 +2,7 @@ package bluez_test
 
 import (
 	"context"
+	"fmt"
 	"runtime"
 	"testing"
 	"time"
@@ -20,15 +21,19 @@ import (
 )
 
 // TestClientAgainstEmulator runs the client against the BlueZ emulator on
-// a real private bus: discover reference locks, connect to one, run the
+// a real private bus: discover 200 reference locks, connect to one, run the
 // EDHOC handshake and a signed unlock over GATT, disconnect — repeatedly,
 // checking that goroutines and the client connection's match rules stay
-// flat across cycles.
+// flat across cycles (TestLinkCyclesLeakNothing does 1,000 and also
+// watches the heap).
 func TestClientAgainstEmulator(t *testing.T) {
 	bus := dbustest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	emu, err := emulator.Start(ctx, emulator.Options{Addr: bus.Addr, Seed: 1, RadioInterval: 20 * time.Millisecond})
+	emu, err := emulator.Start(ctx, emulator.Options{Addr: bus.Addr, Seed: 1,
+		// 200 locks advertising twice a second with varying RSSI: about
+		// 400 PropertiesChanged a second, as a busy dock would see.
+		RadioInterval: 500 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +41,7 @@ func TestClientAgainstEmulator(t *testing.T) {
 
 	fleet := channeltest.NewFleet(t, "acme")
 	gw, op := fleet.Gateway(t, "gw-dock-1"), fleet.Operator(t, "otto", cred.RoleOperator)
-	const locks = 20
+	const locks = 200
 	var target *lock.Lock
 	var act *locktest.Actuator
 	for i := range locks {
@@ -47,7 +52,7 @@ func TestClientAgainstEmulator(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		addr := "C0:00:00:00:00:" + string("0123456789ABCDEF"[i/16]) + string("0123456789ABCDEF"[i%16])
+		addr := fmt.Sprintf("C0:00:00:00:%02X:%02X", i/256, i%256)
 		if err := emu.AddLock(l, addr, emulator.LockOptions{}); err != nil {
 			t.Fatal(err)
 		}
@@ -128,7 +133,7 @@ func TestClientAgainstEmulator(t *testing.T) {
 		return g, rules
 	}
 	g0, r0 := settle()
-	const cycles = 200
+	const cycles = 20
 	for n := uint64(2); n < 2+cycles; n++ {
 		cycle(n)
 	}
@@ -209,5 +214,94 @@ func TestClientRecoversFromBluetoothdRestart(t *testing.T) {
 	r, err := lockclient.New(ch).Status(ctx)
 	if err != nil || r.Status != command.StatusOK {
 		t.Fatalf("status after restart: %v %v", r, err)
+	}
+}
+
+// TestLinkCyclesLeakNothing: 1,000 connect/handshake/disconnect cycles
+// through the client leave the goroutines, the client connection's match
+// rules on the bus (org.freedesktop.DBus.Debug.Stats) and the live heap
+// flat. Both measurements are taken after a warm-up of 100 cycles, with
+// the heap measured after a forced GC; a leak of even 1 KiB a cycle would
+// show as 900 KiB.
+func TestLinkCyclesLeakNothing(t *testing.T) {
+	bus := dbustest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	emu, err := emulator.Start(ctx, emulator.Options{Addr: bus.Addr, Seed: 4, RadioInterval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emu.Close()
+	fleet := channeltest.NewFleet(t, "acme")
+	gw := fleet.Gateway(t, "gw-dock-1")
+	lp := fleet.Lock(t, 0x4c4b0000000000cc)
+	l, err := lock.New(lock.Options{Cert: lp.Cert, Key: lp.Key, Roots: fleet.Roots, Store: locktest.NewStore(),
+		Actuator: &locktest.Actuator{}, RTC: func() time.Time { return fleet.Now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const addr = "C0:00:00:00:00:CC"
+	if err := emu.AddLock(l, addr, emulator.LockOptions{Jitter: -1}); err != nil {
+		t.Fatal(err)
+	}
+	conn := bus.Conn(t)
+	ad, err := bluez.Open(ctx, conn, bluez.Options{CallTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ad.Close()
+	path := emu.DevicePath(addr)
+	for deadline := time.Now().Add(20 * time.Second); len(ad.Locks()) == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("lock not discovered")
+		}
+	}
+	cycle := func(n int) {
+		cctx, ccancel := context.WithTimeout(ctx, 20*time.Second)
+		defer ccancel()
+		dev, err := ad.Connect(cctx, bluez.DeviceOptions{Path: path})
+		if err != nil {
+			t.Fatalf("cycle %d: connect: %v", n, err)
+		}
+		if _, err := channel.Dial(cctx, channel.NewFragmentTransport(dev, fragment.Options{}), fleet.GatewayConfig(gw)); err != nil {
+			t.Fatalf("cycle %d: handshake: %v", n, err)
+		}
+		if err := dev.Close(); err != nil {
+			t.Fatalf("cycle %d: close: %v", n, err)
+		}
+	}
+	via := bus.Conn(t)
+	measure := func() (goroutines int, rules uint32, heap uint64) {
+		// Let the last disconnect's signals and goroutines settle.
+		for range 20 {
+			runtime.GC()
+			time.Sleep(10 * time.Millisecond)
+		}
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		rules, err := bus.MatchRules(ctx, via, conn.Names()[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return runtime.NumGoroutine(), rules, ms.HeapAlloc
+	}
+	for n := range 100 {
+		cycle(n)
+	}
+	g0, r0, h0 := measure()
+	for n := 100; n < 1000; n++ {
+		cycle(n)
+	}
+	g1, r1, h1 := measure()
+	t.Logf("after 100 cycles: %d goroutines, %d match rules, heap %d KiB; after 1,000: %d, %d, %d KiB",
+		g0, r0, h0>>10, g1, r1, h1>>10)
+	if r1 != r0 {
+		t.Errorf("match rules of the client connection: %d after 100 cycles, %d after 1,000", r0, r1)
+	}
+	if g1 > g0+2 {
+		t.Errorf("goroutines: %d after 100 cycles, %d after 1,000", g0, g1)
+	}
+	if h1 > h0+900<<10 {
+		t.Errorf("live heap grew by %d KiB over 900 cycles (more than 1 KiB a cycle)", (h1-h0)>>10)
 	}
 }

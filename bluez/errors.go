@@ -39,6 +39,11 @@ var (
 var errBluetoothdGone = &Error{Name: "org.freedesktop.DBus.Error.NameHasNoOwner",
 	Message: "bluetoothd left the bus", Retryable: true, Kind: ErrBusGone}
 
+// errDisconnected fails reads on a link that dropped (Connected went
+// false): retryable, on a new connection.
+var errDisconnected = &Error{Name: "org.bluez.Error.NotConnected", Message: "the device disconnected",
+	Retryable: true, Kind: ErrNotConnected}
+
 // Error is a D-Bus error reply mapped to a sentinel. errors.Is(err, Kind)
 // holds for the sentinel it maps to.
 type Error struct {

@@ -230,3 +230,105 @@ gatewayd_bluez_connect_failures_total{adapter="/org/bluez/hci0"} 3
 	}
 	_ = dev.Close()
 }
+
+// TestStuckDiscoveryPowerCycled: the controller stops scanning while
+// bluetoothd still holds our discovery session (Discovering false,
+// StartDiscovery answers InProgress). The health check counts the
+// strikes, power-cycles the adapter once and discovery works again.
+func TestStuckDiscoveryPowerCycled(t *testing.T) {
+	const addr = "C0:00:00:00:04:01"
+	w := newPairWorld(t, addr)
+	ad, err := bluez.Open(w.ctx, w.conn, bluez.Options{Dispatcher: w.ad.Dispatcher(), CallTimeout: 5 * time.Second,
+		SweepEvery: 20 * time.Millisecond, WedgeDiscoveryStrikes: 3, WedgeConnectFailures: -1, MinPowerCycleInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ad.Close() })
+	if err := w.emu.Wedge(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the power cycle", func() bool { return w.emu.PowerCycles() == 1 && ad.PowerCycles() == 1 })
+	// MinPowerCycleInterval holds back a second one; discovery runs again
+	// and the lock is seen (advertisements arrive again) and connectable.
+	cycled := time.Now()
+	waitFor(t, "fresh advertisements", func() bool {
+		for _, li := range ad.Locks() {
+			if li.Address == addr && li.LastSeen.After(cycled) {
+				return true
+			}
+		}
+		return false
+	})
+	dev, err := ad.Connect(w.ctx, bluez.DeviceOptions{Path: w.emu.DevicePath(addr)})
+	if err != nil {
+		t.Fatalf("connect after the power cycle: %v", err)
+	}
+	_ = dev.Close()
+	if n := ad.PowerCycles(); n != 1 {
+		t.Fatalf("%d power cycles, want 1", n)
+	}
+}
+
+// TestLinkFaultsAreRetryable: each fault of the radio reaches the caller
+// as a retryable error of the right kind, and the next attempt works.
+func TestLinkFaultsAreRetryable(t *testing.T) {
+	const addr = "C0:00:00:00:05:01"
+	w := newPairWorld(t, addr)
+	info := w.lockInfo(addr)
+
+	// le-connection-abort-by-local on Connect.
+	if err := w.emu.InjectFaults(addr, emulator.Faults{ConnectAbort: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.ad.Connect(w.ctx, bluez.DeviceOptions{Path: info.Path}); !errors.Is(err, bluez.ErrConnectionAborted) || !bluez.Retryable(err) {
+		t.Fatalf("aborted connect: %v", err)
+	}
+
+	// The link drops mid-handshake (after message_1's first fragment).
+	if err := w.emu.InjectFaults(addr, emulator.Faults{DropAfterWrites: 1}); err != nil {
+		t.Fatal(err)
+	}
+	dev, err := w.ad.Connect(w.ctx, bluez.DeviceOptions{Path: info.Path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = channel.Dial(w.ctx, channel.NewFragmentTransport(dev, fragment.Options{}), w.fleet.GatewayConfig(w.gw))
+	if !errors.Is(err, bluez.ErrNotConnected) || !bluez.Retryable(err) {
+		t.Fatalf("handshake over a dropped link: %v", err)
+	}
+	_ = dev.Close()
+
+	// The lock leaves range in the middle of a session.
+	dev, lc := w.dial(addr)
+	if err := w.emu.LeaveRange(addr); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lc.Status(w.ctx); !errors.Is(err, bluez.ErrNotConnected) || !bluez.Retryable(err) {
+		t.Fatalf("status after the lock left range: %v", err)
+	}
+	_ = dev.Close()
+	if err := w.emu.EnterRange(addr); err != nil {
+		t.Fatal(err)
+	}
+
+	// Pairing fails on the link; the next pairing works.
+	agent := newAgent(t, w.ctx, w.conn)
+	_, lc = w.dial(addr)
+	br, err := lc.AllowBond(w.ctx, 30*time.Second)
+	if err != nil || br.Status != command.StatusOK {
+		t.Fatalf("allow-bond %v %v", br, err)
+	}
+	win, err := br.BondWindow()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.emu.InjectFaults(addr, emulator.Faults{PairFail: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := bluez.Pair(w.ctx, w.conn, agent, info.Path, win.Passkey); !errors.Is(err, bluez.ErrAuthentication) {
+		t.Fatalf("pairing over a failing link: %v", err)
+	}
+	if err := bluez.Pair(w.ctx, w.conn, agent, info.Path, win.Passkey); err != nil {
+		t.Fatalf("pairing again: %v", err)
+	}
+}

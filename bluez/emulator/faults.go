@@ -212,6 +212,12 @@ func (e *Emulator) Wedge() error {
 		return ErrNoAdapter
 	}
 	e.wedged = true
+	// The controller stopped scanning: Discovering goes false and no
+	// advertisement arrives, while bluetoothd still holds the clients'
+	// discovery sessions (so StartDiscovery answers InProgress).
+	if e.boolProp(e.adapter, ifaceAdapter, "Discovering") {
+		e.setProps(e.adapter, ifaceAdapter, map[string]dbus.Variant{"Discovering": v(false)})
+	}
 	return nil
 }
 

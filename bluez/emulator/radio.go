@@ -151,7 +151,7 @@ func (e *Emulator) tick(now time.Time) {
 		return
 	}
 	e.ticks++
-	scanning := !e.gone && len(e.discovery) > 0 && e.boolProp(e.adapter, ifaceAdapter, "Powered")
+	scanning := !e.gone && !e.wedged && len(e.discovery) > 0 && e.boolProp(e.adapter, ifaceAdapter, "Powered")
 	if scanning {
 		// In address order, so that a seed gives the same radio.
 		for _, addr := range slices.Sorted(maps.Keys(e.locks)) {
