@@ -9,14 +9,38 @@
 // that gives a one-time passkey to exactly the device it was registered
 // for, Pair (which cancels pairing at its deadline) and RemoveBond.
 //
-// Goroutines: one per Dispatcher and one per Adapter, whatever the number
-// of subscriptions or devices; a Device and an Agent start none (godbus
-// runs the agent's method handlers). Tests run against a private bus
-// (internal/dbustest), with the BlueZ emulator (bluez/emulator) hosting
-// reference locks, and a minimal fake bluetoothd (internal/fakebluez).
+// # Recovery
 //
-// Imports: the standard library, github.com/godbus/dbus/v5 and the
-// project's firmware/ packages only (tests also use bluez/emulator).
+// Nothing here ever restarts bluetoothd or gatewayd. The Dispatcher
+// watches org.bluez's owner with one match rule: when bluetoothd leaves
+// the bus, every Device of it fails its reads as retryable (ErrBusGone)
+// and calls in flight fail with the bus's NoReply (also ErrBusGone). The
+// Adapter forgets its devices, and when a new bluetoothd appears, or the
+// adapter itself is removed and added again, it powers the adapter on,
+// sets the discovery filter and starts discovery again; an Agent given a
+// Dispatcher registers itself again. A health check every
+// Options.SweepEvery powers the adapter on if something turned it off,
+// restarts stopped discovery, and power-cycles a wedged adapter
+// (discovery stuck: stopped while StartDiscovery answers InProgress; or
+// Options.WedgeConnectFailures connects in a row failing with a link
+// error), at most once per Options.MinPowerCycleInterval. A Device
+// ignores signals received before its own Connect reply (godbus's
+// receive sequence), so a previous connection's late Connected=false
+// never ends a new one. Collector exports the counters to Prometheus
+// (gatewayd_bluez_*).
+//
+// Goroutines: one per Dispatcher and one per Adapter, whatever the number
+// of subscriptions or devices; an Agent with a Dispatcher owns one (to
+// register again), stopped and waited for by Close; a Device starts none
+// (godbus runs the agent's method handlers). Tests run against a private
+// bus (internal/dbustest) with the BlueZ emulator (bluez/emulator) hosting
+// reference locks; internal/fakebluez remains only for unit tests that
+// need what the emulator never produces on purpose: mistyped or malformed
+// advertisements, thousands of devices, notifications injected at will.
+//
+// Imports: the standard library, github.com/godbus/dbus/v5,
+// github.com/prometheus/client_golang (Collector) and the project's
+// firmware/ packages only (tests also use bluez/emulator).
 //
 // # Library choice
 //

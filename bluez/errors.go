@@ -12,26 +12,65 @@ import (
 // context error); match them with errors.Is. Whether an error is worth
 // retrying is reported by Retryable.
 var (
-	ErrInProgress        = errors.New("bluez: operation in progress")
-	ErrNotReady          = errors.New("bluez: adapter not ready")
-	ErrFailed            = errors.New("bluez: operation failed")
-	ErrAuthentication    = errors.New("bluez: authentication failed")
-	ErrConnectionFailed  = errors.New("bluez: connection attempt failed")
+	// ErrInProgress is returned when bluetoothd is already doing it: a
+	// connection attempt or discovery session (InProgress, le-connection-busy).
+	ErrInProgress = errors.New("bluez: operation in progress")
+	// ErrNotReady is returned when the adapter is off or not initialised.
+	ErrNotReady = errors.New("bluez: adapter not ready")
+	// ErrFailed is returned when bluetoothd answers a bare Failed whose
+	// reason is not one of the link errors below.
+	ErrFailed = errors.New("bluez: operation failed")
+	// ErrAuthentication is returned when pairing fails: a wrong passkey,
+	// rejected, cancelled or timed out.
+	ErrAuthentication = errors.New("bluez: authentication failed")
+	// ErrConnectionFailed is returned when an LE connection could not be
+	// made (ConnectionAttemptFailed, le-connection-timeout …).
+	ErrConnectionFailed = errors.New("bluez: connection attempt failed")
+	// ErrConnectionAborted is returned when the controller aborted the
+	// connection (le-connection-abort-by-local or by-remote).
 	ErrConnectionAborted = errors.New("bluez: connection aborted")
-	ErrDoesNotExist      = errors.New("bluez: object does not exist")
-	ErrNotConnected      = errors.New("bluez: not connected")
-	ErrAlreadyConnected  = errors.New("bluez: already connected")
-	ErrInvalidArguments  = errors.New("bluez: invalid arguments")
-	ErrNotPermitted      = errors.New("bluez: not permitted")
-	ErrNotAuthorized     = errors.New("bluez: not authorized")
-	ErrNotSupported      = errors.New("bluez: not supported")
-	ErrAlreadyExists     = errors.New("bluez: already exists")
-	ErrBusGone           = errors.New("bluez: bluetoothd or the bus is gone")
-	ErrNoAdapter         = errors.New("bluez: adapter not found")
-	ErrClosed            = errors.New("bluez: closed")
-	ErrAdvertisement     = errors.New("bluez: bad lock advertisement")
+	// ErrDoesNotExist is returned when the object (device, agent,
+	// characteristic) is unknown to bluetoothd.
+	ErrDoesNotExist = errors.New("bluez: object does not exist")
+	// ErrNotConnected is returned when the device is not (or no longer)
+	// connected, including a link that dropped under a read or write.
+	ErrNotConnected = errors.New("bluez: not connected")
+	// ErrAlreadyConnected is returned when Connect finds the device
+	// connected (older BlueZ; 5.66 answers success).
+	ErrAlreadyConnected = errors.New("bluez: already connected")
+	// ErrInvalidArguments is returned when a call's arguments or options
+	// are wrong (ours or bluetoothd's InvalidArguments).
+	ErrInvalidArguments = errors.New("bluez: invalid arguments")
+	// ErrNotPermitted is returned when bluetoothd refuses the operation on
+	// that object (e.g. writing a CCC descriptor).
+	ErrNotPermitted = errors.New("bluez: not permitted")
+	// ErrNotAuthorized is returned when the operation needs authorisation
+	// the link does not have.
+	ErrNotAuthorized = errors.New("bluez: not authorized")
+	// ErrNotSupported is returned when bluetoothd or the object does not
+	// support the method (NotSupported, NotAvailable, UnknownMethod).
+	ErrNotSupported = errors.New("bluez: not supported")
+	// ErrAlreadyExists is returned when the thing exists already: a bond,
+	// or an agent at the same place.
+	ErrAlreadyExists = errors.New("bluez: already exists")
+	// ErrBusGone is returned when bluetoothd left the bus (crash or
+	// restart) or the bus connection closed; retryable.
+	ErrBusGone = errors.New("bluez: bluetoothd or the bus is gone")
+	// ErrNoAdapter is returned by Open when no adapter matches
+	// Options.Adapter.
+	ErrNoAdapter = errors.New("bluez: adapter not found")
+	// ErrClosed is returned when the Adapter, Device, Dispatcher or
+	// subscription was closed.
+	ErrClosed = errors.New("bluez: closed")
+	// ErrAdvertisement is returned (in LockInfo.Err) when a lock's
+	// advertisement is missing, mistyped or malformed.
+	ErrAdvertisement = errors.New("bluez: bad lock advertisement")
+	// ErrUnknownBluezError is returned when bluetoothd answers an
+	// org.bluez.Error.* name this package does not know.
 	ErrUnknownBluezError = errors.New("bluez: unknown error")
-	ErrDBus              = errors.New("bluez: D-Bus error")
+	// ErrDBus is returned when the bus answers a D-Bus error that is not
+	// BlueZ's and not mapped above.
+	ErrDBus = errors.New("bluez: D-Bus error")
 )
 
 // errBluetoothdGone fails the operations in flight on a bluetoothd that
