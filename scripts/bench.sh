@@ -43,3 +43,4 @@ pair ./firmware/command Verify VerifyFloor 1.3
 # A connect-write-notify-disconnect cycle makes 9.5 D-Bus round trips (see
 # bluez/bench_test.go); each benchmark starts a private bus and an emulator.
 pair ./bluez LinkCycle DBusRoundTrip 1.3 9.5
+pair ./bonds JournalAppend FloorUpdateFsync 1.2

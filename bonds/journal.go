@@ -1,0 +1,367 @@
+package bonds
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// The journal bucket is keyed by received_at then command ID (journalKey),
+// so it is its own time index: an Append writes one key at the right edge
+// of one B+tree, the same pages a bare bbolt put does, and Prune walks it
+// from the left and stops at the window's edge. Lookups by command ID go
+// through an in-memory index (DB.ids) built at Open by reading the
+// journal's keys (not its values), one entry per command in the window:
+// about 100 bytes each, a few MB for a busy day.
+
+// idGone marks, in DB.txIDs, a command ID removed by the transaction.
+const idGone = math.MinInt64
+
+// lookupTx returns the journal key of command id as the transaction being
+// built sees it. Only write functions (run by the committer) call it.
+func (db *DB) lookupTx(id CommandID) ([]byte, bool) {
+	if ns, ok := db.txIDs[id]; ok {
+		return journalKey(ns, id), ns != idGone
+	}
+	db.idxMu.RLock()
+	ns, ok := db.ids[id]
+	db.idxMu.RUnlock()
+	if !ok {
+		return nil, false
+	}
+	return journalKey(ns, id), true
+}
+
+// lookup returns the journal key of command id, for readers.
+func (db *DB) lookup(id CommandID) ([]byte, bool) {
+	db.idxMu.RLock()
+	ns, ok := db.ids[id]
+	db.idxMu.RUnlock()
+	if !ok {
+		return nil, false
+	}
+	return journalKey(ns, id), true
+}
+
+// loadIDs builds the ID index from the journal's keys.
+func loadIDs(b *bolt.DB, path string) (map[CommandID]int64, error) {
+	ids := make(map[CommandID]int64)
+	err := b.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketJournal).Cursor()
+		for k, _ := c.First(); k != nil; k, _ = c.Next() {
+			ns, id, ok := splitJournalKey(k)
+			if !ok {
+				return fmt.Errorf("journal key %x is %d bytes, want %d", k, len(k), journalKeyLen)
+			}
+			if _, dup := ids[id]; dup {
+				return fmt.Errorf("command %s is in the journal twice", id)
+			}
+			ids[id] = ns
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, corrupt(path, err)
+	}
+	return ids, nil
+}
+
+// now returns the clock's time in UTC without a monotonic reading, as it
+// will read back from the file.
+func (db *DB) now() time.Time { return db.opts.Now().Round(0).UTC() }
+
+// Append records a command that has just arrived, in state received. It
+// returns only after the entry is durable (committed and fsynced): this is
+// when the MQTT layer may acknowledge the message (PUBACK). A command ID
+// already in the journal, including one received before a restart, gives
+// ErrDuplicate together with the existing entry; the caller then
+// acknowledges the redelivery without running the command again.
+func (db *DB) Append(ctx context.Context, c Command) (Entry, error) {
+	if c.ID.IsZero() || c.LockID.IsZero() || c.Operation == "" {
+		return Entry{}, fmt.Errorf("bonds: append: command needs an ID, a lock ID and an operation: %w", ErrInvalid)
+	}
+	now := db.now()
+	var out Entry
+	var dup bool
+	err := db.write(ctx, func(tx *bolt.Tx) error {
+		if k, ok := db.lookupTx(c.ID); ok {
+			dup = true
+			return getEntry(tx, k, &out)
+		}
+		dup = false
+		out = Entry{Command: c, ReceivedAt: now, UpdatedAt: now, State: StateReceived}
+		if err := putEntry(tx, &out); err != nil {
+			return err
+		}
+		db.txIDs[c.ID] = now.UnixNano()
+		return nil
+	})
+	if err != nil {
+		return Entry{}, fmt.Errorf("bonds: append %s: %w", c.ID, err)
+	}
+	if dup {
+		return out, fmt.Errorf("bonds: append %s: received at %s, now %s: %w", c.ID, out.ReceivedAt.Format(time.RFC3339), out.State, ErrDuplicate)
+	}
+	return out, nil
+}
+
+func getEntry(tx *bolt.Tx, k []byte, e *Entry) error {
+	v := tx.Bucket(bucketJournal).Get(k)
+	if v == nil {
+		return fmt.Errorf("journal entry %x: %w", k, ErrNotFound)
+	}
+	return decodeEntry(v, e)
+}
+
+func decodeEntry(v []byte, e *Entry) error {
+	*e = Entry{}
+	if err := decode(v, e); err != nil {
+		return fmt.Errorf("journal entry: %w", err)
+	}
+	return nil
+}
+
+// putEntry writes e at its journal key.
+func putEntry(tx *bolt.Tx, e *Entry) error {
+	v, err := encode(e)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucketJournal).Put(journalKey(e.ReceivedAt.UnixNano(), e.ID), v)
+}
+
+// Entry returns the journal entry of a command.
+func (db *DB) Entry(ctx context.Context, id CommandID) (Entry, error) {
+	var e Entry
+	err := db.view(func(tx *bolt.Tx) error {
+		k, ok := db.lookup(id)
+		if !ok {
+			return ErrNotFound
+		}
+		return getEntry(tx, k, &e)
+	})
+	if err != nil {
+		return Entry{}, fmt.Errorf("bonds: entry %s: %w", id, err)
+	}
+	return e, nil
+}
+
+// Transition moves a journal entry to state to, if the state machine
+// allows it (see State), and returns the entry as written. mutate, if not
+// nil, may change the entry's Result and Payload before it is written; it
+// may run more than once, so it must do nothing but modify the entry.
+// Entering running counts an attempt. Reaching a terminal state fills in
+// the Result (creating one if mutate did not) and queues it in the outbox
+// in the same transaction, so a result is never lost between the two.
+func (db *DB) Transition(ctx context.Context, id CommandID, to State, mutate func(*Entry)) (Entry, error) {
+	if !to.Valid() {
+		return Entry{}, fmt.Errorf("bonds: transition %s to %q: %w", id, to, ErrInvalid)
+	}
+	now := db.now()
+	var out Entry
+	err := db.write(ctx, func(tx *bolt.Tx) error {
+		k, ok := db.lookupTx(id)
+		if !ok {
+			return ErrNotFound
+		}
+		var e Entry
+		if err := getEntry(tx, k, &e); err != nil {
+			return err
+		}
+		if !CanMove(e.State, to) {
+			return fmt.Errorf("%s → %s: %w", e.State, to, ErrBadTransition)
+		}
+		if mutate != nil {
+			m := e
+			if e.Result != nil {
+				r := *e.Result
+				m.Result = &r
+			}
+			mutate(&m)
+			e.Result, e.Payload = m.Result, m.Payload
+		}
+		e.State, e.UpdatedAt = to, now
+		if to == StateRunning {
+			e.Attempts++
+		}
+		if !to.Terminal() {
+			e.Result = nil
+		} else {
+			if e.Result == nil {
+				e.Result = &Result{}
+			}
+			r := e.Result
+			r.CommandID, r.LockID, r.Operation, r.State = e.ID, e.LockID, e.Operation, to
+			r.Attempts, r.FinishedAt = e.Attempts, now
+			ob := tx.Bucket(bucketOutbox)
+			seq, err := ob.NextSequence()
+			if err != nil {
+				return err
+			}
+			rv, err := encode(r)
+			if err != nil {
+				return err
+			}
+			if err := ob.Put(u64(seq), rv); err != nil {
+				return err
+			}
+			e.OutboxSeq = seq
+		}
+		out = e
+		return putEntry(tx, &e)
+	})
+	if err != nil {
+		return Entry{}, fmt.Errorf("bonds: transition %s to %s: %w", id, to, err)
+	}
+	return out, nil
+}
+
+// Outbox returns the results the broker has not acknowledged, oldest
+// first. After a restart they are all still here, to be published again.
+func (db *DB) Outbox(ctx context.Context) ([]Result, error) {
+	var out []Result
+	err := db.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketOutbox).ForEach(func(k, v []byte) error {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			var r Result
+			if err := decode(v, &r); err != nil {
+				return fmt.Errorf("outbox %x: %w", k, err)
+			}
+			out = append(out, r)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bonds: outbox: %w", err)
+	}
+	return out, nil
+}
+
+// Ack records that the broker acknowledged the result of command id: the
+// result leaves the outbox and the entry becomes prunable. Acknowledging
+// twice is not an error; a non-terminal entry is ErrBadTransition.
+func (db *DB) Ack(ctx context.Context, id CommandID) error {
+	now := db.now()
+	err := db.write(ctx, func(tx *bolt.Tx) error {
+		k, ok := db.lookupTx(id)
+		if !ok {
+			return ErrNotFound
+		}
+		var e Entry
+		if err := getEntry(tx, k, &e); err != nil {
+			return err
+		}
+		if !e.State.Terminal() {
+			return fmt.Errorf("entry is %s, not terminal: %w", e.State, ErrBadTransition)
+		}
+		if e.Acked() {
+			return nil
+		}
+		if err := tx.Bucket(bucketOutbox).Delete(u64(e.OutboxSeq)); err != nil {
+			return err
+		}
+		e.OutboxSeq, e.AckedAt = 0, now
+		return putEntry(tx, &e)
+	})
+	if err != nil {
+		return fmt.Errorf("bonds: ack %s: %w", id, err)
+	}
+	return nil
+}
+
+// Pending returns the entries that are not terminal, oldest first: what
+// the scheduler resumes after a restart. An entry found running was
+// interrupted mid-attempt; its outcome on the lock is unknown, and the
+// lock's per-signer counter makes sending it again safe (it runs at most
+// once).
+func (db *DB) Pending(ctx context.Context) ([]Entry, error) {
+	var out []Entry
+	err := db.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketJournal).ForEach(func(k, v []byte) error {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			var e Entry
+			if err := decodeEntry(v, &e); err != nil {
+				return fmt.Errorf("%x: %w", k, err)
+			}
+			if !e.State.Terminal() {
+				out = append(out, e)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bonds: pending: %w", err)
+	}
+	return out, nil
+}
+
+// pruneChunk bounds one prune transaction.
+const pruneChunk = 1000
+
+// Prune removes journal entries that are terminal, acknowledged, received
+// more than the replay window ago and past their NotAfter. It walks the
+// journal from its oldest entry and stops at the window's edge, so it
+// reads only old entries. It returns how many it removed.
+func (db *DB) Prune(ctx context.Context) (int, error) {
+	total := 0
+	var after []byte // resume point
+	for {
+		now := db.now()
+		cutoff := now.Add(-db.opts.ReplayWindow).UnixNano()
+		n, more, from := 0, false, after
+		err := db.write(ctx, func(tx *bolt.Tx) error {
+			n, more = 0, false
+			j := tx.Bucket(bucketJournal)
+			c := j.Cursor()
+			k, v := c.First()
+			if from != nil {
+				k, v = c.Seek(from)
+			}
+			var del [][]byte
+			scanned := 0
+			for ; k != nil; k, v = c.Next() {
+				ns, id, ok := splitJournalKey(k)
+				if !ok {
+					return fmt.Errorf("journal key %x: bad length", k)
+				}
+				if ns >= cutoff {
+					break
+				}
+				if scanned++; scanned > pruneChunk {
+					more = true
+					after = append([]byte(nil), k...)
+					break
+				}
+				var e Entry
+				if err := decodeEntry(v, &e); err != nil {
+					return fmt.Errorf("%x: %w", k, err)
+				}
+				if e.State.Terminal() && e.Acked() && (e.NotAfter.IsZero() || e.NotAfter.Before(now)) {
+					del = append(del, append([]byte(nil), k...))
+					db.txIDs[id] = idGone
+				}
+			}
+			for _, k := range del {
+				if err := j.Delete(k); err != nil {
+					return err
+				}
+			}
+			n = len(del)
+			return nil
+		})
+		if err != nil {
+			return total, fmt.Errorf("bonds: prune: %w", err)
+		}
+		total += n
+		if !more {
+			return total, nil
+		}
+	}
+}

@@ -1,0 +1,260 @@
+package bonds
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+)
+
+// Paired is what Reconcile and Evict need from BlueZ: the addresses of the
+// adapter's bonded (paired) devices, and removing one's bond. It is defined
+// here, at the consumer; the bluez client satisfies it through a small
+// adapter in the daemon, so bonds/ does not import bluez/.
+type Paired interface {
+	PairedDevices(ctx context.Context) ([]string, error)
+	RemoveBond(ctx context.Context, addr string) error
+}
+
+// Policy decides what Reconcile does with orphans.
+type Policy struct {
+	// KeepUnknown, if not nil, is asked about each bond BlueZ holds for an
+	// address no lock in the database has; true keeps it (a phone or tool
+	// bonded on purpose). By default such a bond is removed: it is a
+	// stranger or a leftover.
+	KeepUnknown func(addr string) bool
+}
+
+// Report says what Reconcile or Evict did.
+type Report struct {
+	Lost    []LockID // database said bonded, BlueZ had no bond: now lost
+	Adopted []LockID // BlueZ had a bond for a known lock the database did not count as bonded: now bonded
+	Removed []string // bonds removed from BlueZ (unknown addresses, or evicted locks)
+	Kept    []string // unknown addresses kept by the policy
+	Evicted []LockID // locks whose bond was evicted: now none
+	Errors  []error  // per-device failures; the rest went on
+}
+
+// Reconcile makes the database's bonds and BlueZ's agree, once:
+//   - a lock the database has as bonded with no bond in BlueZ becomes
+//     lost: it needs re-bonding, and is never silently deleted (a lock in
+//     bonding is left alone: its pairing may be under way, and the bonding
+//     flow sets the outcome);
+//   - a bond in BlueZ for a known lock's address that the database does
+//     not have as bonded is adopted (bonded): the bond is real;
+//   - a bond in BlueZ for an address no lock has is removed from BlueZ,
+//     unless the policy keeps it.
+//
+// Failures to remove one bond are collected in the report; an error is
+// returned only when BlueZ or the database could not be read or written.
+func (db *DB) Reconcile(ctx context.Context, p Paired, pol Policy) (Report, error) {
+	var rep Report
+	addrs, err := p.PairedDevices(ctx)
+	if err != nil {
+		return rep, fmt.Errorf("bonds: reconcile: paired devices: %w", err)
+	}
+	paired := make(map[string]bool, len(addrs))
+	for _, a := range addrs {
+		paired[normAddr(a)] = true
+	}
+	locks, err := db.Locks(ctx)
+	if err != nil {
+		return rep, fmt.Errorf("bonds: reconcile: %w", err)
+	}
+	known := make(map[string]bool, len(locks))
+	for _, l := range locks {
+		if l.Address == "" {
+			continue
+		}
+		known[l.Address] = true
+		has := paired[l.Address]
+		switch {
+		case !has && l.Bond == BondBonded:
+			if _, err := db.SetBond(ctx, l.ID, BondLost, ""); err != nil {
+				return rep, fmt.Errorf("bonds: reconcile: %w", err)
+			}
+			rep.Lost = append(rep.Lost, l.ID)
+		case has && l.Bond != BondBonded:
+			if _, err := db.SetBond(ctx, l.ID, BondBonded, ""); err != nil {
+				return rep, fmt.Errorf("bonds: reconcile: %w", err)
+			}
+			rep.Adopted = append(rep.Adopted, l.ID)
+		}
+	}
+	for _, a := range addrs {
+		a = normAddr(a)
+		if known[a] {
+			continue
+		}
+		if pol.KeepUnknown != nil && pol.KeepUnknown(a) {
+			rep.Kept = append(rep.Kept, a)
+			continue
+		}
+		if err := p.RemoveBond(ctx, a); err != nil {
+			rep.Errors = append(rep.Errors, fmt.Errorf("remove bond %s: %w", a, err))
+			continue
+		}
+		rep.Removed = append(rep.Removed, a)
+	}
+	return rep, nil
+}
+
+// Evict removes the bonds of locks not seen for olderThan (by last seen,
+// else bonded_at, else created_at): first in BlueZ (if BlueZ has one),
+// then, if that worked, the database's bond state becomes none. The lock's
+// record stays.
+func (db *DB) Evict(ctx context.Context, p Paired, olderThan time.Duration) (Report, error) {
+	var rep Report
+	if olderThan <= 0 {
+		return rep, fmt.Errorf("bonds: evict: age %v: %w", olderThan, ErrInvalid)
+	}
+	cutoff := db.now().Add(-olderThan)
+	addrs, err := p.PairedDevices(ctx)
+	if err != nil {
+		return rep, fmt.Errorf("bonds: evict: paired devices: %w", err)
+	}
+	paired := make(map[string]bool, len(addrs))
+	for _, a := range addrs {
+		paired[normAddr(a)] = true
+	}
+	locks, err := db.Locks(ctx)
+	if err != nil {
+		return rep, fmt.Errorf("bonds: evict: %w", err)
+	}
+	for _, l := range locks {
+		if l.Bond == BondNone {
+			continue
+		}
+		last := l.LastSeen
+		if last.IsZero() {
+			last = l.BondedAt
+		}
+		if last.IsZero() {
+			last = l.CreatedAt
+		}
+		if !last.Before(cutoff) {
+			continue
+		}
+		if paired[l.Address] {
+			if err := p.RemoveBond(ctx, l.Address); err != nil {
+				rep.Errors = append(rep.Errors, fmt.Errorf("evict %s: remove bond %s: %w", l.ID, l.Address, err))
+				continue
+			}
+			rep.Removed = append(rep.Removed, l.Address)
+		}
+		if _, err := db.SetBond(ctx, l.ID, BondNone, ""); err != nil {
+			return rep, fmt.Errorf("bonds: evict: %w", err)
+		}
+		rep.Evicted = append(rep.Evicted, l.ID)
+	}
+	return rep, nil
+}
+
+// ReconcilerOptions configures a Reconciler.
+type ReconcilerOptions struct {
+	Policy Policy
+	// Interval between runs (default 10 min); each wait is jittered by up
+	// to ±10% so a fleet of gateways does not run in step.
+	Interval time.Duration
+	// EvictAfter, if positive, runs Evict with it after each Reconcile.
+	EvictAfter time.Duration
+	Logger     *slog.Logger
+	// OnRun, if not nil, gets each run's report and error (tests, metrics).
+	OnRun func(Report, error)
+}
+
+// Reconciler runs Reconcile (and Evict) at start and then periodically.
+type Reconciler struct {
+	db   *DB
+	p    Paired
+	opts ReconcilerOptions
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	started bool
+	closed  bool
+	cancel  context.CancelFunc
+	done    chan struct{}
+}
+
+// NewReconciler returns a Reconciler; Start starts it.
+func NewReconciler(db *DB, p Paired, opts ReconcilerOptions) *Reconciler {
+	if opts.Interval <= 0 {
+		opts.Interval = 10 * time.Minute
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Reconciler{db: db, p: p, opts: opts, log: opts.Logger.With("subsystem", "bonds"), done: make(chan struct{})}
+}
+
+// Start runs the first reconciliation at once and then one per interval,
+// in its own goroutine, until ctx ends or Close.
+func (r *Reconciler) Start(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.started || r.closed {
+		return fmt.Errorf("bonds: reconciler start: %w", ErrClosed)
+	}
+	r.started = true
+	ctx, r.cancel = context.WithCancel(ctx)
+	go r.loop(ctx)
+	return nil
+}
+
+// Close stops the reconciler and waits for a run in progress to end.
+func (r *Reconciler) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	started := r.started
+	if r.cancel != nil {
+		r.cancel()
+	}
+	r.mu.Unlock()
+	if started {
+		<-r.done
+	}
+	return nil
+}
+
+func (r *Reconciler) loop(ctx context.Context) {
+	defer close(r.done)
+	for {
+		r.runOnce(ctx)
+		j := time.Duration((rand.Float64()*0.2 - 0.1) * float64(r.opts.Interval))
+		t := time.NewTimer(r.opts.Interval + j)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (r *Reconciler) runOnce(ctx context.Context) {
+	rep, err := r.db.Reconcile(ctx, r.p, r.opts.Policy)
+	if err == nil && r.opts.EvictAfter > 0 {
+		var ev Report
+		ev, err = r.db.Evict(ctx, r.p, r.opts.EvictAfter)
+		rep.Evicted, rep.Removed = ev.Evicted, append(rep.Removed, ev.Removed...)
+		rep.Errors = append(rep.Errors, ev.Errors...)
+	}
+	switch {
+	case err != nil && ctx.Err() == nil && !errors.Is(err, ErrClosed):
+		r.log.Warn("reconciling bonds", "err", err)
+	case err == nil && (len(rep.Lost)+len(rep.Adopted)+len(rep.Removed)+len(rep.Evicted)+len(rep.Errors) > 0):
+		r.log.Info("reconciled bonds", "lost", len(rep.Lost), "adopted", len(rep.Adopted),
+			"removed", len(rep.Removed), "kept", len(rep.Kept), "evicted", len(rep.Evicted), "errors", errors.Join(rep.Errors...))
+	}
+	if r.opts.OnRun != nil {
+		r.opts.OnRun(rep, err)
+	}
+}

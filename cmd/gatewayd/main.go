@@ -1,0 +1,68 @@
+// Command gatewayd is the gateway daemon of a bike-sharing fleet (see the
+// README). The daemon itself is still to come; today the binary has the
+// database's maintenance commands, `gatewayd db backup|check|export|compact`
+// (bonds/ does the work). main only sets up signals and exit codes; run
+// takes the arguments and the output streams, so tests call it directly.
+//
+// It may import every package of the module.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	switch {
+	case err == nil:
+	case errors.Is(err, flag.ErrHelp):
+		os.Exit(0)
+	case errors.Is(err, errUsage):
+		fmt.Fprintln(os.Stderr, "gatewayd:", err)
+		os.Exit(2)
+	default:
+		fmt.Fprintln(os.Stderr, "gatewayd:", err)
+		os.Exit(1)
+	}
+}
+
+// errUsage is returned when the command line is wrong; main exits 2.
+var errUsage = errors.New("usage")
+
+const rootUsage = `usage: gatewayd COMMAND [ARGS]
+
+Commands:
+  db backup  -db PATH FILE   copy the database consistently to FILE (mode 0600)
+  db check   -db PATH        bbolt's consistency check and the schema's invariants
+  db export  -db PATH        the database as JSON on stdout, without secrets
+  db compact -db PATH        rewrite the database without free pages
+
+The daemon itself is not part of this build yet. Stop gatewayd before
+running db commands: they take the database's file lock.
+`
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, rootUsage)
+		return fmt.Errorf("no command: %w", errUsage)
+	}
+	switch args[0] {
+	case "db":
+		return runDB(ctx, args[1:], stdout, stderr)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, rootUsage)
+		return nil
+	default:
+		fmt.Fprint(stderr, rootUsage)
+		return fmt.Errorf("unknown command %q: %w", args[0], errUsage)
+	}
+}
