@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/godbus/dbus/v5"
@@ -68,6 +69,44 @@ func RemoveBond(ctx context.Context, conn *dbus.Conn, adapter, device dbus.Objec
 	}
 	if err := conn.Object(BusName, adapter).CallWithContext(ctx, IfaceAdapter+".RemoveDevice", 0, device).Err; err != nil {
 		return fmt.Errorf("bluez: RemoveDevice %s: %w", device, MapError(err))
+	}
+	return nil
+}
+
+// PairedDevices lists the BLE addresses of the devices under this adapter
+// that bluetoothd holds a bond with (Device1.Paired), from one
+// GetManagedObjects with CallTimeout. With RemoveBond it satisfies the
+// bond reconciler's interface (bonds.Paired).
+func (a *Adapter) PairedDevices(ctx context.Context) ([]string, error) {
+	objs, err := a.managedObjects(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, p := range sortedPaths(objs) {
+		props, ok := objs[p][IfaceDevice]
+		if !ok || !a.ours(p) {
+			continue
+		}
+		if paired, _ := props["Paired"].Value().(bool); !paired {
+			continue
+		}
+		if addr, _ := props["Address"].Value().(string); addr != "" {
+			out = append(out, addr)
+		}
+	}
+	return out, nil
+}
+
+// RemoveBond removes the device with BLE address addr, and its bond, from
+// this adapter (Adapter1.RemoveDevice), with CallTimeout. A device
+// bluetoothd does not know is not an error: there is no bond to remove.
+func (a *Adapter) RemoveBond(ctx context.Context, addr string) error {
+	p := a.path + dbus.ObjectPath("/dev_"+strings.ReplaceAll(strings.ToUpper(addr), ":", "_"))
+	ctx, cancel := context.WithTimeout(ctx, a.opts.CallTimeout)
+	defer cancel()
+	if err := RemoveBond(ctx, a.conn, a.path, p); err != nil && !errors.Is(err, ErrDoesNotExist) {
+		return err
 	}
 	return nil
 }
