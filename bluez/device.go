@@ -278,9 +278,10 @@ func (d *Device) WritePacket(ctx context.Context, p []byte) error {
 	opts := map[string]dbus.Variant{"type": dbus.MakeVariant(d.opts.WriteType)}
 	if err := d.call(ctx, d.inbox, IfaceGattCharacteristic+".WriteValue", p, opts); err != nil {
 		if errors.Is(err, ErrDoesNotExist) {
-			// Inbox vanished: the link dropped (its GATT objects went
-			// with it) or the device was removed. A new connection may
-			// work.
+			// Inbox vanished: the device was removed (BlueZ 5.66 keeps
+			// the GATT objects of a device across connections and
+			// answers Failed "Not connected", already ErrNotConnected,
+			// on a dropped link). A new connection may work.
 			err = errDisconnected
 		}
 		return fmt.Errorf("bluez: WriteValue: %w", err)

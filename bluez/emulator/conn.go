@@ -35,19 +35,63 @@ var infoValue = []byte{0x01, 0x08, 0x00, 0x00}
 // errLinkDown ends the lock's reads when the connection drops.
 var errLinkDown = errors.New("emulator: link down")
 
-// connection is one LE connection to a hosted lock.
+// gattObjects are the lock service's D-Bus objects of one device: BlueZ
+// 5.66's remote GATT database as src/gatt-client.c exports it. With the
+// default main.conf ([GATT] Cache = always) they outlive the connection
+// that exported them:
+//
+//   - src/device.c attio_cleanup → gatt_client_cleanup → gatt_cache_cleanup
+//     clears the database (gatt_db_clear) only when gatt_cache_is_enabled
+//     is false, i.e. never with Cache = always (and with Cache = yes only
+//     for unpaired devices);
+//   - src/device.c att_disconnected_cb → src/gatt-client.c
+//     btd_gatt_client_disconnected only drops the bt_gatt_client
+//     (client->gatt = NULL) and the notify registrations (clear_notify_id):
+//     no service is unregistered;
+//   - a later connection's src/gatt-client.c btd_gatt_client_ready →
+//     create_services → export_service skips services already claimed
+//     (gatt_db_service_get_claimed): no InterfacesAdded;
+//   - the objects go only with the device: src/device.c device_free →
+//     src/gatt-client.c btd_gatt_client_destroy → unregister_service.
+type gattObjects struct {
+	svc    dbus.ObjectPath
+	inbox  dbus.ObjectPath
+	outbox dbus.ObjectPath
+	info   dbus.ObjectPath
+	ccc    dbus.ObjectPath // Outbox's CCC descriptor
+	// notify are the notify sessions on Outbox by client unique name
+	// (src/gatt-client.c chrc->notify_clients); a session is true while
+	// it is registered on the current connection (notify_id != 0). They
+	// survive a disconnect unregistered (clear_notify_id) and are
+	// registered again by the next connection (btd_gatt_client_connected
+	// → register_notify).
+	notify map[string]bool
+}
+
+// chars are the characteristics, in export order.
+func (g *gattObjects) chars() []dbus.ObjectPath {
+	return []dbus.ObjectPath{g.inbox, g.outbox, g.info}
+}
+
+// registered reports whether a notify session is registered on the
+// current connection, i.e. whether the lock's CCC has notifications on.
+func (g *gattObjects) registered() bool {
+	for _, r := range g.notify {
+		if r {
+			return true
+		}
+	}
+	return false
+}
+
+// connection is one LE connection to a hosted lock: the lock's protocol
+// link. The GATT objects it is reached through belong to the device.
 type connection struct {
 	e        *Emulator
 	d        *device
 	mtu      int
-	svc      dbus.ObjectPath
-	inbox    dbus.ObjectPath
-	outbox   dbus.ObjectPath
-	info     dbus.ObjectPath
-	ccc      dbus.ObjectPath   // Outbox's CCC descriptor
 	hook     func(kind string) // tests: called as an exchange is delayed
 	in       chan []byte
-	notify   map[string]bool // clients with a notify session on Outbox
 	cancel   context.CancelFunc
 	done     chan struct{}
 	stopOnce sync.Once
@@ -78,6 +122,7 @@ func (l link) ReadPacket(ctx context.Context) ([]byte, error) {
 
 // WritePacket sends a notification on Outbox: a PropertiesChanged of its
 // Value, as BlueZ reports a notification. Without notifications enabled
+// on this connection (no registered notify session, so the CCC is off)
 // the packet is dropped, as the ATT layer would.
 func (l link) WritePacket(ctx context.Context, p []byte) error {
 	if len(p) > l.c.mtu-3 {
@@ -89,13 +134,15 @@ func (l link) WritePacket(ctx context.Context, p []byte) error {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if l.c.d.conn != l.c {
+	d := l.c.d
+	if d.conn != l.c {
 		return errLinkDown
 	}
-	if e.boolProp(l.c.outbox, ifaceChar, "Notifying") {
-		// Always emitted, even for a value equal to the last one.
-		e.objs[l.c.outbox][ifaceChar]["Value"] = v(append([]byte(nil), p...))
-		e.emit(l.c.outbox, ifaceProps+".PropertiesChanged", ifaceChar,
+	if g := d.gatt; g.registered() {
+		// Always emitted, even for a value equal to the last one
+		// (src/gatt-client.c notify_cb).
+		e.objs[g.outbox][ifaceChar]["Value"] = v(append([]byte(nil), p...))
+		e.emit(g.outbox, ifaceProps+".PropertiesChanged", ifaceChar,
 			map[string]dbus.Variant{"Value": v(append([]byte(nil), p...))}, []string{})
 	}
 	return nil
@@ -215,20 +262,43 @@ func (e *Emulator) connections() int {
 	return n
 }
 
-// connectLocked makes the connection: Connected, the GATT objects,
-// ServicesResolved, and the lock's Serve.
+// connectLocked makes the connection: Connected, the GATT objects on the
+// device's first connection (later ones reuse them), the notify sessions
+// registered again, ServicesResolved, and the lock's Serve.
 func (e *Emulator) connectLocked(d *device, l *lock.Lock) {
 	ctx, cancel := context.WithCancel(e.ctx)
+	c := &connection{e: e, d: d, mtu: e.opts.MTU,
+		in: make(chan []byte, 1024), cancel: cancel, done: make(chan struct{}),
+		hook: e.exchangeHook}
+	d.conn = c
+	e.setProps(d.path, ifaceDevice, map[string]dbus.Variant{"Connected": v(true)})
+	if d.gatt == nil {
+		d.gatt = e.exportGATTLocked(d, uint16(c.mtu))
+	} else {
+		e.gattConnectedLocked(d.gatt, uint16(c.mtu))
+	}
+	// src/device.c gatt_client_ready_cb: btd_gatt_client_ready (the
+	// export above), then device_svc_resolved → ServicesResolved.
+	e.setProps(d.path, ifaceDevice, map[string]dbus.Variant{"ServicesResolved": v(true)})
+	addr := e.opts.AdapterAddress
+	e.wg.Go(func() {
+		t := channel.NewFragmentTransport(link{c}, fragment.Options{})
+		err := l.Serve(ctx, t, lock.Peer{Address: addr})
+		e.log.Debug("lock connection ended", "device", d.addr, "err", err)
+	})
+	e.log.Debug("connected", "device", d.addr)
+}
+
+// exportGATTLocked exports d's lock service, as a first connection's
+// src/gatt-client.c btd_gatt_client_ready → create_services does.
+func (e *Emulator) exportGATTLocked(d *device, mtu uint16) *gattObjects {
 	svc := d.path + dbus.ObjectPath(fmt.Sprintf("/service%04x", svcHandle))
-	c := &connection{e: e, d: d, mtu: e.opts.MTU, svc: svc,
+	g := &gattObjects{svc: svc,
 		inbox:  svc + dbus.ObjectPath(fmt.Sprintf("/char%04x", inboxHandle)),
 		outbox: svc + dbus.ObjectPath(fmt.Sprintf("/char%04x", outboxHandle)),
 		info:   svc + dbus.ObjectPath(fmt.Sprintf("/char%04x", infoHandle)),
 		ccc:    svc + dbus.ObjectPath(fmt.Sprintf("/char%04x/desc%04x", outboxHandle, cccHandle)),
-		in:     make(chan []byte, 1024), notify: map[string]bool{}, cancel: cancel, done: make(chan struct{}),
-		hook: e.exchangeHook}
-	d.conn = c
-	e.setProps(d.path, ifaceDevice, map[string]dbus.Variant{"Connected": v(true)})
+		notify: map[string]bool{}}
 	// Objects in the order src/gatt-client.c export_service registers
 	// them: the service, then each characteristic followed by its
 	// descriptors. Property sets are 5.66's service_properties,
@@ -236,8 +306,7 @@ func (e *Emulator) connectLocked(d *device, l *lock.Lock) {
 	// (added in 5.69); Value always (the cache's, empty until read);
 	// Notifying only with notify or indicate; WriteAcquired only with
 	// write-without-response; NotifyAcquired only with notify; MTU while
-	// connected.
-	mtu := uint16(c.mtu)
+	// connected (characteristic_mtu_exists).
 	e.addObject(svc, ifaces{ifaceService: {
 		"UUID": v(ServiceUUID), "Primary": v(true), "Device": v(d.path),
 		"Includes": v([]dbus.ObjectPath{})}})
@@ -255,45 +324,78 @@ func (e *Emulator) connectLocked(d *device, l *lock.Lock) {
 		}
 		e.addObject(p, ifaces{ifaceChar: ps})
 	}
-	chr(c.inbox, InboxUUID, []string{"write-without-response", "write"})
-	chr(c.outbox, OutboxUUID, []string{"notify"})
-	e.addObject(c.ccc, ifaces{ifaceDesc: {"UUID": v(CCCUUID), "Characteristic": v(c.outbox), "Value": v([]byte{})}})
-	chr(c.info, InfoUUID, []string{"read"})
-	e.setProps(d.path, ifaceDevice, map[string]dbus.Variant{"ServicesResolved": v(true)})
-	addr := e.opts.AdapterAddress
-	e.wg.Go(func() {
-		t := channel.NewFragmentTransport(link{c}, fragment.Options{})
-		err := l.Serve(ctx, t, lock.Peer{Address: addr})
-		e.log.Debug("lock connection ended", "device", d.addr, "err", err)
-	})
-	e.log.Debug("connected", "device", d.addr)
+	chr(g.inbox, InboxUUID, []string{"write-without-response", "write"})
+	chr(g.outbox, OutboxUUID, []string{"notify"})
+	e.addObject(g.ccc, ifaces{ifaceDesc: {"UUID": v(CCCUUID), "Characteristic": v(g.outbox), "Value": v([]byte{})}})
+	chr(g.info, InfoUUID, []string{"read"})
+	return g
 }
 
-// disconnectLocked ends d's connection: ServicesResolved false, the GATT
-// objects removed, Connected false, and the lock's Serve cancelled.
+// gattConnectedLocked brings persisted GATT objects to a new connection,
+// as src/gatt-client.c btd_gatt_client_connected does: MTU exists again
+// (characteristic_mtu_exists: client->gatt is set; gdbus evaluates an
+// exists callback on each read and sends no signal for it), and every
+// notify session is registered again (register_notify →
+// register_notify_cb, which emits Notifying true only if it was false).
+func (e *Emulator) gattConnectedLocked(g *gattObjects, mtu uint16) {
+	for _, p := range g.chars() {
+		e.objs[p][ifaceChar]["MTU"] = v(mtu)
+	}
+	for s := range g.notify {
+		g.notify[s] = true
+	}
+	if len(g.notify) > 0 {
+		e.setProps(g.outbox, ifaceChar, map[string]dbus.Variant{"Notifying": v(true)})
+	}
+}
+
+// gattDisconnectedLocked is src/gatt-client.c btd_gatt_client_disconnected:
+// the objects stay; notify sessions stay but are no longer registered
+// (clear_notify_id) and Notifying is left as it was (nothing calls
+// update_notifying: no signal); MTU no longer exists
+// (characteristic_mtu_exists returns client->gatt != NULL), removed with
+// no signal as gdbus does for an exists callback. Values stay: they are
+// the cache's (gatt_cache_cleanup keeps the database with Cache = always).
+func (e *Emulator) gattDisconnectedLocked(g *gattObjects) {
+	for s := range g.notify {
+		g.notify[s] = false
+	}
+	for _, p := range g.chars() {
+		delete(e.objs[p][ifaceChar], "MTU")
+	}
+}
+
+// disconnectLocked ends d's connection, as src/device.c
+// device_remove_connection reports it: ServicesResolved false
+// (device_set_svc_refreshed), then Connected false; the GATT objects stay
+// (see gattObjects) and the lock's Serve is cancelled.
 func (e *Emulator) disconnectLocked(d *device) {
 	c := d.conn
 	if c == nil {
 		return
 	}
 	e.setProps(d.path, ifaceDevice, map[string]dbus.Variant{"ServicesResolved": v(false)})
-	e.dropGATTLocked(d)
+	d.conn = nil
+	c.stop()
+	if d.gatt != nil {
+		e.gattDisconnectedLocked(d.gatt)
+	}
 	e.setProps(d.path, ifaceDevice, map[string]dbus.Variant{"Connected": v(false)})
 	d.lastSeen = time.Now()
 	e.log.Debug("disconnected", "device", d.addr)
 }
 
-// dropGATTLocked stops d's connection and removes its GATT objects in
-// the order src/gatt-client.c unregister_service does: each
-// characteristic after its descriptors, the service last.
-func (e *Emulator) dropGATTLocked(d *device) {
-	c := d.conn
-	if c == nil {
+// unexportGATTLocked removes d's GATT objects in the order
+// src/gatt-client.c unregister_service does (from btd_gatt_client_destroy
+// in src/device.c device_free): each characteristic after its
+// descriptors, the service last. Their notify sessions end with them.
+func (e *Emulator) unexportGATTLocked(d *device) {
+	g := d.gatt
+	if g == nil {
 		return
 	}
-	d.conn = nil
-	c.stop()
-	for _, p := range []dbus.ObjectPath{c.inbox, c.ccc, c.outbox, c.info, c.svc} {
+	d.gatt = nil
+	for _, p := range []dbus.ObjectPath{g.inbox, g.ccc, g.outbox, g.info, g.svc} {
 		e.removeObject(p)
 	}
 }
@@ -317,18 +419,37 @@ func (h deviceHandler) Disconnect(m dbus.Message) *dbus.Error {
 
 type charHandler struct{ e *Emulator }
 
-// charAt finds the connection and characteristic of a call.
-func (e *Emulator) charAt(m dbus.Message) (*connection, dbus.ObjectPath, *dbus.Error) {
-	p, derr := e.lookup(m, ifaceChar)
+// gattAt finds the device and GATT objects of a call on iface.
+func (e *Emulator) gattAt(m dbus.Message, iface string) (*device, dbus.ObjectPath, *dbus.Error) {
+	p, derr := e.lookup(m, iface)
 	if derr != nil {
 		return nil, p, derr
 	}
-	if d := e.deviceOf(p); d != nil {
-		if c := d.conn; c != nil && (p == c.inbox || p == c.outbox || p == c.info) {
-			return c, p, nil
-		}
+	d := e.deviceOf(p)
+	if d == nil || d.gatt == nil {
+		return nil, p, dbusErr("UnknownObject", fmt.Sprintf("Method %q on interface %q doesn't exist", m.Headers[dbus.FieldMember].Value(), iface))
 	}
-	return nil, p, bluezErr("Failed", "Not connected")
+	return d, p, nil
+}
+
+// notConnected is 5.66's answer to a GATT call on a disconnected device:
+// src/gatt-client.c characteristic_read_value, characteristic_write_value,
+// characteristic_acquire_write, characteristic_acquire_notify,
+// descriptor_read_value and descriptor_write_value all check
+// "if (!gatt) return btd_error_failed(msg, "Not connected")" first.
+func notConnected() *dbus.Error { return bluezErr("Failed", "Not connected") }
+
+// charAt finds the connection and characteristic of a call that needs the
+// device connected.
+func (e *Emulator) charAt(m dbus.Message) (*connection, dbus.ObjectPath, *dbus.Error) {
+	d, p, derr := e.gattAt(m, ifaceChar)
+	if derr != nil {
+		return nil, p, derr
+	}
+	if d.conn == nil {
+		return nil, p, notConnected()
+	}
+	return d.conn, p, nil
 }
 
 func (h charHandler) ReadValue(m dbus.Message, opts map[string]dbus.Variant) ([]byte, *dbus.Error) {
@@ -339,7 +460,7 @@ func (h charHandler) ReadValue(m dbus.Message, opts map[string]dbus.Variant) ([]
 	if derr != nil {
 		return nil, derr
 	}
-	if p != c.info {
+	if p != c.d.gatt.info {
 		return nil, bluezErr("NotPermitted", "Read not permitted")
 	}
 	off, derr := offsetOpt(opts)
@@ -357,7 +478,7 @@ func (h charHandler) WriteValue(m dbus.Message, value []byte, opts map[string]db
 	e := h.e
 	e.mu.Lock()
 	c, p, derr := e.charAt(m)
-	if derr == nil && p != c.inbox {
+	if derr == nil && p != c.d.gatt.inbox {
 		derr = bluezErr("NotPermitted", "Write not permitted")
 	}
 	if derr == nil && len(value) > c.mtu-3 {
@@ -368,7 +489,7 @@ func (h charHandler) WriteValue(m dbus.Message, value []byte, opts map[string]db
 		return derr
 	}
 	if c.exchangeDelay(e.ctx, "write") != nil {
-		return bluezErr("Failed", "Not connected")
+		return notConnected()
 	}
 	pkt := append([]byte(nil), value...)
 	t := time.NewTimer(e.opts.CallTimeout)
@@ -376,7 +497,7 @@ func (h charHandler) WriteValue(m dbus.Message, value []byte, opts map[string]db
 	select {
 	case c.in <- pkt:
 	case <-c.done:
-		return bluezErr("Failed", "Not connected")
+		return notConnected()
 	case <-t.C:
 		return bluezErr("Failed", "Operation failed with ATT error: 0x0e")
 	}
@@ -432,20 +553,19 @@ type descHandler struct{ e *Emulator }
 
 // descAt finds the connection of a call on a descriptor.
 func (e *Emulator) descAt(m dbus.Message) (*connection, *dbus.Error) {
-	p, derr := e.lookup(m, ifaceDesc)
+	d, _, derr := e.gattAt(m, ifaceDesc)
 	if derr != nil {
 		return nil, derr
 	}
-	if d := e.deviceOf(p); d != nil {
-		if c := d.conn; c != nil && p == c.ccc {
-			return c, nil
-		}
+	if d.conn == nil {
+		return nil, notConnected()
 	}
-	return nil, bluezErr("Failed", "Not connected")
+	return d.conn, nil
 }
 
 // ReadValue reads the CCC from the lock: 0x0001 (notifications, little
-// endian) while a client has a notify session, else 0x0000. As
+// endian) while a notify session is registered on this connection, else
+// 0x0000. As
 // src/gatt-client.c desc_read_cb, the read value is stored in the cache
 // and Value changes.
 func (h descHandler) ReadValue(m dbus.Message, opts map[string]dbus.Variant) ([]byte, *dbus.Error) {
@@ -461,20 +581,20 @@ func (h descHandler) ReadValue(m dbus.Message, opts map[string]dbus.Variant) ([]
 		return nil, derr
 	}
 	val := []byte{0, 0}
-	if len(c.notify) > 0 {
+	if c.d.gatt.registered() {
 		val[0] = 1
 	}
 	if int(off) > len(val) {
 		return nil, bluezErr("InvalidOffset", "Invalid offset")
 	}
-	e.setProps(c.ccc, ifaceDesc, map[string]dbus.Variant{"Value": v(val)})
+	e.setProps(c.d.gatt.ccc, ifaceDesc, map[string]dbus.Variant{"Value": v(val)})
 	return append([]byte(nil), val[off:]...), nil
 }
 
 // WriteValue refuses writes to the CCC as src/gatt-client.c
 // descriptor_write_value does ("Don't allow writing to Client
 // Characteristic Configuration descriptors"): NotPermitted, after the
-// connection and argument checks.
+// connection ("Not connected") and argument checks.
 func (h descHandler) WriteValue(m dbus.Message, value []byte, opts map[string]dbus.Variant) *dbus.Error {
 	e := h.e
 	e.mu.Lock()
@@ -496,38 +616,69 @@ func (h charHandler) StopNotify(m dbus.Message) *dbus.Error {
 	return h.notify(m, false)
 }
 
+// notify is src/gatt-client.c characteristic_start_notify and
+// characteristic_stop_notify. Neither needs a connection: StartNotify on a
+// disconnected device opens a session that the next connection registers
+// ("If the device is currently not connected, return success"), and
+// StopNotify ends one. StartNotify's checks in order: device_is_disconnecting
+// (NotConnected; never here: the emulator's disconnects are instant),
+// notify_io (AcquireNotify is not supported here), notify or indicate
+// (NotSupported), the caller's session (success if registered, else
+// InProgress "In Progress"). StopNotify checks no flags: without a session,
+// Failed "No notify session started".
 func (h charHandler) notify(m dbus.Message, on bool) *dbus.Error {
 	e := h.e
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	c, p, derr := e.charAt(m)
+	d, p, derr := e.gattAt(m, ifaceChar)
 	if derr != nil {
 		return derr
 	}
-	if p != c.outbox {
-		return bluezErr("NotSupported", "Operation is not supported")
-	}
-	// One notify session per client, as BlueZ keeps them; a second
-	// StartNotify from the same client succeeds.
+	g := d.gatt
 	s := msgSender(m)
 	if !on {
-		if !c.notify[s] {
+		if _, ok := g.notify[s]; !ok {
 			return bluezErr("Failed", "No notify session started")
 		}
-		delete(c.notify, s)
-	} else {
-		c.notify[s] = true
+		delete(g.notify, s)
+		e.updateNotifyingLocked(g)
+		return nil
 	}
-	e.setProps(p, ifaceChar, map[string]dbus.Variant{"Notifying": v(len(c.notify) > 0)})
+	if p != g.outbox {
+		return bluezErr("NotSupported", "Operation is not supported")
+	}
+	// One notify session per client.
+	if reg, ok := g.notify[s]; ok {
+		if !reg {
+			return bluezErr("InProgress", "In Progress")
+		}
+		return nil
+	}
+	g.notify[s] = d.conn != nil
+	if d.conn != nil {
+		// register_notify_cb: Notifying true if it was false.
+		e.setProps(p, ifaceChar, map[string]dbus.Variant{"Notifying": v(true)})
+	}
 	return nil
 }
 
-// dropNotifyLocked ends the notify sessions of a client that left the bus.
+// updateNotifyingLocked is src/gatt-client.c update_notifying: Notifying
+// goes false, if it was true, once no session is registered.
+func (e *Emulator) updateNotifyingLocked(g *gattObjects) {
+	if !g.registered() && e.boolProp(g.outbox, ifaceChar, "Notifying") {
+		e.setProps(g.outbox, ifaceChar, map[string]dbus.Variant{"Notifying": v(false)})
+	}
+}
+
+// dropNotifyLocked ends the notify sessions of a client that left the bus
+// (src/gatt-client.c notify_client_disconnect), connected or not.
 func (e *Emulator) dropNotifyLocked(client string) {
 	for _, d := range e.devices {
-		if c := d.conn; c != nil && c.notify[client] {
-			delete(c.notify, client)
-			e.setProps(c.outbox, ifaceChar, map[string]dbus.Variant{"Notifying": v(len(c.notify) > 0)})
+		if g := d.gatt; g != nil {
+			if _, ok := g.notify[client]; ok {
+				delete(g.notify, client)
+				e.updateNotifyingLocked(g)
+			}
 		}
 	}
 }

@@ -16,7 +16,8 @@
 //     …/char000d/desc000f (Outbox's Client Characteristic
 //     Configuration), …/char0010 (Info): the lock service of
 //     docs/protocol.md §1 (GattService1, GattCharacteristic1,
-//     GattDescriptor1) while a device is connected.
+//     GattDescriptor1), exported by a device's first connection and kept
+//     until the device object goes (see GATT caching below).
 //
 // Every object also carries org.freedesktop.DBus.Properties (Get, GetAll,
 // Set, PropertiesChanged) and org.freedesktop.DBus.Introspectable.
@@ -35,6 +36,28 @@
 //     its ReadValue stores the value read (desc_read_cb). AcquireWrite
 //     and AcquireNotify exist but answer NotSupported: no file
 //     descriptors are passed.
+//   - GATT caching (main.conf [GATT] Cache = always, the default): the
+//     GATT objects outlive the connection. A disconnect leaves them and
+//     their cached Values (src/device.c attio_cleanup →
+//     gatt_client_cleanup → gatt_cache_cleanup clears the database only
+//     when caching is off for the device; src/gatt-client.c
+//     btd_gatt_client_disconnected unregisters nothing); a later
+//     connection reuses them with no InterfacesAdded (export_service
+//     skips claimed services); they are removed, before the device, only
+//     when the device object goes: RemoveDevice, the away timeout,
+//     RemoveAdapter (device_free → btd_gatt_client_destroy). While the
+//     device is disconnected: MTU does not exist (characteristic_mtu_exists,
+//     no signal); ReadValue, WriteValue, AcquireWrite, AcquireNotify and
+//     the descriptor's ReadValue and WriteValue fail first with
+//     org.bluez.Error.Failed "Not connected"; notify sessions stay,
+//     unregistered (clear_notify_id), with Notifying left as it was;
+//     StartNotify opens a session the next connection registers (success),
+//     or answers InProgress "In Progress" to a client whose session is
+//     unregistered; StopNotify ends a session, and Notifying goes false
+//     once no session is registered (update_notifying). A connection
+//     registers every session again (btd_gatt_client_connected →
+//     register_notify), so the lock's CCC reads 01 00 with no new
+//     StartNotify.
 //   - Connect (src/device.c dev_connect, att_connect_cb; src/error.c): a
 //     connected device gets a plain return; a failed LE connection is
 //     org.bluez.Error.Failed "le-connection-abort-by-local"; Connect makes
@@ -60,12 +83,14 @@
 // by a power cycle, counted by PowerCycles), and a bluetoothd restart
 // (Restart).
 //
-// Not emulated: BR/EDR; GATT caching across connections (BlueZ 5.66 with
-// Cache=always keeps GATT objects of a disconnected device; the emulator
-// removes them on every disconnect); the Device1.Disconnected signal
-// (5.70+); LE advertising and GattManager1 (the local GATT server);
-// devices loaded from storage on Restart (only AddAdapter loads them);
-// file descriptor passing (AcquireWrite, AcquireNotify).
+// Not emulated: BR/EDR; main.conf's Cache = yes or no; GATT caches in
+// storage (a device object made anew, after RemoveAdapter and AddAdapter
+// or Restart, exports its GATT objects on its first connection, as
+// BlueZ's btd_gatt_client_ready does, but no cache file is modelled);
+// the Device1.Disconnected signal (5.70+); LE advertising and
+// GattManager1 (the local GATT server); devices loaded from storage on
+// Restart (only AddAdapter loads them); file descriptor passing
+// (AcquireWrite, AcquireNotify).
 //
 // The emulator hosts reference locks (firmware/lock). A connection runs the
 // lock's Serve over a channel.FragmentTransport whose packets are the

@@ -21,8 +21,10 @@ type Faults struct {
 	// DropAfterWrites drops the connection after the Nth GATT write to
 	// Inbox from now (the write itself succeeds and reaches the lock):
 	// the link goes silent mid-exchange and ends as a supervision timeout
-	// does, ServicesResolved false, the GATT objects removed, Connected
-	// false, the lock's Serve cancelled. 0 is none.
+	// does, ServicesResolved false, Connected false, the lock's Serve
+	// cancelled; the GATT objects stay, as BlueZ 5.66 keeps them (calls
+	// on them fail with org.bluez.Error.Failed "Not connected" until the
+	// next connection). 0 is none.
 	DropAfterWrites int
 	// PairFail makes the next N Device1.Pair calls fail as an SMP
 	// "Pairing Failed" does: the kernel reports MGMT_STATUS_AUTH_FAILED,
@@ -146,7 +148,6 @@ func (e *Emulator) RemoveAdapter() error {
 	}
 	devs := slices.SortedFunc(maps.Values(e.devices), func(a, b *device) int { return cmp.Compare(a.seq, b.seq) })
 	for _, d := range devs {
-		e.dropGATTLocked(d)
 		e.removeDeviceLocked(d)
 	}
 	clear(e.discovery)

@@ -153,19 +153,37 @@ func TestCCCDescriptor(t *testing.T) {
 		t.Fatalf("Outbox introspection %v: %s", err, xml)
 	}
 
-	// Removed as src/gatt-client.c unregister_service does: each
-	// characteristic after its descriptors, the service last.
+	// Kept on disconnect (BlueZ 5.66, Cache = always): the cached Value
+	// stays, and calls fail "Not connected" before any other check
+	// (src/gatt-client.c descriptor_read_value, descriptor_write_value).
 	m = w.sigs.mark()
 	w.mustCall(dev, ifaceDevice+".Disconnect")
 	w.sigs.wait(t, "Connected false", func(s *dbus.Signal) bool {
 		return isPropsChanged(s, dev, ifaceDevice, "Connected") && s.Body[1].(map[string]dbus.Variant)["Connected"].Value() == false
 	})
-	want = []string{"-" + string(svc) + "/char000b", "-" + string(ccc), "-" + string(outbox), "-" + string(svc) + "/char0010",
-		"-" + string(svc), string(dev) + " Connected=false"}
+	want = []string{string(dev) + " Connected=false"}
 	if got := objectSignals(w.sigs.since(m)); !slices.Equal(got, want) {
 		t.Fatalf("disconnect signals\n%q\nwant\n%q", got, want)
 	}
-	wantErr(t, w.call(ccc, ifaceDesc+".ReadValue", map[string]dbus.Variant{}).Err, "org.freedesktop.DBus.Error.UnknownObject")
+	if err := w.call(ccc, ifaceProps+".Get", ifaceDesc, "Value").Store(&val); err != nil || !slices.Equal(val, []byte{1, 0}) {
+		t.Fatalf("cached Value after Disconnect % x %v", val, err)
+	}
+	wantNotConnected(t, w.call(ccc, ifaceDesc+".ReadValue", map[string]dbus.Variant{}).Err)
+	wantNotConnected(t, w.call(ccc, ifaceDesc+".ReadValue", map[string]dbus.Variant{"offset": v(uint32(1))}).Err)
+	wantNotConnected(t, w.call(ccc, ifaceDesc+".WriteValue", []byte{1, 0}, map[string]dbus.Variant{}).Err)
+	wantNotConnected(t, w.call(svc+"/char000b", ifaceChar+".AcquireWrite", map[string]dbus.Variant{}).Err)
+	wantNotConnected(t, w.call(outbox, ifaceChar+".AcquireNotify", map[string]dbus.Variant{}).Err)
+
+	// The next connection registers the kept notify session again: the
+	// lock's CCC reads 01 00 without a new StartNotify.
+	w.mustCall(dev, ifaceDevice+".Connect")
+	if b := read(); !slices.Equal(b, []byte{1, 0}) {
+		t.Fatalf("CCC after reconnecting % x", b)
+	}
+	w.mustCall(outbox, ifaceChar+".StopNotify")
+	if b := read(); !slices.Equal(b, []byte{0, 0}) {
+		t.Fatalf("CCC after StopNotify % x", b)
+	}
 }
 
 func TestExchangeLatencyDelaysEveryWriteAndNotification(t *testing.T) {
@@ -318,7 +336,8 @@ func TestDropAfterWritesMidExchange(t *testing.T) {
 	if !slices.Equal(resolved, []any{false}) {
 		t.Fatalf("ServicesResolved changes %v", resolved)
 	}
-	if got := objectSignals(w.sigs.since(m)); len(got) != 6 || got[4] != "-"+string(dev)+"/service000a" {
+	// The GATT objects stay (BlueZ 5.66, Cache = always).
+	if got := objectSignals(w.sigs.since(m)); !slices.Equal(got, []string{string(dev) + " Connected=false"}) {
 		t.Fatalf("drop signals %q", got)
 	}
 	select {
@@ -326,9 +345,17 @@ func TestDropAfterWritesMidExchange(t *testing.T) {
 	default:
 		t.Fatal("connection not stopped")
 	}
-	wantErr(t, w.call(inbox, ifaceChar+".WriteValue", []byte{0}, map[string]dbus.Variant{}).Err, "org.freedesktop.DBus.Error.UnknownObject")
-	// The fault is spent: a new connection carries a whole exchange.
+	wantNotConnected(t, w.call(inbox, ifaceChar+".WriteValue", []byte{0}, map[string]dbus.Variant{}).Err)
+	// The fault is spent: a new connection, on the same objects, carries
+	// a whole exchange.
+	m = w.sigs.mark()
 	w.mustCall(dev, ifaceDevice+".Connect")
+	waitFor(t, "ServicesResolved", func() bool {
+		return slices.ContainsFunc(w.sigs.since(m), func(s *dbus.Signal) bool { return isPropsChanged(s, dev, ifaceDevice, "ServicesResolved") })
+	})
+	if got := objectSignals(w.sigs.since(m)); !slices.Equal(got, []string{string(dev) + " Connected=true"}) {
+		t.Fatalf("reconnect signals %q", got)
+	}
 	if err := handshake(t, w, newGATTLink(t, w, dev, DefaultMTU)); err != nil {
 		t.Fatal(err)
 	}

@@ -176,18 +176,31 @@ func TestConnectGATTRoundTripWithSignedCommand(t *testing.T) {
 		t.Fatalf("signed unlock: %+v %v, bolt %v", r, err, tl.act.State())
 	}
 
-	// Disconnect removes the GATT objects and ends the lock's Serve.
+	// Disconnect ends the lock's Serve; the GATT objects stay (BlueZ 5.66
+	// with Cache = always), and calls on them fail "Not connected".
 	w.mustCall(dev, ifaceDevice+".Disconnect")
-	w.sigs.wait(t, "service removed", func(s *dbus.Signal) bool {
-		return s.Name == ifaceOM+".InterfacesRemoved" && s.Body[0] == dev+"/service000a"
+	w.sigs.wait(t, "Connected false", func(s *dbus.Signal) bool {
+		return isPropsChanged(s, dev, ifaceDevice, "Connected") && s.Body[1].(map[string]dbus.Variant)["Connected"].Value() == false
 	})
 	objs = w.objects()
-	if _, ok := objs[dev+"/service000a"]; ok || objs[dev][ifaceDevice]["Connected"].Value() != false {
-		t.Fatal("GATT objects or Connected left after Disconnect")
+	if _, ok := objs[dev+"/service000a"]; !ok || objs[dev][ifaceDevice]["Connected"].Value() != false {
+		t.Fatal("GATT objects gone or Connected left after Disconnect")
 	}
 	wantErr(t, w.call(dev, ifaceDevice+".Disconnect").Err, "org.bluez.Error.NotConnected")
 	if _, err := c.Status(ctx); err == nil {
 		t.Fatal("status over a closed connection")
+	}
+	wantNotConnected(t, w.call(dev+"/service000a/char000b", ifaceChar+".WriteValue", []byte{0}, map[string]dbus.Variant{}).Err)
+}
+
+// wantNotConnected checks BlueZ 5.66's answer to a GATT call on a
+// disconnected device (src/gatt-client.c: btd_error_failed(msg, "Not
+// connected")).
+func wantNotConnected(t *testing.T, err error) {
+	t.Helper()
+	wantErr(t, err, "org.bluez.Error.Failed")
+	if de, ok := err.(dbus.Error); !ok || len(de.Body) != 1 || de.Body[0] != "Not connected" {
+		t.Fatalf("error %#v, want Failed \"Not connected\"", err)
 	}
 }
 

@@ -47,7 +47,8 @@ type device struct {
 	h        *hosted
 	lastSeen time.Time
 	conn     *connection
-	seq      uint64 // creation order, as BlueZ's adapter->devices list
+	gatt     *gattObjects // exported by the first connection, kept until the device goes
+	seq      uint64       // creation order, as BlueZ's adapter->devices list
 }
 
 var addrRE = regexp.MustCompile(`^[0-9A-F]{2}(:[0-9A-F]{2}){5}$`)
@@ -230,7 +231,18 @@ func (e *Emulator) deviceProps(h *hosted, rssi int16, md map[uint16]dbus.Variant
 	}
 }
 
+// removeDeviceLocked removes d as src/device.c device_remove →
+// btd_device_unref does: the Device1 interface is unregistered, and its
+// destroy callback device_free removes the GATT objects first
+// (btd_gatt_client_destroy; gdbus/object.c remove_interface calls the
+// destroy callback before it queues the device's InterfacesRemoved). A
+// connection still open (RemoveAdapter) ends without property changes.
 func (e *Emulator) removeDeviceLocked(d *device) {
+	if c := d.conn; c != nil {
+		d.conn = nil
+		c.stop()
+	}
+	e.unexportGATTLocked(d)
 	delete(e.devices, d.addr)
 	e.removeObject(d.path)
 }
