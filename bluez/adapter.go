@@ -154,6 +154,7 @@ type Adapter struct {
 
 	mu      sync.RWMutex
 	devices map[dbus.ObjectPath]*device
+	chars   map[dbus.ObjectPath]charPaths // by device: see charPaths
 
 	// Adapter state, kept by the run goroutine (atomics: read by Ready
 	// and metrics).
@@ -222,6 +223,7 @@ func Open(ctx context.Context, conn *dbus.Conn, opts Options) (_ *Adapter, err e
 		done:    make(chan struct{}),
 		stopped: make(chan struct{}),
 		devices: map[dbus.ObjectPath]*device{},
+		chars:   map[dbus.ObjectPath]charPaths{},
 	}
 	if a.disp == nil {
 		a.disp = NewDispatcher(conn, opts.CallTimeout)
@@ -540,10 +542,32 @@ func (a *Adapter) resync() {
 	a.dropExcept(seen)
 }
 
+// forgetChars drops the cached characteristics of the device at p or of
+// the device p is below (a GATT object removed: services changed).
+func (a *Adapter) forgetChars(p dbus.ObjectPath) {
+	if !a.ours(p) {
+		return
+	}
+	// /org/bluez/hciN/dev_XX_XX_XX_XX_XX_XX[/service…]
+	rest := string(p)[len(a.path)+1:]
+	if i := strings.IndexByte(rest, '/'); i >= 0 {
+		rest = rest[:i]
+	}
+	dev := a.path + "/" + dbus.ObjectPath(rest)
+	a.mu.Lock()
+	delete(a.chars, dev)
+	a.mu.Unlock()
+}
+
 // dropExcept forgets every device not in keep, reporting the locks among
 // them as gone.
 func (a *Adapter) dropExcept(keep map[dbus.ObjectPath]bool) {
 	a.mu.Lock()
+	for p := range a.chars {
+		if !keep[p] {
+			delete(a.chars, p)
+		}
+	}
 	var gone []LockInfo
 	for p, d := range a.devices {
 		if !keep[p] {
@@ -608,6 +632,7 @@ func (a *Adapter) onObjectManager(s *dbus.Signal) {
 			a.dropExcept(nil)
 			return
 		}
+		a.forgetChars(p)
 		if !slices.Contains(ifs, IfaceDevice) {
 			return
 		}
@@ -777,9 +802,22 @@ func (a *Adapter) Connect(ctx context.Context, opts DeviceOptions) (*Device, err
 	if opts.CallTimeout <= 0 {
 		opts.CallTimeout = a.opts.CallTimeout
 	}
+	if opts.Dispatcher == a.disp {
+		opts.under = a.pcSub
+		a.mu.RLock()
+		if c, ok := a.chars[opts.Path]; ok {
+			opts.cache = &c
+		}
+		a.mu.RUnlock()
+	}
 	d, err := Connect(ctx, a.conn, opts)
 	if err == nil {
 		a.connFails.Store(0)
+		if opts.under != nil {
+			a.mu.Lock()
+			a.chars[opts.Path] = charPaths{inbox: d.inboxPath, outbox: d.outboxPath}
+			a.mu.Unlock()
+		}
 		return d, nil
 	}
 	if linkFailure(err) && ctx.Err() == nil {

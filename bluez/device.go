@@ -43,6 +43,18 @@ type DeviceOptions struct {
 	Logger      *slog.Logger    // nil discards
 	// Dispatcher of the connection (Adapter.Dispatcher); required.
 	Dispatcher *Dispatcher
+
+	// Set by Adapter.Connect: subscribe under the adapter's rule, and
+	// the characteristics found on an earlier connection.
+	under *Subscription
+	cache *charPaths
+}
+
+// charPaths are a device's lock characteristics. BlueZ 5.66 keeps a
+// device's GATT objects across connections (Cache=always), so the Adapter
+// remembers them until the device or any object below it is removed.
+type charPaths struct {
+	inbox, outbox dbus.ObjectPath
 }
 
 // Device is one connected lock: a firmware/channel.Link over the lock
@@ -58,6 +70,7 @@ type Device struct {
 	dev        dbus.BusObject
 	inbox      dbus.BusObject
 	outbox     dbus.BusObject
+	inboxPath  dbus.ObjectPath
 	outboxPath dbus.ObjectPath
 	mtu        int
 	gone       <-chan struct{} // closed when this bluetoothd leaves the bus
@@ -115,8 +128,15 @@ func Connect(ctx context.Context, conn *dbus.Conn, opts DeviceOptions) (_ *Devic
 		return nil, err
 	}
 	// One subscription for the device and everything below it: its own
-	// Connected/ServicesResolved and the characteristics' Value.
-	d.sub, err = opts.Dispatcher.Subscribe(ctx, Match{Sender: BusName, PathNamespace: opts.Path, Interface: ifaceProperties, Member: "PropertiesChanged"}, opts.Queue)
+	// Connected/ServicesResolved and the characteristics' Value. Through
+	// an Adapter it needs no rule of its own (no bus round trip): the
+	// adapter's PropertiesChanged rule covers /org/bluez.
+	m := Match{Sender: BusName, PathNamespace: opts.Path, Interface: ifaceProperties, Member: "PropertiesChanged"}
+	if opts.under != nil {
+		d.sub, err = opts.Dispatcher.SubscribeUnder(opts.under, m, opts.Queue)
+	} else {
+		d.sub, err = opts.Dispatcher.Subscribe(ctx, m, opts.Queue)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -136,9 +156,11 @@ func Connect(ctx context.Context, conn *dbus.Conn, opts DeviceOptions) (_ *Devic
 		d.disconnect()
 		return nil, err
 	}
-	if err := d.findCharacteristics(ctx); err != nil {
-		d.disconnect()
-		return nil, err
+	if err := d.useCached(ctx); err != nil {
+		if err := d.findCharacteristics(ctx); err != nil {
+			d.disconnect()
+			return nil, err
+		}
 	}
 	if err := d.call(ctx, d.outbox, IfaceGattCharacteristic+".StartNotify"); err != nil {
 		d.disconnect()
@@ -210,6 +232,31 @@ func devicePropsChanged(s *dbus.Signal, path dbus.ObjectPath) (map[string]dbus.V
 	return changed, ok
 }
 
+// useCached takes the characteristics found on an earlier connection and
+// reads the MTU of this one (one small Get instead of the whole tree).
+// Any error sends the caller back to findCharacteristics.
+func (d *Device) useCached(ctx context.Context) error {
+	c := d.opts.cache
+	if c == nil || c.inbox == "" {
+		return ErrDoesNotExist
+	}
+	ctx, cancel := context.WithTimeout(ctx, d.opts.CallTimeout)
+	defer cancel()
+	var v dbus.Variant
+	if err := d.conn.Object(BusName, c.inbox).CallWithContext(ctx, ifaceProperties+".Get", 0, IfaceGattCharacteristic, "MTU").Store(&v); err != nil {
+		return MapError(err)
+	}
+	m, ok := v.Value().(uint16)
+	if !ok {
+		return ErrDoesNotExist
+	}
+	d.mtu = max(int(m), 23)
+	d.inboxPath, d.outboxPath = c.inbox, c.outbox
+	d.inbox = d.conn.Object(BusName, c.inbox)
+	d.outbox = d.conn.Object(BusName, c.outbox)
+	return nil
+}
+
 // findCharacteristics reads the tree once and caches the service's
 // characteristics and the MTU.
 func (d *Device) findCharacteristics(ctx context.Context) error {
@@ -260,6 +307,7 @@ func (d *Device) findCharacteristics(ctx context.Context) error {
 	if d.mtu < 23 {
 		d.mtu = 23 // the ATT minimum when BlueZ does not report one
 	}
+	d.inboxPath = inbox
 	d.inbox = d.conn.Object(BusName, inbox)
 	d.outbox = d.conn.Object(BusName, d.outboxPath)
 	return nil

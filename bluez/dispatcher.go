@@ -187,6 +187,10 @@ type Subscription struct {
 	chOnce  sync.Once
 	err     error
 	silent  bool
+	// parent is the subscription whose bus rule lets this one's signals
+	// in (SubscribeUnder); such a subscription has no rule of its own.
+	parent   *Subscription
+	children map[*Subscription]struct{} // guarded by d.mu
 }
 
 // Subscribe adds m's match rule on the bus (with ctx's deadline) and
@@ -258,6 +262,36 @@ func (d *Dispatcher) BluetoothdGone(ctx context.Context) (<-chan struct{}, error
 	return d.ownerLost, nil
 }
 
+// SubscribeUnder returns a subscription to m that adds no match rule of
+// its own: parent's rule must already let in every signal m selects (the
+// caller's promise; m is still filtered locally). It costs no bus round
+// trip, and is closed (C closed) when parent is. A Device connected
+// through an Adapter subscribes under the adapter's PropertiesChanged
+// subscription this way.
+func (d *Dispatcher) SubscribeUnder(parent *Subscription, m Match, queue int) (*Subscription, error) {
+	if parent == nil || parent.d != d || parent.parent != nil {
+		return nil, fmt.Errorf("%w: SubscribeUnder needs a rule-holding subscription of this dispatcher", ErrInvalidArguments)
+	}
+	if m.Path != "" && m.PathNamespace != "" {
+		return nil, fmt.Errorf("%w: Match with both Path and PathNamespace", ErrInvalidArguments)
+	}
+	if queue <= 0 {
+		queue = DefaultQueue
+	}
+	sub := &Subscription{d: d, match: m, ch: make(chan *dbus.Signal, queue), parent: parent}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, live := d.subs[parent]; !live || d.closed {
+		return nil, ErrClosed
+	}
+	if parent.children == nil {
+		parent.children = map[*Subscription]struct{}{}
+	}
+	parent.children[sub] = struct{}{}
+	d.subs[sub] = struct{}{}
+	return sub, nil
+}
+
 func (d *Dispatcher) withDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
 	if _, ok := ctx.Deadline(); ok {
 		return context.WithCancel(ctx)
@@ -292,9 +326,18 @@ func (s *Subscription) Close() error {
 		_, live := d.subs[s]
 		delete(d.subs, s)
 		s.closeCh()
+		if s.parent != nil {
+			delete(s.parent.children, s)
+		}
+		for c := range s.children {
+			// Their signals no longer reach the connection.
+			delete(d.subs, c)
+			c.closeCh()
+		}
+		clear(s.children)
 		closed := d.closed
 		d.mu.Unlock()
-		if live && !closed {
+		if live && !closed && s.parent == nil {
 			s.err = d.removeMatch(s.rule)
 		}
 	})
@@ -311,7 +354,9 @@ func (d *Dispatcher) Close() error {
 		d.closed = true
 		subs := make([]*Subscription, 0, len(d.subs))
 		for s := range d.subs {
-			subs = append(subs, s)
+			if s.parent == nil {
+				subs = append(subs, s)
+			}
 			s.closeCh()
 		}
 		clear(d.subs)

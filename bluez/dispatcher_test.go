@@ -2,6 +2,7 @@ package bluez
 
 import (
 	"context"
+	"errors"
 	"runtime"
 	"testing"
 	"time"
@@ -161,5 +162,59 @@ func TestMatchRule(t *testing.T) {
 	want := "type='signal',sender='org.bluez',path_namespace='/org/bluez',interface='org.freedesktop.DBus.ObjectManager',member='InterfacesAdded'"
 	if got := m.Rule(); got != want {
 		t.Fatalf("Rule = %s", got)
+	}
+}
+
+// TestSubscribeUnder: a subscription under another adds no match rule,
+// receives what its own match selects among the parent's signals, and is
+// closed with its parent.
+func TestSubscribeUnder(t *testing.T) {
+	bus := dbustest.Start(t)
+	c, src, via := bus.Conn(t), bus.Conn(t), bus.Conn(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	d := NewDispatcher(c, 5*time.Second)
+	defer d.Close()
+	parent, err := d.Subscribe(ctx, Match{Sender: src.Names()[0], PathNamespace: "/org/bluez", Interface: "org.freedesktop.DBus.Properties"}, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules := matchRules(t, bus, via, c)
+	child, err := d.SubscribeUnder(parent, Match{PathNamespace: "/org/bluez/hci0/dev_A", Interface: "org.freedesktop.DBus.Properties"}, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := matchRules(t, bus, via, c); got != rules {
+		t.Fatalf("SubscribeUnder added rules: %d, before %d", got, rules)
+	}
+	for _, p := range []dbus.ObjectPath{"/org/bluez/hci0/dev_B", "/org/bluez/hci0/dev_A/char000d"} {
+		if err := src.Emit(p, "org.freedesktop.DBus.Properties.PropertiesChanged", "x", map[string]dbus.Variant{}, []string{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case s := <-child.C():
+		if s.Path != "/org/bluez/hci0/dev_A/char000d" {
+			t.Fatalf("child got %s", s.Path)
+		}
+	case <-ctx.Done():
+		t.Fatal("child got nothing")
+	}
+	if _, err := d.SubscribeUnder(child, Match{}, 0); !errors.Is(err, ErrInvalidArguments) {
+		t.Fatalf("under a rule-less subscription: %v", err)
+	}
+	if err := parent.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for range child.C() { // drained, then closed with its parent
+	}
+	if err := child.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := matchRules(t, bus, via, c); got != rules-1 {
+		t.Fatalf("rules after closing both: %d, want %d", got, rules-1)
+	}
+	if _, err := d.SubscribeUnder(parent, Match{}, 0); !errors.Is(err, ErrClosed) {
+		t.Fatalf("under a closed parent: %v", err)
 	}
 }

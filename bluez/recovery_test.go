@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/godbus/dbus/v5"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/gatewayd/gatewayd/bluez"
@@ -330,5 +331,84 @@ func TestLinkFaultsAreRetryable(t *testing.T) {
 	}
 	if err := bluez.Pair(w.ctx, w.conn, agent, info.Path, win.Passkey); err != nil {
 		t.Fatalf("pairing again: %v", err)
+	}
+}
+
+// TestCharacteristicsRememberedPerDevice: BlueZ keeps a device's GATT
+// objects across connections, so the client reads the object tree
+// (GetManagedObjects, whose size grows with every device nearby) only on
+// the first connection to a device, and again once the device was
+// removed. The calls are counted by a monitor on the bus.
+func TestCharacteristicsRememberedPerDevice(t *testing.T) {
+	const addr = "C0:00:00:00:07:01"
+	w := newPairWorld(t, addr)
+	mon := w.bus.Conn(t)
+	if err := mon.BusObject().CallWithContext(w.ctx, "org.freedesktop.DBus.Monitoring.BecomeMonitor", 0,
+		[]string{"type='method_call',member='GetManagedObjects',sender='" + w.conn.Names()[0] + "'",
+			"type='method_call',member='Ping',sender='" + w.conn.Names()[0] + "'"}, uint32(0)).Err; err != nil {
+		t.Fatal(err)
+	}
+	seen := make(chan *dbus.Message, 64)
+	mon.Eavesdrop(seen)
+	total := 0
+	count := func() int {
+		// A Ping from the client is a barrier: the monitor gets one
+		// sender's messages in order, so every earlier call is counted
+		// once it sees the Ping.
+		t.Helper()
+		if err := w.conn.Object(bluez.BusName, "/").CallWithContext(w.ctx, "org.freedesktop.DBus.Peer.Ping", 0).Err; err != nil {
+			t.Fatal(err)
+		}
+		for {
+			select {
+			case m := <-seen:
+				switch member, _ := m.Headers[dbus.FieldMember].Value().(string); {
+				case m.Type != dbus.TypeMethodCall:
+					// The monitor's own NameLost, for one.
+				case member == "Ping":
+					return total
+				case member == "GetManagedObjects":
+					total++
+				}
+			case <-w.ctx.Done():
+				t.Fatal("the monitor saw no Ping")
+			}
+		}
+	}
+	cycle := func() {
+		t.Helper()
+		info := w.lockInfo(addr)
+		dev, err := w.ad.Connect(w.ctx, bluez.DeviceOptions{Path: info.Path})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := dev.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cycle()
+	if n := count(); n != 1 {
+		t.Fatalf("first connection: %d GetManagedObjects, want 1", n)
+	}
+	cycle()
+	cycle()
+	if n := count(); n != 1 {
+		t.Fatalf("two more connections: %d GetManagedObjects in all, want still 1", n)
+	}
+	// Out of range (no advertisement brings it back at once), removed,
+	// then back.
+	if err := w.emu.LeaveRange(addr); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.ad.RemoveBond(w.ctx, addr); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the device removed", func() bool { return len(w.ad.Locks()) == 0 })
+	if err := w.emu.EnterRange(addr); err != nil {
+		t.Fatal(err)
+	}
+	cycle()
+	if n := count(); n != 2 {
+		t.Fatalf("after the device was removed: %d GetManagedObjects in all, want 2", n)
 	}
 }
