@@ -11,8 +11,7 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
-	"github.com/gatewayd/gatewayd/firmware/channel"
-	"github.com/gatewayd/gatewayd/firmware/fragment"
+	"github.com/gatewayd/gatewayd/bluez/internal/locklink"
 	"github.com/gatewayd/gatewayd/firmware/lock"
 )
 
@@ -85,57 +84,41 @@ func (g *gattObjects) registered() bool {
 }
 
 // connection is one LE connection to a hosted lock: the lock's protocol
-// link. The GATT objects it is reached through belong to the device.
+// link. The GATT objects it is reached through belong to the device. The
+// lock's side of it is a locklink.Link, the same adapter bluez/peripheral
+// puts between the lock and a real bluetoothd: Inbox writes are
+// Delivered to it, and its notifications come out through notify.
 type connection struct {
 	e        *Emulator
 	d        *device
 	mtu      int
 	hook     func(kind string) // tests: called as an exchange is delayed
-	in       chan []byte
+	lk       *locklink.Link
 	cancel   context.CancelFunc
-	done     chan struct{}
+	done     <-chan struct{} // lk.Done()
 	stopOnce sync.Once
 }
 
 func (c *connection) stop() {
 	c.stopOnce.Do(func() {
 		c.cancel()
-		close(c.done)
+		c.lk.Close()
 	})
 }
 
-// link is the lock's side of the connection: it implements channel.Link.
-type link struct{ c *connection }
-
-func (l link) MTU() int { return l.c.mtu }
-
-func (l link) ReadPacket(ctx context.Context) ([]byte, error) {
-	select {
-	case p := <-l.c.in:
-		return p, nil
-	case <-l.c.done:
-		return nil, errLinkDown
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
-
-// WritePacket sends a notification on Outbox: a PropertiesChanged of its
+// notify sends a notification on Outbox: a PropertiesChanged of its
 // Value, as BlueZ reports a notification. Without notifications enabled
 // on this connection (no registered notify session, so the CCC is off)
 // the packet is dropped, as the ATT layer would.
-func (l link) WritePacket(ctx context.Context, p []byte) error {
-	if len(p) > l.c.mtu-3 {
-		return fmt.Errorf("emulator: notification of %d bytes, ATT_MTU %d", len(p), l.c.mtu)
-	}
-	e := l.c.e
-	if err := l.c.exchangeDelay(ctx, "notify"); err != nil {
+func (c *connection) notify(ctx context.Context, p []byte) error {
+	e := c.e
+	if err := c.exchangeDelay(ctx, "notify"); err != nil {
 		return err
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	d := l.c.d
-	if d.conn != l.c {
+	d := c.d
+	if d.conn != c {
 		return errLinkDown
 	}
 	if g := d.gatt; g.registered() {
@@ -267,9 +250,12 @@ func (e *Emulator) connections() int {
 // registered again, ServicesResolved, and the lock's Serve.
 func (e *Emulator) connectLocked(d *device, l *lock.Lock) {
 	ctx, cancel := context.WithCancel(e.ctx)
-	c := &connection{e: e, d: d, mtu: e.opts.MTU,
-		in: make(chan []byte, 1024), cancel: cancel, done: make(chan struct{}),
-		hook: e.exchangeHook}
+	c := &connection{e: e, d: d, mtu: e.opts.MTU, cancel: cancel, hook: e.exchangeHook}
+	lk, err := locklink.New(locklink.Options{MTU: c.mtu, Notify: c.notify})
+	if err != nil {
+		panic(err) // Start checked the MTU
+	}
+	c.lk, c.done = lk, lk.Done()
 	d.conn = c
 	e.setProps(d.path, ifaceDevice, map[string]dbus.Variant{"Connected": v(true)})
 	if d.gatt == nil {
@@ -282,8 +268,7 @@ func (e *Emulator) connectLocked(d *device, l *lock.Lock) {
 	e.setProps(d.path, ifaceDevice, map[string]dbus.Variant{"ServicesResolved": v(true)})
 	addr := e.opts.AdapterAddress
 	e.wg.Go(func() {
-		t := channel.NewFragmentTransport(link{c}, fragment.Options{})
-		err := l.Serve(ctx, t, lock.Peer{Address: addr})
+		err := locklink.Serve(ctx, l, c.lk, addr)
 		e.log.Debug("lock connection ended", "device", d.addr, "err", err)
 	})
 	e.log.Debug("connected", "device", d.addr)
@@ -491,14 +476,13 @@ func (h charHandler) WriteValue(m dbus.Message, value []byte, opts map[string]db
 	if c.exchangeDelay(e.ctx, "write") != nil {
 		return notConnected()
 	}
-	pkt := append([]byte(nil), value...)
-	t := time.NewTimer(e.opts.CallTimeout)
-	defer t.Stop()
-	select {
-	case c.in <- pkt:
-	case <-c.done:
+	dctx, cancel := context.WithTimeout(e.ctx, e.opts.CallTimeout)
+	err := c.lk.Deliver(dctx, value)
+	cancel()
+	switch {
+	case errors.Is(err, locklink.ErrLinkDown) || e.ctx.Err() != nil:
 		return notConnected()
-	case <-t.C:
+	case err != nil:
 		return bluezErr("Failed", "Operation failed with ATT error: 0x0e")
 	}
 	e.mu.Lock()

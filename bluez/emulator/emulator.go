@@ -177,6 +177,9 @@ func Start(ctx context.Context, opts Options) (*Emulator, error) {
 	if opts.ExchangeLatency < 0 {
 		return nil, fmt.Errorf("%w: ExchangeLatency %v", ErrBadOptions, opts.ExchangeLatency)
 	}
+	if opts.MTU < 23 || opts.MTU > 517 {
+		return nil, fmt.Errorf("%w: MTU %d: want 23..517", ErrBadOptions, opts.MTU)
+	}
 	conn, err := dbus.Connect(opts.Addr, dbus.WithContext(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("emulator: connecting to %s: %w", opts.Addr, err)

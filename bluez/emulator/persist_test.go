@@ -281,7 +281,7 @@ func TestNotifySessionsAcrossConnections(t *testing.T) {
 	e.mu.Lock()
 	c := e.devices[addr].conn
 	e.mu.Unlock()
-	if err := (link{c}).WritePacket(ctxT(t), []byte{7}); err != nil {
+	if err := c.lk.WritePacket(ctxT(t), []byte{7}); err != nil {
 		t.Fatal(err)
 	}
 	tr.expect("notification", "/service000a/char000d Value=[7]")
