@@ -3,6 +3,7 @@ package bluez_test
 import (
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -83,14 +84,15 @@ func TestRestartMidCommand(t *testing.T) {
 
 	act := w.acts[addr]
 	moving, release := make(chan struct{}), make(chan struct{})
-	act.BeforeMove = func(command.LockState) error {
-		close(moving)
+	var once sync.Once
+	act.SetBeforeMove(func(command.LockState) error {
+		once.Do(func() { close(moving) })
 		select { // the crash takes the link; then the bolt moves
 		case <-release:
 		case <-time.After(30 * time.Second):
 		}
 		return nil
-	}
+	})
 	_, lc := w.dial(addr)
 	op := w.fleet.Operator(t, "otto", cred.RoleOperator)
 	signed, err := command.Sign(op.Key, op.Cert.Raw, command.Body{LockID: w.locks[addr].ID(), Op: command.OpUnlock,
@@ -119,7 +121,6 @@ func TestRestartMidCommand(t *testing.T) {
 	if !errors.Is(err, bluez.ErrBusGone) || !bluez.Retryable(err) {
 		t.Fatalf("command in flight: %v, want a retryable ErrBusGone", err)
 	}
-	act.BeforeMove = nil
 	close(release)
 	e2 := <-restarted
 	if e2 == nil {

@@ -46,6 +46,16 @@ func (a *Actuator) Move(target command.LockState) error {
 	return nil
 }
 
+// SetBeforeMove sets BeforeMove under the actuator's lock, for a test
+// that sets it while the lock may be serving (the lock's goroutine reads
+// it in Move, and the race detector does not see the ordering that a
+// socket between them gives).
+func (a *Actuator) SetBeforeMove(f func(target command.LockState) error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.BeforeMove = f
+}
+
 // Moves returns how many times the bolt moved.
 func (a *Actuator) Moves() int {
 	a.mu.Lock()
