@@ -9,6 +9,13 @@ set -euo pipefail
 need=(
   "git:git"
   "dbus-daemon:dbus-daemon"   # bluez/: a private system bus for the BlueZ emulator
+  # bluez/internal/realbluez (scripts/qemu/): real BlueZ under qemu (TCG)
+  "qemu-system-x86_64:qemu-system-x86"
+  "cpio:cpio"                 # the initramfs archive
+  "zstd:zstd"                 # its compression
+  "depmod:kmod"               # modules.dep of the extracted kernel
+  "dpkg-deb:dpkg"             # extracting the guest's Debian packages
+  "apt-get:apt"               # apt-get download, apt-cache depends
 )
 
 missing=()
@@ -25,6 +32,16 @@ if ((${#missing[@]})); then
   echo "deps: installing ${missing[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# The real-BlueZ tier downloads its guest's Debian packages: apt needs
+# package lists.
+if ! apt-cache show linux-image-amd64 >/dev/null 2>&1; then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "deps: apt has no package lists; run as root or: sudo apt-get update" >&2
+    exit 1
+  fi
+  apt-get update -qq
 fi
 
 command -v go >/dev/null 2>&1 || { echo "deps: Go 1.26 is required (see README)" >&2; exit 1; }

@@ -65,3 +65,25 @@ func (w *bondWindow) pair(addr string, passkey uint32, now time.Time) error {
 	*w = bondWindow{}
 	return nil
 }
+
+// passkeyFor returns the open window's passkey when it is open for addr.
+func (w *bondWindow) passkeyFor(addr string, now time.Time) (uint32, bool) {
+	if w.until.IsZero() || !now.Before(w.until) || addr != w.addr {
+		return 0, false
+	}
+	return w.passkey, true
+}
+
+// fail counts a pairing with addr that failed below the lock (in SMP),
+// as a wrong passkey.
+func (w *bondWindow) fail(addr string, now time.Time) error {
+	if _, open := w.passkeyFor(addr, now); !open {
+		return fmt.Errorf("%w: no bond window is open for this peer", ErrPairingRefused)
+	}
+	w.failures++
+	if w.failures >= MaxPairingFailures {
+		*w = bondWindow{}
+		return fmt.Errorf("%w: pairing failed; %d failures closed the window", ErrPairingRefused, MaxPairingFailures)
+	}
+	return fmt.Errorf("%w: pairing failed", ErrPairingRefused)
+}

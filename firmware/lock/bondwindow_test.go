@@ -69,3 +69,34 @@ func TestThreeWrongPasskeysCloseWindow(t *testing.T) {
 		t.Fatal("the right passkey was accepted after three wrong ones")
 	}
 }
+
+// BondPasskey gives the window's passkey to the right peer only, while the
+// window is open; PairingFailed counts like a wrong passkey, and three
+// close the window.
+func TestBondPasskeyAndPairingFailed(t *testing.T) {
+	now := time.Unix(1000, 0)
+	w := bondWindow{addr: "aa", passkey: 654321, until: now.Add(30 * time.Second)}
+	if pk, ok := w.passkeyFor("aa", now); !ok || pk != 654321 {
+		t.Fatalf("passkeyFor(aa) = %d, %v", pk, ok)
+	}
+	if _, ok := w.passkeyFor("bb", now); ok {
+		t.Fatal("passkey given to another peer")
+	}
+	if _, ok := w.passkeyFor("aa", now.Add(30*time.Second)); ok {
+		t.Fatal("passkey given after the window closed")
+	}
+	if err := w.fail("bb", now); !errors.Is(err, ErrPairingRefused) || w.failures != 0 {
+		t.Fatalf("a stranger's failure: %v, %d failures", err, w.failures)
+	}
+	for i := 1; i <= MaxPairingFailures; i++ {
+		if err := w.fail("aa", now); !errors.Is(err, ErrPairingRefused) {
+			t.Fatalf("failure %d: %v", i, err)
+		}
+		if _, open := w.passkeyFor("aa", now); open != (i < MaxPairingFailures) {
+			t.Fatalf("after %d failures the window is open=%v", i, open)
+		}
+	}
+	if err := w.pair("aa", 654321, now); !errors.Is(err, ErrPairingRefused) {
+		t.Fatalf("right passkey after the window closed: %v", err)
+	}
+}

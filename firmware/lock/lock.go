@@ -202,6 +202,31 @@ func (l *Lock) Pair(addr string, passkey uint32) error {
 	return nil
 }
 
+// BondPasskey returns the one-time passkey of the bond window open for
+// addr, and whether one is open. A BLE stack that asks the lock for the
+// passkey of a pairing (BlueZ's Agent1.RequestPasskey, the nRF SoftDevice's
+// static passkey) gives SMP this value; SMP itself then checks what the
+// peer entered. It is a secret: never log it.
+func (l *Lock) BondPasskey(addr string) (uint32, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.window.passkeyFor(addr, l.nowLocked())
+}
+
+// PairingFailed is called by a BLE stack that checks the passkey itself
+// (SMP's confirm values) when pairing with addr failed: it counts like a
+// wrong passkey given to Pair, and three failures close the window. It
+// returns the error Pair would have returned.
+func (l *Lock) PairingFailed(addr string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.nowLocked()
+	err := l.window.fail(addr, now)
+	l.record(Event{Kind: audit.EventPairingFailed, Actor: addrActor(addr)})
+	l.lo.fail(addr, now)
+	return err
+}
+
 // record appends to the audit log. A full or failing log must not stop
 // the lock from working; the failure is logged.
 func (l *Lock) record(e Event) {
