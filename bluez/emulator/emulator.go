@@ -232,8 +232,9 @@ func (e *Emulator) adapterProps() map[string]dbus.Variant {
 			"00001800-0000-1000-8000-00805f9b34fb", "00001801-0000-1000-8000-00805f9b34fb",
 			"0000110e-0000-1000-8000-00805f9b34fb", "0000110c-0000-1000-8000-00805f9b34fb",
 		}),
+		// No ExperimentalFeatures: 5.66 has it only with experimental
+		// features enabled (bluetoothd -E).
 		"Modalias": v("usb:v1D6Bp0246d0542"), "Roles": v([]string{"central", "peripheral"}),
-		"ExperimentalFeatures": v([]string{}),
 	}
 }
 

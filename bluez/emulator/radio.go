@@ -26,7 +26,9 @@ type LockOptions struct {
 	// PropertiesChanged.
 	RSSI   int16
 	Jitter int16
-	// TxPower is the advertised TX power; default 4 dBm.
+	// TxPower is the advertised TX power (a TX Power Level AD structure);
+	// 0, the default, advertises none, as the lock's advertisement
+	// (docs/protocol.md §1.1) does, and Device1 then has no TxPower.
 	TxPower int16
 	// Battery is the battery percentage advertised; nil reports 100.
 	Battery func() uint8
@@ -70,9 +72,6 @@ func (e *Emulator) AddLock(l *lock.Lock, addr string, opts LockOptions) error {
 		opts.Jitter = 3
 	case opts.Jitter < 0:
 		opts.Jitter = 0
-	}
-	if opts.TxPower == 0 {
-		opts.TxPower = 4
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -221,14 +220,22 @@ func (e *Emulator) deviceProps(h *hosted, rssi int16, md map[uint16]dbus.Variant
 		at = "public"
 	}
 	bonded := e.bonds[h.addr]
-	return map[string]dbus.Variant{
+	// No AdvertisingFlags: real bluetoothd 5.66 did not expose it for the
+	// lock in the real-BlueZ tier (bluez/internal/realbluez
+	// TestDifferential).
+	ps := map[string]dbus.Variant{
 		"Address": v(h.addr), "AddressType": v(at), "Name": v(h.opts.Name), "Alias": v(h.opts.Name),
 		"Paired": v(bonded), "Bonded": v(bonded), "Trusted": v(false), "Blocked": v(false),
 		"LegacyPairing": v(false), "Connected": v(false), "ServicesResolved": v(false),
-		"RSSI": v(rssi), "TxPower": v(h.opts.TxPower), "ManufacturerData": v(md),
+		"RSSI": v(rssi), "ManufacturerData": v(md),
 		"UUIDs": v([]string{ServiceUUID}), "Adapter": v(e.adapter),
-		"AdvertisingFlags": v([]byte{0x06}),
 	}
+	if h.opts.TxPower != 0 {
+		// src/device.c: TxPower exists only once a TX Power Level AD
+		// structure was seen.
+		ps["TxPower"] = v(h.opts.TxPower)
+	}
+	return ps
 }
 
 // removeDeviceLocked removes d as src/device.c device_remove →
