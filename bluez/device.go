@@ -392,8 +392,43 @@ func (d *Device) disconnect() error {
 	return d.call(ctx, d.dev, IfaceDevice+".Disconnect")
 }
 
-// Close stops notifications, disconnects (each bounded by CallTimeout) and
-// removes the match rule. It is idempotent; ReadPacket then returns
+// waitDisconnected waits (bounded by ctx) for Connected to turn false:
+// bluetoothd answers Disconnect before the link is torn down, and a new
+// connection to the same device in between has crashed Debian's 6.1
+// kernel (hci_chan_del) in the real-BlueZ tier.
+func (d *Device) waitDisconnected(ctx context.Context) {
+	if !d.readMu.TryLock() {
+		return // a reader is in ReadPacket: it consumes the signals
+	}
+	defer d.readMu.Unlock()
+	if d.lost != nil && errors.Is(d.lost, ErrNotConnected) {
+		return // ReadPacket saw it
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			d.log.Debug("Connected stayed true after Disconnect", "err", ctx.Err())
+			return
+		case <-d.gone:
+			return
+		case s, open := <-d.sub.C():
+			if !open {
+				return
+			}
+			if s.Sequence < d.since {
+				continue
+			}
+			if changed, isDev := devicePropsChanged(s, d.opts.Path); isDev {
+				if c, has := changed["Connected"].Value().(bool); has && !c {
+					return
+				}
+			}
+		}
+	}
+}
+
+// Close stops notifications, disconnects and waits for Connected to turn
+// false (all bounded by CallTimeout), and removes the subscription. It is idempotent; ReadPacket then returns
 // ErrClosed.
 func (d *Device) Close() error {
 	d.closeOnce.Do(func() {
@@ -404,9 +439,13 @@ func (d *Device) Close() error {
 		}
 		// A device already disconnected, or gone with a bluetoothd that
 		// left the bus, is closed already.
-		if err := d.disconnect(); err != nil && !errors.Is(err, ErrNotConnected) &&
+		err := d.disconnect()
+		if err != nil && !errors.Is(err, ErrNotConnected) &&
 			!errors.Is(err, ErrDoesNotExist) && !errors.Is(err, ErrBusGone) {
 			d.closeErr = fmt.Errorf("bluez: Disconnect: %w", err)
+		}
+		if err == nil {
+			d.waitDisconnected(ctx)
 		}
 		if err := d.sub.Close(); err != nil && d.closeErr == nil {
 			d.closeErr = err

@@ -176,3 +176,34 @@ func TestDeviceConnectErrors(t *testing.T) {
 		t.Fatalf("Connect without Dispatcher = %v", err)
 	}
 }
+
+// TestDeviceCloseWaitsForDisconnect: bluetoothd answers Disconnect before
+// the link is down; Close returns only once Connected turned false, so
+// that an immediate reconnect never meets a half-torn-down link.
+func TestDeviceCloseWaitsForDisconnect(t *testing.T) {
+	e, g, disp := newGATTEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	d, err := Connect(ctx, e.client, DeviceOptions{Path: g.Device, Dispatcher: disp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	g.SetLateDisconnect(release)
+	closed := make(chan error, 1)
+	go func() { closed <- d.Close() }()
+	select {
+	case err := <-closed:
+		t.Fatalf("Close returned (%v) while Connected was still true", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-ctx.Done():
+		t.Fatal("Close did not return after Connected turned false")
+	}
+}

@@ -36,6 +36,16 @@ type GATT struct {
 	notifying    bool
 	connectError *dbus.Error
 	noResolve    bool
+	lateDown     <-chan struct{}
+}
+
+// SetLateDisconnect makes Disconnect answer at once and turn Connected
+// false only once release is closed, as bluetoothd answers before the
+// link is torn down (nil restores the immediate change).
+func (g *GATT) SetLateDisconnect(release <-chan struct{}) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.lateDown = release
 }
 
 // SetConnectError makes Connect fail with a D-Bus error name and message
@@ -144,8 +154,18 @@ func (d gattDevice) Connect() *dbus.Error {
 
 func (d gattDevice) Disconnect() *dbus.Error {
 	b := d.g.b
-	b.setProp(d.g.Device, ifaceDevice, "ServicesResolved", dbus.MakeVariant(false))
-	b.setProp(d.g.Device, ifaceDevice, "Connected", dbus.MakeVariant(false))
+	d.g.mu.Lock()
+	late := d.g.lateDown
+	d.g.mu.Unlock()
+	down := func() {
+		b.setProp(d.g.Device, ifaceDevice, "ServicesResolved", dbus.MakeVariant(false))
+		b.setProp(d.g.Device, ifaceDevice, "Connected", dbus.MakeVariant(false))
+	}
+	if late == nil {
+		down()
+		return nil
+	}
+	go func() { <-late; down() }()
 	return nil
 }
 
