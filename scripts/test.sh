@@ -7,6 +7,14 @@ cd "$(dirname "$0")/.."
 
 scripts/deps.sh
 
+# The real-BlueZ tier's first run downloads and extracts its guest's Debian
+# packages (about 100 s on a fresh machine): start that now, beside the
+# static checks; its test waits for the cache's lock.
+prefetch=$(mktemp -d)
+scripts/qemu/build-image.sh "$prefetch" >"$prefetch/log" 2>&1 &
+prefetch_pid=$!
+trap 'kill $prefetch_pid 2>/dev/null || true; wait $prefetch_pid 2>/dev/null || true; rm -rf "$prefetch"' EXIT
+
 echo "== gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [[ -n $unformatted ]]; then
