@@ -13,7 +13,7 @@
 # Extra flags go to the dock demo (e.g. -locks 20 -v).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/deps.sh
+scripts/deps.sh demo
 go run ./firmware/cmd/channeldemo
 echo
 exec go run ./cmd/dockdemo "$@"

@@ -3,12 +3,18 @@
 # machine lacks. Idempotent; safe to run on a fresh Debian machine as root.
 # Go modules (staticcheck included, pinned in go.mod's tool block) come from
 # the Go module proxy through the go command itself.
+#
+#   scripts/deps.sh        # everything the test suite needs
+#   scripts/deps.sh demo   # only what scripts/demo.sh needs (no qemu tier)
 set -euo pipefail
+profile=${1:-test}
 
 # command-name:debian-package pairs. Add a line when a test needs a new tool.
 need=(
   "git:git"
   "dbus-daemon:dbus-daemon"   # bluez/: a private system bus for the BlueZ emulator
+)
+[[ $profile == demo ]] || need+=(
   # bluez/internal/realbluez (scripts/qemu/): real BlueZ under qemu (TCG)
   "qemu-system-x86_64:qemu-system-x86"
   "cpio:cpio"                 # the initramfs archive
@@ -36,7 +42,7 @@ fi
 
 # The real-BlueZ tier downloads its guest's Debian packages: apt needs
 # package lists.
-if ! apt-cache show linux-image-amd64 >/dev/null 2>&1; then
+if [[ $profile != demo ]] && ! apt-cache show linux-image-amd64 >/dev/null 2>&1; then
   if [[ $(id -u) -ne 0 ]]; then
     echo "deps: apt has no package lists; run as root or: sudo apt-get update" >&2
     exit 1
