@@ -88,12 +88,9 @@ func (e *Emulator) pairFailLocked(addr string) bool {
 func (e *Emulator) LeaveRange(addr string) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.closed {
-		return ErrClosed
-	}
-	h, ok := e.locks[addr]
-	if !ok {
-		return fmt.Errorf("%w: %s", ErrNoSuchLock, addr)
+	h, err := e.hostedLocked(addr)
+	if err != nil {
+		return err
 	}
 	e.leaveRangeLocked(h)
 	return nil
@@ -111,12 +108,9 @@ func (e *Emulator) leaveRangeLocked(h *hosted) {
 func (e *Emulator) EnterRange(addr string) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.closed {
-		return ErrClosed
-	}
-	h, ok := e.locks[addr]
-	if !ok {
-		return fmt.Errorf("%w: %s", ErrNoSuchLock, addr)
+	h, err := e.hostedLocked(addr)
+	if err != nil {
+		return err
 	}
 	h.inRange = true
 	return nil

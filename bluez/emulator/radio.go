@@ -88,6 +88,18 @@ func (e *Emulator) AddLock(l *lock.Lock, addr string, opts LockOptions) error {
 	return nil
 }
 
+// hostedLocked is the lock hosted at addr; e.mu is held.
+func (e *Emulator) hostedLocked(addr string) (*hosted, error) {
+	if e.closed {
+		return nil, ErrClosed
+	}
+	h, ok := e.locks[addr]
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", ErrNoSuchLock, addr)
+	}
+	return h, nil
+}
+
 // RemoveLock takes the lock at addr out of range for good (LeaveRange,
 // then the lock is no longer hosted): its connection drops at once, and
 // its device disappears (InterfacesRemoved) when AwayTimeout has passed
@@ -95,12 +107,9 @@ func (e *Emulator) AddLock(l *lock.Lock, addr string, opts LockOptions) error {
 func (e *Emulator) RemoveLock(addr string) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.closed {
-		return ErrClosed
-	}
-	h, ok := e.locks[addr]
-	if !ok {
-		return fmt.Errorf("%w: %s", ErrNoSuchLock, addr)
+	h, err := e.hostedLocked(addr)
+	if err != nil {
+		return err
 	}
 	e.leaveRangeLocked(h)
 	delete(e.locks, addr)
