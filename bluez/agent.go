@@ -44,6 +44,13 @@ type AgentOptions struct {
 	// RetryMin and RetryMax bound the jittered backoff between attempts
 	// to register with a new bluetoothd; 0 is 100 ms and 10 s.
 	RetryMin, RetryMax time.Duration
+	// NotDefault registers the agent without making it the default one.
+	// bluetoothd sends the requests of a pairing to the agent of the
+	// connection that called Pair, so the gateway's pairings still reach
+	// it; other requests go to the default agent. For a bluetoothd shared
+	// with another role (the real-BlueZ tier's lock); a dock's gateway
+	// leaves it false.
+	NotDefault bool
 }
 
 // Agent is the gateway's org.bluez.Agent1, exported on the client's
@@ -162,6 +169,11 @@ func NewAgent(ctx context.Context, conn *dbus.Conn, opts AgentOptions) (_ *Agent
 func (a *Agent) register(ctx context.Context) error {
 	if err := a.call(ctx, "RegisterAgent", a.opts.Path, AgentCapability); err != nil {
 		return fmt.Errorf("bluez: RegisterAgent: %w", err)
+	}
+	if a.opts.NotDefault {
+		a.registrations.Add(1)
+		a.log.Debug("agent registered, not as the default", "capability", AgentCapability)
+		return nil
 	}
 	if err := a.call(ctx, "RequestDefaultAgent", a.opts.Path); err != nil {
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.opts.CallTimeout)

@@ -165,7 +165,8 @@ type Emulator struct {
 func v(x any) dbus.Variant { return dbus.MakeVariant(x) }
 
 // Start connects to the bus at opts.Addr, exports the adapter and owns
-// org.bluez.
+// org.bluez. ctx bounds the start only: the emulator runs until Close
+// (a Restart from inside a short-lived context must outlive it).
 func Start(ctx context.Context, opts Options) (*Emulator, error) {
 	opts.defaults()
 	if opts.Addr == "" {
@@ -180,7 +181,12 @@ func Start(ctx context.Context, opts Options) (*Emulator, error) {
 	if opts.MTU < 23 || opts.MTU > 517 {
 		return nil, fmt.Errorf("%w: MTU %d: want 23..517", ErrBadOptions, opts.MTU)
 	}
-	conn, err := dbus.Connect(opts.Addr, dbus.WithContext(ctx))
+	// Not dbus.WithContext(ctx): godbus closes such a connection when
+	// ctx ends.
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("emulator: start: %w", err)
+	}
+	conn, err := dbus.Connect(opts.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("emulator: connecting to %s: %w", opts.Addr, err)
 	}

@@ -301,3 +301,25 @@ func TestSeedMakesTheRadioReproducible(t *testing.T) {
 		t.Fatalf("seeds 1 and 2 gave the same radio %v", a)
 	}
 }
+
+// TestOutlivesStartContext: Start's context bounds the start only; the
+// emulator keeps org.bluez after it ends, until Close (a Restart called
+// from inside a short-lived context must not die with it).
+func TestOutlivesStartContext(t *testing.T) {
+	w := newWorld(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	e, err := Start(ctx, Options{Addr: w.bus.Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	cancel()
+	time.Sleep(50 * time.Millisecond) // godbus would close a WithContext connection by now
+	var objs map[dbus.ObjectPath]map[string]map[string]dbus.Variant
+	if err := w.client.Object(busName, "/").CallWithContext(ctxT(t), ifaceOM+".GetManagedObjects", 0).Store(&objs); err != nil {
+		t.Fatalf("after Start's context ended: %v", err)
+	}
+	if _, err := Start(ctx, Options{Addr: w.bus.Addr}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Start with an ended context: %v", err)
+	}
+}

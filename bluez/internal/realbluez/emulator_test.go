@@ -36,7 +36,11 @@ func runEmulator(t *testing.T) []realbluez.Result {
 		t.Fatal(err)
 	}
 	conn := bus.Conn(t)
-	agent, err := bluez.NewAgent(ctx, conn, bluez.AgentOptions{})
+	// As in the guest (cmd/bletier): not the default agent, and with a
+	// dispatcher so that it registers again after the restart scenario.
+	disp := bluez.NewDispatcher(conn, 5*time.Second)
+	defer disp.Close()
+	agent, err := bluez.NewAgent(ctx, conn, bluez.AgentOptions{NotDefault: true, Dispatcher: disp})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -119,6 +119,22 @@ func BootImage(ctx context.Context, img *Image, out string, params ...string) (*
 	return b, nil
 }
 
+// oopsMarkers start the lines a Linux kernel prints when it oopses.
+var oopsMarkers = []string{"general protection fault", "BUG: ", "Oops: ", "kernel BUG at", "list_del corruption"}
+
+// KernelOops returns the first line of console that reports a kernel
+// oops, trimmed, or "" when there is none.
+func KernelOops(console string) string {
+	for _, line := range strings.Split(console, "\n") {
+		for _, m := range oopsMarkers {
+			if strings.Contains(line, m) {
+				return strings.TrimSpace(line)
+			}
+		}
+	}
+	return ""
+}
+
 // Results reads the boot's results.jsonl.
 func (b *Boot) Results() ([]Result, error) {
 	return ReadResults(filepath.Join(b.Out, "results.jsonl"))

@@ -33,9 +33,12 @@ var (
 	realOnce  sync.Once
 	realBoots = map[string]*realbluez.Boot{}
 	realErrs  = map[string]error{}
-	realImage *realbluez.Image
-	realErr   error
-	realDir   string
+	// realOopses records, per mode, the guest kernel oops that made the
+	// first boot fail and the boot run again (see realBlueZ).
+	realOopses = map[string]string{}
+	realImage  *realbluez.Image
+	realErr    error
+	realDir    string
 )
 
 func TestMain(m *testing.M) {
@@ -77,10 +80,28 @@ func realBlueZ(t *testing.T) {
 		var mu sync.Mutex
 		for _, m := range modes {
 			wg.Go(func() {
-				b, err := realbluez.BootImage(ctx, realImage, filepath.Join(realDir, m.name), m.param)
+				// A boot takes 40-100 s here; a guest that has not
+				// powered off after 4 minutes is hung.
+				boot := func(dir string) (*realbluez.Boot, error) {
+					bctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
+					defer cancel()
+					return realbluez.BootImage(bctx, realImage, filepath.Join(realDir, dir), m.param)
+				}
+				b, err := boot(m.name)
+				// Debian's 6.1 kernel can oops in its Bluetooth stack
+				// (hci_chan_del, list corruption; docs/real-bluez.md),
+				// killing bluetoothd mid-run. That is the guest kernel's
+				// bug, not ours: boot once more, and say so in the test
+				// log. A second failure fails the test.
+				oops := ""
+				if b != nil && b.RC != "0" {
+					if oops = realbluez.KernelOops(b.Console); oops != "" {
+						b, err = boot(m.name + "-again")
+					}
+				}
 				mu.Lock()
 				defer mu.Unlock()
-				realBoots[m.name], realErrs[m.name] = b, err
+				realBoots[m.name], realErrs[m.name], realOopses[m.name] = b, err, oops
 			})
 		}
 		wg.Wait()
@@ -124,9 +145,9 @@ var wantSteps = []string{
 	"wrongpasskey/connect", "wrongpasskey/handshake", "wrongpasskey/allow-bond",
 	"wrongpasskey/pair-wrong-1", "wrongpasskey/pair-wrong-2", "wrongpasskey/pair-wrong-3",
 	"wrongpasskey/pair-right-after-window-closed", "wrongpasskey/done",
+	"restart/restart-bluetoothd", "restart/client-recovered", "restart/connect", "restart/handshake", "restart/status", "restart/done",
 	"bond/connect", "bond/handshake", "bond/allow-bond", "bond/pair", "bond/status", "bond/disconnect",
 	"bond/connect", "bond/handshake", "bond/status", "bond/no-agent-on-reconnect", "bond/done",
-	"restart/restart-bluetoothd", "restart/client-recovered", "restart/connect", "restart/handshake", "restart/status", "restart/done",
 }
 
 func find(rs []realbluez.Result, scenario, step string) realbluez.Result {
@@ -156,6 +177,9 @@ func TestRealBlueZ(t *testing.T) {
 			}()
 			if err != nil {
 				t.Fatal(err)
+			}
+			if oops := realOopses[m.name]; oops != "" {
+				t.Logf("the first boot failed on a guest kernel oops (%s); this is the second boot", oops)
 			}
 			t.Logf("boot: %v wall, guest rc %s", b.Wall.Round(time.Millisecond), b.RC)
 			rs, err := b.Results()
@@ -233,11 +257,11 @@ func checkCapture(t *testing.T, c *realbluez.Capture, mode string) {
 	if confirmFailed != 3 {
 		t.Errorf("Pairing Failed reasons %x: want three Confirm Value Failed (0x04)", gw.PairingFailed)
 	}
-	// Encryption: the bond's pairing, then the reconnection and the
-	// connection after the restart with the stored LTK (the lock's
-	// controller is asked for it: LE Long Term Key Request).
-	if gw.Encrypted < 3 || lk.LTKRequests < 2 {
-		t.Errorf("encryption: hci0 %d encrypted, hci1 %d LTK requests; want >= 3 and >= 2", gw.Encrypted, lk.LTKRequests)
+	// Encryption: the bond's pairing, then the reconnection with the
+	// stored LTK (the lock's controller is asked for it: LE Long Term Key
+	// Request). The restart runs before the bond (see Scenarios).
+	if gw.Encrypted < 2 || lk.LTKRequests < 1 {
+		t.Errorf("encryption: hci0 %d encrypted, hci1 %d LTK requests; want >= 2 and >= 1", gw.Encrypted, lk.LTKRequests)
 	}
 	switch mode {
 	case "bluez-eatt":

@@ -2,6 +2,7 @@ package realbluez
 
 import (
 	"encoding/binary"
+	"strings"
 	"testing"
 )
 
@@ -83,5 +84,15 @@ func TestParseSnoop(t *testing.T) {
 	}
 	if _, err := ParseSnoop([]byte("nope")); err == nil {
 		t.Error("garbage parsed")
+	}
+}
+
+func TestKernelOops(t *testing.T) {
+	console := "[   61.0] Bluetooth: hci0: ...\n[   63.27] general protection fault, probably for non-canonical address 0x6c61: 0000 [#1] PREEMPT SMP NOPTI\n[   63.30] ---[ end trace ]---\n"
+	if got := KernelOops(console); !strings.HasPrefix(got, "[   63.27] general protection fault") {
+		t.Fatalf("KernelOops = %q", got)
+	}
+	if got := KernelOops("[ 1.0] Bluetooth: Core ver 2.22\ntier-init: done rc=0\n"); got != "" {
+		t.Fatalf("a clean console: %q", got)
 	}
 }

@@ -109,9 +109,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) (ok bool, err err
 	}
 
 	fx := realbluez.NewFixture(fatal{})
-	// The gateway's agent first: bluez.NewAgent makes itself the default
-	// agent, and the lock's must be the default one (started next).
-	agent, err := bluez.NewAgent(ctx, gwConn, bluez.AgentOptions{Logger: log})
+	// The gateway's agent is not the default one: one bluetoothd serves
+	// both roles here, and the lock's agent must be the default (the
+	// gateway's own pairings reach its agent anyway). With a dispatcher
+	// it registers again after the restart scenario.
+	disp := bluez.NewDispatcher(gwConn, 5*time.Second)
+	defer disp.Close()
+	agent, err := bluez.NewAgent(ctx, gwConn, bluez.AgentOptions{Logger: log, NotDefault: true, Dispatcher: disp})
 	if err != nil {
 		return false, err
 	}
