@@ -443,3 +443,31 @@ func TestPairTimeoutCancelsPairing(t *testing.T) {
 	err = w.bus.Conn(t).Object(w.conn.Names()[0], agent.Path()).CallWithContext(ctx, bluez.IfaceAgent+".RequestPasskey", 0, path).Err
 	wantDBusErr(t, err, "org.bluez.Error.Rejected")
 }
+
+// TestAgentNotDefault: an agent registered with NotDefault answers the
+// pairings its own connection starts, and nothing else: a pairing started
+// by another client (bluetoothd then asks the default agent) does not
+// reach it, even for a device it has a passkey for.
+func TestAgentNotDefault(t *testing.T) {
+	const addr = "C0:00:00:00:01:11"
+	w := newPairWorld(t, addr)
+	agent, err := bluez.NewAgent(w.ctx, w.conn, bluez.AgentOptions{NotDefault: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = agent.Close() })
+	path := w.emu.DevicePath(addr)
+	dev := w.connect(addr)
+	defer dev.Close()
+	pk := w.allowBond(dev)
+
+	release := agent.Expect(path, pk)
+	other := w.bus.Conn(t)
+	err = other.Object(bluez.BusName, path).CallWithContext(w.ctx, bluez.IfaceDevice+".Pair", 0).Err
+	release()
+	wantDBusErr(t, err, "org.bluez.Error.AuthenticationRejected")
+
+	if err := bluez.Pair(w.ctx, w.conn, agent, path, pk); err != nil {
+		t.Fatalf("the agent's own connection's pairing: %v", err)
+	}
+}
