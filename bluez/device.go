@@ -205,20 +205,32 @@ func (d *Device) waitResolved(ctx context.Context) error {
 			if !open {
 				return ErrClosed
 			}
-			if s.Sequence < d.since {
-				continue
-			}
-			changed, isDev := devicePropsChanged(s, d.opts.Path)
+			changed, down, isDev := d.deviceChange(s)
 			if !isDev {
 				continue
 			}
-			if c, has := changed["Connected"].Value().(bool); has && !c {
+			if down {
 				return fmt.Errorf("bluez: resolving services of %s: %w", d.opts.Path, errDisconnected)
 			}
 			ok, _ = changed["ServicesResolved"].Value().(bool)
 		}
 	}
 	return nil
+}
+
+// deviceChange reads a signal of the subscription as a change of this
+// device's Device1 properties (isDev), and whether it says the link went
+// down (Connected false). A signal received before this connection's
+// Connect reply is none: a previous connection's late news.
+func (d *Device) deviceChange(s *dbus.Signal) (changed map[string]dbus.Variant, down, isDev bool) {
+	if s.Sequence < d.since {
+		return nil, false, false
+	}
+	changed, isDev = devicePropsChanged(s, d.opts.Path)
+	if c, has := changed["Connected"].Value().(bool); isDev && has && !c {
+		down = true
+	}
+	return changed, down, isDev
 }
 
 func devicePropsChanged(s *dbus.Signal, path dbus.ObjectPath) (map[string]dbus.Variant, bool) {
@@ -361,8 +373,8 @@ func (d *Device) ReadPacket(ctx context.Context) ([]byte, error) {
 			if s.Sequence < d.since {
 				continue // from before this connection
 			}
-			if changed, isDev := devicePropsChanged(s, d.opts.Path); isDev {
-				if c, has := changed["Connected"].Value().(bool); has && !c {
+			if _, down, isDev := d.deviceChange(s); isDev {
+				if down {
 					d.lost = fmt.Errorf("bluez: reading a notification of %s: %w", d.opts.Path, errDisconnected)
 					return nil, d.lost
 				}
@@ -415,13 +427,8 @@ func (d *Device) waitDisconnected(ctx context.Context) {
 			if !open {
 				return
 			}
-			if s.Sequence < d.since {
-				continue
-			}
-			if changed, isDev := devicePropsChanged(s, d.opts.Path); isDev {
-				if c, has := changed["Connected"].Value().(bool); has && !c {
-					return
-				}
+			if _, down, _ := d.deviceChange(s); down {
+				return
 			}
 		}
 	}
