@@ -41,16 +41,26 @@ func (f *filter) matches(uuids []string, rssi int16) bool {
 
 type adapterHandler struct{ e *Emulator }
 
+// poweredAdapterLocked is the adapter a discovery call is for, or the
+// error BlueZ answers when it is unknown or off (NotReady); e.mu is held.
+func (e *Emulator) poweredAdapterLocked(m dbus.Message) (dbus.ObjectPath, *dbus.Error) {
+	p, derr := e.lookup(m, ifaceAdapter)
+	if derr != nil {
+		return p, derr
+	}
+	if !e.boolProp(p, ifaceAdapter, "Powered") {
+		return p, bluezErr("NotReady", "Resource Not Ready")
+	}
+	return p, nil
+}
+
 func (h adapterHandler) StartDiscovery(m dbus.Message) *dbus.Error {
 	e := h.e
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	p, derr := e.lookup(m, ifaceAdapter)
+	p, derr := e.poweredAdapterLocked(m)
 	if derr != nil {
 		return derr
-	}
-	if !e.boolProp(p, ifaceAdapter, "Powered") {
-		return bluezErr("NotReady", "Resource Not Ready")
 	}
 	s := msgSender(m)
 	if _, ok := e.discovery[s]; ok || e.wedged {
@@ -73,12 +83,9 @@ func (h adapterHandler) StopDiscovery(m dbus.Message) *dbus.Error {
 	e := h.e
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	p, derr := e.lookup(m, ifaceAdapter)
+	_, derr := e.poweredAdapterLocked(m)
 	if derr != nil {
 		return derr
-	}
-	if !e.boolProp(p, ifaceAdapter, "Powered") {
-		return bluezErr("NotReady", "Resource Not Ready")
 	}
 	s := msgSender(m)
 	if _, ok := e.discovery[s]; !ok {
@@ -100,12 +107,9 @@ func (h adapterHandler) SetDiscoveryFilter(m dbus.Message, props map[string]dbus
 	e := h.e
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	p, derr := e.lookup(m, ifaceAdapter)
+	_, derr := e.poweredAdapterLocked(m)
 	if derr != nil {
 		return derr
-	}
-	if !e.boolProp(p, ifaceAdapter, "Powered") {
-		return bluezErr("NotReady", "Resource Not Ready")
 	}
 	f, derr := parseFilter(props)
 	if derr != nil {

@@ -130,11 +130,8 @@ func (e *Emulator) EnterRange(addr string) error {
 func (e *Emulator) RemoveAdapter() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.closed {
-		return ErrClosed
-	}
-	if e.gone {
-		return ErrNoAdapter
+	if err := e.adapterPresentLocked(); err != nil {
+		return err
 	}
 	e.gone = true
 	for _, c := range e.pairing {
@@ -192,6 +189,18 @@ func (e *Emulator) AddAdapter() error {
 	return nil
 }
 
+// adapterPresentLocked fails when the emulator is closed or its adapter
+// unplugged; e.mu is held.
+func (e *Emulator) adapterPresentLocked() error {
+	if e.closed {
+		return ErrClosed
+	}
+	if e.gone {
+		return ErrNoAdapter
+	}
+	return nil
+}
+
 // Wedge wedges the adapter, as a controller that stops answering: from
 // now on StartDiscovery fails with org.bluez.Error.InProgress and every
 // Device1.Connect with le-connection-abort-by-local, until the adapter is
@@ -200,11 +209,8 @@ func (e *Emulator) AddAdapter() error {
 func (e *Emulator) Wedge() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.closed {
-		return ErrClosed
-	}
-	if e.gone {
-		return ErrNoAdapter
+	if err := e.adapterPresentLocked(); err != nil {
+		return err
 	}
 	e.wedged = true
 	// The controller stopped scanning: Discovering goes false and no
