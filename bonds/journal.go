@@ -224,15 +224,8 @@ func (db *DB) Transition(ctx context.Context, id CommandID, to State, mutate fun
 func (db *DB) Outbox(ctx context.Context) ([]Result, error) {
 	var out []Result
 	err := db.view(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketOutbox).ForEach(func(k, v []byte) error {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			var r Result
-			if err := decode(v, &r); err != nil {
-				return fmt.Errorf("outbox %x: %w", k, err)
-			}
-			out = append(out, r)
+		return eachRecord(ctx, tx, bucketOutbox, "outbox", nil, func(_ []byte, r *Result) error {
+			out = append(out, *r)
 			return nil
 		})
 	})
@@ -282,16 +275,9 @@ func (db *DB) Ack(ctx context.Context, id CommandID) error {
 func (db *DB) Pending(ctx context.Context) ([]Entry, error) {
 	var out []Entry
 	err := db.view(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketJournal).ForEach(func(k, v []byte) error {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			var e Entry
-			if err := decodeEntry(v, &e); err != nil {
-				return fmt.Errorf("%x: %w", k, err)
-			}
+		return eachRecord(ctx, tx, bucketJournal, "journal", decodeEntry, func(_ []byte, e *Entry) error {
 			if !e.State.Terminal() {
-				out = append(out, e)
+				out = append(out, *e)
 			}
 			return nil
 		})

@@ -164,15 +164,8 @@ func (db *DB) Lock(ctx context.Context, id LockID) (Lock, error) {
 func (db *DB) Locks(ctx context.Context) ([]Lock, error) {
 	var out []Lock
 	err := db.view(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketLocks).ForEach(func(k, v []byte) error {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			var l Lock
-			if err := decode(v, &l); err != nil {
-				return fmt.Errorf("lock %x: %w", k, err)
-			}
-			out = append(out, l)
+		return eachRecord(ctx, tx, bucketLocks, "lock", nil, func(_ []byte, l *Lock) error {
+			out = append(out, *l)
 			return nil
 		})
 	})

@@ -260,14 +260,7 @@ func writeJSON(w io.Writer, x *export) error {
 func exportTx(ctx context.Context, tx *bolt.Tx, now time.Time) (export, error) {
 	x := export{SchemaVersion: schemaVersion, ExportedAt: now,
 		Locks: []exportLock{}, Users: []User{}, Audit: []exportAudit{}, Journal: []exportEntry{}, Outbox: []exportOutItem{}}
-	err := tx.Bucket(bucketLocks).ForEach(func(k, v []byte) error {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		var l Lock
-		if err := decode(v, &l); err != nil {
-			return fmt.Errorf("lock %x: %w", k, err)
-		}
+	err := eachRecord(ctx, tx, bucketLocks, "lock", nil, func(_ []byte, l *Lock) error {
 		el := exportLock{ID: l.ID, Address: l.Address, Bond: l.Bond, BondedAt: l.BondedAt, LastSeen: l.LastSeen,
 			RSSI: l.RSSI, Battery: l.Battery, Firmware: l.Firmware, ClockOffsetMillis: l.ClockOffset.Milliseconds(),
 			Counters: l.Counters, CreatedAt: l.CreatedAt, UpdatedAt: l.UpdatedAt}
@@ -279,12 +272,8 @@ func exportTx(ctx context.Context, tx *bolt.Tx, now time.Time) (export, error) {
 		return nil
 	})
 	if err == nil {
-		err = tx.Bucket(bucketUsers).ForEach(func(k, v []byte) error {
-			var u User
-			if err := decode(v, &u); err != nil {
-				return fmt.Errorf("user %x: %w", k, err)
-			}
-			x.Users = append(x.Users, u)
+		err = eachRecord(ctx, tx, bucketUsers, "user", nil, func(_ []byte, u *User) error {
+			x.Users = append(x.Users, *u)
 			return nil
 		})
 	}
@@ -299,14 +288,7 @@ func exportTx(ctx context.Context, tx *bolt.Tx, now time.Time) (export, error) {
 		})
 	}
 	if err == nil {
-		err = tx.Bucket(bucketJournal).ForEach(func(k, v []byte) error {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			var e Entry
-			if err := decodeEntry(v, &e); err != nil {
-				return fmt.Errorf("%x: %w", k, err)
-			}
+		err = eachRecord(ctx, tx, bucketJournal, "journal", decodeEntry, func(_ []byte, e *Entry) error {
 			ee := exportEntry{ID: e.ID, LockID: e.LockID, Operator: e.Operator, Operation: e.Operation,
 				NotAfter: e.NotAfter, PayloadSize: len(e.Payload), ReceivedAt: e.ReceivedAt, UpdatedAt: e.UpdatedAt,
 				State: e.State, Attempts: e.Attempts, OutboxSeq: e.OutboxSeq, AckedAt: e.AckedAt}

@@ -2,6 +2,7 @@ package bonds
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -165,6 +166,30 @@ func decode(b []byte, v any) error {
 		return errors.New("trailing data after the record")
 	}
 	return nil
+}
+
+// eachRecord decodes every record of the bucket name into a fresh T (with
+// dec; nil is decode) and hands it, with its key, to fn, checking ctx
+// between records. A record that does not decode is an error naming what
+// it is and its key.
+func eachRecord[T any](ctx context.Context, tx *bolt.Tx, name []byte, what string,
+	dec func([]byte, *T) error, fn func(k []byte, r *T) error) error {
+	return tx.Bucket(name).ForEach(func(k, v []byte) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		var r T
+		var err error
+		if dec != nil {
+			err = dec(v, &r)
+		} else {
+			err = decode(v, &r)
+		}
+		if err != nil {
+			return fmt.Errorf("%s %x: %w", what, k, err)
+		}
+		return fn(k, &r)
+	})
 }
 
 // journalKey is the journal's key: received_at (Unix nanoseconds,
