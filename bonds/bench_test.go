@@ -124,42 +124,49 @@ var (
 	file100kErr  error
 )
 
+// buildBenchFile makes a database file under a directory TestMain removes
+// and writes n records into it, put(tx, i) for each, in transactions of
+// 10,000 without fsync (outside any timer). put may use db's internals.
+func buildBenchFile(name string, n int, put func(db *DB, tx *bolt.Tx, i int) error) (string, error) {
+	dir, err := os.MkdirTemp("", "bonds-bench-")
+	if err != nil {
+		return "", err
+	}
+	benchDirs = append(benchDirs, dir)
+	path := filepath.Join(dir, name)
+	db, err := Open(path, Options{NoSync: true, PruneInterval: -1})
+	if err != nil {
+		return "", err
+	}
+	for start := 0; start < n && err == nil; start += 10_000 {
+		err = db.write(bg, func(tx *bolt.Tx) error {
+			for i := start; i < min(start+10_000, n); i++ {
+				if err := put(db, tx, i); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	return path, err
+}
+
 // build100k makes, once per benchmark process, a database with 100,000
-// locks (written in large transactions, outside any timer) and returns its
-// path. The directory is removed by TestMain.
+// locks and returns its path.
 func build100k(b *testing.B) string {
 	b.Helper()
 	file100kOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "bonds-bench-")
-		if err != nil {
-			file100kErr = err
-			return
-		}
-		benchDirs = append(benchDirs, dir)
-		file100k = filepath.Join(dir, "100k.db")
-		db, err := Open(file100k, Options{NoSync: true, PruneInterval: -1})
-		if err != nil {
-			file100kErr = err
-			return
-		}
 		now := time.Now().UTC()
-		for start := 0; start < locks100k && file100kErr == nil; start += 10_000 {
-			file100kErr = db.write(bg, func(tx *bolt.Tx) error {
-				for i := start; i < start+10_000; i++ {
-					l := Lock{ID: lid(uint64(i)), Credential: make([]byte, 180), Address: "C0:00:00:00:00:00",
-						Bond: BondBonded, BondedAt: now, LastSeen: now, RSSI: -60, Battery: 80, Firmware: "1.4.2",
-						Counters: map[string]uint64{"a1b2c3d4": uint64(i)}, CreatedAt: now, UpdatedAt: now}
-					binary.BigEndian.PutUint32(l.ID[4:], uint32(i))
-					if err := putLock(tx, &l); err != nil {
-						return err
-					}
-				}
-				return nil
-			})
-		}
-		if err := db.Close(); file100kErr == nil {
-			file100kErr = err
-		}
+		file100k, file100kErr = buildBenchFile("100k.db", locks100k, func(_ *DB, tx *bolt.Tx, i int) error {
+			l := Lock{ID: lid(uint64(i)), Credential: make([]byte, 180), Address: "C0:00:00:00:00:00",
+				Bond: BondBonded, BondedAt: now, LastSeen: now, RSSI: -60, Battery: 80, Firmware: "1.4.2",
+				Counters: map[string]uint64{"a1b2c3d4": uint64(i)}, CreatedAt: now, UpdatedAt: now}
+			binary.BigEndian.PutUint32(l.ID[4:], uint32(i))
+			return putLock(tx, &l)
+		})
 	})
 	if file100kErr != nil {
 		b.Fatal(file100kErr)
@@ -223,35 +230,16 @@ var (
 // the price of keying the journal by time (docs/database.md).
 func BenchmarkOpenJournal100k(b *testing.B) {
 	journal100kOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "bonds-bench-")
-		if err != nil {
-			journal100kErr = err
-			return
-		}
-		benchDirs = append(benchDirs, dir)
-		journal100k = filepath.Join(dir, "journal100k.db")
-		db, err := Open(journal100k, Options{NoSync: true, PruneInterval: -1})
-		if err != nil {
-			journal100kErr = err
-			return
-		}
 		now := time.Now().UTC()
-		for start := 0; start < 100_000 && journal100kErr == nil; start += 10_000 {
-			journal100kErr = db.write(bg, func(tx *bolt.Tx) error {
-				for i := start; i < start+10_000; i++ {
-					at := now.Add(time.Duration(i) * time.Millisecond)
-					e := Entry{Command: benchCommand(uint64(i) + 1), ReceivedAt: at, UpdatedAt: at, State: StateReceived}
-					if err := putEntry(tx, &e); err != nil {
-						return err
-					}
-					db.txIDs[e.ID] = at.UnixNano()
-				}
-				return nil
-			})
-		}
-		if err := db.Close(); journal100kErr == nil {
-			journal100kErr = err
-		}
+		journal100k, journal100kErr = buildBenchFile("journal100k.db", 100_000, func(db *DB, tx *bolt.Tx, i int) error {
+			at := now.Add(time.Duration(i) * time.Millisecond)
+			e := Entry{Command: benchCommand(uint64(i) + 1), ReceivedAt: at, UpdatedAt: at, State: StateReceived}
+			if err := putEntry(tx, &e); err != nil {
+				return err
+			}
+			db.txIDs[e.ID] = at.UnixNano()
+			return nil
+		})
 	})
 	if journal100kErr != nil {
 		b.Fatal(journal100kErr)
