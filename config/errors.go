@@ -1,0 +1,22 @@
+package config
+
+import "errors"
+
+// Sentinel errors; match with errors.Is. The wrapping text names the key
+// or the file and says what to change.
+var (
+	// ErrInvalid is returned by Load and Parse when the file is not valid
+	// TOML, has a key this build does not know, or a value out of range.
+	ErrInvalid = errors.New("invalid configuration")
+
+	// ErrPermissions is returned by LoadKeys when a private key or password
+	// file can be read by its group or by others, or is not a regular
+	// file.
+	ErrPermissions = errors.New("secret file permissions too open")
+
+	// ErrKeys is returned by LoadKeys when a key or credential file is
+	// missing, malformed, or does not match the others (the credential
+	// is not for this gateway, not issued by a configured root, expired,
+	// or certifies a different public key than the private key's).
+	ErrKeys = errors.New("gateway keys unusable")
+)

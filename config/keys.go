@@ -1,0 +1,184 @@
+package config
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/gatewayd/gatewayd/firmware/cred"
+)
+
+// GatewayKeys are the gateway's identity and the fleet roots it trusts,
+// loaded and cross-checked by LoadKeys.
+type GatewayKeys struct {
+	// Cert is the gateway credential, verified under Roots.
+	Cert *cred.Cert
+	// Key is the private key Cert certifies. Never log it.
+	Key ed25519.PrivateKey
+	// Roots are the trusted fleet roots.
+	Roots cred.Roots
+}
+
+// LoadKeys reads the files k names and checks that they fit together: the
+// private key file is mode 0600 (or stricter) and holds an Ed25519 key in
+// PEM PKCS #8; every fleet root file holds an Ed25519 public key in PEM
+// PKIX; the credential parses under those roots, is a gateway credential
+// for gatewayID, certifies the private key's public key, and is valid at
+// now. Every error names the file and the fix; none contains key bytes.
+func LoadKeys(k Keys, gatewayID string, now time.Time) (*GatewayKeys, error) {
+	key, err := readPrivateKey(k.PrivateKey)
+	if err != nil {
+		return nil, err
+	}
+	roots := cred.Roots{}
+	for _, p := range k.FleetRoots {
+		pub, err := readPublicKey(p)
+		if err != nil {
+			return nil, err
+		}
+		roots.Add(cred.RootKID(pub), pub)
+	}
+	raw, err := os.ReadFile(k.Credential)
+	if err != nil {
+		return nil, fmt.Errorf("%w: gateway credential: %w", ErrKeys, err)
+	}
+	c, err := cred.Parse(raw, roots)
+	if err != nil {
+		return nil, fmt.Errorf("%w: gateway credential %s does not verify under the fleet roots %s: %w",
+			ErrKeys, k.Credential, strings.Join(k.FleetRoots, ", "), err)
+	}
+	if c.Kind != cred.KindGateway {
+		return nil, fmt.Errorf("%w: %s is a %v credential, not a gateway credential", ErrKeys, k.Credential, c.Kind)
+	}
+	if c.Subject != gatewayID {
+		return nil, fmt.Errorf("%w: %s is the credential of gateway %q, but gateway_id is %q", ErrKeys, k.Credential, c.Subject, gatewayID)
+	}
+	if !bytes.Equal(c.PublicKey, key.Public().(ed25519.PublicKey)) {
+		return nil, fmt.Errorf("%w: %s certifies a different key than %s holds: issue a credential for this key", ErrKeys, k.Credential, k.PrivateKey)
+	}
+	if err := c.CheckAt(now); err != nil {
+		return nil, fmt.Errorf("%w: %s: %w (valid %s to %s): renew the gateway credential", ErrKeys, k.Credential, err,
+			c.NotBefore.Format(time.RFC3339), c.Expiry.Format(time.RFC3339))
+	}
+	return &GatewayKeys{Cert: c, Key: key, Roots: roots}, nil
+}
+
+// ReadSecret reads a secret file (a private key, a password), refusing one
+// its group or others may read. The content is returned without a
+// trailing newline.
+func ReadSecret(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrKeys, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrKeys, err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%w: %s is not a regular file", ErrPermissions, path)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("%w: %s is mode %04o; run: chmod 600 %s", ErrPermissions, path, st.Mode().Perm(), path)
+	}
+	b := make([]byte, st.Size()+1)
+	n, err := f.Read(b)
+	if err != nil && n == 0 {
+		return nil, fmt.Errorf("%w: read %s: %w", ErrKeys, path, err)
+	}
+	return bytes.TrimRight(b[:n], "\r\n"), nil
+}
+
+func readPrivateKey(path string) (ed25519.PrivateKey, error) {
+	b, err := ReadSecret(path)
+	if err != nil {
+		return nil, err
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != "PRIVATE KEY" {
+		return nil, fmt.Errorf("%w: %s: want a PEM \"PRIVATE KEY\" block (openssl genpkey -algorithm ed25519)", ErrKeys, path)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: not a PKCS #8 private key", ErrKeys, path)
+	}
+	ek, ok := k.(ed25519.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("%w: %s: a %T, not an Ed25519 key", ErrKeys, path, k)
+	}
+	return ek, nil
+}
+
+func readPublicKey(path string) (ed25519.PublicKey, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: fleet root: %w", ErrKeys, err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != "PUBLIC KEY" {
+		return nil, fmt.Errorf("%w: fleet root %s: want a PEM \"PUBLIC KEY\" block", ErrKeys, path)
+	}
+	k, err := x509.ParsePKIXPublicKey(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%w: fleet root %s: %v", ErrKeys, path, err)
+	}
+	ek, ok := k.(ed25519.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("%w: fleet root %s: a %T, not an Ed25519 key", ErrKeys, path, k)
+	}
+	return ek, nil
+}
+
+// WritePrivateKey writes key as PEM PKCS #8, mode 0600, atomically (a
+// temporary file renamed over path). For provisioning tools and tests.
+func WritePrivateKey(path string, key ed25519.PrivateKey) error {
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return err
+	}
+	return writeAtomic(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+}
+
+// WritePublicKey writes pub as PEM PKIX, mode 0644.
+func WritePublicKey(path string, pub ed25519.PublicKey) error {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return err
+	}
+	return writeAtomic(path, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o644)
+}
+
+// WriteFile writes b to path with mode perm, atomically.
+func WriteFile(path string, b []byte, perm fs.FileMode) error { return writeAtomic(path, b, perm) }
+
+func writeAtomic(path string, b []byte, perm fs.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path))
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if err := f.Chmod(perm); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}
