@@ -311,3 +311,31 @@ func exportTx(ctx context.Context, tx *bolt.Tx, now time.Time) (export, error) {
 	}
 	return x, err
 }
+
+// SaveBackup writes a backup streamed from r (a running daemon's Backup,
+// through its admin socket) to dst: a temporary file beside dst, mode 0600,
+// fsynced, checked with CheckFile (bbolt's check plus the schema's
+// invariants), and only then renamed in. A truncated or corrupt stream
+// leaves dst untouched. It returns the bytes written.
+func SaveBackup(ctx context.Context, r io.Reader, dst string, opts Options) (int64, error) {
+	var n int64
+	err := writeFileAtomic(dst, func(w io.Writer) error {
+		var err error
+		n, err = io.Copy(w, r)
+		if err != nil {
+			return err
+		}
+		f, ok := w.(*os.File)
+		if !ok {
+			return nil
+		}
+		if err := f.Sync(); err != nil {
+			return err
+		}
+		return CheckFile(ctx, f.Name(), opts)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("bonds: save backup to %s: %w", dst, err)
+	}
+	return n, nil
+}

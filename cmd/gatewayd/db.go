@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -10,14 +11,21 @@ import (
 	"time"
 
 	"github.com/gatewayd/gatewayd/bonds"
+	"github.com/gatewayd/gatewayd/internal/admin"
 )
 
 // DefaultDB is where the daemon keeps its database.
 const DefaultDB = "/var/lib/gatewayd/gatewayd.db"
 
+// DefaultAdminSocket is where the daemon serves its admin socket.
+const DefaultAdminSocket = "/run/gatewayd/admin.sock"
+
 const dbUsage = `usage: gatewayd db SUBCOMMAND [-db PATH] [-timeout D] [ARGS]
 
-  backup -db PATH FILE   consistent copy to FILE (temporary file, fsync, rename; mode 0600)
+  backup -db PATH FILE   consistent copy to FILE (temporary file, fsync, check, rename; mode 0600).
+                         With gatewayd running, the copy comes online through its admin
+                         socket (-socket, default /run/gatewayd/admin.sock); otherwise
+                         from the file directly.
   check  -db PATH        bbolt's Check plus the schema's invariants; exit 1 on any problem
   export -db PATH        JSON on stdout: no command or result payloads, no credential bytes
   compact -db PATH [-o DST]  rewrite without free pages (in place unless -o)
@@ -35,6 +43,7 @@ func runDB(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	path := fs.String("db", DefaultDB, "database file")
 	timeout := fs.Duration("timeout", 2*time.Second, "how long to wait for the file lock (a running gatewayd holds it)")
 	dst := fs.String("o", "", "compact: write the compacted copy here instead of in place")
+	socket := fs.String("socket", DefaultAdminSocket, "backup: a running gatewayd's admin socket")
 	if sub == "-h" || sub == "-help" || sub == "--help" || sub == "help" {
 		fmt.Fprint(stdout, dbUsage)
 		return nil
@@ -54,8 +63,19 @@ func runDB(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	switch sub {
 	case "backup":
-		n, err := bonds.BackupFile(ctx, *path, rest[0], opts)
+		n, err := admin.Backup(ctx, *socket, rest[0])
+		if err == nil {
+			fmt.Fprintf(stdout, "backed up the running gatewayd's database (online, through %s) to %s (%d bytes, mode 0600, checked)\n", *socket, rest[0], n)
+			return nil
+		}
+		if !errors.Is(err, admin.ErrUnavailable) {
+			return fmt.Errorf("db backup through the running gatewayd: %w", err)
+		}
+		n, err = bonds.BackupFile(ctx, *path, rest[0], opts)
 		if err != nil {
+			if errors.Is(err, bonds.ErrLocked) {
+				return fmt.Errorf("%w; and no gatewayd answers on %s (pass -socket if its admin socket is elsewhere)", err, *socket)
+			}
 			return err
 		}
 		fmt.Fprintf(stdout, "backed up %s to %s (%d bytes, mode 0600)\n", *path, rest[0], n)

@@ -46,8 +46,8 @@ Commands:
   db export  -db PATH        the database as JSON on stdout, without secrets
   db compact -db PATH        rewrite the database without free pages
 
-The daemon itself is not part of this build yet. Stop gatewayd before
-running db commands: they take the database's file lock.
+db backup works while gatewayd runs (online, through its admin socket);
+stop gatewayd before check, export and compact: they take the file lock.
 `
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {

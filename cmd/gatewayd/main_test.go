@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gatewayd/gatewayd/bonds"
+	"github.com/gatewayd/gatewayd/internal/admin"
 )
 
 var ctx = context.Background()
@@ -70,7 +71,7 @@ func TestDBCommands(t *testing.T) {
 		t.Fatalf("db check = %q, %v", out, err)
 	}
 	backup := filepath.Join(t.TempDir(), "backup.db")
-	if _, _, err := runT("db", "backup", "-db", path, backup); err != nil {
+	if _, _, err := runT("db", "backup", "-db", path, "-socket", filepath.Join(t.TempDir(), "none.sock"), backup); err != nil {
 		t.Fatal(err)
 	}
 	if fi, err := os.Stat(backup); err != nil || fi.Mode().Perm() != 0o600 {
@@ -180,5 +181,38 @@ func TestBinaryExitCodes(t *testing.T) {
 		if code != c.code || !strings.Contains(stderr.String(), c.stderr) {
 			t.Errorf("gatewayd %q: exit %d, stderr %q; want exit %d and %q", c.args, code, stderr.String(), c.code, c.stderr)
 		}
+	}
+}
+
+// TestDBBackupOfRunningDaemon: with the database held open (its file lock
+// taken, as by a running gatewayd), db backup gets its copy online through
+// the admin socket; without a socket it fails naming both.
+func TestDBBackupOfRunningDaemon(t *testing.T) {
+	path := newDB(t)
+	db, err := bonds.Open(path, bonds.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	sock := filepath.Join(t.TempDir(), "run", "admin.sock")
+	backup := filepath.Join(t.TempDir(), "backup.db")
+	_, _, err = runT("db", "backup", "-db", path, "-timeout", "100ms", "-socket", sock, backup)
+	if !errors.Is(err, bonds.ErrLocked) || !strings.Contains(err.Error(), sock) {
+		t.Fatalf("locked database, no daemon: %v", err)
+	}
+	srv, err := admin.New(admin.Options{Socket: sock, DB: db})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	out, _, err := runT("db", "backup", "-db", path, "-socket", sock, backup)
+	if err != nil || !strings.Contains(out, "online") {
+		t.Fatalf("online backup = %q, %v", out, err)
+	}
+	if _, _, err := runT("db", "check", "-db", backup); err != nil {
+		t.Errorf("check of the online backup: %v", err)
 	}
 }
