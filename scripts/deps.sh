@@ -13,8 +13,10 @@ profile=${1:-test}
 need=(
   "git:git"
   "dbus-daemon:dbus-daemon"   # bluez/: a private system bus for the BlueZ emulator
+  "mosquitto:mosquitto"       # fleet/broker (internal/mosquittotest) and the daemon demo: a real MQTT broker
 )
 [[ $profile == demo ]] || need+=(
+  "systemd-analyze:systemd"   # systemd/: verify the unit file
   # bluez/internal/realbluez (scripts/qemu/): real BlueZ under qemu (TCG)
   "qemu-system-x86_64:qemu-system-x86"
   "cpio:cpio"                 # the initramfs archive
