@@ -1,0 +1,59 @@
+// Package fleet carries journaled commands to locks. It owns the scheduler
+// between the command journal (bonds) and the locks: per-lock queues,
+// sessions, retries with backoff, expiry, and one result per command
+// written into the journal's outbox.
+//
+// # What it does with a command
+//
+// The MQTT intake appends a command to the journal durably (bonds.DB.Append)
+// and then hands the entry to [Scheduler.Submit]; at start,
+// [Scheduler.Start] resumes every entry the journal still holds as
+// received, queued or running (bonds.DB.Pending). The scheduler then moves
+// each entry through the journal's state machine, always with
+// Journal.Transition:
+//
+//   - received → queued when it is admitted (a running entry found at start
+//     was interrupted by a crash or power loss: it goes back to queued, and
+//     is sent again; the lock executes a command ID at most once and
+//     answers duplicate_command carrying the status of the first run, which
+//     the scheduler reports as that status);
+//   - queued → running when a session to its lock begins for it (before the
+//     connect for the first command of a session, before the request for
+//     the others): each entry into running is an attempt;
+//   - running → succeeded when the lock answers ok, running → failed for
+//     any other status of the lock (the result's Status is the status
+//     name), or for a link error that is not retryable (the result's Detail
+//     is the error's text);
+//   - running → queued for a retryable link error: the outcome of a request
+//     in flight is unknown, and sending it again is safe;
+//   - queued (or received) → expired when its not-after time passes before
+//     it could run, without connecting to the lock for it;
+//   - received → rejected for an operation the scheduler cannot carry.
+//
+// A terminal transition fills in the entry's Result (status, detail, the
+// lock's encoded result as Payload) and the journal puts it in the outbox
+// in the same transaction; [Options].OnResult then wakes the publisher.
+//
+// # Sessions
+//
+// Commands for one lock run in receive order (FIFO) over one session at a
+// time: one goroutine per lock that has work owns its queue, so a lock
+// never has two sessions and a command never runs twice at once.
+// Different locks run in parallel, up to MaxSessions sessions (a Raspberry
+// Pi's controller holds about 4 to 10 connections). The kernel allows one
+// LE connection attempt per adapter at a time, so Link.Dial (the connect)
+// runs under one "connect slot", a mutex; a Session that implements
+// [Handshaker] has its secure-channel handshake run after the connect slot
+// is released, so one lock's handshake overlaps with the next lock's
+// connect. A lock that fails with a retryable error waits a jittered,
+// growing backoff ([Options].Backoff) before the next connect, or until
+// [Scheduler.Wake] says it was seen again.
+//
+// # Imports
+//
+// It may import bonds, firmware/command, the standard library, the
+// Prometheus client and golang.org/x/sync. It does not import bluez or the
+// MQTT client: the daemon (cmd/gatewayd) wires a [Link] over the BlueZ
+// client and calls Submit from its MQTT intake. fleettest holds fakes: a
+// scripted Link and RefLink, which hosts real reference locks in memory.
+package fleet

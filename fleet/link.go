@@ -1,0 +1,53 @@
+package fleet
+
+import (
+	"context"
+
+	"github.com/gatewayd/gatewayd/bonds"
+	"github.com/gatewayd/gatewayd/firmware/command"
+)
+
+// Journal is the part of the command journal the scheduler uses;
+// *bonds.DB satisfies it.
+type Journal interface {
+	// Pending returns the entries that are not terminal, oldest first.
+	Pending(ctx context.Context) ([]bonds.Entry, error)
+	// Entry returns a command's entry.
+	Entry(ctx context.Context, id bonds.CommandID) (bonds.Entry, error)
+	// Transition moves an entry to a state (see bonds.DB.Transition); a
+	// terminal one puts its result in the outbox.
+	Transition(ctx context.Context, id bonds.CommandID, to bonds.State, mutate func(*bonds.Entry)) (bonds.Entry, error)
+}
+
+// Link reaches locks. The daemon implements it over the BlueZ client (an
+// LE connection, then channel.Dial over its GATT transport, then a
+// lockclient); fleettest has fakes.
+type Link interface {
+	// Dial connects to a lock. ctx bounds the connect (and the handshake,
+	// unless the Session implements Handshaker) but not the Session's
+	// life. The scheduler never has two Dials in progress at once. A lock
+	// that is not in range gives ErrLockAway.
+	Dial(ctx context.Context, lock bonds.LockID) (Session, error)
+}
+
+// Session is an open, authenticated session with one lock. The scheduler
+// uses a Session from one goroutine and never calls Do after Close.
+type Session interface {
+	// Do sends one request for op, carrying the operator-signed command
+	// signed (nil for an operation the gateway's own credential allows,
+	// such as status), and returns the lock's result. A result whose
+	// status is not ok comes with a nil error; an error is a failure of
+	// the link or the session, after which the outcome of the request is
+	// unknown.
+	Do(ctx context.Context, op command.Op, signed []byte) (*command.Result, error)
+	// Close ends the session and the connection.
+	Close() error
+}
+
+// Handshaker is implemented by a Session whose secure-channel handshake
+// is not part of Dial. The scheduler runs Handshake after it has released
+// the connect slot, so one lock's handshake overlaps with the next lock's
+// connection attempt.
+type Handshaker interface {
+	Handshake(ctx context.Context) error
+}

@@ -1,0 +1,75 @@
+package fleet
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gatewayd/gatewayd/bonds"
+)
+
+// metrics are the scheduler's Prometheus metrics, named
+// gatewayd_fleet_<name>_<unit>.
+type metrics struct {
+	queued     prometheus.GaugeFunc
+	sessions   prometheus.GaugeFunc
+	results    *prometheus.CounterVec
+	attempts   prometheus.Counter
+	linkErrors *prometheus.CounterVec
+	duration   prometheus.Histogram
+}
+
+func newMetrics(s *Scheduler) *metrics {
+	m := &metrics{
+		queued: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "gatewayd_fleet_commands_queued",
+			Help: "Commands waiting for their lock (received or queued, not running).",
+		}, func() float64 { return float64(s.waiting()) }),
+		sessions: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "gatewayd_fleet_sessions_active",
+			Help: "Sessions with locks open now.",
+		}, func() float64 { return float64(s.active.Load()) }),
+		results: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gatewayd_fleet_results_total",
+			Help: "Commands that reached a terminal state, by state.",
+		}, []string{"state"}),
+		attempts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gatewayd_fleet_attempts_total",
+			Help: "Attempts to run a command (entries into running).",
+		}),
+		linkErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gatewayd_fleet_link_errors_total",
+			Help: "Failed connects, handshakes and requests, by whether they were retried.",
+		}, []string{"retryable"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "gatewayd_fleet_command_duration_seconds",
+			Help:    "Time from a command's receipt to its result.",
+			Buckets: []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900},
+		}),
+	}
+	for _, st := range []bonds.State{bonds.StateSucceeded, bonds.StateFailed, bonds.StateExpired, bonds.StateRejected} {
+		m.results.WithLabelValues(string(st))
+	}
+	m.linkErrors.WithLabelValues("true")
+	m.linkErrors.WithLabelValues("false")
+	return m
+}
+
+func (m *metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.queued, m.sessions, m.results, m.attempts, m.linkErrors, m.duration}
+}
+
+// Describe implements prometheus.Collector: register the Scheduler with a
+// prometheus.Registerer to export gatewayd_fleet_commands_queued,
+// sessions_active, results_total{state}, attempts_total,
+// link_errors_total{retryable} and command_duration_seconds.
+func (s *Scheduler) Describe(ch chan<- *prometheus.Desc) {
+	for _, c := range s.met.collectors() {
+		c.Describe(ch)
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (s *Scheduler) Collect(ch chan<- prometheus.Metric) {
+	for _, c := range s.met.collectors() {
+		c.Collect(ch)
+	}
+}

@@ -1,0 +1,120 @@
+package fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+)
+
+// Defaults of Options.
+const (
+	DefaultMaxSessions    = 4
+	DefaultMaxPerSession  = 32
+	DefaultAttemptTimeout = 30 * time.Second
+	DefaultMaxAge         = 15 * time.Minute
+	// DefaultMinBackoff and DefaultMaxBackoff bound DefaultBackoff.
+	DefaultMinBackoff = time.Second
+	DefaultMaxBackoff = time.Minute
+)
+
+// Options configure a Scheduler. Journal and Link are required; the rest
+// have useful zero values.
+type Options struct {
+	// Journal is the command journal (a *bonds.DB).
+	Journal Journal
+	// Link reaches locks.
+	Link Link
+	// Logger gets a child logger with subsystem=fleet; nil discards.
+	Logger *slog.Logger
+	// Now is the clock for not-after times, results and durations
+	// (default time.Now). Backoff waits run on real timers.
+	Now func() time.Time
+	// MaxSessions bounds the sessions open at once, across locks
+	// (default 4: a Raspberry Pi's controller holds about 4 to 10
+	// connections).
+	MaxSessions int
+	// MaxPerSession is how many commands one session carries before it
+	// is closed and its lock waits for a session slot again, so that a
+	// busy lock does not keep a slot from the others (default 32).
+	MaxPerSession int
+	// AttemptTimeout bounds a connect with its handshake, and each
+	// request (default 30 s).
+	AttemptTimeout time.Duration
+	// Backoff returns how long a lock waits before the next connect after
+	// failures consecutive retryable link errors (failures >= 1). Default:
+	// DefaultBackoff.
+	Backoff func(failures int) time.Duration
+	// Retryable reports whether a link error may go away by itself (the
+	// daemon passes bluez.Retryable). ErrLockAway is always retryable.
+	// Default: DefaultRetryable.
+	Retryable func(error) bool
+	// MaxAge is how long a command without a not-after time (an unsigned
+	// status, say) is retried after it was received, before it expires
+	// (default 15 min).
+	MaxAge time.Duration
+	// OnResult, if set, is called after a result lands in the outbox (so
+	// the MQTT publisher wakes). It must not block.
+	OnResult func()
+}
+
+func (o Options) withDefaults() (Options, error) {
+	if o.Journal == nil || o.Link == nil {
+		return o, fmt.Errorf("%w: Journal and Link are required", ErrConfig)
+	}
+	if o.MaxSessions < 0 || o.MaxPerSession < 0 || o.AttemptTimeout < 0 || o.MaxAge < 0 {
+		return o, fmt.Errorf("%w: negative limit", ErrConfig)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.MaxSessions == 0 {
+		o.MaxSessions = DefaultMaxSessions
+	}
+	if o.MaxPerSession == 0 {
+		o.MaxPerSession = DefaultMaxPerSession
+	}
+	if o.AttemptTimeout == 0 {
+		o.AttemptTimeout = DefaultAttemptTimeout
+	}
+	if o.Backoff == nil {
+		o.Backoff = DefaultBackoff
+	}
+	if o.Retryable == nil {
+		o.Retryable = DefaultRetryable
+	}
+	if o.MaxAge == 0 {
+		o.MaxAge = DefaultMaxAge
+	}
+	return o, nil
+}
+
+// DefaultBackoff doubles from DefaultMinBackoff to DefaultMaxBackoff with
+// the number of consecutive failures, and draws the wait uniformly from
+// the upper half of that (so locks that failed together do not retry
+// together).
+func DefaultBackoff(failures int) time.Duration {
+	d := DefaultMaxBackoff
+	if failures < 1 {
+		failures = 1
+	}
+	if failures <= 7 {
+		d = min(DefaultMinBackoff<<(failures-1), DefaultMaxBackoff)
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// DefaultRetryable reports whether err is ErrLockAway, a deadline, or an
+// error that says so itself with a Retryable() bool method.
+func DefaultRetryable(err error) bool {
+	if errors.Is(err, ErrLockAway) || errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var r interface{ Retryable() bool }
+	return errors.As(err, &r) && r.Retryable()
+}

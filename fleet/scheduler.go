@@ -1,0 +1,637 @@
+package fleet
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gatewayd/gatewayd/bonds"
+	"github.com/gatewayd/gatewayd/firmware/command"
+)
+
+// journalTimeout bounds one journal write. Journal writes run on a context
+// that Close does not cancel: a result the lock gave is recorded even
+// while the scheduler stops.
+const journalTimeout = 30 * time.Second
+
+// admitParallel bounds the journal writes of one admission batch in
+// flight at once; the journal commits concurrent writes with one fsync.
+const admitParallel = 16
+
+// StatusLinkError is the result status of a command failed by a link
+// error that is not retryable (the lock's own refusals carry its status
+// names: "forbidden", "replay", ...).
+const StatusLinkError = "link_error"
+
+// warnAfter is the number of consecutive retryable link errors of a lock
+// after which one Warn line says it is unreachable (the others are Debug).
+const warnAfter = 3
+
+// Scheduler carries journaled commands to locks: see the package doc.
+type Scheduler struct {
+	opts    Options
+	log     *slog.Logger
+	met     *metrics
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	connect chan struct{} // the connect slot: one Dial at a time
+	slots   chan struct{} // session slots: MaxSessions
+	active  atomic.Int64  // open sessions
+
+	mu      sync.Mutex
+	started bool
+	closed  bool
+	stopCtx func() bool // stops the AfterFunc of Start's ctx
+	inbox   []bonds.Entry
+	wakeIn  chan struct{} // cap 1: inbox has entries
+	known   map[bonds.CommandID]bool
+	locks   map[bonds.LockID]*lockQueue
+}
+
+// job is one admitted command.
+type job struct {
+	id       bonds.CommandID
+	lock     bonds.LockID
+	op       command.Op
+	payload  []byte
+	received time.Time
+	deadline time.Time // zero: none
+	running  bool      // in state running (guarded by Scheduler.mu)
+}
+
+// lockQueue is one lock's FIFO of jobs, owned by one worker goroutine.
+// Only the worker removes jobs or changes failures, lastErr and notBefore;
+// admission appends jobs under Scheduler.mu.
+type lockQueue struct {
+	id   bonds.LockID
+	jobs []*job
+	wake chan struct{} // cap 1: Wake
+
+	failures  int       // consecutive retryable link errors
+	lastErr   error     // the last link error, for expiry details
+	notBefore time.Time // monotonic: no connect before
+}
+
+// New returns a scheduler; Start starts it.
+func New(opts Options) (*Scheduler, error) {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Scheduler{
+		opts:    o,
+		log:     o.Logger.With("subsystem", "fleet"),
+		ctx:     ctx,
+		cancel:  cancel,
+		connect: make(chan struct{}, 1),
+		slots:   make(chan struct{}, o.MaxSessions),
+		wakeIn:  make(chan struct{}, 1),
+		known:   map[bonds.CommandID]bool{},
+		locks:   map[bonds.LockID]*lockQueue{},
+	}
+	s.met = newMetrics(s)
+	return s, nil
+}
+
+func (s *Scheduler) now() time.Time { return s.opts.Now() }
+
+// Start loads the journal's pending entries (received, queued, and running
+// ones, which a crash interrupted) and starts carrying them and everything
+// submitted to their locks. The scheduler runs until Close or until ctx
+// ends.
+func (s *Scheduler) Start(ctx context.Context) error {
+	s.mu.Lock()
+	switch {
+	case s.closed:
+		s.mu.Unlock()
+		return ErrClosed
+	case s.started:
+		s.mu.Unlock()
+		return ErrStarted
+	}
+	s.started = true
+	s.mu.Unlock()
+	pending, err := s.opts.Journal.Pending(ctx)
+	if err != nil {
+		s.mu.Lock()
+		s.started = false
+		s.mu.Unlock()
+		return fmt.Errorf("fleet: start: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	for _, e := range pending {
+		if !s.known[e.ID] {
+			s.known[e.ID] = true
+			s.inbox = append(s.inbox, e)
+		}
+	}
+	s.stopCtx = context.AfterFunc(ctx, s.cancel)
+	s.wg.Add(1)
+	go s.intake()
+	s.signal(s.wakeIn)
+	s.log.Info("scheduler started", "resumed", len(pending))
+	return nil
+}
+
+// Submit hands the scheduler an entry just appended to the journal. It
+// never blocks on I/O. An entry already known (submitted, or resumed by
+// Start) is ignored, as is anything after Close.
+func (s *Scheduler) Submit(e bonds.Entry) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.known[e.ID] || e.State.Terminal() {
+		return
+	}
+	s.known[e.ID] = true
+	s.inbox = append(s.inbox, e)
+	s.signal(s.wakeIn)
+}
+
+// Wake tells the scheduler that a lock was just seen (it advertises): if
+// it waits in backoff after link errors, it connects now.
+func (s *Scheduler) Wake(lock bonds.LockID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if lq := s.locks[lock]; lq != nil {
+		s.signal(lq.wake)
+	}
+}
+
+// Close stops the scheduler and waits for every goroutine it started.
+// Requests in flight are abandoned: their entries stay running in the
+// journal, and the next Start sends them again (the lock deduplicates). A
+// result already received is still written.
+func (s *Scheduler) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	stop := s.stopCtx
+	s.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+	s.cancel()
+	s.wg.Wait()
+	return nil
+}
+
+func (s *Scheduler) signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// jctx returns a context for one journal write.
+func (s *Scheduler) jctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(s.ctx), journalTimeout)
+}
+
+// intake admits submitted entries: it moves them to queued in the journal
+// and into their lock's queue.
+func (s *Scheduler) intake() {
+	defer s.wg.Done()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-s.wakeIn:
+		}
+		s.mu.Lock()
+		batch := s.inbox
+		s.inbox = nil
+		s.mu.Unlock()
+		if len(batch) == 0 {
+			continue
+		}
+		slices.SortStableFunc(batch, func(a, b bonds.Entry) int { return a.ReceivedAt.Compare(b.ReceivedAt) })
+		jobs := make([]*job, len(batch))
+		sem := make(chan struct{}, admitParallel)
+		var wg sync.WaitGroup
+		for i := range batch {
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				jobs[i] = s.admit(batch[i])
+			})
+		}
+		wg.Wait()
+		s.mu.Lock()
+		for _, j := range jobs {
+			if j != nil {
+				s.enqueue(j)
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+// opByName maps the journal's operation names to op codes.
+var opByName = func() map[string]command.Op {
+	m := map[string]command.Op{}
+	for o := command.OpLock; o.Valid(); o++ {
+		m[o.String()] = o
+	}
+	return m
+}()
+
+// admit brings one entry to queued and returns its job, or finishes it
+// (unknown operation, already expired) and returns nil.
+func (s *Scheduler) admit(e bonds.Entry) *job {
+	op, ok := opByName[e.Operation]
+	if !ok {
+		err := fmt.Errorf("%w %q", ErrUnknownOperation, e.Operation)
+		s.terminal(e.ID, e.LockID, e.Operation, e.ReceivedAt, bonds.StateRejected, command.StatusUnknownOp.String(), err.Error(), nil)
+		return nil
+	}
+	j := &job{id: e.ID, lock: e.LockID, op: op, payload: e.Payload, received: e.ReceivedAt, deadline: e.NotAfter}
+	if j.deadline.IsZero() {
+		j.deadline = e.ReceivedAt.Add(s.opts.MaxAge)
+	}
+	if s.overdue(j) {
+		s.expire(j, nil)
+		return nil
+	}
+	if e.State == bonds.StateQueued {
+		return j
+	}
+	ctx, cancel := s.jctx()
+	defer cancel()
+	if _, err := s.opts.Journal.Transition(ctx, e.ID, bonds.StateQueued, nil); err != nil {
+		s.drop(j, "admitting", err)
+		return nil
+	}
+	if e.State == bonds.StateRunning {
+		s.log.Info("resuming an interrupted command", "command", e.ID, "lock", e.LockID, "op", e.Operation)
+	}
+	return j
+}
+
+// drop forgets a job whose journal write failed. Its entry stays pending
+// in the journal, and the next Start resumes it.
+func (s *Scheduler) drop(j *job, what string, err error) {
+	s.log.Error("journal write failed; the command waits for the next start", "what", what,
+		"command", j.id, "lock", j.lock, "op", j.op.String(), "err", err)
+	s.forget(j.id)
+}
+
+func (s *Scheduler) forget(id bonds.CommandID) {
+	s.mu.Lock()
+	delete(s.known, id)
+	s.mu.Unlock()
+}
+
+// enqueue puts j in its lock's queue, in receive order behind the job
+// running, and starts the lock's worker if it has none. s.mu is held.
+func (s *Scheduler) enqueue(j *job) {
+	lq := s.locks[j.lock]
+	if lq == nil {
+		lq = &lockQueue{id: j.lock, wake: make(chan struct{}, 1)}
+		s.locks[j.lock] = lq
+		s.wg.Add(1)
+		go s.worker(lq)
+	}
+	i := len(lq.jobs)
+	for i > 0 && !lq.jobs[i-1].running && lq.jobs[i-1].received.After(j.received) {
+		i--
+	}
+	lq.jobs = slices.Insert(lq.jobs, i, j)
+}
+
+func (s *Scheduler) overdue(j *job) bool { return !s.now().Before(j.deadline) }
+
+// worker carries one lock's jobs until its queue is empty.
+func (s *Scheduler) worker(lq *lockQueue) {
+	defer s.wg.Done()
+	for {
+		if s.ctx.Err() != nil {
+			return
+		}
+		if s.expireOverdue(lq) {
+			return // queue empty, worker gone
+		}
+		if wait := time.Until(lq.notBefore); wait > 0 {
+			s.backoff(lq, wait)
+			continue
+		}
+		select {
+		case s.slots <- struct{}{}:
+		case <-s.ctx.Done():
+			return
+		}
+		s.session(lq)
+		<-s.slots
+	}
+}
+
+// expireOverdue expires the jobs of lq that are not running and whose
+// deadline passed. It reports whether the queue is empty, in which case
+// the worker is unregistered and must return.
+func (s *Scheduler) expireOverdue(lq *lockQueue) bool {
+	s.mu.Lock()
+	var late []*job
+	lq.jobs = slices.DeleteFunc(lq.jobs, func(j *job) bool {
+		if !j.running && s.overdue(j) {
+			late = append(late, j)
+			return true
+		}
+		return false
+	})
+	s.mu.Unlock()
+	for _, j := range late {
+		s.expire(j, lq.lastErr)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(lq.jobs) == 0 {
+		delete(s.locks, lq.id)
+		return true
+	}
+	return false
+}
+
+// backoff waits up to wait, or until the earliest deadline of lq's jobs,
+// a Wake, or Close.
+func (s *Scheduler) backoff(lq *lockQueue, wait time.Duration) {
+	s.mu.Lock()
+	for _, j := range lq.jobs {
+		wait = min(wait, max(j.deadline.Sub(s.now()), 0))
+	}
+	s.mu.Unlock()
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-lq.wake:
+		lq.notBefore = time.Time{}
+	case <-s.ctx.Done():
+	}
+}
+
+// head returns lq's first job, expiring overdue ones first; nil if none.
+func (s *Scheduler) head(lq *lockQueue) *job {
+	for {
+		s.mu.Lock()
+		if len(lq.jobs) == 0 {
+			s.mu.Unlock()
+			return nil
+		}
+		j := lq.jobs[0]
+		if !s.overdue(j) {
+			s.mu.Unlock()
+			return j
+		}
+		lq.jobs = lq.jobs[1:]
+		s.mu.Unlock()
+		s.expire(j, lq.lastErr)
+	}
+}
+
+// remove takes j, the head, out of lq.
+func (s *Scheduler) remove(lq *lockQueue, j *job) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	lq.jobs = slices.DeleteFunc(lq.jobs, func(x *job) bool { return x == j })
+}
+
+// begin moves j to running: one attempt.
+func (s *Scheduler) begin(lq *lockQueue, j *job) bool {
+	ctx, cancel := s.jctx()
+	defer cancel()
+	if _, err := s.opts.Journal.Transition(ctx, j.id, bonds.StateRunning, nil); err != nil {
+		s.remove(lq, j)
+		s.drop(j, "starting an attempt", err)
+		return false
+	}
+	s.mu.Lock()
+	j.running = true
+	s.mu.Unlock()
+	s.met.attempts.Inc()
+	return true
+}
+
+// session runs one session with lq's lock: it connects for the head job,
+// then carries jobs in order until the queue is empty, a link error, or
+// MaxPerSession. The caller holds a session slot.
+func (s *Scheduler) session(lq *lockQueue) {
+	j := s.head(lq)
+	if j == nil || !s.begin(lq, j) {
+		return
+	}
+	sess, err := s.dial(lq.id)
+	if err != nil {
+		s.linkError(lq, j, err)
+		return
+	}
+	s.active.Add(1)
+	defer func() {
+		if err := sess.Close(); err != nil {
+			s.log.Debug("closing a session", "lock", lq.id, "err", err)
+		}
+		s.active.Add(-1)
+	}()
+	for n := 1; ; n++ {
+		res, err := s.do(sess, j)
+		if err != nil {
+			s.linkError(lq, j, err)
+			return
+		}
+		lq.failures = 0
+		s.remove(lq, j)
+		s.finish(j, res)
+		if n >= s.opts.MaxPerSession || s.ctx.Err() != nil {
+			return
+		}
+		if j = s.head(lq); j == nil || !s.begin(lq, j) {
+			return
+		}
+	}
+}
+
+// dial takes the connect slot for the Link's Dial, and runs the handshake
+// (if the Session has its own) after releasing it.
+func (s *Scheduler) dial(lock bonds.LockID) (Session, error) {
+	ctx, cancel := context.WithTimeout(s.ctx, s.opts.AttemptTimeout)
+	defer cancel()
+	select {
+	case s.connect <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("fleet: waiting to connect to lock %s: %w", lock, ctx.Err())
+	}
+	sess, err := s.opts.Link.Dial(ctx, lock)
+	<-s.connect
+	if err != nil {
+		return nil, fmt.Errorf("fleet: connect to lock %s: %w", lock, err)
+	}
+	if h, ok := sess.(Handshaker); ok {
+		if err := h.Handshake(ctx); err != nil {
+			_ = sess.Close()
+			return nil, fmt.Errorf("fleet: handshake with lock %s: %w", lock, err)
+		}
+	}
+	return sess, nil
+}
+
+// do sends j over sess.
+func (s *Scheduler) do(sess Session, j *job) (*command.Result, error) {
+	ctx, cancel := context.WithTimeout(s.ctx, s.opts.AttemptTimeout)
+	defer cancel()
+	res, err := sess.Do(ctx, j.op, j.payload)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("fleet: %s on lock %s: %w", j.op, j.lock, err)
+	case res == nil:
+		return nil, fmt.Errorf("fleet: %s on lock %s: %w", j.op, j.lock, ErrNoResult)
+	case res.CommandID != nil && !bytes.Equal(res.CommandID, j.id[:]):
+		return nil, fmt.Errorf("fleet: %s on lock %s: the lock answered for command %x: %w",
+			j.op, j.lock, res.CommandID, ErrNoResult)
+	}
+	return res, nil
+}
+
+func (s *Scheduler) retryable(err error) bool {
+	return errors.Is(err, ErrLockAway) || s.opts.Retryable(err)
+}
+
+// linkError handles a failed connect, handshake or request of j, which is
+// running. A retryable error puts it back to queued, behind a backoff; any
+// other fails it.
+func (s *Scheduler) linkError(lq *lockQueue, j *job, err error) {
+	if s.ctx.Err() != nil {
+		// Closing: the entry stays running, for the next Start.
+		s.remove(lq, j)
+		s.forget(j.id)
+		return
+	}
+	retry := s.retryable(err)
+	s.met.linkErrors.WithLabelValues(fmt.Sprint(retry)).Inc()
+	lq.lastErr = err
+	if !retry {
+		s.log.Warn("link error", "lock", lq.id, "command", j.id, "op", j.op.String(), "retryable", false, "err", err)
+		s.remove(lq, j)
+		s.terminal(j.id, j.lock, j.op.String(), j.received, bonds.StateFailed, StatusLinkError, err.Error(), nil)
+		return
+	}
+	lq.failures++
+	wait := s.opts.Backoff(lq.failures)
+	lq.notBefore = time.Now().Add(wait)
+	level := slog.LevelDebug
+	if lq.failures == warnAfter {
+		level = slog.LevelWarn
+	}
+	s.log.Log(s.ctx, level, "link error, retrying", "lock", lq.id, "command", j.id, "op", j.op.String(),
+		"failures", lq.failures, "retry_in", wait, "err", err)
+	ctx, cancel := s.jctx()
+	defer cancel()
+	if _, terr := s.opts.Journal.Transition(ctx, j.id, bonds.StateQueued, nil); terr != nil {
+		s.remove(lq, j)
+		s.drop(j, "requeueing", terr)
+		return
+	}
+	s.mu.Lock()
+	j.running = false
+	s.mu.Unlock()
+}
+
+// finish records the lock's answer to j.
+func (s *Scheduler) finish(j *job, res *command.Result) {
+	status, detail := res.Status, res.Detail
+	if status == command.StatusDuplicateCommand {
+		if orig, err := res.Duplicate(); err == nil {
+			status = orig
+			detail = "the lock had run it before (duplicate_command)"
+		} else {
+			detail = "duplicate_command without a readable original status"
+		}
+	}
+	state := bonds.StateSucceeded
+	if status != command.StatusOK {
+		state = bonds.StateFailed
+	}
+	payload, err := command.MarshalResult(j.op, res)
+	if err != nil {
+		s.log.Debug("result not re-encodable; stored without payload", "command", j.id, "err", err)
+		payload = nil
+	}
+	s.terminal(j.id, j.lock, j.op.String(), j.received, state, status.String(), detail, payload)
+}
+
+// expire ends j, not running, which can no longer run in time.
+func (s *Scheduler) expire(j *job, lastErr error) {
+	deadline := j.deadline.UTC().Format(time.RFC3339)
+	s.terminalWith(j.id, j.lock, j.op.String(), j.received, bonds.StateExpired, func(e *bonds.Entry) string {
+		if e.Attempts == 0 && lastErr == nil {
+			return "not run before its deadline " + deadline
+		}
+		d := fmt.Sprintf("not run before its deadline %s after %d attempts", deadline, e.Attempts)
+		if lastErr != nil {
+			d += "; last error: " + lastErr.Error()
+		}
+		return d
+	})
+}
+
+// terminal moves an entry to a terminal state with its result.
+func (s *Scheduler) terminal(id bonds.CommandID, lock bonds.LockID, op string, received time.Time,
+	to bonds.State, status, detail string, payload []byte) {
+	s.terminalWith(id, lock, op, received, to, func(*bonds.Entry) string { return detail }, func(r *bonds.Result) {
+		r.Status, r.Payload = status, payload
+	})
+}
+
+func (s *Scheduler) terminalWith(id bonds.CommandID, lock bonds.LockID, op string, received time.Time,
+	to bonds.State, detail func(*bonds.Entry) string, more ...func(*bonds.Result)) {
+	defer s.forget(id)
+	status := string(to)
+	ctx, cancel := s.jctx()
+	defer cancel()
+	e, err := s.opts.Journal.Transition(ctx, id, to, func(e *bonds.Entry) {
+		r := &bonds.Result{Status: status, Detail: detail(e)}
+		for _, f := range more {
+			f(r)
+		}
+		e.Result = r
+	})
+	if err != nil {
+		s.log.Error("journal write failed; the command waits for the next start", "what", "result",
+			"command", id, "lock", lock, "op", op, "state", to, "err", err)
+		return
+	}
+	s.met.results.WithLabelValues(string(to)).Inc()
+	s.met.duration.Observe(max(s.now().Sub(received), 0).Seconds())
+	st := ""
+	if e.Result != nil {
+		st = e.Result.Status
+	}
+	s.log.Info("command finished", "command", id, "lock", lock, "op", op, "state", to,
+		"status", st, "attempts", e.Attempts)
+	if s.opts.OnResult != nil {
+		s.opts.OnResult()
+	}
+}
+
+// waiting counts commands admitted or submitted and not running.
+func (s *Scheduler) waiting() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := len(s.inbox)
+	for _, lq := range s.locks {
+		for _, j := range lq.jobs {
+			if !j.running {
+				n++
+			}
+		}
+	}
+	return n
+}
