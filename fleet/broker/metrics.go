@@ -1,0 +1,52 @@
+package broker
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	connected         prometheus.Gauge
+	connects          prometheus.Counter
+	connectionLost    prometheus.Counter
+	received          prometheus.Counter
+	acked             prometheus.Counter
+	dropped           prometheus.Counter
+	publishes         prometheus.Counter
+	publishFailures   prometheus.Counter
+	subscribeFailures prometheus.Counter
+}
+
+func newMetrics() *metrics {
+	c := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: "gatewayd", Subsystem: "mqtt", Name: name, Help: help})
+	}
+	return &metrics{
+		connected: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "gatewayd", Subsystem: "mqtt", Name: "connected",
+			Help: "1 while the MQTT session is connected and subscribed, else 0."}),
+		connects:          c("connects_total", "MQTT connections established (first connect and every reconnect)."),
+		connectionLost:    c("connection_lost_total", "MQTT connections lost without Close (network, broker or keepalive failures)."),
+		received:          c("messages_received_total", "MQTT messages received from the broker (redeliveries included)."),
+		acked:             c("messages_acked_total", "PUBACKs released to the broker for received QoS 1 messages."),
+		dropped:           c("messages_dropped_total", "Messages neither delivered nor acknowledged because the session's queue was full (MaxQueued); the broker redelivers them after a reconnect."),
+		publishes:         c("publishes_total", "QoS 1 publishes the broker acknowledged."),
+		publishFailures:   c("publish_failures_total", "Publishes that returned an error (context ended before the PUBACK, refused by the client, or session closed)."),
+		subscribeFailures: c("subscribe_failures_total", "Subscriptions the broker refused (SUBACK 0x80) or that failed."),
+	}
+}
+
+func (m *metrics) all() []prometheus.Collector {
+	return []prometheus.Collector{m.connected, m.connects, m.connectionLost, m.received, m.acked, m.dropped,
+		m.publishes, m.publishFailures, m.subscribeFailures}
+}
+
+// Describe implements prometheus.Collector.
+func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, c := range m.all() {
+		c.Describe(ch)
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (m *metrics) Collect(ch chan<- prometheus.Metric) {
+	for _, c := range m.all() {
+		c.Collect(ch)
+	}
+}

@@ -1,0 +1,502 @@
+package broker
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Session is the gateway's MQTT session. Its methods are safe for
+// concurrent use.
+type Session struct {
+	opts   Options
+	log    *slog.Logger
+	client mqtt.Client
+	store  *trackStore
+	m      *metrics
+
+	// gen counts connection attempts; a message belongs to the connection
+	// it arrived on, and paho drops the PUBACK of a message from an earlier
+	// connection (its router has gone).
+	gen atomic.Uint64
+
+	ctx    context.Context // the session's lifetime; cancelled by Close
+	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	started bool
+	closed  bool
+	ready   bool          // connected, subscribed, online published
+	readyCh chan struct{} // closed and replaced whenever ready changes
+	wg      sync.WaitGroup
+
+	closing   chan struct{}
+	closeOnce sync.Once
+
+	pubMu sync.Mutex // see trackStore
+
+	qmu   sync.Mutex
+	queue []*Message
+	qsig  chan struct{}
+
+	ackMu   sync.Mutex
+	pending []*Message // delivered QoS 1 messages whose PUBACK is not released, in arrival order
+}
+
+// Message is one message from the broker.
+type Message struct {
+	Topic     string
+	Payload   []byte
+	QoS       byte
+	Duplicate bool   // the broker may have sent it before (a redelivery)
+	Retained  bool   // sent from the broker's retained store on subscribe
+	PacketID  uint16 // the MQTT packet identifier (0 for QoS 0)
+
+	s     *Session
+	pm    mqtt.Message
+	gen   uint64
+	acked bool // guarded by s.ackMu
+}
+
+// Ack acknowledges the message: the broker will not redeliver it. Call it
+// once the message is durable, in delivery order; the session releases the
+// PUBACK only after those of all earlier messages of the same connection.
+// Ack is idempotent and safe from any goroutine; it does nothing for QoS 0
+// and, after a reconnect, for a message of the lost connection (the broker
+// redelivers that one).
+func (m *Message) Ack() { m.s.ack(m) }
+
+// New validates opts and returns a session that is not yet connected.
+func New(opts Options) (*Session, error) {
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	opts.setDefaults()
+	opts.Brokers = append([]string(nil), opts.Brokers...)
+	opts.Subscribe = append([]string(nil), opts.Subscribe...)
+	s := &Session{
+		opts:    opts,
+		log:     opts.Logger.With("client_id", opts.ClientID),
+		store:   newTrackStore(),
+		m:       newMetrics(),
+		readyCh: make(chan struct{}),
+		closing: make(chan struct{}),
+		qsig:    make(chan struct{}, 1),
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+
+	po := mqtt.NewClientOptions()
+	for _, b := range opts.Brokers {
+		po.AddBroker(b)
+	}
+	po.SetClientID(opts.ClientID)
+	po.SetUsername(opts.Username)
+	po.SetPassword(opts.Password)
+	if opts.TLSConfig != nil {
+		po.SetTLSConfig(opts.TLSConfig)
+	}
+	po.SetProtocolVersion(4) // MQTT 3.1.1, no fallback to 3.1
+	po.SetCleanSession(false)
+	po.SetOrderMatters(true)
+	po.SetAutoAckDisabled(true)
+	po.SetResumeSubs(false) // the session subscribes on every connect itself
+	po.SetStore(s.store)
+	po.SetKeepAlive(opts.KeepAlive)
+	po.SetConnectTimeout(opts.ConnectTimeout)
+	po.SetWriteTimeout(opts.WriteTimeout)
+	po.SetAutoReconnect(true)
+	po.SetMaxReconnectInterval(opts.MaxReconnectInterval)
+	po.SetConnectRetry(true)
+	po.SetConnectRetryInterval(min(5*time.Second, opts.MaxReconnectInterval))
+	po.SetDefaultPublishHandler(s.onPublish)
+	po.SetOnConnectHandler(s.onConnect)
+	po.SetConnectionLostHandler(s.onConnectionLost)
+	po.SetConnectionAttemptHandler(func(broker *url.URL, cfg *tls.Config) *tls.Config {
+		s.gen.Add(1)
+		s.log.Debug("mqtt connecting", "broker", broker.Redacted())
+		return cfg
+	})
+	if opts.StatusTopic != "" {
+		po.SetBinaryWill(opts.StatusTopic, opts.OfflinePayload, 1, true)
+	}
+	if opts.wrapConn != nil {
+		po.SetCustomOpenConnectionFn(func(u *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
+			if u.Scheme != "tcp" && u.Scheme != "mqtt" {
+				return nil, fmt.Errorf("broker: test dialer supports tcp:// only, not %q", u.Scheme)
+			}
+			d := net.Dialer{Timeout: o.ConnectTimeout}
+			c, err := d.Dial("tcp", u.Host)
+			if err != nil {
+				return nil, err
+			}
+			return opts.wrapConn(c), nil
+		})
+	}
+	s.client = mqtt.NewClient(po)
+	return s, nil
+}
+
+// Collector returns the session's Prometheus metrics
+// (gatewayd_mqtt_*), to register once.
+func (s *Session) Collector() prometheus.Collector { return s.m }
+
+// Start launches the connection and returns at once (ctx only guards the
+// call): a broker that is down at boot does not keep the daemon from
+// starting; the session retries every min(5 s, MaxReconnectInterval), then
+// reconnects with a backoff up to MaxReconnectInterval whenever the
+// connection is lost. Use WaitConnected to wait for the connection.
+func (s *Session) Start(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("broker: start: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closed:
+		return ErrClosed
+	case s.started:
+		return ErrStarted
+	}
+	s.started = true
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.deliver()
+	}()
+	s.client.Connect() // with ConnectRetry its token completes only once connected or closed
+	return nil
+}
+
+// Connected reports whether the session is connected, subscribed and has
+// published its online status.
+func (s *Session) Connected() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ready
+}
+
+// WaitConnected waits until the session is connected and subscribed (see
+// Connected), ctx ends, or the session is closed.
+func (s *Session) WaitConnected(ctx context.Context) error {
+	for {
+		s.mu.Lock()
+		ready, ch, started, closed := s.ready, s.readyCh, s.started, s.closed
+		s.mu.Unlock()
+		switch {
+		case closed:
+			return ErrClosed
+		case !started:
+			return ErrNotStarted
+		case ready:
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-s.closing:
+		case <-ctx.Done():
+			return fmt.Errorf("broker: wait for connection: %w", ctx.Err())
+		}
+	}
+}
+
+// Publish publishes payload to topic with QoS 1 and returns nil once the
+// broker acknowledged it (PUBACK). While the session is disconnected the
+// message waits for the reconnection. ctx must have a deadline
+// (ErrNoDeadline); when it ends first Publish returns ErrNotAcknowledged
+// wrapping ctx's error, and withdraws the message so that it is not resent
+// after a reconnect (one already on the wire may still arrive: retry, and let
+// the receiver deduplicate). Publish copies payload.
+func (s *Session) Publish(ctx context.Context, topic string, payload []byte, retain bool) error {
+	if _, ok := ctx.Deadline(); !ok {
+		return fmt.Errorf("broker: publish to %q: %w", topic, ErrNoDeadline)
+	}
+	if err := validTopic(topic); err != nil {
+		return fmt.Errorf("broker: publish to %q: %w: %v", topic, ErrInvalidTopic, err)
+	}
+	s.mu.Lock()
+	started, closed := s.started, s.closed
+	s.mu.Unlock()
+	switch {
+	case closed:
+		return fmt.Errorf("broker: publish to %q: %w", topic, ErrClosed)
+	case !started:
+		return fmt.Errorf("broker: publish to %q: %w", topic, ErrNotStarted)
+	}
+	return s.publish(ctx, topic, payload, retain, s.closing)
+}
+
+// publish is Publish without the checks; closing (nil for Close's own
+// offline status) ends the wait.
+func (s *Session) publish(ctx context.Context, topic string, payload []byte, retain bool, closing <-chan struct{}) error {
+	buf := bytes.Clone(payload) // paho keeps the slice until the PUBACK
+	if buf == nil {
+		buf = []byte{}
+	}
+	e := &pubEntry{acked: make(chan struct{})}
+	s.pubMu.Lock()
+	s.store.expect(e)
+	tok := s.client.Publish(topic, 1, retain, buf)
+	stored := s.store.done()
+	s.pubMu.Unlock()
+	if !stored { // refused before it was stored: the token holds the error
+		<-tok.Done()
+		s.m.publishFailures.Inc()
+		err := tok.Error()
+		if err == nil {
+			err = errors.New("paho did not store the message")
+		}
+		return fmt.Errorf("broker: publish to %q: %w: %w", topic, ErrPublish, err)
+	}
+	// The token's own outcome is not trusted (see trackStore): a write
+	// error or timeout leaves the message stored, and paho resends it after
+	// the reconnect, which completes the token without error long before
+	// the PUBACK.
+	select {
+	case <-e.acked:
+		s.m.publishes.Inc()
+		return nil
+	case <-ctx.Done():
+		s.store.withdraw(e)
+		s.m.publishFailures.Inc()
+		return fmt.Errorf("broker: publish to %q: %w: %w", topic, ErrNotAcknowledged, ctx.Err())
+	case <-closing:
+		s.store.withdraw(e)
+		s.m.publishFailures.Inc()
+		return fmt.Errorf("broker: publish to %q: %w", topic, ErrClosed)
+	}
+}
+
+// Close publishes the offline status (if connected and StatusTopic is set),
+// disconnects cleanly (so the broker does not publish the Will), and waits
+// for the goroutines the session started, OnMessage included: do not call
+// Close from OnMessage. Both are bounded by Options.CloseTimeout. Messages
+// delivered but not acknowledged are redelivered at the next session with
+// the same ClientID. Close is idempotent and always returns nil.
+//
+// paho may keep a goroutine of its own alive after Close while a
+// reconnection attempt finishes (at most ConnectTimeout plus one backoff
+// interval).
+func (s *Session) Close() error {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		started := s.started
+		s.mu.Unlock()
+		close(s.closing)
+		s.cancel() // ends afterConnect's subscribe and online publish
+		if started {
+			deadline := time.Now().Add(s.opts.CloseTimeout)
+			if s.opts.StatusTopic != "" && s.client.IsConnectionOpen() {
+				ctx, cancel := context.WithDeadline(context.Background(), deadline)
+				if err := s.publish(ctx, s.opts.StatusTopic, s.opts.OfflinePayload, true, nil); err != nil {
+					s.log.Warn("mqtt offline status not acknowledged before close", "err", err)
+				}
+				cancel()
+			}
+			quiesce := max(time.Until(deadline), 100*time.Millisecond)
+			s.client.Disconnect(uint(quiesce.Milliseconds()))
+		}
+		s.wg.Wait()
+		s.setReady(false)
+		s.log.Info("mqtt session closed")
+	})
+	return nil
+}
+
+func (s *Session) setReady(ready bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed && ready {
+		return
+	}
+	if ready != s.ready {
+		s.ready = ready
+		close(s.readyCh)
+		s.readyCh = make(chan struct{})
+	}
+	if ready {
+		s.m.connected.Set(1)
+	} else {
+		s.m.connected.Set(0)
+	}
+}
+
+// goTracked runs f in a goroutine Close waits for, unless closed.
+func (s *Session) goTracked(f func()) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
+	return true
+}
+
+// onConnect runs in a goroutine of paho's after every connect. Subscribing
+// and waiting for the SUBACK happen in a goroutine of ours: paho's docs
+// warn that waiting in OnConnect can deadlock.
+func (s *Session) onConnect(mqtt.Client) {
+	s.m.connects.Inc()
+	s.log.Info("mqtt connected")
+	s.goTracked(s.afterConnect)
+}
+
+func (s *Session) afterConnect() {
+	ctx, cancel := context.WithTimeout(s.ctx, s.opts.ConnectTimeout+s.opts.WriteTimeout)
+	defer cancel()
+	if len(s.opts.Subscribe) > 0 {
+		filters := make(map[string]byte, len(s.opts.Subscribe))
+		for _, f := range s.opts.Subscribe {
+			filters[f] = 1
+		}
+		// nil callback: every message goes to the default handler, also
+		// those the persistent session delivers before the SUBACK.
+		tok := s.client.SubscribeMultiple(filters, nil)
+		select {
+		case <-tok.Done():
+		case <-ctx.Done():
+			s.log.Warn("mqtt subscribe: no SUBACK", "err", fmt.Errorf("%w: %w", ErrSubscribe, ctx.Err()))
+			return
+		}
+		if err := tok.Error(); err != nil {
+			s.m.subscribeFailures.Add(float64(len(filters)))
+			s.log.Error("mqtt subscribe failed", "err", fmt.Errorf("%w: %w", ErrSubscribe, err))
+		} else {
+			for f, code := range tok.(*mqtt.SubscribeToken).Result() {
+				if code == 0x80 {
+					s.m.subscribeFailures.Inc()
+					s.log.Error("mqtt subscription refused by the broker", "filter", f, "err", ErrSubscribe)
+				}
+			}
+		}
+	}
+	if s.opts.StatusTopic != "" {
+		if err := s.publish(ctx, s.opts.StatusTopic, s.opts.OnlinePayload, true, s.closing); err != nil {
+			s.log.Warn("mqtt online status not published", "err", err)
+		}
+	}
+	s.setReady(s.client.IsConnectionOpen())
+}
+
+func (s *Session) onConnectionLost(_ mqtt.Client, err error) {
+	s.m.connectionLost.Inc()
+	s.log.Warn("mqtt connection lost; reconnecting", "err", err)
+	if !s.client.IsConnectionOpen() { // a reconnect may already have won the race
+		s.setReady(false)
+	}
+}
+
+// onPublish is paho's message handler. It runs on paho's incoming
+// goroutine and must never block: it queues the message for deliver.
+func (s *Session) onPublish(_ mqtt.Client, pm mqtt.Message) {
+	s.m.received.Inc()
+	m := &Message{
+		Topic:     pm.Topic(),
+		Payload:   pm.Payload(), // paho decodes every packet into a fresh slice
+		QoS:       pm.Qos(),
+		Duplicate: pm.Duplicate(),
+		Retained:  pm.Retained(),
+		PacketID:  pm.MessageID(),
+		s:         s,
+		pm:        pm,
+		gen:       s.gen.Load(),
+	}
+	s.qmu.Lock()
+	if len(s.queue) >= s.opts.MaxQueued {
+		s.qmu.Unlock()
+		s.m.dropped.Inc()
+		s.log.Warn("mqtt queue full: message dropped unacknowledged; the broker redelivers it after a reconnect",
+			"topic", m.Topic, "max_queued", s.opts.MaxQueued)
+		return
+	}
+	s.queue = append(s.queue, m)
+	s.qmu.Unlock()
+	select {
+	case s.qsig <- struct{}{}:
+	default:
+	}
+}
+
+// deliver hands queued messages to OnMessage, one at a time, in order.
+func (s *Session) deliver() {
+	for {
+		s.qmu.Lock()
+		var m *Message
+		if len(s.queue) > 0 {
+			m = s.queue[0]
+			s.queue[0] = nil
+			s.queue = s.queue[1:]
+		}
+		s.qmu.Unlock()
+		if m == nil {
+			select {
+			case <-s.qsig:
+				continue
+			case <-s.closing:
+				return
+			}
+		}
+		select {
+		case <-s.closing:
+			return // not acknowledged: redelivered to the next session
+		default:
+		}
+		if m.gen != s.gen.Load() {
+			// Its connection is gone: an Ack could not reach the broker,
+			// which redelivers the message on the new connection.
+			s.log.Debug("mqtt message of a lost connection discarded", "topic", m.Topic)
+			continue
+		}
+		if m.QoS > 0 {
+			s.ackMu.Lock()
+			for len(s.pending) > 0 && s.pending[0].gen != m.gen {
+				s.pending[0] = nil // of a lost connection
+				s.pending = s.pending[1:]
+			}
+			s.pending = append(s.pending, m)
+			s.ackMu.Unlock()
+		}
+		if s.opts.OnMessage != nil {
+			s.opts.OnMessage(m)
+		}
+	}
+}
+
+func (s *Session) ack(m *Message) {
+	if m.QoS == 0 {
+		return
+	}
+	s.ackMu.Lock()
+	defer s.ackMu.Unlock()
+	if m.acked {
+		return
+	}
+	m.acked = true
+	for len(s.pending) > 0 && s.pending[0].acked {
+		h := s.pending[0]
+		s.pending[0] = nil
+		s.pending = s.pending[1:]
+		// paho's Ack is safe from any goroutine (a sync.Once, then a send
+		// to its router's channel under a read lock); it drops the PUBACK
+		// of a message from a lost connection. ackMu keeps the order.
+		h.pm.Ack()
+		if h.gen == s.gen.Load() {
+			s.m.acked.Inc()
+		}
+	}
+}
