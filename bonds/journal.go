@@ -80,10 +80,24 @@ func (db *DB) now() time.Time { return db.opts.Now().Round(0).UTC() }
 // ErrDuplicate together with the existing entry; the caller then
 // acknowledges the redelivery without running the command again.
 func (db *DB) Append(ctx context.Context, c Command) (Entry, error) {
+	return db.AppendAt(ctx, c, time.Time{})
+}
+
+// AppendAt is Append with the time the command arrived, when the caller
+// knows it better than the moment of the write (zero: now). The journal
+// is ordered by this time (Pending returns entries in it), so a caller
+// that appends concurrently keeps the arrival order by passing strictly
+// increasing times in that order: the MQTT intake does, and the commands
+// for one lock then run in the order the broker delivered them, which is
+// the order of their signers' counters.
+func (db *DB) AppendAt(ctx context.Context, c Command, receivedAt time.Time) (Entry, error) {
 	if c.ID.IsZero() || c.LockID.IsZero() || c.Operation == "" {
 		return Entry{}, fmt.Errorf("bonds: append: command needs an ID, a lock ID and an operation: %w", ErrInvalid)
 	}
 	now := db.now()
+	if !receivedAt.IsZero() {
+		now = receivedAt.Round(0).UTC()
+	}
 	var out Entry
 	var dup bool
 	err := db.write(ctx, func(tx *bolt.Tx) error {

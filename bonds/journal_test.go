@@ -384,3 +384,28 @@ func TestWriteHonoursContext(t *testing.T) {
 		t.Errorf("the entry was written: %v", err)
 	}
 }
+
+// TestAppendAtKeepsArrivalOrder: appends that finish out of order (as
+// concurrent ones do) are still pending in the order of the arrival times
+// given, also after a reopen.
+func TestAppendAtKeepsArrivalOrder(t *testing.T) {
+	clk := newClock()
+	db, _ := openTest(t, Options{Now: clk.Now})
+	arrived := clk.Now()
+	for _, n := range []uint64{3, 1, 2} { // written last-arrived first
+		if _, err := db.AppendAt(bg, testCommand(n), arrived.Add(time.Duration(n)*time.Nanosecond)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db = reopen(t, db, Options{Now: clk.Now})
+	p, err := db.Pending(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p) != 3 || p[0].ID != cid(1) || p[1].ID != cid(2) || p[2].ID != cid(3) {
+		t.Errorf("pending order %v", p)
+	}
+	if !p[0].ReceivedAt.Equal(arrived.Add(time.Nanosecond)) {
+		t.Errorf("received_at %v, want the arrival time", p[0].ReceivedAt)
+	}
+}

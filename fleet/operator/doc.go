@@ -1,0 +1,42 @@
+// Package operator is what fleet operators see of a gateway over MQTT: the
+// topic layout, the message formats, the intake of signed commands and
+// the outbox publisher of their results. The contract, for operators and
+// backend developers, is docs/mqtt.md.
+//
+// # Intake
+//
+// An [Intake] takes the messages of the gateway's command topic (the
+// daemon adapts the broker session's messages to [Message]). For each, in
+// this order: the size (at most command.MaxSignedSize, before any
+// decoding); [command.Peek] for the claimed lock and operation; then
+// [command.Verifier.Verify] with the trusted fleet roots, that lock ID and
+// that operation. A command whose signature did not verify is never
+// journaled: it is refused with a notice on the rejected topic, and the
+// message is acknowledged only once the broker acknowledged the notice.
+// Journaling it would let any MQTT client squat a command ID that the
+// real, signed command would then find taken. An authentic command is
+// appended to the journal (bonds), which returns only after fsync, and
+// only then acknowledged; one that is authentic but cannot run (expired,
+// or a per-signer counter the lock already passed) is journaled and moved
+// at once to its terminal state, so it gets exactly one result like any
+// other. A command ID already journaled is acknowledged with a duplicate
+// notice and no second result.
+//
+// Verification and appends run concurrently (the journal group-commits
+// them), but acknowledgements are released strictly in the order the
+// messages were enqueued, as MQTT 3.1.1 §4.6 requires of PUBACKs.
+//
+// # Outbox
+//
+// An [Outbox] publishes the journal's outbox, oldest first, to the result
+// topic with QoS 1, and removes each result (Journal.Ack) only after the
+// broker acknowledged it. Results therefore survive restarts and are
+// published at least once; subscribers deduplicate by command ID.
+//
+// # Imports
+//
+// It may import bonds, firmware/command, firmware/cred, the standard
+// library and client_golang (metrics). It does not import the MQTT client
+// (paho) or bluez: the broker is reached through the [Publisher]
+// interface and [Message], which the daemon adapts.
+package operator

@@ -1,0 +1,461 @@
+package operator
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gatewayd/gatewayd/bonds"
+	"github.com/gatewayd/gatewayd/firmware/command"
+	"github.com/gatewayd/gatewayd/firmware/cred"
+)
+
+// Defaults for the zero values of IntakeOptions and OutboxOptions.
+const (
+	DefaultConcurrency    = 8
+	DefaultMaxQueued      = 1000
+	DefaultPublishTimeout = 30 * time.Second
+)
+
+// IntakeOptions configures NewIntake. Journal, Publisher and Topics are
+// required; every other zero value is useful.
+type IntakeOptions struct {
+	Journal   Journal
+	Publisher Publisher // for rejection notices
+	Topics    Topics
+	// Roots are the trusted fleet roots.
+	Roots cred.Roots
+	// Now is the clock for validity and expiry checks (default time.Now).
+	Now    func() time.Time
+	Logger *slog.Logger // nil discards
+	// OnJournaled is called with each command newly journaled that is to
+	// run (state received): the daemon passes the scheduler's Submit. It
+	// is called before the message is acknowledged and must not block
+	// for long.
+	OnJournaled func(bonds.Entry)
+	// OnResult is called when the intake put a result in the outbox (a
+	// command journaled as expired or rejected): the daemon passes the
+	// Outbox's Kick.
+	OnResult func()
+	// Concurrency is how many messages are verified and appended at once
+	// (default 8). Appends group-commit, so more concurrency means fewer
+	// fsyncs per command.
+	Concurrency int
+	// MaxQueued bounds the messages enqueued and not yet acknowledged
+	// (default 1000). Beyond it a message is dropped unacknowledged (the
+	// broker redelivers it after the next reconnect) and counted. Keep it
+	// above the broker's in-flight window, which is the real bound.
+	MaxQueued int
+	// PublishTimeout bounds the publication of one rejection notice
+	// (default 30s).
+	PublishTimeout time.Duration
+}
+
+// Causes of messages left unacknowledged (gatewayd_intake_unacked_total).
+const (
+	causeQueueFull = iota
+	causeClosed
+	causeJournal
+	causeNotice
+	nCauses
+)
+
+var causeNames = [nCauses]string{"queue_full", "closed", "journal_error", "notice_unpublished"}
+
+// Intake verifies, journals and acknowledges the messages of the command
+// topic (see the package doc and docs/mqtt.md). Its methods are safe for
+// concurrent use.
+type Intake struct {
+	opts IntakeOptions
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	cond    *sync.Cond
+	queue   []item
+	nextSeq uint64
+	// lastArrival is the arrival time given to the last message enqueued.
+	lastArrival time.Time
+	started     bool
+	closed      bool
+	cancel      context.CancelFunc
+	wg          sync.WaitGroup
+
+	// Release of acknowledgements in enqueue order.
+	relMu   sync.Mutex
+	relNext uint64
+	done    map[uint64]outcome
+
+	depth                          atomic.Int64
+	journaled, duplicates, refused atomic.Uint64
+	byReason                       map[Reason]*atomic.Uint64
+	unacked                        [nCauses]atomic.Uint64
+
+	descCommands, descRejected, descDepth, descUnacked *prometheus.Desc
+}
+
+type item struct {
+	seq uint64
+	msg Message
+}
+
+// outcome is a decided message: before runs, then ack, in enqueue order.
+type outcome struct{ before, ack func() }
+
+// NewIntake returns an Intake; Start starts it. Errors wrap ErrOptions.
+func NewIntake(o IntakeOptions) (*Intake, error) {
+	if o.Journal == nil || o.Publisher == nil || o.Topics.Rejected == "" {
+		return nil, fmt.Errorf("%w: intake needs a Journal, a Publisher and Topics", ErrOptions)
+	}
+	if o.Concurrency < 0 || o.MaxQueued < 0 || o.PublishTimeout < 0 {
+		return nil, fmt.Errorf("%w: negative Concurrency, MaxQueued or PublishTimeout", ErrOptions)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Concurrency == 0 {
+		o.Concurrency = DefaultConcurrency
+	}
+	if o.MaxQueued == 0 {
+		o.MaxQueued = DefaultMaxQueued
+	}
+	if o.PublishTimeout == 0 {
+		o.PublishTimeout = DefaultPublishTimeout
+	}
+	in := &Intake{opts: o, log: o.Logger.With("subsystem", "intake", "gateway", o.Topics.GatewayID),
+		done: map[uint64]outcome{}, byReason: map[Reason]*atomic.Uint64{}}
+	for _, r := range reasons {
+		in.byReason[r] = new(atomic.Uint64)
+	}
+	in.cond = sync.NewCond(&in.mu)
+	in.initMetrics()
+	return in, nil
+}
+
+// Enqueue hands over one message of the command topic. It never blocks:
+// the queue is bounded by MaxQueued (beyond it, and after Close, the
+// message is dropped without acknowledgement and counted). Messages may be
+// enqueued before Start.
+func (in *Intake) Enqueue(m Message) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	switch {
+	case in.closed:
+		in.unacked[causeClosed].Add(1)
+		return
+	case in.depth.Load() >= int64(in.opts.MaxQueued):
+		in.unacked[causeQueueFull].Add(1)
+		in.log.Warn("intake queue full: message dropped unacknowledged, the broker redelivers it",
+			"max_queued", in.opts.MaxQueued)
+		return
+	}
+	// The arrival time orders the journal (bonds.DB.AppendAt): strictly
+	// increasing in delivery order, even when the clock is coarse or
+	// steps back.
+	if m.ReceivedAt.IsZero() {
+		m.ReceivedAt = in.opts.Now()
+	}
+	if !m.ReceivedAt.After(in.lastArrival) {
+		m.ReceivedAt = in.lastArrival.Add(time.Nanosecond)
+	}
+	in.lastArrival = m.ReceivedAt
+	in.queue = append(in.queue, item{seq: in.nextSeq, msg: m})
+	in.nextSeq++
+	in.depth.Add(1)
+	in.cond.Signal()
+}
+
+// Start starts Concurrency workers. They stop when ctx is done or Close is
+// called. Errors wrap ErrStarted.
+func (in *Intake) Start(ctx context.Context) error {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.started || in.closed {
+		return ErrStarted
+	}
+	in.started = true
+	run, cancel := context.WithCancel(ctx)
+	in.cancel = cancel
+	// Appends run to completion even while stopping: an append whose
+	// caller gave up may still commit, and then its message would be
+	// acknowledged only as a duplicate after a restart.
+	journal := context.WithoutCancel(ctx)
+	in.wg.Add(in.opts.Concurrency + 1)
+	for range in.opts.Concurrency {
+		go in.worker(run, journal)
+	}
+	go func() {
+		defer in.wg.Done()
+		<-run.Done()
+		in.stop()
+	}()
+	return nil
+}
+
+// stop makes the workers return after their current message. Messages
+// still queued are left unacknowledged: the broker redelivers them.
+func (in *Intake) stop() {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.closed {
+		return
+	}
+	in.closed = true
+	in.unacked[causeClosed].Add(uint64(len(in.queue)))
+	in.queue = nil
+	in.cond.Broadcast()
+}
+
+// Close stops the intake and waits for its goroutines: messages being
+// journaled finish (and are acknowledged, in order), rejection notices
+// being published are abandoned (their messages stay unacknowledged), and
+// queued messages are left unacknowledged.
+func (in *Intake) Close() {
+	in.stop()
+	in.mu.Lock()
+	cancel := in.cancel
+	in.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	in.wg.Wait()
+}
+
+func (in *Intake) next() (item, bool) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	for len(in.queue) == 0 && !in.closed {
+		in.cond.Wait()
+	}
+	if in.closed {
+		return item{}, false
+	}
+	it := in.queue[0]
+	in.queue[0] = item{}
+	in.queue = in.queue[1:]
+	return it, true
+}
+
+func (in *Intake) worker(ctx, journal context.Context) {
+	defer in.wg.Done()
+	for {
+		it, ok := in.next()
+		if !ok {
+			return
+		}
+		ack, before, after := in.handle(ctx, journal, it.msg)
+		in.release(it.seq, ack, before, it.msg.Ack)
+		if after != nil {
+			after()
+		}
+	}
+}
+
+// release records the outcome of message seq and calls, in enqueue order,
+// the before hook and then the Ack of every message whose outcome is known
+// and whose predecessors are all released. ack false leaves the message
+// unacknowledged. The before hooks hand journaled commands to the
+// scheduler, which therefore gets them in the order the broker delivered
+// them, whatever order their concurrent Appends finished in: a lock's
+// commands then run in their signers' counter order.
+func (in *Intake) release(seq uint64, ack bool, before, fn func()) {
+	in.relMu.Lock()
+	defer in.relMu.Unlock()
+	if !ack {
+		fn = nil
+	}
+	in.done[seq] = outcome{before: before, ack: fn}
+	for {
+		o, ok := in.done[in.relNext]
+		if !ok {
+			return
+		}
+		delete(in.done, in.relNext)
+		in.relNext++
+		in.depth.Add(-1)
+		if o.before != nil {
+			o.before()
+		}
+		if o.ack != nil {
+			o.ack()
+		}
+	}
+}
+
+// handle decides one message. ack reports whether it may be acknowledged;
+// before, if not nil, runs in enqueue order just before the Ack (handing
+// the command on); after, if not nil, runs once it was released (a
+// best-effort notice).
+func (in *Intake) handle(ctx, journal context.Context, m Message) (ack bool, before, after func()) {
+	recv := m.ReceivedAt
+	if recv.IsZero() {
+		recv = in.opts.Now()
+	}
+	p := m.Payload
+	if len(p) > command.MaxSignedSize {
+		return in.refuse(ctx, p, recv, ReasonOversized,
+			fmt.Sprintf("payload of %d bytes, limit %d", len(p), command.MaxSignedSize), nil), nil, nil
+	}
+	body, err := command.Peek(p)
+	if err != nil {
+		return in.refuse(ctx, p, recv, ReasonMalformed, err.Error(), nil), nil, nil
+	}
+	v := command.Verifier{Roots: in.opts.Roots, LockID: body.LockID, Now: in.opts.Now}
+	ver, err := v.Verify(p, body.Op)
+	c := bonds.Command{ID: body.CommandID, LockID: body.LockID, Operation: body.Op.String(),
+		NotAfter: body.NotAfter, Payload: bytes.Clone(p)}
+	var final bonds.State
+	var status, detail string
+	switch {
+	case err == nil:
+		c.Operator = signerName(ver)
+		if seen, ok := in.counter(journal, c.LockID, ver.SignerKey); ok && ver.Counter <= seen {
+			final, status = bonds.StateRejected, StatusReplay
+			detail = fmt.Sprintf("counter %d, the lock already accepted %d from this signer", ver.Counter, seen)
+		}
+	case errors.Is(err, command.ErrExpired):
+		// Verify's last step: the signature verified, the command is
+		// authentic, and it is journaled so that it gets its one result.
+		c.Operator = in.expiredSigner(p, body)
+		final, status, detail = bonds.StateExpired, StatusExpired, err.Error()
+	default:
+		return in.refuse(ctx, p, recv, reasonOf(err), err.Error(), &body), nil, nil
+	}
+	return in.journal(ctx, journal, c, &body, recv, final, status, detail)
+}
+
+// journal appends c and, if final is set, moves it there at once.
+func (in *Intake) journal(ctx, journal context.Context, c bonds.Command, body *command.Body, recv time.Time,
+	final bonds.State, status, detail string) (ack bool, before, after func()) {
+	log := in.log.With("command_id", c.ID, "lock_id", c.LockID, "op", c.Operation, "operator", c.Operator)
+	e, err := in.opts.Journal.AppendAt(journal, c, recv)
+	switch {
+	case errors.Is(err, bonds.ErrDuplicate):
+		in.duplicates.Add(1)
+		in.byReason[ReasonDuplicate].Add(1)
+		d := "command ID already journaled: its result is on the result topic"
+		if !bytes.Equal(e.Payload, c.Payload) {
+			d = "command ID already journaled with a different payload: its result is on the result topic"
+		}
+		log.Info("duplicate command acknowledged", "state", e.State)
+		n := newRejected(ReasonDuplicate, d, c.Payload, body, recv)
+		n.State = e.State
+		return true, nil, func() { _ = in.notify(ctx, n) }
+	case err != nil:
+		in.unacked[causeJournal].Add(1)
+		log.Error("command not journaled: left unacknowledged for redelivery", "err", err)
+		return false, nil, nil
+	}
+	in.journaled.Add(1)
+	if final == "" {
+		log.Info("command journaled")
+		return true, in.submit(e), nil
+	}
+	log.Info("command journaled and refused", "state", final, "status", status, "detail", detail)
+	_, err = in.opts.Journal.Transition(journal, c.ID, final, func(e *bonds.Entry) {
+		e.Result = &bonds.Result{Status: status, Detail: detail}
+	})
+	if err != nil {
+		// The entry is durable in state received: hand it to the scheduler,
+		// which refuses it in its turn (as it would after a restart).
+		log.Error("journaled command not moved to its final state: handed to the scheduler", "state", final, "err", err)
+		return true, in.submit(e), nil
+	}
+	return true, in.opts.OnResult, nil
+}
+
+// submit returns the hook that hands e to the scheduler.
+func (in *Intake) submit(e bonds.Entry) func() {
+	if in.opts.OnJournaled == nil {
+		return nil
+	}
+	return func() { in.opts.OnJournaled(e) }
+}
+
+// refuse publishes a rejection notice for input that is not journaled,
+// and reports whether the broker acknowledged it (then the message may be
+// acknowledged).
+func (in *Intake) refuse(ctx context.Context, p []byte, recv time.Time, reason Reason, detail string, body *command.Body) bool {
+	in.refused.Add(1)
+	in.byReason[reason].Add(1)
+	n := newRejected(reason, detail, p, body, recv)
+	in.log.Warn("command refused", "reason", reason, "detail", n.Detail, "command_id", n.CommandID,
+		"lock_id", n.LockID, "op", n.Operation, "payload_size", n.PayloadSize)
+	if err := in.notify(ctx, n); err != nil {
+		in.unacked[causeNotice].Add(1)
+		return false
+	}
+	return true
+}
+
+// notify publishes n on the rejected topic.
+func (in *Intake) notify(ctx context.Context, n Rejected) error {
+	ctx, cancel := context.WithTimeout(ctx, in.opts.PublishTimeout)
+	defer cancel()
+	err := in.opts.Publisher.Publish(ctx, in.opts.Topics.Rejected, mustJSON(n), false)
+	if err != nil {
+		in.log.Warn("rejection notice not published", "reason", n.Reason, "command_id", n.CommandID, "err", err)
+	}
+	return err
+}
+
+// counter returns the highest counter the lock is known to have accepted
+// from signer, if any. A lock the gateway does not know has none; a read
+// error skips the check (the lock makes it anyway).
+func (in *Intake) counter(ctx context.Context, id bonds.LockID, signer string) (uint64, bool) {
+	l, err := in.opts.Journal.Lock(ctx, id)
+	if err != nil {
+		if !errors.Is(err, bonds.ErrNotFound) {
+			in.log.Warn("lock record not read: counter check skipped", "lock_id", id, "err", err)
+		}
+		return 0, false
+	}
+	n, ok := l.Counters[signer]
+	return n, ok
+}
+
+// expiredSigner names the signer of an authentic but expired command: it
+// verifies the same bytes again on a clock just before their not-after
+// time. "" if that fails (the credential was not valid yet then).
+func (in *Intake) expiredSigner(p []byte, body command.Body) string {
+	at := body.NotAfter.Add(-time.Second)
+	v := command.Verifier{Roots: in.opts.Roots, LockID: body.LockID, Now: func() time.Time { return at }}
+	ver, err := v.Verify(p, body.Op)
+	if err != nil {
+		return ""
+	}
+	return signerName(ver)
+}
+
+// signerName is the operator of a verified command: its credential's
+// subject, or "root:<kid hex>" for the fleet root.
+func signerName(v *command.Verified) string {
+	if v.Signer != nil {
+		return v.Signer.Subject
+	}
+	return v.SignerKey
+}
+
+// reasonOf maps a refusal of Verify (other than expiry) to its reason.
+func reasonOf(err error) Reason {
+	switch {
+	case errors.Is(err, command.ErrSignerRejected):
+		return ReasonSignerRejected
+	case errors.Is(err, command.ErrBadSignature):
+		return ReasonBadSignature
+	case errors.Is(err, command.ErrForbidden):
+		return ReasonForbidden
+	}
+	// ErrMalformed, ErrUnknownOp; ErrWrongLock cannot happen (the verifier
+	// takes the lock ID from the body).
+	return ReasonMalformed
+}

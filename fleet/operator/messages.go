@@ -1,0 +1,228 @@
+package operator
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gatewayd/gatewayd/bonds"
+	"github.com/gatewayd/gatewayd/firmware/command"
+	"github.com/gatewayd/gatewayd/firmware/cred"
+)
+
+// Reason says why input was refused before it was journaled: the "reason"
+// of a [Rejected] notice. The values are stable, machine-readable strings.
+type Reason string
+
+// Reasons.
+const (
+	// ReasonOversized: the payload is larger than command.MaxSignedSize;
+	// nothing of it was decoded.
+	ReasonOversized Reason = "oversized"
+	// ReasonMalformed: the payload is not exactly one signed command in
+	// the spec's strict CBOR (envelope or body).
+	ReasonMalformed Reason = "malformed"
+	// ReasonSignerRejected: the signer is not an operator credential of a
+	// trusted fleet root valid now (or a trusted root kid).
+	ReasonSignerRejected Reason = "signer_rejected"
+	// ReasonBadSignature: the signature does not verify under the
+	// signer's key.
+	ReasonBadSignature Reason = "bad_signature"
+	// ReasonForbidden: the signer's role does not allow the operation
+	// (allow-bond is allowed to nobody; the fleet root signs set-time
+	// only).
+	ReasonForbidden Reason = "forbidden"
+	// ReasonDuplicate: the command ID is already in the journal; its one
+	// result is (or will be) on the result topic.
+	ReasonDuplicate Reason = "duplicate"
+)
+
+var reasons = []Reason{ReasonOversized, ReasonMalformed, ReasonSignerRejected, ReasonBadSignature,
+	ReasonForbidden, ReasonDuplicate}
+
+// Gateway statuses of results for commands the gateway refused after
+// journaling them (Result.Status): the lock's status names of the same
+// refusals.
+const (
+	StatusExpired = "expired" // command.StatusExpired's name
+	StatusReplay  = "replay"  // command.StatusReplay's name
+)
+
+// maxDetail bounds the detail of a notice, in bytes.
+const maxDetail = 256
+
+// Rejected is the JSON notice published on the rejected topic for input
+// refused before it was journaled.
+type Rejected struct {
+	Reason Reason `json:"reason"`
+	Detail string `json:"detail,omitempty"`
+	// CommandID, LockID and Operation are what the payload claims, when it
+	// decoded that far (not verified, unless Reason is duplicate).
+	CommandID string `json:"command_id,omitempty"`
+	LockID    string `json:"lock_id,omitempty"`
+	Operation string `json:"operation,omitempty"`
+	// State is, for a duplicate, the journaled command's state now.
+	State bonds.State `json:"state,omitempty"`
+	// PayloadSHA256 (hex) and PayloadSize identify the payload received.
+	PayloadSHA256 string    `json:"payload_sha256"`
+	PayloadSize   int       `json:"payload_size"`
+	ReceivedAt    time.Time `json:"received_at"`
+}
+
+func newRejected(reason Reason, detail string, payload []byte, claimed *command.Body, received time.Time) Rejected {
+	sum := sha256.Sum256(payload)
+	n := Rejected{Reason: reason, Detail: truncate(detail, maxDetail), PayloadSHA256: hex.EncodeToString(sum[:]),
+		PayloadSize: len(payload), ReceivedAt: received.UTC()}
+	if claimed != nil {
+		n.CommandID = hex.EncodeToString(claimed.CommandID[:])
+		n.LockID = hex.EncodeToString(claimed.LockID[:])
+		n.Operation = claimed.Op.String()
+	}
+	return n
+}
+
+// truncate cuts s to at most n bytes on a rune boundary.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+// ResultMessage is the JSON published on the result topic: exactly one per
+// journaled command ID (at least once on the wire).
+type ResultMessage struct {
+	CommandID bonds.CommandID `json:"command_id"`
+	LockID    bonds.LockID    `json:"lock_id"`
+	Operation string          `json:"operation"`
+	// State is terminal: succeeded, failed, expired or rejected.
+	State bonds.State `json:"state"`
+	// Status is the lock's status name ("ok", "replay", "jammed", …) or
+	// the gateway's reason for a command it did not carry to the lock.
+	Status     string    `json:"status,omitempty"`
+	Detail     string    `json:"detail,omitempty"`
+	Attempts   int       `json:"attempts"`
+	ReceivedAt time.Time `json:"received_at,omitzero"`
+	FinishedAt time.Time `json:"finished_at"`
+
+	// The lock's own result, when the lock answered: its state, battery,
+	// firmware and clock after the command, and the op's data.
+	LockState  string      `json:"lock_state,omitempty"`
+	Battery    *int        `json:"battery,omitempty"`
+	Firmware   string      `json:"firmware,omitempty"`
+	LockClock  time.Time   `json:"lock_clock,omitzero"`
+	LockStatus *LockStatus `json:"lock_status,omitempty"` // status
+	Users      []User      `json:"users,omitzero"`        // list-users ([] when none)
+	// LockResult is the lock's result as it sent it (CBOR, spec §12.8),
+	// base64 in JSON; read-audit data is only here. Never present for
+	// allow-bond (it carries the bond window's passkey).
+	LockResult []byte `json:"lock_result,omitempty"`
+}
+
+// LockStatus is the data of a successful status result.
+type LockStatus struct {
+	LockoutUntil time.Time `json:"lockout_until,omitzero"`
+	Failures     uint32    `json:"failures"`
+	Users        int       `json:"users"`
+	Slots        int       `json:"slots"`
+}
+
+// User is one installed user of a list-users result.
+type User struct {
+	Slot      int       `json:"slot"`
+	UserID    string    `json:"user_id"`
+	Role      string    `json:"role"`
+	NotBefore time.Time `json:"not_before"`
+	NotAfter  time.Time `json:"not_after"`
+	KeyID     string    `json:"key_id"` // hex
+}
+
+// opByName maps the spec's op names back to ops.
+var opByName = func() map[string]command.Op {
+	m := map[string]command.Op{}
+	for op := command.OpLock; op.Valid(); op++ {
+		m[op.String()] = op
+	}
+	return m
+}()
+
+// NewResultMessage builds the result message of r, a journal result, for a
+// command received at received (zero if not known). r.Payload, when not
+// empty, is the lock's result as the lock sent it (command.MarshalResult
+// encoding for the command's op); it is decoded strictly, and an error
+// says it could not be (the message is then still usable, without the
+// lock's data).
+func NewResultMessage(r bonds.Result, received time.Time) (ResultMessage, error) {
+	m := ResultMessage{CommandID: r.CommandID, LockID: r.LockID, Operation: r.Operation, State: r.State,
+		Status: r.Status, Detail: r.Detail, Attempts: r.Attempts, FinishedAt: r.FinishedAt.UTC()}
+	if !received.IsZero() {
+		m.ReceivedAt = received.UTC()
+	}
+	if len(r.Payload) == 0 {
+		return m, nil
+	}
+	op, ok := opByName[r.Operation]
+	if !ok {
+		return m, fmt.Errorf("operator: result of %s: unknown operation %q", r.CommandID, r.Operation)
+	}
+	lr, err := command.ParseResult(op, r.Payload)
+	if err != nil {
+		return m, fmt.Errorf("operator: result of %s: lock result: %w", r.CommandID, err)
+	}
+	battery := int(lr.Battery)
+	m.LockState, m.Battery, m.Firmware, m.LockClock = lr.LockState.String(), &battery, lr.Firmware, lr.Clock.UTC()
+	if m.Status == "" {
+		m.Status = lr.Status.String()
+	}
+	if op == command.OpAllowBond {
+		return m, nil // never the passkey
+	}
+	m.LockResult = r.Payload
+	if lr.Status != command.StatusOK {
+		return m, nil
+	}
+	switch op {
+	case command.OpStatus:
+		s, err := lr.LockStatus()
+		if err != nil {
+			return m, fmt.Errorf("operator: result of %s: %w", r.CommandID, err)
+		}
+		m.LockStatus = &LockStatus{Failures: s.Failures, Users: int(s.Users), Slots: int(s.Slots)}
+		if !s.LockoutUntil.IsZero() {
+			m.LockStatus.LockoutUntil = s.LockoutUntil.UTC()
+		}
+	case command.OpListUsers:
+		us, err := lr.Users()
+		if err != nil {
+			return m, fmt.Errorf("operator: result of %s: %w", r.CommandID, err)
+		}
+		m.Users = make([]User, 0, len(us))
+		for _, u := range us {
+			m.Users = append(m.Users, User{Slot: int(u.Slot), UserID: u.UserID, Role: roleName(u.Role),
+				NotBefore: u.NotBefore.UTC(), NotAfter: u.NotAfter.UTC(), KeyID: hex.EncodeToString(u.KeyID[:])})
+		}
+	}
+	return m, nil
+}
+
+func roleName(r cred.Role) string {
+	if r == cred.RoleRider {
+		return "rider"
+	}
+	return fmt.Sprintf("role(%d)", r)
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		// Only plain types above: cannot fail.
+		panic(fmt.Sprintf("operator: JSON encoding: %v", err))
+	}
+	return b
+}

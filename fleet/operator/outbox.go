@@ -1,0 +1,228 @@
+package operator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gatewayd/gatewayd/bonds"
+)
+
+// Defaults of OutboxOptions.
+const (
+	DefaultMinBackoff = 500 * time.Millisecond
+	DefaultMaxBackoff = 30 * time.Second
+	DefaultRescan     = time.Minute
+)
+
+// OutboxOptions configures NewOutbox. Journal, Publisher and Topics are
+// required; every other zero value is useful.
+type OutboxOptions struct {
+	Journal   Journal
+	Publisher Publisher
+	Topics    Topics
+	Logger    *slog.Logger // nil discards
+	// MinBackoff and MaxBackoff bound the wait after a failed publication
+	// (defaults 500ms and 30s): it doubles from MinBackoff up to
+	// MaxBackoff, jittered to between half and all of it, and resets after
+	// a pass that published everything.
+	MinBackoff, MaxBackoff time.Duration
+	// PublishTimeout bounds one publication (default 30s).
+	PublishTimeout time.Duration
+	// Rescan is how often the outbox is read without a Kick (default 1
+	// min), a safety net: every writer of results should Kick.
+	Rescan time.Duration
+}
+
+// Outbox publishes the journal's results on the result topic until the
+// broker acknowledges them (see the package doc and docs/mqtt.md).
+type Outbox struct {
+	opts OutboxOptions
+	log  *slog.Logger
+	kick chan struct{}
+
+	mu      sync.Mutex
+	started bool
+	closed  bool
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+
+	pending                    atomic.Int64
+	published, failures        atomic.Uint64
+	descPending, descPublished *prometheus.Desc
+	descFailures               *prometheus.Desc
+}
+
+// NewOutbox returns an Outbox; Start starts it. Errors wrap ErrOptions.
+func NewOutbox(o OutboxOptions) (*Outbox, error) {
+	if o.Journal == nil || o.Publisher == nil || o.Topics.Result == "" {
+		return nil, fmt.Errorf("%w: outbox needs a Journal, a Publisher and Topics", ErrOptions)
+	}
+	if o.MinBackoff < 0 || o.MaxBackoff < 0 || o.PublishTimeout < 0 || o.Rescan < 0 {
+		return nil, fmt.Errorf("%w: negative duration", ErrOptions)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.MinBackoff == 0 {
+		o.MinBackoff = DefaultMinBackoff
+	}
+	if o.MaxBackoff == 0 {
+		o.MaxBackoff = DefaultMaxBackoff
+	}
+	o.MaxBackoff = max(o.MaxBackoff, o.MinBackoff)
+	if o.PublishTimeout == 0 {
+		o.PublishTimeout = DefaultPublishTimeout
+	}
+	if o.Rescan == 0 {
+		o.Rescan = DefaultRescan
+	}
+	ob := &Outbox{opts: o, log: o.Logger.With("subsystem", "outbox", "gateway", o.Topics.GatewayID),
+		kick: make(chan struct{}, 1)}
+	ob.initMetrics()
+	return ob, nil
+}
+
+// Kick asks for a pass over the outbox soon; it never blocks. Call it
+// after writing a result (the scheduler's OnResult, the Intake's
+// OnResult).
+func (o *Outbox) Kick() {
+	select {
+	case o.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Start starts the publisher: it publishes at once everything already in
+// the outbox (results of before a restart included), then on each Kick.
+// It stops when ctx is done or Close is called. Errors wrap ErrStarted.
+func (o *Outbox) Start(ctx context.Context) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.started || o.closed {
+		return ErrStarted
+	}
+	o.started = true
+	ctx, o.cancel = context.WithCancel(ctx)
+	o.wg.Add(1)
+	go o.run(ctx)
+	return nil
+}
+
+// Close stops the publisher and waits for it. A publication in progress
+// is abandoned; its result stays in the outbox.
+func (o *Outbox) Close() {
+	o.mu.Lock()
+	o.closed = true
+	cancel := o.cancel
+	o.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	o.wg.Wait()
+}
+
+func (o *Outbox) run(ctx context.Context) {
+	defer o.wg.Done()
+	t := time.NewTicker(o.opts.Rescan)
+	defer t.Stop()
+	failed := 0
+	for {
+		err := o.pass(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			o.failures.Add(1)
+			d := o.backoff(failed)
+			failed++
+			o.log.Warn("result not published: retrying", "err", err, "retry_in", d)
+			if !sleep(ctx, d) {
+				return
+			}
+			continue
+		}
+		failed = 0
+		select {
+		case <-ctx.Done():
+			return
+		case <-o.kick:
+		case <-t.C:
+		}
+	}
+}
+
+// backoff returns the wait after n+1 failures in a row: MinBackoff·2^n up
+// to MaxBackoff, jittered to [d/2, d].
+func (o *Outbox) backoff(n int) time.Duration {
+	d := o.opts.MinBackoff
+	for range min(n, 32) {
+		if d >= o.opts.MaxBackoff/2 {
+			d = o.opts.MaxBackoff
+			break
+		}
+		d *= 2
+	}
+	d = min(d, o.opts.MaxBackoff)
+	half := d / 2
+	return half + rand.N(d-half+1)
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// pass publishes the outbox, oldest first, each result acknowledged by the
+// broker before it is removed (Journal.Ack) and before the next one. It
+// stops at the first failure.
+func (o *Outbox) pass(ctx context.Context) error {
+	results, err := o.opts.Journal.Outbox(ctx)
+	if err != nil {
+		return err
+	}
+	o.pending.Store(int64(len(results)))
+	for _, r := range results {
+		var received time.Time
+		if e, err := o.opts.Journal.Entry(ctx, r.CommandID); err == nil {
+			received = e.ReceivedAt
+		}
+		m, err := NewResultMessage(r, received)
+		if err != nil {
+			// Published without the lock's data rather than never.
+			o.log.Error("lock result not decoded: published without it", "command_id", r.CommandID, "err", err)
+		}
+		pctx, cancel := context.WithTimeout(ctx, o.opts.PublishTimeout)
+		err = o.opts.Publisher.Publish(pctx, o.opts.Topics.Result, mustJSON(m), false)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("publish result of %s: %w", r.CommandID, err)
+		}
+		if err := o.opts.Journal.Ack(ctx, r.CommandID); err != nil {
+			if errors.Is(err, bonds.ErrNotFound) || errors.Is(err, bonds.ErrBadTransition) {
+				// Cannot succeed by retrying; do not hold up the others.
+				o.log.Error("published result not removed from the outbox", "command_id", r.CommandID, "err", err)
+				continue
+			}
+			return fmt.Errorf("remove result of %s from the outbox: %w", r.CommandID, err)
+		}
+		o.published.Add(1)
+		o.pending.Add(-1)
+		o.log.Debug("result published", "command_id", r.CommandID, "lock_id", r.LockID, "op", r.Operation,
+			"state", r.State, "status", r.Status)
+	}
+	return nil
+}
