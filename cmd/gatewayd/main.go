@@ -1,6 +1,6 @@
 // Command gatewayd is the gateway daemon of a bike-sharing fleet (see the
-// README). The daemon itself is still to come; today the binary has the
-// database's maintenance commands, `gatewayd db backup|check|export|compact`
+// README): `gatewayd run` runs it (internal/daemon assembles the parts),
+// and `gatewayd db backup|check|export|compact` maintain its database
 // (bonds/ does the work). main only sets up signals and exit codes; run
 // takes the arguments and the output streams, so tests call it directly.
 //
@@ -29,6 +29,9 @@ func main() {
 	case errors.Is(err, errUsage):
 		fmt.Fprintln(os.Stderr, "gatewayd:", err)
 		os.Exit(2)
+	case errors.Is(err, errConfig):
+		fmt.Fprintln(os.Stderr, "gatewayd:", err)
+		os.Exit(78) // EX_CONFIG: systemd does not restart (RestartPreventExitStatus)
 	default:
 		fmt.Fprintln(os.Stderr, "gatewayd:", err)
 		os.Exit(1)
@@ -41,6 +44,7 @@ var errUsage = errors.New("usage")
 const rootUsage = `usage: gatewayd COMMAND [ARGS]
 
 Commands:
+  run [-config PATH]         run the daemon (default config /etc/gatewayd/gatewayd.toml)
   db backup  -db PATH FILE   copy the database consistently to FILE (mode 0600)
   db check   -db PATH        bbolt's consistency check and the schema's invariants
   db export  -db PATH        the database as JSON on stdout, without secrets
@@ -56,6 +60,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("no command: %w", errUsage)
 	}
 	switch args[0] {
+	case "run":
+		return runDaemon(ctx, args[1:], stderr)
 	case "db":
 		return runDB(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":

@@ -1,0 +1,140 @@
+package main
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/gatewayd/gatewayd/config"
+	"github.com/gatewayd/gatewayd/firmware/cred"
+)
+
+func keygen(args []string, stdout, stderr io.Writer) error {
+	fs := flags("keygen", stderr)
+	out := fs.String("o", "", "private key file to write (mode 0600); the public key goes to FILE.pub")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *out == "" || fs.NArg() != 0 {
+		return fmt.Errorf("keygen: -o FILE is required: %w", errUsage)
+	}
+	if _, err := os.Stat(*out); err == nil {
+		return fmt.Errorf("keygen: %s exists; refusing to overwrite a key", *out)
+	}
+	pub, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	if err := config.WritePrivateKey(*out, key); err != nil {
+		return fmt.Errorf("keygen: %w", err)
+	}
+	if err := config.WritePublicKey(*out+".pub", pub); err != nil {
+		return fmt.Errorf("keygen: %w", err)
+	}
+	fmt.Fprintf(stdout, "wrote %s (private, 0600) and %s.pub\n", *out, *out)
+	return nil
+}
+
+// readKey reads a PEM PKCS #8 Ed25519 private key that only its owner can
+// read.
+func readKey(path string) (ed25519.PrivateKey, error) {
+	b, err := config.ReadSecret(path)
+	if err != nil {
+		return nil, err
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != "PRIVATE KEY" {
+		return nil, fmt.Errorf("%s: not a PEM private key", path)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v", path, err)
+	}
+	ek, ok := k.(ed25519.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("%s: not an Ed25519 key", path)
+	}
+	return ek, nil
+}
+
+func readPub(path string) (ed25519.PublicKey, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != "PUBLIC KEY" {
+		return nil, fmt.Errorf("%s: not a PEM public key", path)
+	}
+	k, err := x509.ParsePKIXPublicKey(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v", path, err)
+	}
+	ek, ok := k.(ed25519.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("%s: not an Ed25519 key", path)
+	}
+	return ek, nil
+}
+
+var kinds = map[string]cred.Kind{"lock": cred.KindLock, "gateway": cred.KindGateway, "operator": cred.KindOperator, "user": cred.KindUser}
+
+func issue(args []string, stdout, stderr io.Writer) error {
+	fs := flags("issue", stderr)
+	rootPath := fs.String("root", "", "the fleet root's private key")
+	kind := fs.String("kind", "", "lock, gateway, operator or user")
+	subject := fs.String("subject", "", "gateway ID, operator or user ID, or a lock's 16 hex digits")
+	role := fs.String("role", "", "operator: operator or admin; user: rider")
+	pubPath := fs.String("pub", "", "the subject's public key (PEM)")
+	valid := fs.Duration("valid", 365*24*time.Hour, "validity from now")
+	out := fs.String("o", "", "credential file to write (CWT, binary)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	k, ok := kinds[*kind]
+	if !ok || *rootPath == "" || *subject == "" || *pubPath == "" || *out == "" || fs.NArg() != 0 {
+		return fmt.Errorf("issue: -root, -kind (lock|gateway|operator|user), -subject, -pub and -o are required: %w", errUsage)
+	}
+	r := cred.RoleNone
+	switch {
+	case k == cred.KindOperator && *role == "admin":
+		r = cred.RoleAdmin
+	case k == cred.KindOperator && (*role == "operator" || *role == ""):
+		r = cred.RoleOperator
+	case k == cred.KindUser && (*role == "rider" || *role == ""):
+		r = cred.RoleRider
+	case *role != "":
+		return fmt.Errorf("issue: role %q does not fit kind %s: %w", *role, *kind, errUsage)
+	}
+	root, err := readKey(*rootPath)
+	if err != nil {
+		return fmt.Errorf("issue: %w", err)
+	}
+	pub, err := readPub(*pubPath)
+	if err != nil {
+		return fmt.Errorf("issue: %w", err)
+	}
+	sub := *subject
+	if k == cred.KindLock {
+		sub = strings.ToLower(sub) // a lock's subject is its ID in lowercase hex
+	}
+	now := time.Now().Truncate(time.Second)
+	raw, err := cred.Issue(root, cred.RootKID(root.Public().(ed25519.PublicKey)), cred.Claims{
+		Issuer: "fleet-root", Subject: sub, Kind: k, Role: r, Perms: cred.Cap(k, r),
+		NotBefore: now.Add(-5 * time.Minute), Expiry: now.Add(*valid), IssuedAt: now, PublicKey: pub,
+	})
+	if err != nil {
+		return fmt.Errorf("issue: %w", err)
+	}
+	if err := config.WriteFile(*out, raw, 0o644); err != nil {
+		return fmt.Errorf("issue: %w", err)
+	}
+	fmt.Fprintf(stdout, "issued a %s credential for %q, valid until %s: %s\n", *kind, *subject, now.Add(*valid).UTC().Format(time.RFC3339), *out)
+	return nil
+}

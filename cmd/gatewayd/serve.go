@@ -1,0 +1,60 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/gatewayd/gatewayd/config"
+	"github.com/gatewayd/gatewayd/internal/daemon"
+	"github.com/gatewayd/gatewayd/internal/ratelog"
+)
+
+// errConfig is returned when the configuration, keys or database are
+// refused; main exits 78 (EX_CONFIG), which the unit does not restart.
+var errConfig = errors.New("configuration refused")
+
+const runUsage = `usage: gatewayd run [-config PATH]
+
+Runs the daemon (under systemd: systemd/gatewayd.service). The
+configuration is described in config/gatewayd.example.toml.
+`
+
+func runDaemon(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("gatewayd run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, runUsage) }
+	path := fs.String("config", config.DefaultPath, "configuration file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		fs.Usage()
+		return fmt.Errorf("run: unexpected arguments %q: %w", fs.Args(), errUsage)
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errConfig, err)
+	}
+	err = daemon.Run(ctx, daemon.Options{Config: cfg, Logger: newLogger(cfg.Log, stderr)})
+	if errors.Is(err, daemon.ErrConfig) {
+		return fmt.Errorf("%w: %w", errConfig, err)
+	}
+	return err
+}
+
+// newLogger logs to stderr (journald under systemd), holding back repeats
+// of the same line for a minute: an SD card wears out.
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(c.Level))
+	ho := &slog.HandlerOptions{Level: lvl}
+	var h slog.Handler = slog.NewTextHandler(w, ho)
+	if c.Format == "json" {
+		h = slog.NewJSONHandler(w, ho)
+	}
+	return slog.New(ratelog.New(h, ratelog.Options{}))
+}

@@ -1,0 +1,152 @@
+package daemon
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+
+	"github.com/gatewayd/gatewayd/bluez/emulator"
+	"github.com/gatewayd/gatewayd/bonds"
+	"github.com/gatewayd/gatewayd/firmware/command"
+	"github.com/gatewayd/gatewayd/fleet/operator"
+	"github.com/gatewayd/gatewayd/internal/admin"
+)
+
+// TestDaemonEndToEnd runs gatewayd with real parts (mosquitto, a
+// dbus-daemon with the BlueZ emulator and reference locks) and drives it
+// as an operator does, over MQTT: signed commands get exactly one result
+// each; a replay, a forged signature and garbage are refused with a
+// notice and never reach a lock; the metrics pass the Prometheus linter;
+// a backup is taken online; the stop publishes the retained offline
+// status.
+func TestDaemonEndToEnd(t *testing.T) {
+	d := newDock(t, 3, emulator.Options{})
+	r := d.run()
+	oc := d.client
+	oc.until("retained status online", func() bool {
+		return len(oc.status) > 0 && strings.Contains(oc.status[len(oc.status)-1], `"online"`)
+	})
+
+	// Unlock lock 1, then ask lock 2 for its status: one result each.
+	b1, s1 := d.sign(1, command.OpUnlock, command.Args{})
+	oc.publish(s1)
+	b2, s2 := d.sign(2, command.OpStatus, command.Args{})
+	oc.publish(s2)
+	oc.until("two results", func() bool { return len(oc.resultsFor(b1.CommandID)) == 1 && len(oc.resultsFor(b2.CommandID)) == 1 })
+	oc.mu.Lock()
+	u, st := oc.resultsFor(b1.CommandID)[0], oc.resultsFor(b2.CommandID)[0]
+	oc.mu.Unlock()
+	if u.State != bonds.StateSucceeded || u.Status != "ok" || u.LockState != "unlocked" || u.Operation != "unlock" {
+		t.Errorf("unlock result %+v", u)
+	}
+	if st.State != bonds.StateSucceeded || st.LockStatus == nil || st.Battery == nil {
+		t.Errorf("status result %+v", st)
+	}
+	if d.locks[1].act.Moves() != 1 || d.locks[0].act.Moves() != 0 || d.locks[2].act.Moves() != 0 {
+		t.Errorf("bolt moves %d %d %d", d.locks[0].act.Moves(), d.locks[1].act.Moves(), d.locks[2].act.Moves())
+	}
+
+	// A replay of the same bytes, a flipped signature bit and garbage:
+	// three notices, no result, no movement.
+	oc.publish(s1)
+	forged := bytes.Clone(s2)
+	forged[len(forged)-1] ^= 1
+	oc.publish(forged)
+	oc.publish([]byte("unlock lock 1 please"))
+	oc.until("three notices", func() bool { return len(oc.rejected) == 3 })
+	oc.mu.Lock()
+	// Notices are published as each message is decided, which runs
+	// concurrently; the acknowledgements are in order.
+	reasons := map[operator.Reason]bool{}
+	for _, n := range oc.rejected {
+		reasons[n.Reason] = true
+	}
+	oc.mu.Unlock()
+	if !reasons[operator.ReasonDuplicate] || !reasons[operator.ReasonBadSignature] || !reasons[operator.ReasonMalformed] {
+		t.Errorf("notices %v", reasons)
+	}
+
+	// A third command's result comes after any spurious second result of
+	// the first would have: there is none.
+	b3, s3 := d.sign(0, command.OpLock, command.Args{})
+	oc.publish(s3)
+	oc.until("third result", func() bool { return len(oc.resultsFor(b3.CommandID)) == 1 })
+	oc.mu.Lock()
+	if n := len(oc.results); n != 3 {
+		t.Errorf("%d results for 3 commands: %+v", n, oc.results)
+	}
+	oc.mu.Unlock()
+	if d.locks[1].act.Moves() != 1 {
+		t.Errorf("the replay moved the bolt: %d", d.locks[1].act.Moves())
+	}
+
+	// Metrics: served, linted, and counting what happened.
+	resp, err := http.Get("http://" + r.metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	probs, err := promlint.New(bytes.NewReader(body)).Lint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range probs {
+		if strings.HasPrefix(p.Metric, "gatewayd_") {
+			t.Errorf("metric lint: %s: %s", p.Metric, p.Text)
+		}
+	}
+	for _, want := range []string{
+		`gatewayd_fleet_results_total{state="succeeded"} 3`,
+		`gatewayd_intake_rejected_total{gateway="dock-1",reason="bad_signature"} 1`,
+		`gatewayd_mqtt_connected 1`,
+		`gatewayd_bluez_adapter_up 1`,
+		`gatewayd_bonds_commits_total`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+
+	// An online backup through the admin socket, with the daemon running.
+	dst := filepath.Join(t.TempDir(), "backup.db")
+	if _, err := admin.Backup(t.Context(), d.cfg.Admin.Socket, dst); err != nil {
+		t.Fatal(err)
+	}
+	bk, err := bonds.Open(dst, bonds.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, err := bk.Entry(t.Context(), bonds.CommandID(b3.CommandID)); err != nil || e.State != bonds.StateSucceeded {
+		t.Errorf("backup entry %+v %v", e, err)
+	}
+	bk.Close()
+
+	r.stop(t)
+	oc.until("retained status offline", func() bool {
+		return strings.Contains(oc.status[len(oc.status)-1], `"offline"`)
+	})
+}
+
+// TestRefusesToStart: a configuration the daemon cannot run with stops it
+// at once with ErrConfig (exit 78 under systemd), naming the problem.
+func TestRefusesToStart(t *testing.T) {
+	d := newDock(t, 1, emulator.Options{})
+	cfg := *d.cfg
+	cfg.GatewayID = "dock-2" // the credential is dock-1's
+	err := Run(t.Context(), Options{Config: &cfg, Now: d.now})
+	if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), `"dock-1"`) {
+		t.Errorf("wrong gateway ID: %v", err)
+	}
+	cfg = *d.cfg
+	cfg.Keys.PrivateKey = filepath.Join(t.TempDir(), "missing.key")
+	if err := Run(t.Context(), Options{Config: &cfg, Now: d.now}); !errors.Is(err, ErrConfig) {
+		t.Errorf("missing key: %v", err)
+	}
+}
