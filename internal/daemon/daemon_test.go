@@ -5,6 +5,9 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
+	"regexp"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -102,6 +105,8 @@ func TestDaemonEndToEnd(t *testing.T) {
 			t.Errorf("metric lint: %s: %s", p.Metric, p.Text)
 		}
 	}
+	checkMetricsWithPromtool(t, body)
+	checkRulesNameExportedMetrics(t, body)
 	for _, want := range []string{
 		`gatewayd_fleet_results_total{state="succeeded"} 3`,
 		`gatewayd_intake_rejected_total{gateway="dock-1",reason="bad_signature"} 1`,
@@ -148,5 +153,55 @@ func TestRefusesToStart(t *testing.T) {
 	cfg.Keys.PrivateKey = filepath.Join(t.TempDir(), "missing.key")
 	if err := Run(t.Context(), Options{Config: &cfg, Now: d.now}); !errors.Is(err, ErrConfig) {
 		t.Errorf("missing key: %v", err)
+	}
+}
+
+// checkMetricsWithPromtool runs `promtool check metrics` (the linter
+// Prometheus itself ships) on a scrape.
+func checkMetricsWithPromtool(t *testing.T, scrape []byte) {
+	t.Helper()
+	p, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Fatal("promtool not found: run scripts/deps.sh (apt-get install prometheus)")
+	}
+	cmd := exec.Command(p, "check", "metrics")
+	cmd.Stdin = bytes.NewReader(scrape)
+	out, err := cmd.CombinedOutput()
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, "gatewayd_") {
+			t.Errorf("promtool check metrics: %s", line)
+		}
+	}
+	if err != nil && !strings.Contains(string(out), "gatewayd_") {
+		// Problems only in the Go runtime's or the process collector's
+		// metrics are not ours; anything else is.
+		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			if line != "" && !strings.HasPrefix(line, "go_") && !strings.HasPrefix(line, "process_") {
+				t.Errorf("promtool check metrics: %s", line)
+			}
+		}
+	}
+}
+
+// checkRulesNameExportedMetrics: every gatewayd metric the shipped alert
+// rules use is one the daemon exports, so an alert never silently
+// watches a metric that was renamed.
+func checkRulesNameExportedMetrics(t *testing.T, scrape []byte) {
+	t.Helper()
+	rules, err := os.ReadFile("../../deploy/prometheus/gatewayd-alerts.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	re := regexp.MustCompile(`gatewayd_[a-z_]+`)
+	exported := map[string]bool{}
+	for _, line := range strings.Split(string(scrape), "\n") {
+		if m := re.FindString(line); m != "" && strings.HasPrefix(line, m) {
+			exported[m] = true
+		}
+	}
+	for _, name := range re.FindAllString(string(rules), -1) {
+		if !exported[name] {
+			t.Errorf("deploy/prometheus/gatewayd-alerts.yml uses %s, which the daemon does not export", name)
+		}
 	}
 }
