@@ -22,4 +22,6 @@ func TestRulesAreValid(t *testing.T) { promtool(t, "check", "rules", "gatewayd-a
 
 // TestRulesFireAsDocumented: promtool's rule unit tests, with series that
 // should and should not fire each alert tested.
-func TestRulesFireAsDocumented(t *testing.T) { promtool(t, "test", "rules", "gatewayd-alerts_test.yml") }
+func TestRulesFireAsDocumented(t *testing.T) {
+	promtool(t, "test", "rules", "gatewayd-alerts_test.yml")
+}
