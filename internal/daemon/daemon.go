@@ -169,7 +169,8 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if err != nil {
 		return err
 	}
-	sched, err := fleet.New(fleet.Options{Journal: db, Link: link, Logger: log, Now: now,
+	books := &bookkeeping{link: link, db: db, roots: keys.Roots, now: now, log: log.With("subsystem", "bookkeeping")}
+	sched, err := fleet.New(fleet.Options{Journal: db, Link: books, Logger: log, Now: now,
 		MaxSessions: cfg.Bluetooth.MaxConnections, Retryable: bluelink.Retryable, OnResult: ob.Kick})
 	if err != nil {
 		return err

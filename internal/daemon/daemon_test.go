@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"errors"
 	"io"
 	"net/http"
@@ -11,12 +12,14 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 
 	"github.com/gatewayd/gatewayd/bluez/emulator"
 	"github.com/gatewayd/gatewayd/bonds"
 	"github.com/gatewayd/gatewayd/firmware/command"
+	"github.com/gatewayd/gatewayd/firmware/cred"
 	"github.com/gatewayd/gatewayd/fleet/operator"
 	"github.com/gatewayd/gatewayd/internal/admin"
 )
@@ -77,12 +80,17 @@ func TestDaemonEndToEnd(t *testing.T) {
 
 	// A third command's result comes after any spurious second result of
 	// the first would have: there is none.
+	rider, _, _ := ed25519.GenerateKey(nil)
+	b4, s4 := d.sign(2, command.OpAddUser, command.Args{UserID: "rider-7", PublicKey: rider, Role: cred.RoleRider,
+		NotAfter: d.now().Add(24 * time.Hour).Truncate(time.Second)})
+	oc.publish(s4)
+	oc.until("add-user result", func() bool { return len(oc.resultsFor(b4.CommandID)) == 1 })
 	b3, s3 := d.sign(0, command.OpLock, command.Args{})
 	oc.publish(s3)
 	oc.until("third result", func() bool { return len(oc.resultsFor(b3.CommandID)) == 1 })
 	oc.mu.Lock()
-	if n := len(oc.results); n != 3 {
-		t.Errorf("%d results for 3 commands: %+v", n, oc.results)
+	if n := len(oc.results); n != 4 {
+		t.Errorf("%d results for 4 commands: %+v", n, oc.results)
 	}
 	oc.mu.Unlock()
 	if d.locks[1].act.Moves() != 1 {
@@ -108,7 +116,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 	checkMetricsWithPromtool(t, body)
 	checkRulesNameExportedMetrics(t, body)
 	for _, want := range []string{
-		`gatewayd_fleet_results_total{state="succeeded"} 3`,
+		`gatewayd_fleet_results_total{state="succeeded"} 4`,
 		`gatewayd_intake_rejected_total{gateway="dock-1",reason="bad_signature"} 1`,
 		`gatewayd_mqtt_connected 1`,
 		`gatewayd_bluez_adapter_up 1`,
@@ -130,6 +138,24 @@ func TestDaemonEndToEnd(t *testing.T) {
 	}
 	if e, err := bk.Entry(t.Context(), bonds.CommandID(b3.CommandID)); err != nil || e.State != bonds.StateSucceeded {
 		t.Errorf("backup entry %+v %v", e, err)
+	}
+	// The lock records kept from the answers: battery, firmware, clock
+	// offset, the operator's counter (which the intake checks), the user.
+	l1, err := bk.Lock(t.Context(), d.locks[1].id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l1.Firmware == "" || l1.Battery == 0 || len(l1.Counters) != 1 {
+		t.Errorf("lock record not kept from the answers: %+v", l1)
+	}
+	for _, c := range l1.Counters {
+		if c != b1.Counter {
+			t.Errorf("counter %d recorded, the unlock's was %d", c, b1.Counter)
+		}
+	}
+	users, err := bk.Users(t.Context(), d.locks[2].id)
+	if err != nil || len(users) != 1 || users[0].UserID != "rider-7" || users[0].Desired != bonds.Present || users[0].Confirmed != bonds.Present {
+		t.Errorf("users of lock 2: %+v %v", users, err)
 	}
 	bk.Close()
 

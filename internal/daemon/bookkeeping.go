@@ -1,0 +1,127 @@
+package daemon
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/gatewayd/gatewayd/bonds"
+	"github.com/gatewayd/gatewayd/firmware/command"
+	"github.com/gatewayd/gatewayd/firmware/cred"
+	"github.com/gatewayd/gatewayd/fleet"
+)
+
+// bookkeeping wraps the link to locks and keeps the database's picture of
+// each lock current from what passes through it: the users operators
+// asked for (before an add-user or remove-user goes out) and what the lock
+// confirmed; the lock's battery, firmware and clock offset from every
+// answer; and the signer's counter the lock accepted, which the intake
+// uses to refuse a stale counter before any radio work. None of this can
+// fail a command: a bookkeeping error is logged and the command goes on.
+type bookkeeping struct {
+	link  fleet.Link
+	db    *bonds.DB
+	roots cred.Roots
+	now   func() time.Time
+	log   *slog.Logger
+}
+
+func (b *bookkeeping) Dial(ctx context.Context, id bonds.LockID) (fleet.Session, error) {
+	s, err := b.link.Dial(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	bs := &bookSession{b: b, id: id, s: s}
+	if h, ok := s.(fleet.Handshaker); ok {
+		return &bookHandshakeSession{bs, h}, nil
+	}
+	return bs, nil
+}
+
+type bookSession struct {
+	b  *bookkeeping
+	id bonds.LockID
+	s  fleet.Session
+}
+
+// bookHandshakeSession keeps the inner session's Handshaker visible to the
+// scheduler, so its handshake still overlaps the next connect.
+type bookHandshakeSession struct {
+	*bookSession
+	h fleet.Handshaker
+}
+
+func (s *bookHandshakeSession) Handshake(ctx context.Context) error { return s.h.Handshake(ctx) }
+
+func (s *bookSession) Close() error { return s.s.Close() }
+
+func (s *bookSession) Do(ctx context.Context, op command.Op, signed []byte) (*command.Result, error) {
+	var body *command.Body
+	if signed != nil {
+		if b, err := command.Peek(signed); err == nil {
+			body = &b
+		}
+	}
+	log := s.b.log.With("lock", s.id, "op", op)
+	if body != nil && (op == command.OpAddUser || op == command.OpRemoveUser) {
+		want := bonds.Present
+		if op == command.OpRemoveUser {
+			want = bonds.Absent
+		}
+		// The lock picks the slot; -1 until a list-users says which.
+		if _, err := s.b.db.SetDesiredUser(ctx, s.id, body.Args.UserID, -1, want, bonds.CommandID(body.CommandID)); err != nil {
+			log.Debug("bookkeeping: desired user not recorded", "err", err)
+		}
+	}
+	r, err := s.s.Do(ctx, op, signed)
+	if err != nil || r == nil {
+		return r, err
+	}
+	s.record(ctx, op, signed, body, r, log)
+	return r, nil
+}
+
+func (s *bookSession) record(ctx context.Context, op command.Op, signed []byte, body *command.Body, r *command.Result, log *slog.Logger) {
+	var kid string
+	var counter uint64
+	if body != nil && (r.Status == command.StatusOK || r.Status == command.StatusDuplicateCommand) {
+		// The lock accepted this signer's counter: verify again (cheap
+		// next to a radio round trip) to learn the signer's key ID, with
+		// the clock just inside the command's validity.
+		v := command.Verifier{Roots: s.b.roots, LockID: body.LockID, Now: func() time.Time { return body.NotAfter.Add(-time.Second) }}
+		if ver, err := v.Verify(signed, op); err == nil {
+			kid, counter = ver.SignerKey, ver.Counter
+		}
+	}
+	now := s.b.now()
+	_, err := s.b.db.UpdateLock(ctx, s.id, func(l *bonds.Lock) error {
+		l.Battery = int(r.Battery)
+		if r.Firmware != "" {
+			l.Firmware = r.Firmware
+		}
+		if !r.Clock.IsZero() {
+			l.ClockOffset = r.Clock.Sub(now).Truncate(time.Second)
+		}
+		if kid != "" {
+			c := make(map[string]uint64, len(l.Counters)+1)
+			for k, v := range l.Counters {
+				c[k] = v
+			}
+			c[kid] = max(c[kid], counter)
+			l.Counters = c
+		}
+		return nil
+	})
+	if err != nil {
+		log.Debug("bookkeeping: lock record not updated", "err", err)
+	}
+	if body != nil && r.Status == command.StatusOK && (op == command.OpAddUser || op == command.OpRemoveUser) {
+		got := bonds.Present
+		if op == command.OpRemoveUser {
+			got = bonds.Absent
+		}
+		if _, err := s.b.db.ConfirmUser(ctx, s.id, body.Args.UserID, got); err != nil {
+			log.Debug("bookkeeping: confirmed user not recorded", "err", err)
+		}
+	}
+}
