@@ -138,6 +138,7 @@ func must(t *testing.T, err error) {
 
 // running is a daemon run in this process.
 type running struct {
+	conn    *dbus.Conn // the daemon's system bus connection
 	cancel  context.CancelFunc
 	done    chan error
 	metrics string
@@ -151,7 +152,7 @@ func (d *dock) run() *running {
 	if err != nil {
 		d.t.Fatal(err)
 	}
-	r := &running{cancel: cancel, done: make(chan error, 1)}
+	r := &running{cancel: cancel, done: make(chan error, 1), conn: conn}
 	ready := make(chan string, 1)
 	go func() {
 		defer conn.Close()
