@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -114,7 +113,7 @@ func Connect(ctx context.Context, conn *dbus.Conn, opts DeviceOptions) (_ *Devic
 	}
 	log := opts.Logger
 	if log == nil {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+		log = slog.New(slog.DiscardHandler)
 	}
 	d := &Device{
 		conn: conn,

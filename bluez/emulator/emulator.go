@@ -129,6 +129,7 @@ type ifaces map[string]map[string]dbus.Variant
 type Emulator struct {
 	opts    Options
 	conn    *dbus.Conn
+	sock    *busSock // conn's socket; nil when signals go through godbus (see wire.go)
 	log     *slog.Logger
 	adapter dbus.ObjectPath
 	ctx     context.Context
@@ -155,6 +156,7 @@ type Emulator struct {
 	defAgent   string              // owner of the default agent
 	pairing    map[string]context.CancelFunc
 	ticks      uint64 // radio ticks so far (tests wait on it)
+	sigBuf     []byte // emit's encoding buffer
 	// connectHook, if set (tests), runs in Connect during the attempt.
 	connectHook func()
 	// exchangeHook, if set (tests) before a connection is made, runs on
@@ -186,11 +188,11 @@ func Start(ctx context.Context, opts Options) (*Emulator, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("emulator: start: %w", err)
 	}
-	conn, err := dbus.Connect(opts.Addr)
+	conn, sock, err := dialBus(opts.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("emulator: connecting to %s: %w", opts.Addr, err)
 	}
-	e := &Emulator{opts: opts, conn: conn, log: opts.Logger,
+	e := &Emulator{opts: opts, conn: conn, sock: sock, log: opts.Logger,
 		adapter: rootPath + dbus.ObjectPath("/"+opts.Adapter),
 		objs:    map[dbus.ObjectPath]ifaces{}, rnd: rand.New(rand.NewPCG(opts.Seed, 0x6c6f636b)),
 		locks: map[string]*hosted{}, devices: map[string]*device{}, discovery: map[string]*filter{},
@@ -335,8 +337,21 @@ func (e *Emulator) DevicePath(addr string) dbus.ObjectPath {
 // GetManagedObjects and InterfacesAdded as BlueZ does.
 var standard = []string{ifaceIntro, ifaceProps}
 
+// emit sends a signal: encoded here and written on the socket when it
+// can be (see wire.go), else through godbus.
 func (e *Emulator) emit(p dbus.ObjectPath, name string, args ...any) {
-	if err := e.conn.Emit(p, name, args...); err != nil {
+	var err error
+	if e.sock != nil {
+		var ok bool
+		if e.sigBuf, ok = encodeSignal(e.sigBuf, e.sock.seq.GetSerial(), p, name, args); ok {
+			err = e.sock.write(e.sigBuf)
+		} else {
+			err = e.conn.Emit(p, name, args...)
+		}
+	} else {
+		err = e.conn.Emit(p, name, args...)
+	}
+	if err != nil {
 		e.log.Debug("emit failed", "path", p, "signal", name, "err", err)
 	}
 }
