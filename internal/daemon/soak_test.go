@@ -2,7 +2,11 @@ package daemon
 
 import (
 	"context"
+	"io"
+	"net/http"
 	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -88,6 +92,15 @@ func TestLongRunStaysFlat(t *testing.T) {
 		batch(30)
 	}
 	after := measure(t, d, r)
+	resp, err := http.Get("http://" + r.metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	scrape, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	commits, writes := metricValue(t, scrape, "gatewayd_bonds_commits_total"), metricValue(t, scrape, "gatewayd_bonds_writes_total")
+	t.Logf("database: %.0f commits (fsyncs) and %.0f writes for %d commands: %.2f fsyncs and %.2f writes per command",
+		commits, writes, n, commits/float64(n), writes/float64(n))
 	t.Logf("after %d and %d commands: goroutines %d → %d, match rules %d → %d, live heap %d → %d KiB",
 		60, n, before.goroutines, after.goroutines, before.rules, after.rules, before.heap>>10, after.heap>>10)
 	// A few goroutines come and go with timers and in-flight MQTT work;
@@ -110,4 +123,20 @@ func TestLongRunStaysFlat(t *testing.T) {
 			t.Errorf("command %s: %s %s", res.CommandID, res.State, res.Status)
 		}
 	}
+}
+
+// metricValue returns the value of an unlabelled sample in a scrape.
+func metricValue(t *testing.T, scrape []byte, name string) float64 {
+	t.Helper()
+	for _, line := range strings.Split(string(scrape), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("no %s in the scrape", name)
+	return 0
 }
