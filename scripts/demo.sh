@@ -1,19 +1,31 @@
 #!/usr/bin/env bash
-# The main job, until the daemon with its MQTT side exists. Two parts:
-#  1. the lock protocol (firmware/cmd/channeldemo): a gateway and a lock of a
+# The main job. Three parts:
+#  1. the fleet (cmd/fleetdemo): the gateway exactly as a dock runs it, as
+#     real processes built from this repository: mosquitto as the broker, a
+#     private dbus-daemon, bluezemu as bluetoothd with reference locks,
+#     `gatewayd run` (READY=1 over NOTIFY_SOCKET), and an operator driving
+#     it with gatewayctl: the key ceremony, commands and their results, the
+#     refusals (duplicate, bad_signature, forbidden, malformed), a SIGKILL
+#     with commands queued by the broker, metrics, an online backup, a
+#     clean stop;
+#  2. the lock protocol (firmware/cmd/channeldemo): a gateway and a lock of a
 #     test fleet open the secure channel over a simulated BLE link (minimum
 #     ATT MTU, reordering, duplication), what a sniffer sees, and the attacks
 #     of the design brief refused;
-#  2. the dock (cmd/dockdemo): a real private dbus-daemon, the BlueZ emulator
-#     as bluetoothd with reference locks on its radio, gatewayd's BlueZ
-#     client and agent, and the command journal in a real bbolt file:
-#     discovery, one-time-passkey bonding, signed commands, replays refused,
-#     a bluetoothd crash mid-command without a second bolt move, a wedged
-#     adapter power-cycled, bonds reconciled, metrics.
-# Extra flags go to the dock demo (e.g. -locks 20 -v).
+#  3. the dock's parts in one process (cmd/dockdemo): the BlueZ client and
+#     agent against the emulator, one-time-passkey bonding, the journal, a
+#     bluetoothd crash mid-command without a second bolt move, a wedged
+#     adapter power-cycled, bonds reconciled.
+# Extra flags go to the fleet demo (e.g. -v to stream gatewayd's log,
+# -keep to keep its directory, -locks 20).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh demo
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+go build -o "$tmp/bin/" ./cmd/gatewayd ./cmd/gatewayctl ./cmd/bluezemu ./cmd/fleetdemo
+"$tmp/bin/fleetdemo" -bin "$tmp/bin" "$@"
+echo
 go run ./firmware/cmd/channeldemo
 echo
-exec go run ./cmd/dockdemo "$@"
+go run ./cmd/dockdemo

@@ -228,6 +228,11 @@ func send(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if signed, err = os.ReadFile(*raw); err != nil {
 			return fmt.Errorf("send: %w", err)
 		}
+		// Match its result by the command ID it claims, if it has one;
+		// refusals are matched by the payload's digest either way.
+		if b, err := command.Peek(signed); err == nil {
+			cmdID = hex.EncodeToString(b.CommandID[:])
+		}
 	} else {
 		var b command.Body
 		if b, signed, err = sf.build(fs.Args(), time.Now()); err != nil {

@@ -119,7 +119,9 @@ func Run(ctx context.Context, opts Options) (err error) {
 	// 2. BlueZ: the adapter, our agent, and the link to locks.
 	conn := opts.Bus
 	if conn == nil {
-		if conn, err = dbus.ConnectSystemBus(dbus.WithContext(ctx)); err != nil {
+		// Not tied to ctx: the parts stop in order after ctx ends, and the
+		// adapter still talks to bluetoothd while it stops (StopDiscovery).
+		if conn, err = dbus.ConnectSystemBus(); err != nil {
 			return fmt.Errorf("system bus: %w", err)
 		}
 		defer conn.Close()
