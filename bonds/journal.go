@@ -87,9 +87,11 @@ func (db *DB) Append(ctx context.Context, c Command) (Entry, error) {
 // knows it better than the moment of the write (zero: now). The journal
 // is ordered by this time (Pending returns entries in it), so a caller
 // that appends concurrently keeps the arrival order by passing strictly
-// increasing times in that order: the MQTT intake does, and the commands
-// for one lock then run in the order the broker delivered them, which is
-// the order of their signers' counters.
+// increasing times in that order. Concurrent appends may commit out of
+// order, though, so a crash can keep a later command without an earlier
+// one: the MQTT intake therefore uses AppendBatch, one batch at a time,
+// and the commands for one lock run in the order the broker delivered
+// them, which is the order of their signers' counters.
 func (db *DB) AppendAt(ctx context.Context, c Command, receivedAt time.Time) (Entry, error) {
 	if c.ID.IsZero() || c.LockID.IsZero() || c.Operation == "" {
 		return Entry{}, fmt.Errorf("bonds: append: command needs an ID, a lock ID and an operation: %w", ErrInvalid)
@@ -120,6 +122,85 @@ func (db *DB) AppendAt(ctx context.Context, c Command, receivedAt time.Time) (En
 		return out, fmt.Errorf("bonds: append %s: received at %s, now %s: %w", c.ID, out.ReceivedAt.Format(time.RFC3339), out.State, ErrDuplicate)
 	}
 	return out, nil
+}
+
+// Arrival is one command for AppendBatch, with the time it arrived (zero:
+// the moment of the write).
+type Arrival struct {
+	Command    Command
+	ReceivedAt time.Time
+}
+
+// AppendBatch journals the commands of cs, in slice order, in one write
+// request: one transaction, so the batch becomes durable all at once (one
+// fsync, possibly shared with other writes the committer groups with it)
+// or not at all. A caller that journals a stream in batches, each after
+// the previous one committed, therefore never has a later command in the
+// journal without the earlier ones, even across a crash.
+//
+// Each item has the semantics of AppendAt, reported in entries[i] and
+// errs[i] (entries and errs are as long as cs): nil and the new entry;
+// ErrDuplicate and the existing entry if its command ID is already in the
+// journal, including earlier in the same batch (the second of two items
+// with one ID is a duplicate of the first); or ErrInvalid for an item
+// without an ID, a lock ID or an operation, which is checked before the
+// transaction and does not fail the others. The returned error is for the
+// whole batch (the commit failed, or ctx ended while waiting for it): then
+// entries and errs are nil and no item is acknowledged as durable; as with
+// AppendAt, a write whose caller stopped waiting may still have committed.
+func (db *DB) AppendBatch(ctx context.Context, cs []Arrival) ([]Entry, []error, error) {
+	entries := make([]Entry, len(cs))
+	errs := make([]error, len(cs))
+	valid := 0
+	for i, a := range cs {
+		c := a.Command
+		if c.ID.IsZero() || c.LockID.IsZero() || c.Operation == "" {
+			errs[i] = fmt.Errorf("bonds: append %s: command needs an ID, a lock ID and an operation: %w", c.ID, ErrInvalid)
+			continue
+		}
+		valid++
+	}
+	if valid == 0 {
+		return entries, errs, nil
+	}
+	now := db.now()
+	dup := make([]bool, len(cs))
+	err := db.write(ctx, func(tx *bolt.Tx) error {
+		// This may run more than once: every item's outputs are set anew.
+		for i, a := range cs {
+			if errs[i] != nil {
+				continue
+			}
+			c := a.Command
+			if k, ok := db.lookupTx(c.ID); ok {
+				dup[i] = true
+				if err := getEntry(tx, k, &entries[i]); err != nil {
+					return err
+				}
+				continue
+			}
+			dup[i] = false
+			at := now
+			if !a.ReceivedAt.IsZero() {
+				at = a.ReceivedAt.Round(0).UTC()
+			}
+			entries[i] = Entry{Command: c, ReceivedAt: at, UpdatedAt: at, State: StateReceived}
+			if err := putEntry(tx, &entries[i]); err != nil {
+				return err
+			}
+			db.txIDs[c.ID] = at.UnixNano()
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("bonds: append a batch of %d: %w", len(cs), err)
+	}
+	for i, e := range entries {
+		if dup[i] {
+			errs[i] = fmt.Errorf("bonds: append %s: received at %s, now %s: %w", e.ID, e.ReceivedAt.Format(time.RFC3339), e.State, ErrDuplicate)
+		}
+	}
+	return entries, errs, nil
 }
 
 func getEntry(tx *bolt.Tx, k []byte, e *Entry) error {

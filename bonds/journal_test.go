@@ -409,3 +409,101 @@ func TestAppendAtKeepsArrivalOrder(t *testing.T) {
 		t.Errorf("received_at %v, want the arrival time", p[0].ReceivedAt)
 	}
 }
+
+// TestAppendBatch: one batch is journaled in slice order with its arrival
+// times (also after a reopen); an ID twice in the batch and an ID already
+// in the journal are duplicates with the existing entry; an invalid item
+// fails alone; the batch is one write.
+func TestAppendBatch(t *testing.T) {
+	clk := newClock()
+	db, _ := openTest(t, Options{Now: clk.Now})
+	arrived := clk.Now()
+	old, err := db.AppendAt(bg, testCommand(1), arrived)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := func(n int) time.Time { return arrived.Add(time.Duration(n) * time.Millisecond) }
+	invalid := testCommand(9)
+	invalid.Operation = ""
+	batch := []Arrival{
+		{Command: testCommand(4), ReceivedAt: at(1)},
+		{Command: testCommand(1), ReceivedAt: at(2)}, // already journaled
+		{Command: testCommand(2), ReceivedAt: at(3)},
+		{Command: invalid, ReceivedAt: at(4)},
+		{Command: testCommand(4), ReceivedAt: at(5)}, // twice in the batch
+		{Command: testCommand(3), ReceivedAt: at(6)},
+	}
+	before := db.Stats().Writes
+	entries, errs, err := db.AppendBatch(bg, batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != len(batch) || len(errs) != len(batch) {
+		t.Fatalf("%d entries, %d errors for %d items", len(entries), len(errs), len(batch))
+	}
+	if w := db.Stats().Writes - before; w != 1 {
+		t.Errorf("the batch took %d writes, want 1", w)
+	}
+	for _, i := range []int{0, 2, 5} {
+		if errs[i] != nil || entries[i].ID != batch[i].Command.ID || !entries[i].ReceivedAt.Equal(batch[i].ReceivedAt) ||
+			entries[i].State != StateReceived {
+			t.Errorf("item %d: %+v, %v", i, entries[i], errs[i])
+		}
+	}
+	if !errors.Is(errs[1], ErrDuplicate) || entries[1].ID != cid(1) || !entries[1].ReceivedAt.Equal(old.ReceivedAt) {
+		t.Errorf("duplicate of an older entry: %+v, %v", entries[1], errs[1])
+	}
+	if !errors.Is(errs[3], ErrInvalid) {
+		t.Errorf("invalid item: %v", errs[3])
+	}
+	if !errors.Is(errs[4], ErrDuplicate) || entries[4].ID != cid(4) || !entries[4].ReceivedAt.Equal(at(1)) {
+		t.Errorf("duplicate inside the batch: %+v, %v", entries[4], errs[4])
+	}
+
+	db = reopen(t, db, Options{Now: clk.Now})
+	p, err := db.Pending(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []CommandID{cid(1), cid(4), cid(2), cid(3)}
+	if len(p) != len(want) {
+		t.Fatalf("pending %v, want %v", p, want)
+	}
+	for i, e := range p {
+		if e.ID != want[i] {
+			t.Fatalf("pending order at %d: %v, want %v", i, e.ID, want[i])
+		}
+	}
+	if _, err := db.Entry(bg, cid(9)); !errors.Is(err, ErrNotFound) {
+		t.Errorf("the invalid item was journaled: %v", err)
+	}
+	// Deduplication after the restart, and an all-invalid batch writes nothing.
+	_, errs, err = db.AppendBatch(bg, []Arrival{{Command: testCommand(2)}, {Command: invalid}})
+	if err != nil || !errors.Is(errs[0], ErrDuplicate) || !errors.Is(errs[1], ErrInvalid) {
+		t.Errorf("after reopen: %v, %v", errs, err)
+	}
+	before = db.Stats().Writes
+	if _, errs, err = db.AppendBatch(bg, []Arrival{{Command: invalid}}); err != nil || !errors.Is(errs[0], ErrInvalid) {
+		t.Errorf("all invalid: %v, %v", errs, err)
+	}
+	if w := db.Stats().Writes - before; w != 0 {
+		t.Errorf("an all-invalid batch wrote %d times", w)
+	}
+}
+
+// TestAppendBatchFailsWhole: a batch whose context is done is not
+// journaled at all.
+func TestAppendBatchFailsWhole(t *testing.T) {
+	db, _ := openTest(t, Options{})
+	ctx, cancel := context.WithCancel(bg)
+	cancel()
+	entries, errs, err := db.AppendBatch(ctx, []Arrival{{Command: testCommand(1)}, {Command: testCommand(2)}})
+	if !errors.Is(err, context.Canceled) || entries != nil || errs != nil {
+		t.Fatalf("AppendBatch = %v, %v, %v", entries, errs, err)
+	}
+	for _, n := range []uint64{1, 2} {
+		if _, err := db.Entry(bg, cid(n)); !errors.Is(err, ErrNotFound) {
+			t.Errorf("entry %d: %v", n, err)
+		}
+	}
+}

@@ -22,9 +22,13 @@
 // other. A command ID already journaled is acknowledged with a duplicate
 // notice and no second result.
 //
-// Verification and appends run concurrently (the journal group-commits
-// them), but acknowledgements are released strictly in the order the
-// messages were enqueued, as MQTT 3.1.1 §4.6 requires of PUBACKs.
+// Verification runs concurrently; one goroutine then journals the
+// verified commands in the order the messages were enqueued, in batches
+// (one transaction and one fsync for everything verified while the
+// previous batch committed), so a crash keeps a prefix of that order and
+// never a later command without an earlier one. Acknowledgements are
+// released strictly in the order the messages were enqueued, as MQTT
+// 3.1.1 §4.6 requires of PUBACKs.
 //
 // # Outbox
 //

@@ -203,17 +203,19 @@ func (e *env) msg(name string, payload []byte) Message {
 	return Message{Payload: payload, ReceivedAt: e.clock.Now(), Ack: func() { e.events.add("ack " + name) }}
 }
 
-// recJournal wraps a Journal and logs "append <command ID>" when an
-// AppendAt returns.
+// recJournal wraps a Journal and logs "append <command ID>" for each
+// command of an AppendBatch when it returns.
 type recJournal struct {
 	Journal
 	ev *events
 }
 
-func (r recJournal) AppendAt(ctx context.Context, c bonds.Command, at time.Time) (bonds.Entry, error) {
-	en, err := r.Journal.AppendAt(ctx, c, at)
-	r.ev.add("append " + c.ID.String())
-	return en, err
+func (r recJournal) AppendBatch(ctx context.Context, cs []bonds.Arrival) ([]bonds.Entry, []error, error) {
+	ens, errs, err := r.Journal.AppendBatch(ctx, cs)
+	for _, a := range cs {
+		r.ev.add("append " + a.Command.ID.String())
+	}
+	return ens, errs, err
 }
 
 // waitFor polls cond until it holds; the deadline only bounds a failing

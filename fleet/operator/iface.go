@@ -8,11 +8,15 @@ import (
 )
 
 // Journal is what this package needs of the gateway's database; *bonds.DB
-// satisfies it. Append must return only after the entry is durable.
+// satisfies it.
 type Journal interface {
-	// AppendAt journals a command that arrived at receivedAt (the journal
-	// is ordered by it); it returns only once the entry is durable.
-	AppendAt(ctx context.Context, c bonds.Command, receivedAt time.Time) (bonds.Entry, error)
+	// AppendBatch journals commands, each with the time it arrived (the
+	// journal is ordered by it), in one transaction: all of them durable
+	// or none. It returns only once they are durable; per command, the
+	// new entry, or the existing one with bonds.ErrDuplicate, or
+	// bonds.ErrInvalid. The error is for the whole batch (nothing
+	// journaled). See bonds.DB.AppendBatch.
+	AppendBatch(ctx context.Context, cs []bonds.Arrival) ([]bonds.Entry, []error, error)
 	Transition(ctx context.Context, id bonds.CommandID, to bonds.State, mutate func(*bonds.Entry)) (bonds.Entry, error)
 	Entry(ctx context.Context, id bonds.CommandID) (bonds.Entry, error)
 	Outbox(ctx context.Context) ([]bonds.Result, error)

@@ -44,9 +44,10 @@ type IntakeOptions struct {
 	// command journaled as expired or rejected): the daemon passes the
 	// Outbox's Kick.
 	OnResult func()
-	// Concurrency is how many messages are verified and appended at once
-	// (default 8). Appends group-commit, so more concurrency means fewer
-	// fsyncs per command.
+	// Concurrency is how many messages are verified at once (default 8).
+	// One goroutine journals the verified messages in delivery order, in
+	// batches: everything verified while the previous batch committed
+	// shares the next commit (one fsync).
 	Concurrency int
 	// MaxQueued bounds the messages enqueued and not yet acknowledged
 	// (default 1000). Beyond it a message is dropped unacknowledged (the
@@ -87,6 +88,14 @@ type Intake struct {
 	cancel      context.CancelFunc
 	wg          sync.WaitGroup
 
+	// The sequencer: decisions of the workers, by seq, for the journaler,
+	// which takes them in seq order from seqNext.
+	seqMu       sync.Mutex
+	seqCond     *sync.Cond
+	decided     map[uint64]decision
+	seqNext     uint64
+	workersLeft int
+
 	// Release of acknowledgements in enqueue order.
 	relMu   sync.Mutex
 	relNext uint64
@@ -107,6 +116,21 @@ type item struct {
 
 // outcome is a decided message: before runs, then ack, in enqueue order.
 type outcome struct{ before, ack func() }
+
+// decision is what a worker decided about message seq, for the journaler:
+// either nothing to journal (refused: its worker publishes the notice and
+// releases it), or a command to journal and, if final is set, to move to
+// that terminal state at once.
+type decision struct {
+	refused bool
+	ack     func() // the message's Ack
+	c       bonds.Command
+	body    command.Body
+	recv    time.Time
+	final   bonds.State
+	status  string
+	detail  string
+}
 
 // NewIntake returns an Intake; Start starts it. Errors wrap ErrOptions.
 func NewIntake(o IntakeOptions) (*Intake, error) {
@@ -132,11 +156,12 @@ func NewIntake(o IntakeOptions) (*Intake, error) {
 		o.PublishTimeout = DefaultPublishTimeout
 	}
 	in := &Intake{opts: o, log: o.Logger.With("subsystem", "intake", "gateway", o.Topics.GatewayID),
-		done: map[uint64]outcome{}, byReason: map[Reason]*atomic.Uint64{}}
+		done: map[uint64]outcome{}, decided: map[uint64]decision{}, byReason: map[Reason]*atomic.Uint64{}}
 	for _, r := range reasons {
 		in.byReason[r] = new(atomic.Uint64)
 	}
 	in.cond = sync.NewCond(&in.mu)
+	in.seqCond = sync.NewCond(&in.seqMu)
 	in.initMetrics()
 	return in, nil
 }
@@ -158,7 +183,7 @@ func (in *Intake) Enqueue(m Message) {
 			"max_queued", in.opts.MaxQueued)
 		return
 	}
-	// The arrival time orders the journal (bonds.DB.AppendAt): strictly
+	// The arrival time orders the journal (bonds.DB.AppendBatch): strictly
 	// increasing in delivery order, even when the clock is coarse or
 	// steps back.
 	if m.ReceivedAt.IsZero() {
@@ -174,8 +199,9 @@ func (in *Intake) Enqueue(m Message) {
 	in.cond.Signal()
 }
 
-// Start starts Concurrency workers. They stop when ctx is done or Close is
-// called. Errors wrap ErrStarted.
+// Start starts Concurrency workers, which verify messages, and the
+// journaler, which journals them in enqueue order. They stop when ctx is
+// done or Close is called. Errors wrap ErrStarted.
 func (in *Intake) Start(ctx context.Context) error {
 	in.mu.Lock()
 	defer in.mu.Unlock()
@@ -189,10 +215,14 @@ func (in *Intake) Start(ctx context.Context) error {
 	// caller gave up may still commit, and then its message would be
 	// acknowledged only as a duplicate after a restart.
 	journal := context.WithoutCancel(ctx)
-	in.wg.Add(in.opts.Concurrency + 1)
+	in.seqMu.Lock()
+	in.workersLeft = in.opts.Concurrency
+	in.seqMu.Unlock()
+	in.wg.Add(in.opts.Concurrency + 2)
 	for range in.opts.Concurrency {
 		go in.worker(run, journal)
 	}
+	go in.journaler(run, journal)
 	go func() {
 		defer in.wg.Done()
 		<-run.Done()
@@ -245,17 +275,123 @@ func (in *Intake) next() (item, bool) {
 	return it, true
 }
 
+// worker decides messages: it verifies each and hands it to the
+// journaler through the sequencer, or refuses it (publishes its notice and
+// releases it) without waiting for the journaler.
 func (in *Intake) worker(ctx, journal context.Context) {
 	defer in.wg.Done()
+	defer func() {
+		in.seqMu.Lock()
+		in.workersLeft--
+		in.seqCond.Broadcast()
+		in.seqMu.Unlock()
+	}()
 	for {
 		it, ok := in.next()
 		if !ok {
 			return
 		}
-		ack, before, after := in.handle(ctx, journal, it.msg)
-		in.release(it.seq, ack, before, it.msg.Ack)
+		in.handle(ctx, journal, it)
+	}
+}
+
+// decide records the decision about message seq for the journaler.
+func (in *Intake) decide(seq uint64, d decision) {
+	in.seqMu.Lock()
+	in.decided[seq] = d
+	in.seqCond.Broadcast()
+	in.seqMu.Unlock()
+}
+
+// nextBatch waits for the decision about message seqNext and returns it
+// with every decision that follows it without a gap, in seq order. It
+// returns the seq of the first, and nil once the workers have stopped and
+// nothing is left.
+func (in *Intake) nextBatch() (uint64, []decision) {
+	in.seqMu.Lock()
+	defer in.seqMu.Unlock()
+	for {
+		if _, ok := in.decided[in.seqNext]; ok || in.workersLeft == 0 {
+			break
+		}
+		in.seqCond.Wait()
+	}
+	first := in.seqNext
+	var batch []decision
+	for {
+		d, ok := in.decided[in.seqNext]
+		if !ok {
+			return first, batch
+		}
+		delete(in.decided, in.seqNext)
+		in.seqNext++
+		batch = append(batch, d)
+	}
+}
+
+// journaler journals the decided messages in enqueue order, in batches:
+// it waits for the next message's decision, then appends that message
+// and every one decided after it without a gap (everything decided while
+// the previous batch committed) in one Journal.AppendBatch, and only then
+// takes the next batch. A batch commits whole, and after every earlier
+// one: whatever a crash keeps of the journal is a prefix of the delivery
+// order, and a redelivered message is never journaled after a later one.
+// It returns once the workers have stopped and their decisions are
+// journaled.
+func (in *Intake) journaler(ctx, journal context.Context) {
+	defer in.wg.Done()
+	for {
+		first, batch := in.nextBatch()
+		if batch == nil {
+			return
+		}
+		in.journalBatch(ctx, journal, batch, first)
+	}
+}
+
+// journalBatch appends the commands of batch (whose first message is
+// seq first) and releases them in seq order. Refused messages are skipped:
+// their workers release them.
+func (in *Intake) journalBatch(ctx, journal context.Context, batch []decision, first uint64) {
+	var arrivals []bonds.Arrival
+	for _, d := range batch {
+		if !d.refused {
+			arrivals = append(arrivals, bonds.Arrival{Command: d.c, ReceivedAt: d.recv})
+		}
+	}
+	if len(arrivals) == 0 {
+		return
+	}
+	entries, errs, err := in.opts.Journal.AppendBatch(journal, arrivals)
+	if err == nil && (len(entries) != len(arrivals) || len(errs) != len(arrivals)) {
+		err = fmt.Errorf("journal returned %d entries and %d errors for %d commands", len(entries), len(errs), len(arrivals))
+	}
+	if err != nil {
+		in.log.Error("batch not journaled: its commands are left unacknowledged for redelivery",
+			"commands", len(arrivals), "err", err)
+	}
+	i := 0
+	for k, d := range batch {
+		if d.refused {
+			continue
+		}
+		var ack bool
+		var before, after func()
+		if err != nil {
+			in.unacked[causeJournal].Add(1)
+		} else {
+			ack, before, after = in.journaled1(ctx, journal, d, entries[i], errs[i])
+		}
+		i++
+		in.release(first+uint64(k), ack, before, d.ack)
 		if after != nil {
-			after()
+			// Not in the journaler's way: a slow broker must not hold up
+			// the next batch.
+			in.wg.Add(1)
+			go func() {
+				defer in.wg.Done()
+				after()
+			}()
 		}
 	}
 }
@@ -265,7 +401,7 @@ func (in *Intake) worker(ctx, journal context.Context) {
 // and whose predecessors are all released. ack false leaves the message
 // unacknowledged. The before hooks hand journaled commands to the
 // scheduler, which therefore gets them in the order the broker delivered
-// them, whatever order their concurrent Appends finished in: a lock's
+// them, whatever order their verifications finished in: a lock's
 // commands then run in their signers' counter order.
 func (in *Intake) release(seq uint64, ack bool, before, fn func()) {
 	in.relMu.Lock()
@@ -291,23 +427,29 @@ func (in *Intake) release(seq uint64, ack bool, before, fn func()) {
 	}
 }
 
-// handle decides one message. ack reports whether it may be acknowledged;
-// before, if not nil, runs in enqueue order just before the Ack (handing
-// the command on); after, if not nil, runs once it was released (a
-// best-effort notice).
-func (in *Intake) handle(ctx, journal context.Context, m Message) (ack bool, before, after func()) {
+// handle decides one message: a refusal is recorded as such for the
+// journaler, then its notice is published and the message released; a
+// command to journal is handed to the journaler.
+func (in *Intake) handle(ctx, journal context.Context, it item) {
+	m := it.msg
+	refuse := func(p []byte, recv time.Time, reason Reason, detail string, body *command.Body) {
+		in.decide(it.seq, decision{refused: true})
+		ok := in.refuse(ctx, p, recv, reason, detail, body)
+		in.release(it.seq, ok, nil, m.Ack)
+	}
 	recv := m.ReceivedAt
 	if recv.IsZero() {
 		recv = in.opts.Now()
 	}
 	p := m.Payload
 	if len(p) > command.MaxSignedSize {
-		return in.refuse(ctx, p, recv, ReasonOversized,
-			fmt.Sprintf("payload of %d bytes, limit %d", len(p), command.MaxSignedSize), nil), nil, nil
+		refuse(p, recv, ReasonOversized, fmt.Sprintf("payload of %d bytes, limit %d", len(p), command.MaxSignedSize), nil)
+		return
 	}
 	body, err := command.Peek(p)
 	if err != nil {
-		return in.refuse(ctx, p, recv, ReasonMalformed, err.Error(), nil), nil, nil
+		refuse(p, recv, ReasonMalformed, err.Error(), nil)
+		return
 	}
 	v := command.Verifier{Roots: in.opts.Roots, LockID: body.LockID, Now: in.opts.Now}
 	ver, err := v.Verify(p, body.Op)
@@ -328,16 +470,21 @@ func (in *Intake) handle(ctx, journal context.Context, m Message) (ack bool, bef
 		c.Operator = in.expiredSigner(p, body)
 		final, status, detail = bonds.StateExpired, StatusExpired, err.Error()
 	default:
-		return in.refuse(ctx, p, recv, reasonOf(err), err.Error(), &body), nil, nil
+		refuse(p, recv, reasonOf(err), err.Error(), &body)
+		return
 	}
-	return in.journal(ctx, journal, c, &body, recv, final, status, detail)
+	in.decide(it.seq, decision{ack: m.Ack, c: c, body: body, recv: recv, final: final, status: status, detail: detail})
 }
 
-// journal appends c and, if final is set, moves it there at once.
-func (in *Intake) journal(ctx, journal context.Context, c bonds.Command, body *command.Body, recv time.Time,
-	final bonds.State, status, detail string) (ack bool, before, after func()) {
+// journaled1 handles the outcome of the append of one command of a batch
+// (e, err): if it was journaled and d.final is set, it moves it there at
+// once. ack reports whether the message may be acknowledged; before, if
+// not nil, runs in enqueue order just before the Ack (handing the command
+// on); after, if not nil, runs once it was released (a best-effort
+// notice).
+func (in *Intake) journaled1(ctx, journal context.Context, d decision, e bonds.Entry, err error) (ack bool, before, after func()) {
+	c, body, recv, final, status, detail := d.c, &d.body, d.recv, d.final, d.status, d.detail
 	log := in.log.With("command_id", c.ID, "lock_id", c.LockID, "op", c.Operation, "operator", c.Operator)
-	e, err := in.opts.Journal.AppendAt(journal, c, recv)
 	switch {
 	case errors.Is(err, bonds.ErrDuplicate):
 		in.duplicates.Add(1)

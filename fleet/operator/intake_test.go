@@ -463,13 +463,14 @@ func TestCloseAbandonsBlockedNotice(t *testing.T) {
 	}
 }
 
-// gateJournal is a fake journal whose Appends wait for their gate, keyed
-// by command ID, so they finish in any order the test chooses.
+// gateJournal is a fake journal whose AppendBatch calls announce their
+// commands on entered and wait for the gate of their first command's ID,
+// so they finish when the test chooses.
 type gateJournal struct {
 	Journal
 	mu      sync.Mutex
 	gates   map[bonds.CommandID]chan struct{}
-	entered chan bonds.CommandID
+	entered chan []bonds.CommandID
 	ev      *events
 }
 
@@ -482,23 +483,34 @@ func (g *gateJournal) gate(id bonds.CommandID) chan struct{} {
 	return g.gates[id]
 }
 
-func (g *gateJournal) AppendAt(ctx context.Context, c bonds.Command, at time.Time) (bonds.Entry, error) {
-	g.entered <- c.ID
-	<-g.gate(c.ID)
-	g.ev.add("append " + c.ID.String())
-	return bonds.Entry{Command: c, State: bonds.StateReceived, ReceivedAt: at}, nil
+func (g *gateJournal) AppendBatch(ctx context.Context, cs []bonds.Arrival) ([]bonds.Entry, []error, error) {
+	ids := make([]bonds.CommandID, len(cs))
+	for i, a := range cs {
+		ids[i] = a.Command.ID
+	}
+	g.entered <- ids
+	<-g.gate(ids[0])
+	ens := make([]bonds.Entry, len(cs))
+	for i, a := range cs {
+		g.ev.add("append " + a.Command.ID.String())
+		ens[i] = bonds.Entry{Command: a.Command, State: bonds.StateReceived, ReceivedAt: a.ReceivedAt}
+	}
+	return ens, make([]error, len(cs)), nil
 }
 
 func (g *gateJournal) Lock(context.Context, bonds.LockID) (bonds.Lock, error) {
 	return bonds.Lock{}, bonds.ErrNotFound
 }
 
-// TestAcksInEnqueueOrder: appends finish in reverse order, acks are
-// released in enqueue order, each after its append.
+// TestAcksInEnqueueOrder: messages are journaled in enqueue order, in
+// batches: while the first batch's append is held, the other messages are
+// verified, and they are appended together in one call after it returned.
+// Acks are released in enqueue order, each after its append; the
+// scheduler gets the commands in that order with increasing arrival times.
 func TestAcksInEnqueueOrder(t *testing.T) {
 	const n = 8
 	e := newEnv(t)
-	g := &gateJournal{gates: map[bonds.CommandID]chan struct{}{}, entered: make(chan bonds.CommandID, n), ev: e.events}
+	g := &gateJournal{gates: map[bonds.CommandID]chan struct{}{}, entered: make(chan []bonds.CommandID, n), ev: e.events}
 	var (
 		subMu     sync.Mutex
 		submitted []bonds.Entry
@@ -517,13 +529,16 @@ func TestAcksInEnqueueOrder(t *testing.T) {
 		ids = append(ids, cidOf(b))
 		in.Enqueue(e.msg(fmt.Sprint(i), e.sign(t, e.operator, b)))
 	}
-	for range n {
-		<-g.entered // all n appends run at once
+	first := <-g.entered // held until its gate opens
+	if len(first) == 0 || first[0] != ids[0] {
+		t.Fatalf("first batch %v does not start with message 0", first)
 	}
-	for i := n - 1; i >= 1; i-- {
-		close(g.gate(ids[i]))
-	}
-	waitFor(t, "appends", func() bool { return len(e.events.all()) >= n-1 })
+	// Everything else is verified meanwhile and waits for the journaler.
+	waitFor(t, "decisions", func() bool {
+		in.seqMu.Lock()
+		defer in.seqMu.Unlock()
+		return len(in.decided) == n-len(first)
+	})
 	for _, ev := range e.events.all() {
 		if strings.HasPrefix(ev, "ack") {
 			t.Fatalf("%s released before message 0's append returned: %q", ev, e.events.all())
@@ -532,7 +547,21 @@ func TestAcksInEnqueueOrder(t *testing.T) {
 	if d := in.depth.Load(); d != n {
 		t.Fatalf("queue depth %d, want %d", d, n)
 	}
+	batches := [][]bonds.CommandID{first}
 	close(g.gate(ids[0]))
+	if len(first) < n {
+		second := <-g.entered
+		batches = append(batches, second)
+		close(g.gate(second[0]))
+	}
+	var all []bonds.CommandID
+	for _, b := range batches {
+		all = append(all, b...)
+	}
+	if fmt.Sprint(all) != fmt.Sprint(ids) {
+		t.Fatalf("batches %v, want the %d messages in enqueue order in at most 2 calls", batches, n)
+	}
+	t.Logf("batches of %d and %d", len(first), n-len(first))
 	waitFor(t, "acks", func() bool { return len(e.events.all()) == 2*n })
 	var acks []string
 	for _, ev := range e.events.all() {
@@ -574,7 +603,7 @@ func TestAcksInEnqueueOrder(t *testing.T) {
 // counted; Enqueue does not block.
 func TestQueueFull(t *testing.T) {
 	e := newEnv(t)
-	g := &gateJournal{gates: map[bonds.CommandID]chan struct{}{}, entered: make(chan bonds.CommandID, 4), ev: e.events}
+	g := &gateJournal{gates: map[bonds.CommandID]chan struct{}{}, entered: make(chan []bonds.CommandID, 4), ev: e.events}
 	in := e.intake(t, g, func(o *IntakeOptions) { o.Concurrency = 1; o.MaxQueued = 2 })
 	b1, b2 := e.body(command.OpUnlock, 1), e.body(command.OpUnlock, 2)
 	in.Enqueue(e.msg("1", e.sign(t, e.operator, b1)))
@@ -591,15 +620,15 @@ func TestQueueFull(t *testing.T) {
 	}
 }
 
-// failJournal fails every Append.
+// failJournal fails every AppendBatch.
 type failJournal struct{ Journal }
 
 func (*failJournal) Lock(context.Context, bonds.LockID) (bonds.Lock, error) {
 	return bonds.Lock{}, bonds.ErrNotFound
 }
 
-func (*failJournal) AppendAt(context.Context, bonds.Command, time.Time) (bonds.Entry, error) {
-	return bonds.Entry{}, errors.New("disk on fire")
+func (*failJournal) AppendBatch(context.Context, []bonds.Arrival) ([]bonds.Entry, []error, error) {
+	return nil, nil, errors.New("disk on fire")
 }
 
 // TestJournalErrorNoAck: a command that could not be journaled is not
@@ -623,5 +652,139 @@ func TestIntakeOptions(t *testing.T) {
 	in := e.intake(t, &failJournal{}, nil)
 	if err := in.Start(context.Background()); !errors.Is(err, ErrStarted) {
 		t.Fatalf("second Start: %v", err)
+	}
+}
+
+// batchRec wraps a Journal and records the command IDs of every
+// AppendBatch call.
+type batchRec struct {
+	Journal
+	mu      sync.Mutex
+	batches [][]bonds.CommandID
+}
+
+func (r *batchRec) AppendBatch(ctx context.Context, cs []bonds.Arrival) ([]bonds.Entry, []error, error) {
+	ids := make([]bonds.CommandID, len(cs))
+	for i, a := range cs {
+		ids[i] = a.Command.ID
+	}
+	r.mu.Lock()
+	r.batches = append(r.batches, ids)
+	r.mu.Unlock()
+	return r.Journal.AppendBatch(ctx, cs)
+}
+
+func (r *batchRec) all() [][]bonds.CommandID {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([][]bonds.CommandID(nil), r.batches...)
+}
+
+// TestJournalIsPrefixOfArrival: under concurrent verification, the
+// journal (a real database) is written in arrival order, batch after
+// batch: every AppendBatch is a contiguous run of the arrival order, and
+// the calls together cover it exactly, once. So whatever a crash keeps is
+// a prefix of the arrival order.
+func TestJournalIsPrefixOfArrival(t *testing.T) {
+	const n = 64
+	e := newEnv(t)
+	db := openDB(t, "", e.clock.Now)
+	rec := &batchRec{Journal: db}
+	in := e.intake(t, rec, func(o *IntakeOptions) { o.Concurrency = 8 })
+	var ids []bonds.CommandID
+	for i := range n {
+		b := e.body(command.OpUnlock, uint64(i+1))
+		b.LockID[7] ^= byte(i % 5) // a mix of locks
+		ids = append(ids, cidOf(b))
+		in.Enqueue(e.msg(fmt.Sprint(i), e.sign(t, e.operator, b)))
+	}
+	waitFor(t, "acks", func() bool { return len(e.events.all()) == n })
+	for i, ev := range e.events.all() {
+		if ev != fmt.Sprintf("ack %d", i) {
+			t.Fatalf("acks %q not in enqueue order", e.events.all())
+		}
+	}
+	batches := rec.all()
+	next := 0
+	for k, b := range batches {
+		if len(b) == 0 {
+			t.Fatalf("batch %d is empty", k)
+		}
+		for j, id := range b {
+			if next >= n || id != ids[next] {
+				t.Fatalf("batch %d item %d is %v, want message %d (%v): batches %v", k, j, id, next, ids[min(next, n-1)], batches)
+			}
+			next++
+		}
+	}
+	if next != n {
+		t.Fatalf("batches cover %d of %d messages", next, n)
+	}
+	t.Logf("%d messages journaled in %d AppendBatch calls", n, len(batches))
+	pending, err := db.Pending(context.Background())
+	if err != nil || len(pending) != n {
+		t.Fatalf("Pending = %d entries, %v", len(pending), err)
+	}
+	for i, en := range pending {
+		if en.ID != ids[i] {
+			t.Fatalf("journal order at %d: %v, want %v", i, en.ID, ids[i])
+		}
+	}
+	if j := e.journaled(); len(j) != n || j[0].ID != ids[0] || j[n-1].ID != ids[n-1] {
+		t.Fatalf("OnJournaled got %d entries", len(j))
+	}
+}
+
+// TestSlowNoticeDoesNotHoldUpJournal: a refused message whose notice the
+// broker does not acknowledge yet does not hold up the journaling of the
+// commands after it; only their acks wait for its release, as acks are
+// in enqueue order.
+func TestSlowNoticeDoesNotHoldUpJournal(t *testing.T) {
+	const n = 4
+	e := newEnv(t)
+	db := openDB(t, "", e.clock.Now)
+	in := e.intake(t, recJournal{db, e.events}, nil)
+	e.pub.Block()
+	defer e.pub.Unblock()
+	changed := e.pub.Changed()
+	in.Enqueue(e.msg("bad", []byte("junk")))
+	var ids []bonds.CommandID
+	for i := range n {
+		b := e.body(command.OpUnlock, uint64(i+1))
+		ids = append(ids, cidOf(b))
+		in.Enqueue(e.msg(fmt.Sprint(i), e.sign(t, e.operator, b)))
+	}
+	<-changed // the notice's publish started (and blocks)
+	waitFor(t, "appends", func() bool { return e.events.count("append "+ids[n-1].String()) == 1 })
+	for _, id := range ids {
+		if _, err := db.Entry(context.Background(), id); err != nil {
+			t.Fatalf("%v not journaled while the notice was pending: %v", id, err)
+		}
+	}
+	for _, ev := range e.events.all() {
+		if strings.HasPrefix(ev, "ack") {
+			t.Fatalf("%s released before the refused message: %q", ev, e.events.all())
+		}
+	}
+	if len(e.journaled()) != 0 {
+		t.Fatal("commands handed on before the refused message ahead of them was released")
+	}
+	e.pub.Unblock()
+	waitFor(t, "acks", func() bool { return e.events.count("ack bad") == 1 && e.events.count(fmt.Sprintf("ack %d", n-1)) == 1 })
+	var acks []string
+	for _, ev := range e.events.all() {
+		if strings.HasPrefix(ev, "ack") {
+			acks = append(acks, ev)
+		}
+	}
+	want := []string{"ack bad"}
+	for i := range n {
+		want = append(want, fmt.Sprintf("ack %d", i))
+	}
+	if fmt.Sprint(acks) != fmt.Sprint(want) {
+		t.Fatalf("acks %q, want %q", acks, want)
+	}
+	if len(e.notices(t)) != 1 || len(e.journaled()) != n {
+		t.Fatalf("notices %d, handed on %d", len(e.notices(t)), len(e.journaled()))
 	}
 }
