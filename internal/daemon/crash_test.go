@@ -205,3 +205,29 @@ func TestCrashLosesNothing(t *testing.T) {
 		t.Errorf("database after the crashes: %v", err)
 	}
 }
+
+// TestSIGTERMStopsCleanly: `systemctl stop` (SIGTERM) ends the daemon
+// with exit status 0, its retained status offline and its database
+// consistent; under systemd a non-zero status would mark the unit failed.
+func TestSIGTERMStopsCleanly(t *testing.T) {
+	d := newDock(t, 1, emulator.Options{})
+	oc := d.client
+	c := d.spawn()
+	oc.until("online", func() bool { return len(oc.status) > 0 && strings.Contains(oc.status[len(oc.status)-1], `"online"`) })
+	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-c.exited:
+		if err != nil {
+			t.Fatalf("after SIGTERM: %v, want exit status 0", err)
+		}
+		c.cmd.ProcessState = &os.ProcessState{}
+	case <-time.After(60 * time.Second):
+		t.Fatal("no exit within 60 s of SIGTERM")
+	}
+	oc.until("offline", func() bool { return strings.Contains(oc.status[len(oc.status)-1], `"offline"`) })
+	if err := bonds.CheckFile(t.Context(), d.cfg.Database.Path, bonds.Options{}); err != nil {
+		t.Error(err)
+	}
+}
