@@ -7,6 +7,7 @@
 #
 #   scripts/bench.sh            # default: -count=6
 #   COUNT=10 scripts/bench.sh
+#   ONLY=bluez scripts/bench.sh # only the pairs whose package or names contain "bluez"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 count=${COUNT:-6}
@@ -16,6 +17,7 @@ trap 'rm -rf "$out"' EXIT
 # pair PACKAGE BENCH FLOOR GOAL [TIMES]: BENCH against TIMES x FLOOR (default 1)
 pair() {
   local pkg=$1 bench=$2 floor=$3 goal=$4 times=${5:-1} log="$out/$(basename "$1").txt"
+  [[ -z ${ONLY:-} || "$pkg $bench $floor" == *"$ONLY"* ]] || return 0
   go test -c -o "$out/bench.test" "$pkg"
   : >"$log"
   for _ in $(seq "$count"); do
