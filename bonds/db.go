@@ -41,9 +41,10 @@ type Options struct {
 	// Timeout is how long Open waits for the file lock held by another
 	// process before ErrLocked (default 5s; negative: fail at once).
 	Timeout time.Duration
-	// SeenFlushInterval is how often UpdateSeen's coalesced values are
-	// written (default 1 min). It is the most last-seen data a power loss
-	// can lose.
+	// SeenFlushInterval is how often the coalesced values of UpdateSeen
+	// and UpdateLockFacts are written (default 1 min). It is the most
+	// last-seen data and lock facts (battery, firmware, clock offset,
+	// signers' counters) a power loss can lose.
 	SeenFlushInterval time.Duration
 	// PruneInterval is how often the journal is pruned in the background
 	// (default 1h; negative: never, call Prune yourself).
@@ -102,8 +103,9 @@ type DB struct {
 	ids   map[CommandID]int64
 	txIDs map[CommandID]int64
 
-	seenMu sync.Mutex
-	seen   map[LockID]seenUpdate // coalesced UpdateSeen values not yet written
+	seenMu  sync.Mutex
+	seen    map[LockID]seenUpdate // coalesced UpdateSeen and UpdateLockFacts values not yet written
+	seenGen uint64                // counts changes to seen
 
 	stop chan struct{} // closes the background loop
 	wg   sync.WaitGroup
@@ -129,9 +131,11 @@ type Stats struct {
 	// Writes counts write requests (Append, Transition, Ack, PutLock, ...)
 	// that committed.
 	Writes uint64
-	// SeenFlushes counts writes of coalesced UpdateSeen values.
+	// SeenFlushes counts writes of coalesced UpdateSeen and
+	// UpdateLockFacts values.
 	SeenFlushes uint64
-	// SeenPending is how many locks have UpdateSeen values not yet written.
+	// SeenPending is how many locks have UpdateSeen or UpdateLockFacts
+	// values not yet written.
 	SeenPending int
 }
 

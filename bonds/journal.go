@@ -258,60 +258,137 @@ func (db *DB) Transition(ctx context.Context, id CommandID, to State, mutate fun
 	now := db.now()
 	var out Entry
 	err := db.write(ctx, func(tx *bolt.Tx) error {
-		k, ok := db.lookupTx(id)
-		if !ok {
-			return ErrNotFound
-		}
-		var e Entry
-		if err := getEntry(tx, k, &e); err != nil {
+		var bad, err error
+		out, bad, err = db.transitionTx(tx, id, to, mutate, now)
+		if err != nil {
 			return err
 		}
-		if !CanMove(e.State, to) {
-			return fmt.Errorf("%s → %s: %w", e.State, to, ErrBadTransition)
-		}
-		if mutate != nil {
-			m := e
-			if e.Result != nil {
-				r := *e.Result
-				m.Result = &r
-			}
-			mutate(&m)
-			e.Result, e.Payload = m.Result, m.Payload
-		}
-		e.State, e.UpdatedAt = to, now
-		if to == StateRunning {
-			e.Attempts++
-		}
-		if !to.Terminal() {
-			e.Result = nil
-		} else {
-			if e.Result == nil {
-				e.Result = &Result{}
-			}
-			r := e.Result
-			r.CommandID, r.LockID, r.Operation, r.State = e.ID, e.LockID, e.Operation, to
-			r.Attempts, r.FinishedAt = e.Attempts, now
-			ob := tx.Bucket(bucketOutbox)
-			seq, err := ob.NextSequence()
-			if err != nil {
-				return err
-			}
-			rv, err := encode(r)
-			if err != nil {
-				return err
-			}
-			if err := ob.Put(u64(seq), rv); err != nil {
-				return err
-			}
-			e.OutboxSeq = seq
-		}
-		out = e
-		return putEntry(tx, &e)
+		return bad
 	})
 	if err != nil {
 		return Entry{}, fmt.Errorf("bonds: transition %s to %s: %w", id, to, err)
 	}
 	return out, nil
+}
+
+// TransitionReq is one transition for TransitionBatch: the arguments of
+// Transition.
+type TransitionReq struct {
+	ID     CommandID
+	To     State
+	Mutate func(*Entry)
+}
+
+// TransitionBatch makes the transitions of reqs, in slice order, in one
+// write request: one transaction, durable all at once (one fsync, possibly
+// shared with other writes) or not at all. Each item has the semantics of
+// Transition and sees the items before it (the same command may appear
+// twice, e.g. running then succeeded), reported in entries[i] and
+// errs[i] (as long as reqs): nil and the entry as written, or the item's
+// error (ErrNotFound, ErrBadTransition, ErrInvalid for a state that does
+// not exist), in which case that item changed nothing and the others
+// still apply. The returned error is for the whole batch (the commit
+// failed, or ctx ended while waiting for it): then entries and errs are
+// nil and no item may be taken as durable; a write whose caller stopped
+// waiting may still have committed.
+func (db *DB) TransitionBatch(ctx context.Context, reqs []TransitionReq) ([]Entry, []error, error) {
+	entries := make([]Entry, len(reqs))
+	errs := make([]error, len(reqs))
+	valid := 0
+	for i, r := range reqs {
+		if !r.To.Valid() {
+			errs[i] = fmt.Errorf("bonds: transition %s to %q: %w", r.ID, r.To, ErrInvalid)
+			continue
+		}
+		valid++
+	}
+	if valid == 0 {
+		return entries, errs, nil
+	}
+	now := db.now()
+	bad := make([]error, len(reqs))
+	err := db.write(ctx, func(tx *bolt.Tx) error {
+		// This may run more than once: every item's outputs are set anew.
+		for i, r := range reqs {
+			if errs[i] != nil {
+				continue
+			}
+			var err error
+			entries[i], bad[i], err = db.transitionTx(tx, r.ID, r.To, r.Mutate, now)
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("bonds: transition a batch of %d: %w", len(reqs), err)
+	}
+	for i, r := range reqs {
+		if bad[i] != nil {
+			entries[i] = Entry{}
+			errs[i] = fmt.Errorf("bonds: transition %s to %s: %w", r.ID, r.To, bad[i])
+		}
+	}
+	return entries, errs, nil
+}
+
+// transitionTx is one transition inside a write transaction. bad is the
+// item's own error (unknown command, refused transition, unreadable
+// entry), returned before anything was written; err is the
+// transaction's, which aborts it.
+func (db *DB) transitionTx(tx *bolt.Tx, id CommandID, to State, mutate func(*Entry), now time.Time) (out Entry, bad, err error) {
+	k, ok := db.lookupTx(id)
+	if !ok {
+		return Entry{}, ErrNotFound, nil
+	}
+	var e Entry
+	if err := getEntry(tx, k, &e); err != nil {
+		return Entry{}, err, nil
+	}
+	if !CanMove(e.State, to) {
+		return Entry{}, fmt.Errorf("%s → %s: %w", e.State, to, ErrBadTransition), nil
+	}
+	if mutate != nil {
+		m := e
+		if e.Result != nil {
+			r := *e.Result
+			m.Result = &r
+		}
+		mutate(&m)
+		e.Result, e.Payload = m.Result, m.Payload
+	}
+	e.State, e.UpdatedAt = to, now
+	if to == StateRunning {
+		e.Attempts++
+	}
+	if !to.Terminal() {
+		e.Result = nil
+	} else {
+		if e.Result == nil {
+			e.Result = &Result{}
+		}
+		r := e.Result
+		r.CommandID, r.LockID, r.Operation, r.State = e.ID, e.LockID, e.Operation, to
+		r.Attempts, r.FinishedAt = e.Attempts, now
+		ob := tx.Bucket(bucketOutbox)
+		seq, err := ob.NextSequence()
+		if err != nil {
+			return Entry{}, nil, err
+		}
+		rv, err := encode(r)
+		if err != nil {
+			return Entry{}, nil, err
+		}
+		if err := ob.Put(u64(seq), rv); err != nil {
+			return Entry{}, nil, err
+		}
+		e.OutboxSeq = seq
+	}
+	if err := putEntry(tx, &e); err != nil {
+		return Entry{}, nil, err
+	}
+	return e, nil, nil
 }
 
 // Outbox returns the results the broker has not acknowledged, oldest
@@ -336,30 +413,79 @@ func (db *DB) Outbox(ctx context.Context) ([]Result, error) {
 func (db *DB) Ack(ctx context.Context, id CommandID) error {
 	now := db.now()
 	err := db.write(ctx, func(tx *bolt.Tx) error {
-		k, ok := db.lookupTx(id)
-		if !ok {
-			return ErrNotFound
-		}
-		var e Entry
-		if err := getEntry(tx, k, &e); err != nil {
+		bad, err := db.ackTx(tx, id, now)
+		if err != nil {
 			return err
 		}
-		if !e.State.Terminal() {
-			return fmt.Errorf("entry is %s, not terminal: %w", e.State, ErrBadTransition)
-		}
-		if e.Acked() {
-			return nil
-		}
-		if err := tx.Bucket(bucketOutbox).Delete(u64(e.OutboxSeq)); err != nil {
-			return err
-		}
-		e.OutboxSeq, e.AckedAt = 0, now
-		return putEntry(tx, &e)
+		return bad
 	})
 	if err != nil {
 		return fmt.Errorf("bonds: ack %s: %w", id, err)
 	}
 	return nil
+}
+
+// AckBatch is Ack for several results in one write request: one
+// transaction (one fsync, possibly shared), durable all at once or not at
+// all. Per ID, errs[i] (as long as ids) has Ack's semantics: nil when the
+// result left the outbox or had already (an ID given twice is acknowledged
+// once, the second is a no-op); ErrNotFound for a command not in the
+// journal and ErrBadTransition for an entry that is not terminal, which
+// change nothing and do not fail the other IDs. The returned error is for
+// the whole batch (the commit failed, or ctx ended while waiting): then
+// errs is nil and no acknowledgement may be taken as durable, so the
+// results are published again, which the broker's subscribers already
+// tolerate (results are at least once).
+func (db *DB) AckBatch(ctx context.Context, ids []CommandID) ([]error, error) {
+	errs := make([]error, len(ids))
+	if len(ids) == 0 {
+		return errs, nil
+	}
+	now := db.now()
+	bad := make([]error, len(ids))
+	err := db.write(ctx, func(tx *bolt.Tx) error {
+		for i, id := range ids {
+			var err error
+			bad[i], err = db.ackTx(tx, id, now)
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bonds: ack a batch of %d: %w", len(ids), err)
+	}
+	for i, id := range ids {
+		if bad[i] != nil {
+			errs[i] = fmt.Errorf("bonds: ack %s: %w", id, bad[i])
+		}
+	}
+	return errs, nil
+}
+
+// ackTx is one Ack inside a write transaction; bad and err as in
+// transitionTx.
+func (db *DB) ackTx(tx *bolt.Tx, id CommandID, now time.Time) (bad, err error) {
+	k, ok := db.lookupTx(id)
+	if !ok {
+		return ErrNotFound, nil
+	}
+	var e Entry
+	if err := getEntry(tx, k, &e); err != nil {
+		return err, nil
+	}
+	if !e.State.Terminal() {
+		return fmt.Errorf("entry is %s, not terminal: %w", e.State, ErrBadTransition), nil
+	}
+	if e.Acked() {
+		return nil, nil
+	}
+	if err := tx.Bucket(bucketOutbox).Delete(u64(e.OutboxSeq)); err != nil {
+		return nil, err
+	}
+	e.OutboxSeq, e.AckedAt = 0, now
+	return nil, putEntry(tx, &e)
 }
 
 // Pending returns the entries that are not terminal, oldest first: what

@@ -144,8 +144,8 @@ func (db *DB) DeleteLock(ctx context.Context, id LockID) error {
 	return nil
 }
 
-// Lock returns a lock's record, with UpdateSeen values not yet written
-// applied.
+// Lock returns a lock's record, with the UpdateSeen and UpdateLockFacts
+// values not yet written applied.
 func (db *DB) Lock(ctx context.Context, id LockID) (Lock, error) {
 	var l Lock
 	err := db.view(func(tx *bolt.Tx) error {
@@ -159,8 +159,8 @@ func (db *DB) Lock(ctx context.Context, id LockID) (Lock, error) {
 	return db.overlaySeen(l), nil
 }
 
-// Locks returns every lock, ordered by ID, with UpdateSeen values not yet
-// written applied.
+// Locks returns every lock, ordered by ID, with the UpdateSeen and
+// UpdateLockFacts values not yet written applied.
 func (db *DB) Locks(ctx context.Context) ([]Lock, error) {
 	var out []Lock
 	err := db.view(func(tx *bolt.Tx) error {
@@ -227,24 +227,51 @@ func (db *DB) RaiseCounter(ctx context.Context, id LockID, kid string, n uint64)
 	return l.Counters[kid], nil
 }
 
-// seenUpdate is one coalesced UpdateSeen.
+// seenUpdate is what UpdateSeen and UpdateLockFacts learned of one lock
+// and flushSeen has not written yet. It is replaced, never modified in
+// place (counters included), so a snapshot of it stays valid.
 type seenUpdate struct {
-	seen             time.Time
-	rssi, battery    int
-	firmware         string
-	hasBattery, hasF bool
+	gen uint64 // DB.seenGen when last changed: a flush keeps a changed value
+
+	hasSeen bool // an advertisement: seen, rssi
+	seen    time.Time
+	rssi    int
+
+	battery, firmware         bool // battery / firmware known
+	batteryFact, firmwareFact bool // ... from an answer, not an advertisement
+	batteryPct                int
+	firmwareVer               string
+	hasClock                  bool
+	clock                     time.Duration
+	counters                  map[string]uint64 // highest accepted, per signer
 }
 
+// apply overlays s on l. An advertisement older than the record's
+// LastSeen (a record written since with a later one) is not applied, nor
+// the battery and firmware it carried; what answers told (battery,
+// firmware, clock offset) is newer than the record, and counters only go
+// up.
 func (s seenUpdate) apply(l *Lock) {
-	if s.seen.Before(l.LastSeen) {
-		return
+	stale := s.hasSeen && s.seen.Before(l.LastSeen)
+	if s.hasSeen && !stale {
+		l.LastSeen, l.RSSI = s.seen, s.rssi
 	}
-	l.LastSeen, l.RSSI = s.seen, s.rssi
-	if s.hasBattery {
-		l.Battery = s.battery
+	if s.battery && (s.batteryFact || !stale) {
+		l.Battery = s.batteryPct
 	}
-	if s.hasF {
-		l.Firmware = s.firmware
+	if s.firmware && (s.firmwareFact || !stale) {
+		l.Firmware = s.firmwareVer
+	}
+	if s.hasClock {
+		l.ClockOffset = s.clock
+	}
+	if len(s.counters) > 0 {
+		c := make(map[string]uint64, len(l.Counters)+len(s.counters))
+		maps.Copy(c, l.Counters)
+		for k, v := range s.counters {
+			c[k] = max(c[k], v)
+		}
+		l.Counters = c
 	}
 }
 
@@ -257,6 +284,16 @@ func (db *DB) overlaySeen(l Lock) Lock {
 	return l
 }
 
+// lockExists reports ErrNotFound for a lock without a record.
+func (db *DB) lockExists(id LockID) error {
+	return db.view(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketLocks).Get(id[:]) == nil {
+			return ErrNotFound
+		}
+		return nil
+	})
+}
+
 // UpdateSeen records that a lock was seen (an advertisement): when, its
 // RSSI, and, if battery >= 0 and firmware is not empty, its battery level
 // and firmware version. It is called for every advertisement, so it does
@@ -264,37 +301,97 @@ func (db *DB) overlaySeen(l Lock) Lock {
 // Options.SeenFlushInterval and at Close. A power loss therefore loses at
 // most SeenFlushInterval of last-seen data, which only delays eviction
 // (measured in days) by as much. Lock and Locks see the values at once.
+// An advertisement older than the last one recorded is ignored.
 func (db *DB) UpdateSeen(id LockID, seen time.Time, rssi, battery int, firmware string) error {
-	err := db.view(func(tx *bolt.Tx) error {
-		if tx.Bucket(bucketLocks).Get(id[:]) == nil {
-			return ErrNotFound
-		}
-		return nil
-	})
-	if err != nil {
+	if err := db.lockExists(id); err != nil {
 		return fmt.Errorf("bonds: update seen %s: %w", id, err)
 	}
-	u := seenUpdate{seen: seen.Round(0).UTC(), rssi: rssi, battery: battery, firmware: firmware,
-		hasBattery: battery >= 0, hasF: firmware != ""}
+	seen = seen.Round(0).UTC()
 	db.seenMu.Lock()
 	defer db.seenMu.Unlock()
-	if old, ok := db.seen[id]; ok {
-		if u.seen.Before(old.seen) {
-			return nil
-		}
-		if !u.hasBattery {
-			u.battery, u.hasBattery = old.battery, old.hasBattery
-		}
-		if !u.hasF {
-			u.firmware, u.hasF = old.firmware, old.hasF
-		}
+	u := db.seen[id]
+	if u.hasSeen && seen.Before(u.seen) {
+		return nil
 	}
+	u.hasSeen, u.seen, u.rssi = true, seen, rssi
+	if battery >= 0 {
+		u.battery, u.batteryFact, u.batteryPct = true, false, battery
+	}
+	if firmware != "" {
+		u.firmware, u.firmwareFact, u.firmwareVer = true, false, firmware
+	}
+	db.seenGen++
+	u.gen = db.seenGen
 	db.seen[id] = u
 	return nil
 }
 
-// FlushSeen writes the coalesced UpdateSeen values now, in one
-// transaction.
+// LockFacts is what one answer of a lock told about it, for
+// UpdateLockFacts.
+type LockFacts struct {
+	// Battery is the battery level in percent; negative: unknown.
+	Battery int
+	// Firmware is the firmware version; empty: unknown.
+	Firmware string
+	// ClockOffset is the lock's clock minus the gateway's, if HasClock.
+	ClockOffset time.Duration
+	HasClock    bool
+	// Counters maps a signer's key ID (hex) to the per-signer counter the
+	// lock accepted; a counter lower than the one recorded changes
+	// nothing.
+	Counters map[string]uint64
+}
+
+// UpdateLockFacts records what an answer of the lock told about it: its
+// battery, firmware and clock offset (newest wins, also against
+// UpdateSeen's battery and firmware) and the signers' counters it
+// accepted (the highest wins). Like UpdateSeen it does not write: the
+// values are kept in memory and written with UpdateSeen's, every
+// Options.SeenFlushInterval and at Close, so a command's bookkeeping costs
+// no fsync. Lock, Locks and UpdateLock's result include them at once, so
+// the MQTT intake's counter check sees a counter as soon as the lock
+// accepted it. A power loss loses at most SeenFlushInterval of these
+// facts: the battery, firmware and clock offset are measured again by the
+// next answer, and a lost counter only weakens the gateway's early replay
+// check (a replayed command reaches the lock, which enforces its counters
+// itself and refuses it). It returns ErrNotFound for an unknown lock.
+func (db *DB) UpdateLockFacts(id LockID, f LockFacts) error {
+	for kid := range f.Counters {
+		if kid == "" {
+			return fmt.Errorf("bonds: update lock facts %s: empty signer key ID: %w", id, ErrInvalid)
+		}
+	}
+	if err := db.lockExists(id); err != nil {
+		return fmt.Errorf("bonds: update lock facts %s: %w", id, err)
+	}
+	db.seenMu.Lock()
+	defer db.seenMu.Unlock()
+	u := db.seen[id]
+	if f.Battery >= 0 {
+		u.battery, u.batteryFact, u.batteryPct = true, true, f.Battery
+	}
+	if f.Firmware != "" {
+		u.firmware, u.firmwareFact, u.firmwareVer = true, true, f.Firmware
+	}
+	if f.HasClock {
+		u.hasClock, u.clock = true, f.ClockOffset
+	}
+	if len(f.Counters) > 0 {
+		c := make(map[string]uint64, len(u.counters)+len(f.Counters))
+		maps.Copy(c, u.counters)
+		for k, v := range f.Counters {
+			c[k] = max(c[k], v)
+		}
+		u.counters = c
+	}
+	db.seenGen++
+	u.gen = db.seenGen
+	db.seen[id] = u
+	return nil
+}
+
+// FlushSeen writes the coalesced UpdateSeen and UpdateLockFacts values
+// now, in one transaction.
 func (db *DB) FlushSeen(ctx context.Context) error {
 	if err := db.flushSeen(ctx); err != nil {
 		return fmt.Errorf("bonds: flush seen: %w", err)
@@ -331,7 +428,7 @@ func (db *DB) flushSeen(ctx context.Context) error {
 	db.seenFlushes.Add(1)
 	db.seenMu.Lock()
 	for id, s := range snap {
-		if cur, ok := db.seen[id]; ok && cur == s {
+		if cur, ok := db.seen[id]; ok && cur.gen == s.gen {
 			delete(db.seen, id) // not updated since the snapshot
 		}
 	}

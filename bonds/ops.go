@@ -19,10 +19,15 @@ import (
 // Backup writes a consistent copy of the whole database to w while the
 // database stays in use: bbolt's Tx.WriteTo inside one read transaction,
 // which writers do not block. The copy is a database file Open accepts
-// (once written with mode 0600). It returns the bytes written.
+// (once written with mode 0600). The coalesced UpdateSeen and
+// UpdateLockFacts values are written first (one write), so the copy holds
+// everything the gateway knows of its locks. It returns the bytes written.
 func (db *DB) Backup(ctx context.Context, w io.Writer) (int64, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, fmt.Errorf("bonds: backup: %w", err)
+	}
+	if err := db.flushSeen(ctx); err != nil {
+		return 0, fmt.Errorf("bonds: backup %s: writing pending lock values: %w", db.path, err)
 	}
 	var n int64
 	err := db.view(func(tx *bolt.Tx) error {

@@ -9,8 +9,8 @@
 // and then hands the entry to [Scheduler.Submit]; at start,
 // [Scheduler.Start] resumes every entry the journal still holds as
 // received, queued or running (bonds.DB.Pending). The scheduler then moves
-// each entry through the journal's state machine, always with
-// Journal.Transition:
+// each entry through the journal's state machine, with Journal.Transition,
+// or Journal.TransitionBatch for several transitions in one write:
 //
 //   - received → queued when it is admitted (a running entry found at start
 //     was interrupted by a crash or power loss: it goes back to queued, and
@@ -33,6 +33,14 @@
 // A terminal transition fills in the entry's Result (status, detail, the
 // lock's encoded result as Payload) and the journal puts it in the outbox
 // in the same transaction; [Options].OnResult then wakes the publisher.
+//
+// Journal writes are what wears the gateway's SD card, so transitions that
+// happen together share one write (one transaction, one fsync): the
+// entries admitted together go to queued (or are rejected or expired) in
+// one TransitionBatch, and within a session the result of one command and
+// the start (running) of the next are one TransitionBatch. The first
+// command of a session goes to running in its own write before the
+// connect, so an attempt is counted before any radio work.
 //
 // # Sessions
 //

@@ -17,6 +17,12 @@ type Journal interface {
 	// Transition moves an entry to a state (see bonds.DB.Transition); a
 	// terminal one puts its result in the outbox.
 	Transition(ctx context.Context, id bonds.CommandID, to bonds.State, mutate func(*bonds.Entry)) (bonds.Entry, error)
+	// TransitionBatch makes several transitions in one write (one
+	// transaction, one fsync), each reported on its own (see
+	// bonds.DB.TransitionBatch): the scheduler admits the commands that
+	// arrived together with it, and records one command's result and
+	// starts the next one of a session in one write.
+	TransitionBatch(ctx context.Context, reqs []bonds.TransitionReq) ([]bonds.Entry, []error, error)
 }
 
 // Link reaches locks. The daemon implements it over the BlueZ client (an

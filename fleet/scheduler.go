@@ -20,9 +20,9 @@ import (
 // while the scheduler stops.
 const journalTimeout = 30 * time.Second
 
-// admitParallel bounds the journal writes of one admission batch in
-// flight at once; the journal commits concurrent writes with one fsync.
-const admitParallel = 16
+// maxTransitions bounds the transitions of one journal write (admitting a
+// large backlog takes several).
+const maxTransitions = 256
 
 // StatusLinkError is the result status of a command failed by a link
 // error that is not retryable (the lock's own refusals carry its status
@@ -216,17 +216,7 @@ func (s *Scheduler) intake() {
 			continue
 		}
 		slices.SortStableFunc(batch, func(a, b bonds.Entry) int { return a.ReceivedAt.Compare(b.ReceivedAt) })
-		jobs := make([]*job, len(batch))
-		sem := make(chan struct{}, admitParallel)
-		var wg sync.WaitGroup
-		for i := range batch {
-			sem <- struct{}{}
-			wg.Go(func() {
-				defer func() { <-sem }()
-				jobs[i] = s.admit(batch[i])
-			})
-		}
-		wg.Wait()
+		jobs := s.admit(batch)
 		s.mu.Lock()
 		for _, j := range jobs {
 			if j != nil {
@@ -246,36 +236,87 @@ var opByName = func() map[string]command.Op {
 	return m
 }()
 
-// admit brings one entry to queued and returns its job, or finishes it
-// (unknown operation, already expired) and returns nil.
-func (s *Scheduler) admit(e bonds.Entry) *job {
-	op, ok := opByName[e.Operation]
-	if !ok {
-		err := fmt.Errorf("%w %q", ErrUnknownOperation, e.Operation)
-		s.terminal(e.ID, e.LockID, e.Operation, e.ReceivedAt, bonds.StateRejected, command.StatusUnknownOp.String(), err.Error(), nil)
-		return nil
+// admit brings the entries of batch to queued and returns their jobs, in
+// batch order; an entry it finishes instead (unknown operation, already
+// expired) or whose journal write failed has a nil job. Every transition
+// of the batch goes into one journal write (one fsync), so admitting the
+// commands that arrived together costs one write, not one each.
+func (s *Scheduler) admit(batch []bonds.Entry) []*job {
+	jobs := make([]*job, len(batch))
+	var w writes
+	for i, e := range batch {
+		op, ok := opByName[e.Operation]
+		if !ok {
+			err := fmt.Errorf("%w %q", ErrUnknownOperation, e.Operation)
+			w.add(s.terminalReq(e.ID, e.LockID, e.Operation, e.ReceivedAt, bonds.StateRejected, command.StatusUnknownOp.String(), err.Error(), nil))
+			continue
+		}
+		j := &job{id: e.ID, lock: e.LockID, op: op, payload: e.Payload, received: e.ReceivedAt, deadline: e.NotAfter}
+		if j.deadline.IsZero() {
+			j.deadline = e.ReceivedAt.Add(s.opts.MaxAge)
+		}
+		if s.overdue(j) {
+			w.add(s.expireReq(j, nil))
+			continue
+		}
+		jobs[i] = j
+		if e.State == bonds.StateQueued {
+			continue
+		}
+		w.add(bonds.TransitionReq{ID: e.ID, To: bonds.StateQueued}, func(_ bonds.Entry, err error) {
+			if err != nil {
+				s.drop(j, "admitting", err)
+				jobs[i] = nil
+				return
+			}
+			if e.State == bonds.StateRunning {
+				s.log.Info("resuming an interrupted command", "command", e.ID, "lock", e.LockID, "op", e.Operation)
+			}
+		})
 	}
-	j := &job{id: e.ID, lock: e.LockID, op: op, payload: e.Payload, received: e.ReceivedAt, deadline: e.NotAfter}
-	if j.deadline.IsZero() {
-		j.deadline = e.ReceivedAt.Add(s.opts.MaxAge)
+	s.write(&w)
+	return jobs
+}
+
+// writes are journal transitions to make in one write, each with what
+// to do with its outcome.
+type writes struct {
+	reqs []bonds.TransitionReq
+	done []func(bonds.Entry, error)
+}
+
+func (w *writes) add(r bonds.TransitionReq, done func(bonds.Entry, error)) {
+	w.reqs = append(w.reqs, r)
+	w.done = append(w.done, done)
+}
+
+// write makes w's transitions, in order, in one journal write (a lone one
+// with Transition, more with TransitionBatch, maxTransitions at most per
+// write), and hands each its outcome: the entry, or the item's error, or
+// the whole write's.
+func (s *Scheduler) write(w *writes) {
+	for len(w.reqs) > 0 {
+		n := min(len(w.reqs), maxTransitions)
+		reqs, done := w.reqs[:n], w.done[:n]
+		w.reqs, w.done = w.reqs[n:], w.done[n:]
+		ctx, cancel := s.jctx()
+		if n == 1 {
+			r := reqs[0]
+			e, err := s.opts.Journal.Transition(ctx, r.ID, r.To, r.Mutate)
+			cancel()
+			done[0](e, err)
+			continue
+		}
+		entries, errs, err := s.opts.Journal.TransitionBatch(ctx, reqs)
+		cancel()
+		for i, d := range done {
+			if err != nil {
+				d(bonds.Entry{}, err)
+			} else {
+				d(entries[i], errs[i])
+			}
+		}
 	}
-	if s.overdue(j) {
-		s.expire(j, nil)
-		return nil
-	}
-	if e.State == bonds.StateQueued {
-		return j
-	}
-	ctx, cancel := s.jctx()
-	defer cancel()
-	if _, err := s.opts.Journal.Transition(ctx, e.ID, bonds.StateQueued, nil); err != nil {
-		s.drop(j, "admitting", err)
-		return nil
-	}
-	if e.State == bonds.StateRunning {
-		s.log.Info("resuming an interrupted command", "command", e.ID, "lock", e.LockID, "op", e.Operation)
-	}
-	return j
 }
 
 // drop forgets a job whose journal write failed. Its entry stays pending
@@ -407,18 +448,39 @@ func (s *Scheduler) remove(lq *lockQueue, j *job) {
 
 // begin moves j to running: one attempt.
 func (s *Scheduler) begin(lq *lockQueue, j *job) bool {
-	ctx, cancel := s.jctx()
-	defer cancel()
-	if _, err := s.opts.Journal.Transition(ctx, j.id, bonds.StateRunning, nil); err != nil {
-		s.remove(lq, j)
-		s.drop(j, "starting an attempt", err)
-		return false
+	var w writes
+	var ok bool
+	w.add(s.beginReq(lq, j, &ok))
+	s.write(&w)
+	return ok
+}
+
+// beginReq is begin's transition; its outcome sets *ok when j is running.
+func (s *Scheduler) beginReq(lq *lockQueue, j *job, ok *bool) (bonds.TransitionReq, func(bonds.Entry, error)) {
+	return bonds.TransitionReq{ID: j.id, To: bonds.StateRunning}, func(_ bonds.Entry, err error) {
+		if err != nil {
+			s.remove(lq, j)
+			s.drop(j, "starting an attempt", err)
+			return
+		}
+		s.mu.Lock()
+		j.running = true
+		s.mu.Unlock()
+		s.met.attempts.Inc()
+		*ok = true
 	}
+}
+
+// next returns lq's first job if it can start at once (not overdue), for
+// beginning it in the same write as the previous job's result; nil if
+// there is none or it is overdue (head then expires it).
+func (s *Scheduler) next(lq *lockQueue) *job {
 	s.mu.Lock()
-	j.running = true
-	s.mu.Unlock()
-	s.met.attempts.Inc()
-	return true
+	defer s.mu.Unlock()
+	if len(lq.jobs) == 0 || s.overdue(lq.jobs[0]) {
+		return nil
+	}
+	return lq.jobs[0]
 }
 
 // session runs one session with lq's lock: it connects for the head job,
@@ -449,13 +511,30 @@ func (s *Scheduler) session(lq *lockQueue) {
 		}
 		lq.failures = 0
 		s.remove(lq, j)
-		s.finish(j, res)
-		if n >= s.opts.MaxPerSession || s.ctx.Err() != nil {
+		more := n < s.opts.MaxPerSession && s.ctx.Err() == nil
+		// The result of j and the start of the next job are one write.
+		var w writes
+		w.add(s.finishReq(j, res))
+		var started bool
+		var next *job
+		if more {
+			next = s.next(lq)
+		}
+		if next != nil {
+			w.add(s.beginReq(lq, next, &started))
+		}
+		s.write(&w)
+		if next == nil && more {
+			// The queue is empty or its head overdue: expire, then begin
+			// on its own, as for a session's first job.
+			if next = s.head(lq); next != nil {
+				started = s.begin(lq, next)
+			}
+		}
+		if !started {
 			return
 		}
-		if j = s.head(lq); j == nil || !s.begin(lq, j) {
-			return
-		}
+		j = next
 	}
 }
 
@@ -544,8 +623,8 @@ func (s *Scheduler) linkError(lq *lockQueue, j *job, err error) {
 	s.mu.Unlock()
 }
 
-// finish records the lock's answer to j.
-func (s *Scheduler) finish(j *job, res *command.Result) {
+// finishReq is the transition recording the lock's answer to j.
+func (s *Scheduler) finishReq(j *job, res *command.Result) (bonds.TransitionReq, func(bonds.Entry, error)) {
 	status, detail := res.Status, res.Detail
 	if status == command.StatusDuplicateCommand {
 		if orig, err := res.Duplicate(); err == nil {
@@ -564,13 +643,20 @@ func (s *Scheduler) finish(j *job, res *command.Result) {
 		s.log.Debug("result not re-encodable; stored without payload", "command", j.id, "err", err)
 		payload = nil
 	}
-	s.terminal(j.id, j.lock, j.op.String(), j.received, state, status.String(), detail, payload)
+	return s.terminalReq(j.id, j.lock, j.op.String(), j.received, state, status.String(), detail, payload)
 }
 
 // expire ends j, not running, which can no longer run in time.
 func (s *Scheduler) expire(j *job, lastErr error) {
+	var w writes
+	w.add(s.expireReq(j, lastErr))
+	s.write(&w)
+}
+
+// expireReq is expire's transition.
+func (s *Scheduler) expireReq(j *job, lastErr error) (bonds.TransitionReq, func(bonds.Entry, error)) {
 	deadline := j.deadline.UTC().Format(time.RFC3339)
-	s.terminalWith(j.id, j.lock, j.op.String(), j.received, bonds.StateExpired, func(e *bonds.Entry) string {
+	return s.terminalWith(j.id, j.lock, j.op.String(), j.received, bonds.StateExpired, func(e *bonds.Entry) string {
 		if e.Attempts == 0 && lastErr == nil {
 			return "not run before its deadline " + deadline
 		}
@@ -585,39 +671,50 @@ func (s *Scheduler) expire(j *job, lastErr error) {
 // terminal moves an entry to a terminal state with its result.
 func (s *Scheduler) terminal(id bonds.CommandID, lock bonds.LockID, op string, received time.Time,
 	to bonds.State, status, detail string, payload []byte) {
-	s.terminalWith(id, lock, op, received, to, func(*bonds.Entry) string { return detail }, func(r *bonds.Result) {
+	var w writes
+	w.add(s.terminalReq(id, lock, op, received, to, status, detail, payload))
+	s.write(&w)
+}
+
+// terminalReq is terminal's transition.
+func (s *Scheduler) terminalReq(id bonds.CommandID, lock bonds.LockID, op string, received time.Time,
+	to bonds.State, status, detail string, payload []byte) (bonds.TransitionReq, func(bonds.Entry, error)) {
+	return s.terminalWith(id, lock, op, received, to, func(*bonds.Entry) string { return detail }, func(r *bonds.Result) {
 		r.Status, r.Payload = status, payload
 	})
 }
 
+// terminalWith returns the transition of an entry to a terminal state
+// with its result, and what follows its outcome (the job is forgotten
+// either way: a failed write leaves the entry pending for the next Start).
 func (s *Scheduler) terminalWith(id bonds.CommandID, lock bonds.LockID, op string, received time.Time,
-	to bonds.State, detail func(*bonds.Entry) string, more ...func(*bonds.Result)) {
-	defer s.forget(id)
+	to bonds.State, detail func(*bonds.Entry) string, more ...func(*bonds.Result)) (bonds.TransitionReq, func(bonds.Entry, error)) {
 	status := string(to)
-	ctx, cancel := s.jctx()
-	defer cancel()
-	e, err := s.opts.Journal.Transition(ctx, id, to, func(e *bonds.Entry) {
+	req := bonds.TransitionReq{ID: id, To: to, Mutate: func(e *bonds.Entry) {
 		r := &bonds.Result{Status: status, Detail: detail(e)}
 		for _, f := range more {
 			f(r)
 		}
 		e.Result = r
-	})
-	if err != nil {
-		s.log.Error("journal write failed; the command waits for the next start", "what", "result",
-			"command", id, "lock", lock, "op", op, "state", to, "err", err)
-		return
-	}
-	s.met.results.WithLabelValues(string(to)).Inc()
-	s.met.duration.Observe(max(s.now().Sub(received), 0).Seconds())
-	st := ""
-	if e.Result != nil {
-		st = e.Result.Status
-	}
-	s.log.Info("command finished", "command", id, "lock", lock, "op", op, "state", to,
-		"status", st, "attempts", e.Attempts)
-	if s.opts.OnResult != nil {
-		s.opts.OnResult()
+	}}
+	return req, func(e bonds.Entry, err error) {
+		defer s.forget(id)
+		if err != nil {
+			s.log.Error("journal write failed; the command waits for the next start", "what", "result",
+				"command", id, "lock", lock, "op", op, "state", to, "err", err)
+			return
+		}
+		s.met.results.WithLabelValues(string(to)).Inc()
+		s.met.duration.Observe(max(s.now().Sub(received), 0).Seconds())
+		st := ""
+		if e.Result != nil {
+			st = e.Result.Status
+		}
+		s.log.Info("command finished", "command", id, "lock", lock, "op", op, "state", to,
+			"status", st, "attempts", e.Attempts)
+		if s.opts.OnResult != nil {
+			s.opts.OnResult()
+		}
 	}
 }
 

@@ -186,15 +186,37 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
+// AckBatcher is implemented by a Journal that removes several published
+// results in one write (*bonds.DB: bonds.DB.AckBatch). With it, the Outbox
+// removes what one pass published in one write (one fsync) instead of one
+// each; without it, it calls Ack per result.
+type AckBatcher interface {
+	// AckBatch removes the results of ids from the outbox in one
+	// transaction; errs[i] is Ack's error for ids[i], the error the whole
+	// write's (nothing removed).
+	AckBatch(ctx context.Context, ids []bonds.CommandID) (errs []error, err error)
+}
+
+// maxAckBatch bounds the results one write removes: a long pass removes
+// what it published every maxAckBatch results, so a crash republishes at
+// most that many.
+const maxAckBatch = 256
+
 // pass publishes the outbox, oldest first, each result acknowledged by the
-// broker before it is removed (Journal.Ack) and before the next one. It
-// stops at the first failure.
+// broker (PUBACK) before the next one. It stops at the first failure. The
+// results the broker acknowledged are removed from the outbox (Journal
+// AckBatch, or Ack per result) together, at the end of the pass, before
+// returning its failure, and every maxAckBatch results: so a pass costs
+// one journal write. A crash between a PUBACK and the removal publishes
+// the result again after the restart (results are at least once; see
+// docs/mqtt.md).
 func (o *Outbox) pass(ctx context.Context) error {
 	results, err := o.opts.Journal.Outbox(ctx)
 	if err != nil {
 		return err
 	}
 	o.pending.Store(int64(len(results)))
+	var done []bonds.Result // published, not yet removed
 	for _, r := range results {
 		var received time.Time
 		if e, err := o.opts.Journal.Entry(ctx, r.CommandID); err == nil {
@@ -209,20 +231,64 @@ func (o *Outbox) pass(ctx context.Context) error {
 		err = o.opts.Publisher.Publish(pctx, o.opts.Topics.Result, mustJSON(m), false)
 		cancel()
 		if err != nil {
+			if aerr := o.ack(ctx, done); aerr != nil {
+				o.log.Warn("published results not removed from the outbox: they are published again", "results", len(done), "err", aerr)
+			}
 			return fmt.Errorf("publish result of %s: %w", r.CommandID, err)
 		}
-		if err := o.opts.Journal.Ack(ctx, r.CommandID); err != nil {
-			if errors.Is(err, bonds.ErrNotFound) || errors.Is(err, bonds.ErrBadTransition) {
-				// Cannot succeed by retrying; do not hold up the others.
-				o.log.Error("published result not removed from the outbox", "command_id", r.CommandID, "err", err)
-				continue
+		done = append(done, r)
+		if len(done) == maxAckBatch {
+			if err := o.ack(ctx, done); err != nil {
+				return err
 			}
-			return fmt.Errorf("remove result of %s from the outbox: %w", r.CommandID, err)
+			done = done[:0]
+		}
+	}
+	return o.ack(ctx, done)
+}
+
+// ack removes the published results rs from the outbox, in one write if
+// the Journal is an AckBatcher. A result that cannot be removed by trying
+// again (unknown, not terminal) is logged and skipped; any other failure
+// is returned, and the results stay in the outbox, to be published again.
+func (o *Outbox) ack(ctx context.Context, rs []bonds.Result) error {
+	if len(rs) == 0 {
+		return nil
+	}
+	// Results the broker has acknowledged are removed even while the
+	// Outbox closes, so a clean stop does not publish them again.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.opts.PublishTimeout)
+	defer cancel()
+	errs := make([]error, len(rs))
+	var err error
+	if b, ok := o.opts.Journal.(AckBatcher); ok {
+		ids := make([]bonds.CommandID, len(rs))
+		for i, r := range rs {
+			ids[i] = r.CommandID
+		}
+		if errs, err = b.AckBatch(ctx, ids); err != nil {
+			return fmt.Errorf("remove %d published results from the outbox: %w", len(rs), err)
+		}
+	} else {
+		for i, r := range rs {
+			errs[i] = o.opts.Journal.Ack(ctx, r.CommandID)
+			if errs[i] != nil && !errors.Is(errs[i], bonds.ErrNotFound) && !errors.Is(errs[i], bonds.ErrBadTransition) {
+				err = fmt.Errorf("remove result of %s from the outbox: %w", r.CommandID, errs[i])
+				rs, errs = rs[:i], errs[:i] // the ones before were removed
+				break
+			}
+		}
+	}
+	for i, r := range rs {
+		if err := errs[i]; err != nil {
+			// Cannot succeed by retrying; do not hold up the others.
+			o.log.Error("published result not removed from the outbox", "command_id", r.CommandID, "err", err)
+			continue
 		}
 		o.published.Add(1)
 		o.pending.Add(-1)
 		o.log.Debug("result published", "command_id", r.CommandID, "lock_id", r.LockID, "op", r.Operation,
 			"state", r.State, "status", r.Status)
 	}
-	return nil
+	return err
 }

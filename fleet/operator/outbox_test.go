@@ -171,6 +171,10 @@ type ackFailJournal struct{ *bonds.DB }
 
 func (ackFailJournal) Ack(context.Context, bonds.CommandID) error { return errors.New("power lost") }
 
+func (ackFailJournal) AckBatch(context.Context, []bonds.CommandID) ([]error, error) {
+	return nil, errors.New("power lost")
+}
+
 // TestOutboxAtLeastOnce: a result published but not removed (crash
 // between PUBACK and Ack) is published again after the restart.
 func TestOutboxAtLeastOnce(t *testing.T) {

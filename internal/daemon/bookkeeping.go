@@ -16,8 +16,11 @@ import (
 // asked for (before an add-user or remove-user goes out) and what the lock
 // confirmed; the lock's battery, firmware and clock offset from every
 // answer; and the signer's counter the lock accepted, which the intake
-// uses to refuse a stale counter before any radio work. None of this can
-// fail a command: a bookkeeping error is logged and the command goes on.
+// uses to refuse a stale counter before any radio work. The users are
+// written at once; the lock's facts are kept in memory and written with
+// the last-seen values every SeenFlushInterval (see docs/database.md). None
+// of this can fail a command: a bookkeeping error is logged and the
+// command goes on.
 type bookkeeping struct {
 	link  fleet.Link
 	db    *bonds.DB
@@ -93,26 +96,17 @@ func (s *bookSession) record(ctx context.Context, op command.Op, signed []byte, 
 			kid, counter = ver.SignerKey, ver.Counter
 		}
 	}
-	now := s.b.now()
-	_, err := s.b.db.UpdateLock(ctx, s.id, func(l *bonds.Lock) error {
-		l.Battery = int(r.Battery)
-		if r.Firmware != "" {
-			l.Firmware = r.Firmware
-		}
-		if !r.Clock.IsZero() {
-			l.ClockOffset = r.Clock.Sub(now).Truncate(time.Second)
-		}
-		if kid != "" {
-			c := make(map[string]uint64, len(l.Counters)+1)
-			for k, v := range l.Counters {
-				c[k] = v
-			}
-			c[kid] = max(c[kid], counter)
-			l.Counters = c
-		}
-		return nil
-	})
-	if err != nil {
+	// The lock's facts are coalesced in memory and written with the
+	// last-seen values (bonds.DB.UpdateLockFacts): no fsync per command.
+	// Lock reads, the intake's counter check included, see them at once.
+	f := bonds.LockFacts{Battery: int(r.Battery), Firmware: r.Firmware}
+	if !r.Clock.IsZero() {
+		f.ClockOffset, f.HasClock = r.Clock.Sub(s.b.now()).Truncate(time.Second), true
+	}
+	if kid != "" {
+		f.Counters = map[string]uint64{kid: counter}
+	}
+	if err := s.b.db.UpdateLockFacts(s.id, f); err != nil {
 		log.Debug("bookkeeping: lock record not updated", "err", err)
 	}
 	if body != nil && r.Status == command.StatusOK && (op == command.OpAddUser || op == command.OpRemoveUser) {

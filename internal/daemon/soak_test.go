@@ -101,6 +101,18 @@ func TestLongRunStaysFlat(t *testing.T) {
 	commits, writes := metricValue(t, scrape, "gatewayd_bonds_commits_total"), metricValue(t, scrape, "gatewayd_bonds_writes_total")
 	t.Logf("database: %.0f commits (fsyncs) and %.0f writes for %d commands: %.2f fsyncs and %.2f writes per command",
 		commits, writes, n, commits/float64(n), writes/float64(n))
+	// Writes are counted, not timed, but how many commands share one
+	// depends on timing: a command costs one write for its result (with
+	// the next command's start), plus shares of the batched ones
+	// (journaling, admission, a session's first start, the outbox's
+	// removal), and never its own bookkeeping write. Measured: 2.0 per
+	// command, 3.2 with -race on one starved CPU; before batching it was
+	// at least 5 by construction. Fully serialized (every batch of one) it
+	// would be 5, so the bound is loose on purpose. Fsyncs are not
+	// asserted: how many writes share one depends on concurrency.
+	if perCmd := writes / float64(n); perCmd >= 4.5 {
+		t.Errorf("%.2f database writes per command, want < 4.5 (docs/database.md)", perCmd)
+	}
 	t.Logf("after %d and %d commands: goroutines %d → %d, match rules %d → %d, live heap %d → %d KiB",
 		60, n, before.goroutines, after.goroutines, before.rules, after.rules, before.heap>>10, after.heap>>10)
 	// A few goroutines come and go with timers and in-flight MQTT work;

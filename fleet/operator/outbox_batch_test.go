@@ -1,0 +1,75 @@
+package operator
+
+import (
+	"sync/atomic"
+	"testing"
+
+	"github.com/gatewayd/gatewayd/fleet/operator/operatortest"
+)
+
+// TestOutboxOneWritePerPass: a pass that publishes several results
+// removes them from the outbox in one journal write (one commit).
+func TestOutboxOneWritePerPass(t *testing.T) {
+	e := newEnv(t)
+	db := openDB(t, "", e.clock.Now)
+	ids := e.journalResults(t, db, 5)
+	before := db.Stats()
+	o := e.outbox(t, db)
+	waitFor(t, "results", func() bool { return len(e.resultsOn(t)) == 5 && o.published.Load() == 5 })
+	if got := e.resultIDs(t); !sameIDs(got, ids) {
+		t.Fatalf("published %v, want %v", got, ids)
+	}
+	if n := outboxLen(t, db); n != 0 {
+		t.Fatalf("%d results left in the outbox", n)
+	}
+	st := db.Stats()
+	if w, c := st.Writes-before.Writes, st.Commits-before.Commits; w != 1 || c != 1 {
+		t.Errorf("one pass of 5 results: %d writes and %d commits, want 1 and 1", w, c)
+	}
+}
+
+// ackOnlyJournal hides bonds.DB.AckBatch: the Outbox falls back to one
+// Ack per result.
+type ackOnlyJournal struct{ Journal }
+
+// TestOutboxWithoutAckBatch: a Journal without AckBatch still has every
+// published result removed, in order.
+func TestOutboxWithoutAckBatch(t *testing.T) {
+	e := newEnv(t)
+	db := openDB(t, "", e.clock.Now)
+	ids := e.journalResults(t, db, 3)
+	if _, ok := Journal(ackOnlyJournal{db}).(AckBatcher); ok {
+		t.Fatal("ackOnlyJournal is an AckBatcher")
+	}
+	o := e.outbox(t, ackOnlyJournal{db})
+	waitFor(t, "results", func() bool { return o.published.Load() == 3 && outboxLen(t, db) == 0 })
+	if got := e.resultIDs(t); !sameIDs(got, ids) {
+		t.Fatalf("published %v, want %v", got, ids)
+	}
+}
+
+// TestOutboxAcksBeforeFailure: when a publication fails, the results the
+// broker acknowledged before it in the pass are removed, and are not
+// published again.
+func TestOutboxAcksBeforeFailure(t *testing.T) {
+	e := newEnv(t)
+	db := openDB(t, "", e.clock.Now)
+	ids := e.journalResults(t, db, 3)
+	var n atomic.Int64
+	e.pub.OnPublish = func(operatortest.Published) {
+		if n.Add(1) == 2 {
+			e.pub.Fail(true) // the third fails
+		}
+	}
+	o := e.outbox(t, db)
+	waitFor(t, "two removed", func() bool { return o.published.Load() == 2 && o.failures.Load() > 0 })
+	ob, err := db.Outbox(t.Context())
+	if err != nil || len(ob) != 1 || ob[0].CommandID != ids[2] {
+		t.Fatalf("outbox %+v, %v", ob, err)
+	}
+	e.pub.Fail(false)
+	waitFor(t, "third", func() bool { return o.published.Load() == 3 && outboxLen(t, db) == 0 })
+	if got := e.resultIDs(t); !sameIDs(got, ids) {
+		t.Fatalf("published %v, want %v (each once)", got, ids)
+	}
+}
