@@ -33,9 +33,11 @@
 // # Outbox
 //
 // An [Outbox] publishes the journal's outbox, oldest first, to the result
-// topic with QoS 1, and removes each result (Journal.Ack) only after the
-// broker acknowledged it. Results therefore survive restarts and are
-// published at least once; subscribers deduplicate by command ID.
+// topic with QoS 1, and removes a result only after the broker
+// acknowledged it: what one pass published goes in one write
+// ([AckBatcher], which *bonds.DB implements; Journal.Ack per result
+// otherwise). Results therefore survive restarts and are published at
+// least once; subscribers deduplicate by command ID.
 //
 // # Imports
 //
