@@ -160,3 +160,77 @@ func BenchmarkLinkCycleTraffic(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkLinkCycleInterleaved runs BenchmarkLinkCycle's cycle and
+// BenchmarkDBusRoundTrip's round trip in one loop, on the same bus and
+// emulator: each iteration times one cycle and 7 or 8 bare round trips
+// (7.5 on average), in alternating order, so that neither side always
+// follows the other (the tail of a cycle's signals, say, lands on both).
+// Machine noise here changes from second to second, so two benchmarks
+// run one after the other can see different machines; interleaved at the
+// millisecond, both see the same one. It reports the cycle as a multiple
+// of 7.5 round trips ("cycle/7.5rt"), which scripts/bench.sh takes the
+// median of.
+func BenchmarkLinkCycleInterleaved(b *testing.B) {
+	w := newBenchWorld(b)
+	m1 := refusedMessage1()
+	ctx := context.Background()
+	obj := w.conn.Object(bluez.BusName, w.ad.Path())
+	var (
+		id            uint8
+		cycle, rt     time.Duration
+		cycles, trips int
+	)
+	doCycle := func() {
+		t0 := time.Now()
+		dev, err := w.ad.Connect(ctx, bluez.DeviceOptions{Path: w.info.Path})
+		if err != nil {
+			b.Fatal(err)
+		}
+		frags, err := fragment.Split(id, m1, dev.MTU())
+		if err != nil || len(frags) != 1 {
+			b.Fatalf("%d fragments, %v", len(frags), err)
+		}
+		id++
+		if err := dev.WritePacket(ctx, frags[0]); err != nil {
+			b.Fatal(err)
+		}
+		p, err := dev.ReadPacket(ctx)
+		if err != nil || len(p) < 6 || p[5] != channel.MsgEDHOCError {
+			b.Fatalf("notification %x, %v", p, err)
+		}
+		if err := dev.Close(); err != nil {
+			b.Fatal(err)
+		}
+		cycle += time.Since(t0)
+		cycles++
+	}
+	doTrips := func(n int) {
+		t0 := time.Now()
+		for range n {
+			var v dbus.Variant
+			if err := obj.CallWithContext(ctx, "org.freedesktop.DBus.Properties.Get", 0, bluez.IfaceAdapter, "Powered").Store(&v); err != nil {
+				b.Fatal(err)
+			}
+		}
+		rt += time.Since(t0)
+		trips += n
+	}
+	i := 0
+	for b.Loop() {
+		n := 7 + (i/2)%2
+		if i%2 == 0 {
+			doCycle()
+			doTrips(n)
+		} else {
+			doTrips(n)
+			doCycle()
+		}
+		i++
+	}
+	perCycle := float64(cycle) / float64(cycles)
+	perTrip := float64(rt) / float64(trips)
+	b.ReportMetric(perCycle, "cycle-ns")
+	b.ReportMetric(perTrip, "roundtrip-ns")
+	b.ReportMetric(perCycle/(7.5*perTrip), "cycle/7.5rt")
+}
