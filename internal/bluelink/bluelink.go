@@ -104,6 +104,17 @@ func (s *session) Handshake(ctx context.Context) error {
 	return nil
 }
 
+// PeerCredential is the lock's fleet credential (CWT) as it proved it in
+// the handshake; nil before the handshake.
+func (s *session) PeerCredential() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conn == nil || s.conn.Peer() == nil {
+		return nil
+	}
+	return s.conn.Peer().Raw
+}
+
 // Do sends one request (signed, or for the gateway's own permissions when
 // signed is nil).
 func (s *session) Do(ctx context.Context, op command.Op, signed []byte) (*command.Result, error) {

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"time"
@@ -45,6 +46,8 @@ type bookSession struct {
 	b  *bookkeeping
 	id bonds.LockID
 	s  fleet.Session
+
+	credDone bool // the lock's credential was looked at this session
 }
 
 // bookHandshakeSession keeps the inner session's Handshaker visible to the
@@ -109,6 +112,7 @@ func (s *bookSession) record(ctx context.Context, op command.Op, signed []byte, 
 	if err := s.b.db.UpdateLockFacts(s.id, f); err != nil {
 		log.Debug("bookkeeping: lock record not updated", "err", err)
 	}
+	s.recordCredential(ctx, log)
 	if body != nil && r.Status == command.StatusOK && (op == command.OpAddUser || op == command.OpRemoveUser) {
 		got := bonds.Present
 		if op == command.OpRemoveUser {
@@ -117,5 +121,34 @@ func (s *bookSession) record(ctx context.Context, op command.Op, signed []byte, 
 		if _, err := s.b.db.ConfirmUser(ctx, s.id, body.Args.UserID, got); err != nil {
 			log.Debug("bookkeeping: confirmed user not recorded", "err", err)
 		}
+	}
+}
+
+// recordCredential stores the lock's credential, as the lock proved it in
+// the handshake, once per session and only when it differs from the one
+// on record (first contact, or a re-issued credential): one write per
+// lock, not per command.
+func (s *bookSession) recordCredential(ctx context.Context, log *slog.Logger) {
+	if s.credDone {
+		return
+	}
+	pc, ok := s.s.(interface{ PeerCredential() []byte })
+	if !ok {
+		return
+	}
+	raw := pc.PeerCredential()
+	if raw == nil {
+		return
+	}
+	s.credDone = true
+	l, err := s.b.db.Lock(ctx, s.id)
+	if err == nil && bytes.Equal(l.Credential, raw) {
+		return
+	}
+	if _, err := s.b.db.UpdateLock(ctx, s.id, func(l *bonds.Lock) error {
+		l.Credential = bytes.Clone(raw)
+		return nil
+	}); err != nil {
+		log.Debug("bookkeeping: lock credential not recorded", "err", err)
 	}
 }

@@ -145,7 +145,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l1.Firmware == "" || l1.Battery == 0 || len(l1.Counters) != 1 {
+	if l1.Firmware == "" || l1.Battery == 0 || len(l1.Counters) != 1 || len(l1.Credential) == 0 {
 		t.Errorf("lock record not kept from the answers: %+v", l1)
 	}
 	for _, c := range l1.Counters {
