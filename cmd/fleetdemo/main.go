@@ -1018,7 +1018,6 @@ func (p *ctlProc) wait(ctx context.Context, timeout time.Duration) (int, error) 
 	return 0, p.err
 }
 
-
 func (p *ctlProc) kill() {
 	select {
 	case <-p.done:
