@@ -7,6 +7,20 @@
 // It is the one place where bluez/, fleet/ and firmware/ meet, so neither
 // of them imports the others. It may import those, bonds (for lock IDs)
 // and the standard library.
+//
+// # Bonding
+//
+// With Options.ShouldBond, a session bonds with its lock right after the
+// handshake (design brief §6: bonding only adds link encryption; it is
+// not authorisation). Over the secure channel the gateway asks the lock
+// for a bond window for itself (allow-bond, which the gateway's own
+// credential permits); the lock answers with the window's peer address
+// and a one-time random passkey. If the window is open for our adapter's
+// address, bluez.Pair bonds through our Agent1 (KeyboardOnly), which
+// answers bluetoothd's RequestPasskey with that passkey for exactly this
+// device. A bonding failure never fails the session: it is logged and
+// reported through Options.OnBond. The passkey is never logged, put in an
+// error, or kept.
 package bluelink
 
 import (
@@ -14,8 +28,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/godbus/dbus/v5"
 
 	"github.com/gatewayd/gatewayd/bluez"
 	"github.com/gatewayd/gatewayd/bonds"
@@ -38,7 +55,49 @@ type Options struct {
 	Fragment fragment.Options
 	// Logger; nil discards.
 	Logger *slog.Logger
+
+	// Conn is the D-Bus connection of Adapter, and Agent our Agent1
+	// exported and registered on it: bluez.Pair needs both (bluetoothd
+	// sends a pairing's requests to the agent of the connection that
+	// called Pair). Required with ShouldBond.
+	Conn  *dbus.Conn
+	Agent *bluez.Agent
+	// ShouldBond is asked after each successful handshake whether to bond
+	// with the lock (addr is its BLE address as the adapter sees it). It
+	// is called from the session's goroutine and should be cheap. nil
+	// never bonds.
+	ShouldBond func(lock bonds.LockID, addr string) bool
+	// OnBond, if not nil, is told about each bonding the link does or
+	// finds, with the state to record (bonds.DB.SetBond):
+	//   - bonds.BondBonding, err nil: an attempt starts (before allow-bond);
+	//   - bonds.BondBonded, err nil: the attempt bonded, or BlueZ already
+	//     holds a bond with the device (Device1.Paired, or Pair answered
+	//     AlreadyExists); in the last two cases bonding is not reported
+	//     first, as no attempt was made;
+	//   - bonds.BondNone, err not nil: the attempt failed (allow-bond
+	//     refused, the window open for another peer, Pair failed or timed
+	//     out). None is what BlueZ holds after a failed pairing; a caller
+	//     that wants to keep a lost bond marked lost remembers the state
+	//     it had when ShouldBond said yes, and records that instead.
+	// It is called from the session's goroutine, before Handshake returns.
+	OnBond func(lock bonds.LockID, addr string, state bonds.BondState, err error)
+	// BondTimeout bounds one bonding attempt (allow-bond, the Paired and
+	// adapter address reads, Pair); 0 is DefaultBondTimeout. It is also
+	// the bond window asked of the lock, clamped to 1..command.MaxBondWindow
+	// seconds. The handshake's deadline does not cut it short (it has its
+	// own budget); cancelling the handshake's context does.
+	BondTimeout time.Duration
 }
+
+// DefaultBondTimeout is Options.BondTimeout's default: the lock's default
+// bond window (command.DefaultBondWindow).
+const DefaultBondTimeout = 30 * time.Second
+
+// ErrBondPeer is a bonding the link did not attempt because the lock
+// opened its bond window for another address than our adapter's: a
+// device relaying the link in the middle would learn the passkey from a
+// passkey-entry pairing with it, so the gateway does not pair.
+var ErrBondPeer = errors.New("bluelink: the bond window is not open for our adapter")
 
 // Link reaches locks through BlueZ. It satisfies fleet.Link.
 type Link struct {
@@ -50,6 +109,15 @@ type Link struct {
 func New(opts Options) (*Link, error) {
 	if opts.Adapter == nil || opts.Channel.Cert == nil {
 		return nil, errors.New("bluelink: Adapter and Channel are required")
+	}
+	if opts.ShouldBond != nil && (opts.Conn == nil || opts.Agent == nil) {
+		return nil, errors.New("bluelink: ShouldBond needs Conn and Agent")
+	}
+	if opts.BondTimeout < 0 {
+		return nil, errors.New("bluelink: negative BondTimeout")
+	}
+	if opts.BondTimeout == 0 {
+		opts.BondTimeout = DefaultBondTimeout
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -77,13 +145,14 @@ func (l *Link) Dial(ctx context.Context, id bonds.LockID) (fleet.Session, error)
 	if err != nil {
 		return nil, fmt.Errorf("bluelink: connect %s (%s): %w", id, found.Address, err)
 	}
-	return &session{l: l, id: id, addr: found.Address, dev: dev}, nil
+	return &session{l: l, id: id, addr: found.Address, path: found.Path, dev: dev}, nil
 }
 
 type session struct {
 	l    *Link
 	id   bonds.LockID
 	addr string
+	path dbus.ObjectPath
 	dev  *bluez.Device
 
 	mu   sync.Mutex
@@ -92,16 +161,143 @@ type session struct {
 }
 
 // Handshake runs EDHOC with the lock: both sides prove their fleet
-// credentials, and the session keys are derived.
+// credentials, and the session keys are derived. Then, if
+// Options.ShouldBond says so, it bonds (see the package doc); the outcome
+// of that does not change Handshake's.
 func (s *session) Handshake(ctx context.Context) error {
 	conn, err := channel.Dial(ctx, channel.NewFragmentTransport(s.dev, s.l.opts.Fragment), s.l.opts.Channel)
 	if err != nil {
 		return fmt.Errorf("bluelink: handshake with %s (%s): %w", s.id, s.addr, err)
 	}
+	lc := lockclient.New(conn)
 	s.mu.Lock()
-	s.conn, s.lc = conn, lockclient.New(conn)
+	s.conn, s.lc = conn, lc
 	s.mu.Unlock()
+	s.maybeBond(ctx, lc)
 	return nil
+}
+
+// maybeBond bonds with the lock if ShouldBond says so and BlueZ holds no
+// bond with it yet, and reports through OnBond.
+func (s *session) maybeBond(ctx context.Context, lc *lockclient.Client) {
+	o := &s.l.opts
+	if o.ShouldBond == nil || !o.ShouldBond(s.id, s.addr) {
+		return
+	}
+	report := func(state bonds.BondState, err error) {
+		if o.OnBond != nil {
+			o.OnBond(s.id, s.addr, state, err)
+		}
+	}
+	log := s.l.log.With("lock", s.id.String(), "addr", s.addr)
+	// Its own budget, not the rest of the handshake's; a cancelled ctx
+	// (the scheduler stopping) still ends it.
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.BondTimeout)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() {
+		if errors.Is(ctx.Err(), context.Canceled) {
+			cancel()
+		}
+	})
+	defer stop()
+
+	paired, err := s.paired(bctx)
+	switch {
+	case err != nil:
+		// Pair answers AlreadyExists if it is: try.
+		log.Debug("reading Device1.Paired failed; trying to bond", "err", err)
+	case paired:
+		log.Info("BlueZ already holds a bond with the lock")
+		report(bonds.BondBonded, nil)
+		return
+	}
+	report(bonds.BondBonding, nil)
+	start := time.Now()
+	already, err := s.bond(bctx, lc)
+	if err != nil {
+		log.Warn("bonding failed; the session goes on unbonded", "err", err)
+		report(bonds.BondNone, err)
+		return
+	}
+	if already {
+		log.Info("BlueZ already holds a bond with the lock")
+	} else {
+		log.Info("bonded", "took", time.Since(start).Round(time.Millisecond))
+	}
+	report(bonds.BondBonded, nil)
+}
+
+// bond opens a bond window over the secure channel and pairs with its
+// passkey. already is BlueZ answering that it holds a bond. Errors never
+// hold the passkey.
+func (s *session) bond(ctx context.Context, lc *lockclient.Client) (already bool, err error) {
+	o := &s.l.opts
+	window := min(max(o.BondTimeout.Round(time.Second), time.Second), command.MaxBondWindow*time.Second)
+	r, err := lc.AllowBond(ctx, window)
+	if err != nil {
+		return false, fmt.Errorf("bluelink: allow-bond on %s: %w", s.id, err)
+	}
+	if r.Status != command.StatusOK {
+		return false, fmt.Errorf("bluelink: allow-bond on %s: the lock answered %v %q", s.id, r.Status, r.Detail)
+	}
+	win, err := r.BondWindow()
+	if err != nil {
+		return false, fmt.Errorf("bluelink: allow-bond on %s: %w", s.id, err)
+	}
+	own, err := s.l.adapterAddress(ctx)
+	if err != nil {
+		return false, fmt.Errorf("bluelink: reading our adapter's address: %w", err)
+	}
+	if !strings.EqualFold(win.Peer, own) {
+		return false, fmt.Errorf("%w: it is open for %s, our adapter is %s", ErrBondPeer, win.Peer, own)
+	}
+	err = bluez.Pair(ctx, o.Conn, o.Agent, s.path, win.Passkey)
+	switch {
+	case err == nil:
+		return false, nil
+	case errors.Is(err, bluez.ErrAlreadyExists):
+		return true, nil
+	}
+	return false, fmt.Errorf("bluelink: pairing with %s (%s): %w", s.id, s.addr, err)
+}
+
+// paired reads the device's Device1.Paired.
+func (s *session) paired(ctx context.Context) (bool, error) {
+	v, err := s.l.property(ctx, s.path, bluez.IfaceDevice+".Paired")
+	if err != nil {
+		return false, err
+	}
+	p, ok := v.Value().(bool)
+	if !ok {
+		return false, fmt.Errorf("bluelink: Device1.Paired is %s", v.Signature())
+	}
+	return p, nil
+}
+
+// adapterAddress reads our adapter's Adapter1.Address: the peer address
+// a lock sees, for which its bond window must be open. It is read for
+// each bonding (rare), so a replaced adapter is not a stale address.
+func (l *Link) adapterAddress(ctx context.Context) (string, error) {
+	v, err := l.property(ctx, l.opts.Adapter.Path(), bluez.IfaceAdapter+".Address")
+	if err != nil {
+		return "", err
+	}
+	a, ok := v.Value().(string)
+	if !ok || a == "" {
+		return "", fmt.Errorf("bluelink: Adapter1.Address is %s %q", v.Signature(), a)
+	}
+	return a, nil
+}
+
+// property gets one D-Bus property (iface.name) of a BlueZ object.
+func (l *Link) property(ctx context.Context, path dbus.ObjectPath, prop string) (dbus.Variant, error) {
+	i := strings.LastIndexByte(prop, '.')
+	var v dbus.Variant
+	err := l.opts.Conn.Object(bluez.BusName, path).CallWithContext(ctx, "org.freedesktop.DBus.Properties.Get", 0, prop[:i], prop[i+1:]).Store(&v)
+	if err != nil {
+		return v, fmt.Errorf("bluelink: reading %s of %s: %w", prop, path, bluez.MapError(err))
+	}
+	return v, nil
 }
 
 // PeerCredential is the lock's fleet credential (CWT) as it proved it in

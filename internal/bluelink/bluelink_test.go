@@ -28,7 +28,10 @@ type rig struct {
 	ids   []bonds.LockID
 	addrs []string
 	acts  []*locktest.Actuator
+	locks []*lock.Lock
 	op    channeltest.Party
+	conn  *dbus.Conn
+	gw    channeltest.Party
 }
 
 // newRig: a real dbus-daemon, the emulator with n reference locks, our
@@ -63,19 +66,21 @@ func newRig(t *testing.T, n int) *rig {
 		r.ids = append(r.ids, bonds.LockID(l.ID()))
 		r.addrs = append(r.addrs, addr)
 		r.acts = append(r.acts, act)
+		r.locks = append(r.locks, l)
 	}
 	conn, err := dbus.Connect(bus.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
+	r.conn = conn
 	r.ad, err = bluez.Open(ctx, conn, bluez.Options{SweepEvery: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = r.ad.Close() })
-	gw := r.fleet.Gateway(t, "gw-1")
-	r.link, err = New(Options{Adapter: r.ad, Channel: r.fleet.GatewayConfig(gw)})
+	r.gw = r.fleet.Gateway(t, "gw-1")
+	r.link, err = New(Options{Adapter: r.ad, Channel: r.fleet.GatewayConfig(r.gw)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -138,10 +138,11 @@ func Run(ctx context.Context, opts Options) (err error) {
 		return fmt.Errorf("bluetooth agent: %w", err)
 	}
 	defer func() { err = errors.Join(err, agent.Close()) }()
+	gate := newBondGate(ctx, db, now, log.With("subsystem", "bonding"))
 	link, err := bluelink.New(bluelink.Options{Adapter: ad, Logger: log, Channel: channel.Config{
 		Cert: keys.Cert, Key: keys.Key,
 		Verifier: &cred.Verifier{Roots: keys.Roots, Kinds: []cred.Kind{cred.KindLock}, Now: now},
-	}})
+	}, Conn: conn, Agent: agent, ShouldBond: gate.shouldBond, OnBond: gate.onBond})
 	if err != nil {
 		return err
 	}

@@ -145,6 +145,11 @@ func TestDaemonEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Bonded after its first handshake, by the one-time passkey of the
+	// bond window it opened for this gateway (design brief §6).
+	if l1.Bond != bonds.BondBonded || l1.BondedAt.IsZero() {
+		t.Errorf("lock 1 not bonded after its first session: %s", l1.Bond)
+	}
 	if l1.Firmware == "" || l1.Battery == 0 || len(l1.Counters) != 1 || len(l1.Credential) == 0 {
 		t.Errorf("lock record not kept from the answers: %+v", l1)
 	}
