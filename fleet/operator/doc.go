@@ -39,6 +39,14 @@
 // otherwise). Results therefore survive restarts and are published at
 // least once; subscribers deduplicate by command ID.
 //
+// # Presence
+//
+// A [Presence] publishes, retained, the locks the gateway hears (lock ID,
+// address, RSSI, battery, locked, last seen) on P/gw/G/locks, so that the
+// backend knows which gateway to route a lock's commands to: on a change
+// of the set or of a lock's state, at most every MinInterval, and every
+// Refresh regardless.
+//
 // # Imports
 //
 // It may import bonds, firmware/command, firmware/cred, the standard

@@ -12,12 +12,12 @@ var (
 	// '$'.
 	ErrInvalidTopic = errors.New("operator: invalid topic")
 
-	// ErrOptions is returned by NewIntake and NewOutbox when a required
+	// ErrOptions is returned by NewIntake, NewOutbox and NewPresence when a required
 	// option (Journal, Publisher, Topics) is missing or a value is out of
 	// range.
 	ErrOptions = errors.New("operator: invalid options")
 
-	// ErrStarted is returned by Start when the Intake or Outbox was
+	// ErrStarted is returned by Start when the Intake, Outbox or Presence was
 	// already started, or closed.
 	ErrStarted = errors.New("operator: already started or closed")
 )

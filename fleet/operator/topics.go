@@ -16,8 +16,8 @@ const (
 	maxPrefixLen    = 128
 )
 
-// Topics are one gateway's MQTT topics: P/gw/G/{cmd,result,rejected,status}
-// for prefix P and gateway ID G. Every topic of a gateway is below
+// Topics are one gateway's MQTT topics:
+// P/gw/G/{cmd,result,rejected,status,locks} for prefix P and gateway ID G. Every topic of a gateway is below
 // P/gw/G/, so one broker ACL pattern per gateway covers them.
 type Topics struct {
 	// Prefix and GatewayID are what the topics were built from.
@@ -33,6 +33,9 @@ type Topics struct {
 	// Status is published retained by the broker session (and as its
 	// will): the gateway's online/offline status.
 	Status string
+	// Locks is published (QoS 1, retained) by a [Presence]: the locks the
+	// gateway hears.
+	Locks string
 }
 
 // NewTopics returns the topics of gateway gatewayID under prefix (""
@@ -54,6 +57,7 @@ func NewTopics(prefix, gatewayID string) (Topics, error) {
 	return Topics{
 		Prefix: prefix, GatewayID: gatewayID,
 		Cmd: base + "cmd", Result: base + "result", Rejected: base + "rejected", Status: base + "status",
+		Locks: base + "locks",
 	}, nil
 }
 

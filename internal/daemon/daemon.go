@@ -172,6 +172,10 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if err != nil {
 		return err
 	}
+	pres, err := operator.NewPresence(operator.PresenceOptions{Publisher: sess, Topics: topics, Logger: log, Now: now})
+	if err != nil {
+		return err
+	}
 	books := &bookkeeping{link: link, db: db, roots: keys.Roots, now: now, log: log.With("subsystem", "bookkeeping")}
 	sched, err := fleet.New(fleet.Options{Journal: db, Link: books, Logger: log, Now: now,
 		MaxSessions: cfg.Bluetooth.MaxConnections, Retryable: bluelink.Retryable, OnResult: ob.Kick})
@@ -185,7 +189,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	}
 	intake.Store(in)
 
-	reg.MustRegister(bluez.NewCollector(ad), sched, in, ob, sess.Collector(), newBondsCollector(db),
+	reg.MustRegister(bluez.NewCollector(ad), sched, in, ob, pres, sess.Collector(), newBondsCollector(db),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewBuildInfoCollector())
 
@@ -207,6 +211,12 @@ func Run(ctx context.Context, opts Options) (err error) {
 	}
 	// First to stop: no new messages, and the retained offline status.
 	defer func() { err = errors.Join(err, sess.Close()) }()
+	// After the session started (Publish needs it), and closed before it:
+	// nothing is published after the offline status.
+	if err := pres.Start(ctx); err != nil {
+		return err
+	}
+	defer pres.Close()
 
 	rec := bonds.NewReconciler(db, ad, bonds.ReconcilerOptions{Interval: cfg.Database.ReconcileInterval.D(),
 		EvictAfter: cfg.Database.EvictAfter.D(), Logger: log})
@@ -254,7 +264,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 			return srv.Shutdown(sctx)
 		})
 	}
-	g.Go(func() error { presence(gctx, ad, db, sched, log); return nil })
+	g.Go(func() error { presence(gctx, ad, db, sched, pres, log); return nil })
 	g.Go(func() error {
 		return notify.Watchdog(gctx, func() error {
 			if !ad.Ready() {
@@ -279,16 +289,27 @@ func Run(ctx context.Context, opts Options) (err error) {
 }
 
 // presence keeps the database's lock records current from the adapter's
-// events, and wakes the scheduler when a lock comes into range.
-func presence(ctx context.Context, ad *bluez.Adapter, db *bonds.DB, sched *fleet.Scheduler, log *slog.Logger) {
+// events, publishes what the gateway hears (the retained locks topic, for
+// the backend's routing), and wakes the scheduler when a lock comes into
+// range.
+func presence(ctx context.Context, ad *bluez.Adapter, db *bonds.DB, sched *fleet.Scheduler, pres *operator.Presence, log *slog.Logger) {
+	// The first view, even empty, replaces the previous run's retained one.
+	pres.Update(seenLocks(ad))
+	// The adapter drops events when its queue is full (DroppedEvents):
+	// re-read it now and then; an unchanged view publishes nothing.
+	tick := time.NewTicker(time.Minute)
+	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-tick.C:
+			pres.Update(seenLocks(ad))
 		case ev, ok := <-ad.Events():
 			if !ok {
 				return
 			}
+			pres.Update(seenLocks(ad))
 			li := ev.Lock
 			if li.Err != nil || li.LockID == ([8]byte{}) {
 				continue
@@ -312,6 +333,20 @@ func presence(ctx context.Context, ad *bluez.Adapter, db *bonds.DB, sched *fleet
 			}
 		}
 	}
+}
+
+// seenLocks is what the adapter hears now, for the lock presence.
+func seenLocks(ad *bluez.Adapter) []operator.SeenLock {
+	infos := ad.Locks()
+	out := make([]operator.SeenLock, 0, len(infos))
+	for _, li := range infos {
+		if li.Err != nil || li.LockID == ([8]byte{}) {
+			continue
+		}
+		out = append(out, operator.SeenLock{LockID: bonds.LockID(li.LockID), Address: li.Address, RSSI: int(li.RSSI),
+			Battery: int(li.Battery), Locked: li.Flags&bluez.FlagLocked != 0, LastSeen: li.LastSeen})
+	}
+	return out
 }
 
 func mqttSecrets(m config.MQTT) (*tls.Config, string, error) {

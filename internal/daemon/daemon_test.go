@@ -39,6 +39,17 @@ func TestDaemonEndToEnd(t *testing.T) {
 		return len(oc.status) > 0 && strings.Contains(oc.status[len(oc.status)-1], `"online"`)
 	})
 
+	// The retained locks snapshot tells the backend where the locks are.
+	oc.until("a snapshot of the 3 locks heard", func() bool {
+		return len(oc.locks) > 0 && len(oc.locks[len(oc.locks)-1].Locks) == 3
+	})
+	oc.mu.Lock()
+	snap := oc.locks[len(oc.locks)-1]
+	oc.mu.Unlock()
+	if snap.GatewayID != "dock-1" || snap.Locks[0].LockID != d.locks[0].id || snap.Locks[0].Address != d.locks[0].addr {
+		t.Errorf("locks snapshot %+v", snap)
+	}
+
 	// Unlock lock 1, then ask lock 2 for its status: one result each.
 	b1, s1 := d.sign(1, command.OpUnlock, command.Args{})
 	oc.publish(s1)

@@ -217,6 +217,7 @@ type opClient struct {
 	results  []operator.ResultMessage
 	rejected []operator.Rejected
 	status   []string
+	locks    []operator.LocksMessage
 	changed  chan struct{}
 }
 
@@ -229,7 +230,7 @@ func newOpClient(t *testing.T, url string, topics operator.Topics) *opClient {
 	o := mqtt.NewClientOptions().AddBroker(url).SetClientID("operator-" + strings.ReplaceAll(t.Name(), "/", "-")).
 		SetCleanSession(false).SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(200 * time.Millisecond).
 		SetOnConnectHandler(func(c mqtt.Client) {
-			c.SubscribeMultiple(map[string]byte{topics.Result: 1, topics.Rejected: 1, topics.Status: 1}, oc.onMessage)
+			c.SubscribeMultiple(map[string]byte{topics.Result: 1, topics.Rejected: 1, topics.Status: 1, topics.Locks: 1}, oc.onMessage)
 		})
 	oc.c = mqtt.NewClient(o)
 	tok := oc.c.Connect()
@@ -260,6 +261,13 @@ func (oc *opClient) onMessage(_ mqtt.Client, m mqtt.Message) {
 		oc.rejected = append(oc.rejected, r)
 	case oc.topics.Status:
 		oc.status = append(oc.status, string(m.Payload()))
+	case oc.topics.Locks:
+		var l operator.LocksMessage
+		if err := json.Unmarshal(m.Payload(), &l); err != nil {
+			oc.t.Errorf("locks snapshot is not JSON: %v: %s", err, m.Payload())
+			return
+		}
+		oc.locks = append(oc.locks, l)
 	}
 	select {
 	case oc.changed <- struct{}{}:
