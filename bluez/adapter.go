@@ -775,6 +775,9 @@ func (a *Adapter) powerCycle(why string) {
 		return
 	}
 	a.lastCycle = now
+	// Not ready from before the cycle is counted: a caller that sees the
+	// cycle counted and Ready true finds the adapter powered again.
+	a.powered.Store(false)
 	a.powerCycles.Add(1)
 	a.connFails.Store(0)
 	a.log.Warn("adapter looks wedged; power-cycling it", "reason", why)
