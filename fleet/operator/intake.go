@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -362,13 +363,28 @@ func (in *Intake) journalBatch(ctx, journal context.Context, batch []decision, f
 	if len(arrivals) == 0 {
 		return
 	}
-	entries, errs, err := in.opts.Journal.AppendBatch(journal, arrivals)
-	if err == nil && (len(entries) != len(arrivals) || len(errs) != len(arrivals)) {
-		err = fmt.Errorf("journal returned %d entries and %d errors for %d commands", len(entries), len(errs), len(arrivals))
-	}
-	if err != nil {
-		in.log.Error("batch not journaled: its commands are left unacknowledged for redelivery",
-			"commands", len(arrivals), "err", err)
+	// A batch that cannot be journaled (a disk error) is tried again
+	// until it is, or until Close: moving on would journal later commands
+	// before it, and the broker would redeliver it after them. Meanwhile
+	// nothing after it is acknowledged.
+	entries, errs, err := in.appendBatch(journal, arrivals)
+	for attempt := 1; err != nil; attempt++ {
+		in.unacked[causeJournal].Add(1)
+		wait := journalRetry(attempt)
+		in.log.Error("batch not journaled: retrying before any later command; nothing after it is acknowledged",
+			"commands", len(arrivals), "attempt", attempt, "retry_in", wait, "err", err)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
+		if ctx.Err() != nil {
+			in.log.Error("batch not journaled at close: its commands are left unacknowledged for redelivery",
+				"commands", len(arrivals))
+			break
+		}
+		entries, errs, err = in.appendBatch(journal, arrivals)
 	}
 	i := 0
 	for k, d := range batch {
@@ -377,9 +393,7 @@ func (in *Intake) journalBatch(ctx, journal context.Context, batch []decision, f
 		}
 		var ack bool
 		var before, after func()
-		if err != nil {
-			in.unacked[causeJournal].Add(1)
-		} else {
+		if err == nil {
 			ack, before, after = in.journaled1(ctx, journal, d, entries[i], errs[i])
 		}
 		i++
@@ -394,6 +408,23 @@ func (in *Intake) journalBatch(ctx, journal context.Context, batch []decision, f
 			}()
 		}
 	}
+}
+
+// appendBatch is Journal.AppendBatch, with a malformed answer as an error.
+func (in *Intake) appendBatch(ctx context.Context, arrivals []bonds.Arrival) ([]bonds.Entry, []error, error) {
+	entries, errs, err := in.opts.Journal.AppendBatch(ctx, arrivals)
+	if err == nil && (len(entries) != len(arrivals) || len(errs) != len(arrivals)) {
+		err = fmt.Errorf("journal returned %d entries and %d errors for %d commands", len(entries), len(errs), len(arrivals))
+	}
+	return entries, errs, err
+}
+
+// journalRetry is the wait before the attempt-th retry of a batch: from
+// 100 ms doubling to 5 s, jittered to between half and all of it.
+func journalRetry(attempt int) time.Duration {
+	d := 100 * time.Millisecond << min(attempt-1, 6)
+	d = min(d, 5*time.Second)
+	return d/2 + rand.N(d/2+1)
 }
 
 // release records the outcome of message seq and calls, in enqueue order,

@@ -631,16 +631,72 @@ func (*failJournal) AppendBatch(context.Context, []bonds.Arrival) ([]bonds.Entry
 	return nil, nil, errors.New("disk on fire")
 }
 
-// TestJournalErrorNoAck: a command that could not be journaled is not
-// acknowledged.
+// TestJournalErrorNoAck: a command that cannot be journaled is not
+// acknowledged: the batch is retried, and at Close left for redelivery.
 func TestJournalErrorNoAck(t *testing.T) {
 	e := newEnv(t)
 	in := e.intake(t, &failJournal{}, nil)
 	in.Enqueue(e.msg("m", e.sign(t, e.operator, e.body(command.OpUnlock, 1))))
-	waitFor(t, "decision", func() bool { return in.unacked[causeJournal].Load() == 1 })
-	waitFor(t, "release", func() bool { return in.depth.Load() == 0 })
+	waitFor(t, "retries", func() bool { return in.unacked[causeJournal].Load() >= 2 })
+	if d := in.depth.Load(); d != 1 {
+		t.Fatalf("depth %d while the batch is retried, want 1", d)
+	}
+	in.Close()
+	if d := in.depth.Load(); d != 0 {
+		t.Fatalf("depth %d after Close", d)
+	}
 	if len(e.events.all()) != 0 || len(e.pub.Messages("")) != 0 {
 		t.Fatalf("events %q", e.events.all())
+	}
+}
+
+// flakyJournal fails its first n AppendBatch calls as a whole.
+type flakyJournal struct {
+	Journal
+	mu sync.Mutex
+	n  int
+}
+
+func (f *flakyJournal) AppendBatch(ctx context.Context, cs []bonds.Arrival) ([]bonds.Entry, []error, error) {
+	f.mu.Lock()
+	fail := f.n > 0
+	f.n--
+	f.mu.Unlock()
+	if fail {
+		return nil, nil, errors.New("disk hiccup")
+	}
+	return f.Journal.AppendBatch(ctx, cs)
+}
+
+// TestJournalErrorRetriedInOrder: a batch whose commit fails is retried
+// before anything after it is journaled, so a disk hiccup cannot reorder
+// the journal; then everything is journaled, in order, and acknowledged.
+func TestJournalErrorRetriedInOrder(t *testing.T) {
+	e := newEnv(t)
+	db := openDB(t, "", e.clock.Now)
+	fj := &flakyJournal{Journal: db, n: 2}
+	in := e.intake(t, fj, func(o *IntakeOptions) { o.Concurrency = 4 })
+	var ids []bonds.CommandID
+	for i := range 6 {
+		b := e.body(command.OpUnlock, uint64(i+1))
+		ids = append(ids, cidOf(b))
+		in.Enqueue(e.msg(fmt.Sprint(i), e.sign(t, e.operator, b)))
+	}
+	waitFor(t, "all acked", func() bool { return in.depth.Load() == 0 })
+	p, err := db.Pending(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p) != len(ids) {
+		t.Fatalf("%d journaled, want %d", len(p), len(ids))
+	}
+	for i, en := range p {
+		if en.ID != ids[i] {
+			t.Fatalf("journal order %d: %v, want %v", i, en.ID, ids[i])
+		}
+	}
+	if in.unacked[causeJournal].Load() != 2 {
+		t.Errorf("%d failed attempts counted, want 2", in.unacked[causeJournal].Load())
 	}
 }
 

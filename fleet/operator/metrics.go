@@ -18,7 +18,7 @@ func (in *Intake) initMetrics() {
 		"Messages of the command topic received and not yet released (acknowledged or left for redelivery).",
 		nil, l)
 	in.descUnacked = prometheus.NewDesc("gatewayd_intake_unacked_total",
-		"Messages left unacknowledged for the broker to redeliver, by cause: queue_full, closed, journal_error, notice_unpublished.",
+		"Messages left unacknowledged for the broker to redeliver, by cause: queue_full, closed, notice_unpublished; and journal_error: failed attempts to journal a batch, whose messages (and all after them) wait unacknowledged until a retry succeeds.",
 		[]string{"cause"}, l)
 }
 
