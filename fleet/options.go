@@ -15,6 +15,10 @@ const (
 	DefaultMaxPerSession  = 32
 	DefaultAttemptTimeout = 30 * time.Second
 	DefaultMaxAge         = 15 * time.Minute
+	// DefaultRescanAfterDrop and DefaultRescan are the defaults of
+	// Options.RescanAfterDrop and Options.Rescan.
+	DefaultRescanAfterDrop = 10 * time.Second
+	DefaultRescan          = 10 * time.Minute
 	// DefaultMinBackoff and DefaultMaxBackoff bound DefaultBackoff.
 	DefaultMinBackoff = time.Second
 	DefaultMaxBackoff = time.Minute
@@ -58,6 +62,11 @@ type Options struct {
 	// OnResult, if set, is called after a result lands in the outbox (so
 	// the MQTT publisher wakes). It must not block.
 	OnResult func()
+	// RescanAfterDrop is how long after a journal write failed the
+	// scheduler reads the journal's pending commands again to take the
+	// command up (default 10 s); Rescan is how often it does so
+	// regardless, as a safety net (default 10 min).
+	RescanAfterDrop, Rescan time.Duration
 }
 
 func (o Options) withDefaults() (Options, error) {
@@ -90,6 +99,12 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.MaxAge == 0 {
 		o.MaxAge = DefaultMaxAge
+	}
+	if o.RescanAfterDrop <= 0 {
+		o.RescanAfterDrop = DefaultRescanAfterDrop
+	}
+	if o.Rescan <= 0 {
+		o.Rescan = DefaultRescan
 	}
 	return o, nil
 }

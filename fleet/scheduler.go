@@ -51,6 +51,7 @@ type Scheduler struct {
 	stopCtx func() bool // stops the AfterFunc of Start's ctx
 	inbox   []bonds.Entry
 	wakeIn  chan struct{} // cap 1: inbox has entries
+	rescan  chan struct{} // cap 1: a job was dropped; read the journal again soon
 	known   map[bonds.CommandID]bool
 	locks   map[bonds.LockID]*lockQueue
 }
@@ -94,6 +95,7 @@ func New(opts Options) (*Scheduler, error) {
 		connect: make(chan struct{}, 1),
 		slots:   make(chan struct{}, o.MaxSessions),
 		wakeIn:  make(chan struct{}, 1),
+		rescan:  make(chan struct{}, 1),
 		known:   map[bonds.CommandID]bool{},
 		locks:   map[bonds.LockID]*lockQueue{},
 	}
@@ -138,8 +140,9 @@ func (s *Scheduler) Start(ctx context.Context) error {
 		}
 	}
 	s.stopCtx = context.AfterFunc(ctx, s.cancel)
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.intake()
+	go s.rescanner()
 	s.signal(s.wakeIn)
 	s.log.Info("scheduler started", "resumed", len(pending))
 	return nil
@@ -320,11 +323,58 @@ func (s *Scheduler) write(w *writes) {
 }
 
 // drop forgets a job whose journal write failed. Its entry stays pending
-// in the journal, and the next Start resumes it.
+// in the journal; the rescanner reads it back after RescanAfterDrop.
 func (s *Scheduler) drop(j *job, what string, err error) {
-	s.log.Error("journal write failed; the command waits for the next start", "what", what,
-		"command", j.id, "lock", j.lock, "op", j.op.String(), "err", err)
+	s.log.Error("journal write failed; the command is taken up again from the journal", "what", what,
+		"command", j.id, "lock", j.lock, "op", j.op.String(), "retry_in", s.opts.RescanAfterDrop, "err", err)
 	s.forget(j.id)
+	s.signal(s.rescan)
+}
+
+// rescanner reads the journal's pending entries again, RescanAfterDrop
+// after a job was dropped and every Rescan regardless, and submits those
+// the scheduler does not know: a command whose journal write failed (a
+// disk hiccup) is taken up again without a restart.
+func (s *Scheduler) rescanner() {
+	defer s.wg.Done()
+	tick := time.NewTicker(s.opts.Rescan)
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-tick.C:
+		case <-s.rescan:
+			t := time.NewTimer(s.opts.RescanAfterDrop)
+			select {
+			case <-s.ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+		}
+		ctx, cancel := s.jctx()
+		pending, err := s.opts.Journal.Pending(ctx)
+		cancel()
+		if err != nil {
+			s.log.Error("reading the journal's pending commands failed; trying again", "err", err)
+			s.signal(s.rescan)
+			continue
+		}
+		n := 0
+		for _, e := range pending {
+			s.mu.Lock()
+			known := s.known[e.ID]
+			s.mu.Unlock()
+			if !known {
+				s.Submit(e)
+				n++
+			}
+		}
+		if n > 0 {
+			s.log.Info("commands taken up again from the journal", "commands", n)
+		}
+	}
 }
 
 func (s *Scheduler) forget(id bonds.CommandID) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -560,4 +561,43 @@ func ours() (int, string) {
 		}
 	}
 	return n, out
+}
+
+// hiccupJournal fails its first n TransitionBatch calls as a whole, as a
+// disk error would.
+type hiccupJournal struct {
+	*bonds.DB
+	mu sync.Mutex
+	n  int
+}
+
+func (h *hiccupJournal) TransitionBatch(ctx context.Context, reqs []bonds.TransitionReq) ([]bonds.Entry, []error, error) {
+	h.mu.Lock()
+	fail := h.n > 0
+	h.n--
+	h.mu.Unlock()
+	if fail {
+		return nil, nil, errors.New("disk hiccup")
+	}
+	return h.DB.TransitionBatch(ctx, reqs)
+}
+
+// TestJournalHiccupTakenUpAgain: a command whose admission could not be
+// written is dropped from memory and taken up again from the journal by
+// the rescan, without a restart, and runs once.
+func TestJournalHiccupTakenUpAgain(t *testing.T) {
+	clk := newClock()
+	db := openDB(t, clk)
+	fake := &fleettest.Fake{}
+	en := appendCmd(t, db, fakeCmd(clk, 1, 1, "unlock"))
+	s := start(t, &hiccupJournal{DB: db, n: 1}, fake, clk, func(o *fleet.Options) { o.RescanAfterDrop = 10 * time.Millisecond })
+	s.Submit(en)
+	got := waitTerminal(t, db, en.ID)[en.ID]
+	if got.State != bonds.StateSucceeded {
+		t.Errorf("%s %q", got.State, got.Result.Status)
+	}
+	if n := fake.Stats().Requests[en.LockID]; n != 1 {
+		t.Errorf("%d requests, want 1", n)
+	}
+	checkOutbox(t, db, en.ID)
 }
