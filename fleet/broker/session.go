@@ -233,6 +233,18 @@ func (s *Session) Publish(ctx context.Context, topic string, payload []byte, ret
 	case !started:
 		return fmt.Errorf("broker: publish to %q: %w", topic, ErrNotStarted)
 	}
+	// Hand paho the message only once connected and subscribed: paho's
+	// resume of its store right after a (re)connect sets the DUP flag on
+	// every stored packet while its writer may be sending a packet
+	// published during the connect (a data race in paho v1.5.1, issue
+	// eclipse-paho/paho.mqtt.golang#703, seen here under -race).
+	if err := s.WaitConnected(ctx); err != nil {
+		s.m.publishFailures.Inc()
+		if errors.Is(err, ErrClosed) {
+			return fmt.Errorf("broker: publish to %q: %w", topic, ErrClosed)
+		}
+		return fmt.Errorf("broker: publish to %q: %w: %w", topic, ErrNotAcknowledged, ctx.Err())
+	}
 	return s.publish(ctx, topic, payload, retain, s.closing)
 }
 
