@@ -79,3 +79,47 @@ func TestEveryPackageHasADocComment(t *testing.T) {
 		}
 	}
 }
+
+// TestGatewayLayering: the gateway's packages keep to the imports their
+// package docs allow, so each can be tested alone and the daemon is the
+// one place where they meet (internal/daemon, internal/bluelink).
+func TestGatewayLayering(t *testing.T) {
+	const paho = "github.com/eclipse/paho.mqtt.golang"
+	rules := []struct {
+		pkg     string
+		subtree bool // the rule covers the packages below pkg too
+		bad     []string
+	}{
+		// The scheduler knows neither the radio nor MQTT.
+		{module + "fleet", false, []string{module + "bluez", paho, module + "fleet/broker", module + "fleet/operator", module + "internal/"}},
+		// What operators see knows neither paho nor the radio.
+		{module + "fleet/operator", false, []string{module + "bluez", paho, module + "fleet/broker", module + "internal/"}},
+		// The MQTT session knows nothing of commands or locks.
+		{module + "fleet/broker", false, []string{module + "bluez", module + "bonds", module + "firmware", module + "fleet/operator"}},
+		// The BlueZ client knows nothing of fleets, MQTT or the database.
+		{module + "bluez", true, []string{module + "fleet", paho, module + "bonds", module + "internal/daemon"}},
+		// The database knows nothing of the radio or MQTT.
+		{module + "bonds", true, []string{module + "bluez", module + "fleet", paho}},
+		// Configuration is leaf code.
+		{module + "config", true, []string{module + "bluez", module + "fleet", module + "bonds", paho}},
+	}
+	checked := 0
+	for _, p := range list(t, "./...") {
+		for _, r := range rules {
+			if p.ImportPath != r.pkg && !(r.subtree && strings.HasPrefix(p.ImportPath, r.pkg+"/")) {
+				continue
+			}
+			checked++
+			for _, imp := range p.Imports {
+				for _, b := range r.bad {
+					if imp == b || strings.HasPrefix(imp, strings.TrimSuffix(b, "/")+"/") {
+						t.Errorf("%s imports %s: its layer may not", p.ImportPath, imp)
+					}
+				}
+			}
+		}
+	}
+	if checked < len(rules) {
+		t.Errorf("only %d packages checked for %d rules: a rule names a package that moved", checked, len(rules))
+	}
+}
