@@ -72,6 +72,23 @@ func (t *trackStore) Put(key string, m packets.ControlPacket) {
 	t.Store.Put(key, m)
 }
 
+// Get returns a copy of a stored outbound publish, not the stored packet.
+// paho reads the store only to resend after a reconnect (resume) and, in
+// doing so, sets the DUP flag on the packet it got, while its writer may
+// still be sending the very same packet from before the connection was
+// lost: a data race in paho v1.5.1 (eclipse-paho/paho.mqtt.golang#703),
+// which CI's -race runs hit in TestBrokerRestart. With a copy, DUP is set
+// on the resent packet only. The copy shares the payload, which nobody
+// writes.
+func (t *trackStore) Get(key string) packets.ControlPacket {
+	m := t.Store.Get(key)
+	if p, ok := m.(*packets.PublishPacket); ok && p != nil && isOutboundKey(key) {
+		cp := *p
+		return &cp
+	}
+	return m
+}
+
 func (t *trackStore) Del(key string) {
 	if isOutboundKey(key) {
 		if p, ok := t.Store.Get(key).(*packets.PublishPacket); ok {
