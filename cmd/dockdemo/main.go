@@ -453,7 +453,23 @@ func (d *demo) wedge() error {
 	if err := d.until("the lock seen again", func() bool { return len(d.ad.Locks()) == len(d.locks) }); err != nil {
 		return err
 	}
-	dev, lc, err := d.dial(h.addr)
+	// A connect right after the cycle can still abort while the
+	// controller settles (the emulator re-adds the devices as discovery
+	// finds them again); the scheduler retries a retryable error after its
+	// backoff, and so does the demo.
+	var (
+		dev *bluez.Device
+		lc  *lockclient.Client
+		err error
+	)
+	for attempt := 1; ; attempt++ {
+		dev, lc, err = d.dial(h.addr)
+		if err == nil || !bluez.Retryable(err) || attempt == 5 {
+			break
+		}
+		d.say("   connect %s: %s; retrying", h.addr, short(err))
+		time.Sleep(100 * time.Millisecond)
+	}
 	if err != nil {
 		return err
 	}
