@@ -92,28 +92,34 @@ func BenchmarkDBusRoundTrip(b *testing.B) {
 func BenchmarkLinkCycle(b *testing.B) {
 	w := newBenchWorld(b)
 	m1 := refusedMessage1()
-	ctx := context.Background()
 	var id uint8
 	for b.Loop() {
-		dev, err := w.ad.Connect(ctx, bluez.DeviceOptions{Path: w.info.Path})
-		if err != nil {
-			b.Fatal(err)
-		}
-		frags, err := fragment.Split(id, m1, dev.MTU())
-		if err != nil || len(frags) != 1 {
-			b.Fatalf("%d fragments, %v", len(frags), err)
-		}
-		id++
-		if err := dev.WritePacket(ctx, frags[0]); err != nil {
-			b.Fatal(err)
-		}
-		p, err := dev.ReadPacket(ctx)
-		if err != nil || len(p) < 6 || p[5] != channel.MsgEDHOCError {
-			b.Fatalf("notification %x, %v", p, err)
-		}
-		if err := dev.Close(); err != nil {
-			b.Fatal(err)
-		}
+		w.cycle(b, m1, &id)
+	}
+}
+
+// cycle is one connect-write-notify-disconnect cycle; id numbers the
+// fragments.
+func (w *benchWorld) cycle(b *testing.B, m1 []byte, id *uint8) {
+	ctx := context.Background()
+	dev, err := w.ad.Connect(ctx, bluez.DeviceOptions{Path: w.info.Path})
+	if err != nil {
+		b.Fatal(err)
+	}
+	frags, err := fragment.Split(*id, m1, dev.MTU())
+	if err != nil || len(frags) != 1 {
+		b.Fatalf("%d fragments, %v", len(frags), err)
+	}
+	*id++
+	if err := dev.WritePacket(ctx, frags[0]); err != nil {
+		b.Fatal(err)
+	}
+	p, err := dev.ReadPacket(ctx)
+	if err != nil || len(p) < 6 || p[5] != channel.MsgEDHOCError {
+		b.Fatalf("notification %x, %v", p, err)
+	}
+	if err := dev.Close(); err != nil {
+		b.Fatal(err)
 	}
 }
 
@@ -183,25 +189,7 @@ func BenchmarkLinkCycleInterleaved(b *testing.B) {
 	)
 	doCycle := func() {
 		t0 := time.Now()
-		dev, err := w.ad.Connect(ctx, bluez.DeviceOptions{Path: w.info.Path})
-		if err != nil {
-			b.Fatal(err)
-		}
-		frags, err := fragment.Split(id, m1, dev.MTU())
-		if err != nil || len(frags) != 1 {
-			b.Fatalf("%d fragments, %v", len(frags), err)
-		}
-		id++
-		if err := dev.WritePacket(ctx, frags[0]); err != nil {
-			b.Fatal(err)
-		}
-		p, err := dev.ReadPacket(ctx)
-		if err != nil || len(p) < 6 || p[5] != channel.MsgEDHOCError {
-			b.Fatalf("notification %x, %v", p, err)
-		}
-		if err := dev.Close(); err != nil {
-			b.Fatal(err)
-		}
+		w.cycle(b, m1, &id)
 		cycle += time.Since(t0)
 		cycles++
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -48,11 +47,7 @@ type Outbox struct {
 	log  *slog.Logger
 	kick chan struct{}
 
-	mu      sync.Mutex
-	started bool
-	closed  bool
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	run runner
 
 	pending                    atomic.Int64
 	published, failures        atomic.Uint64
@@ -103,34 +98,13 @@ func (o *Outbox) Kick() {
 // Start starts the publisher: it publishes at once everything already in
 // the outbox (results of before a restart included), then on each Kick.
 // It stops when ctx is done or Close is called. Errors wrap ErrStarted.
-func (o *Outbox) Start(ctx context.Context) error {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.started || o.closed {
-		return ErrStarted
-	}
-	o.started = true
-	ctx, o.cancel = context.WithCancel(ctx)
-	o.wg.Add(1)
-	go o.run(ctx)
-	return nil
-}
+func (o *Outbox) Start(ctx context.Context) error { return o.run.start(ctx, o.loop) }
 
 // Close stops the publisher and waits for it. A publication in progress
 // is abandoned; its result stays in the outbox.
-func (o *Outbox) Close() {
-	o.mu.Lock()
-	o.closed = true
-	cancel := o.cancel
-	o.mu.Unlock()
-	if cancel != nil {
-		cancel()
-	}
-	o.wg.Wait()
-}
+func (o *Outbox) Close() { o.run.close() }
 
-func (o *Outbox) run(ctx context.Context) {
-	defer o.wg.Done()
+func (o *Outbox) loop(ctx context.Context) {
 	t := time.NewTicker(o.opts.Rescan)
 	defer t.Stop()
 	failed := 0

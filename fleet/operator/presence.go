@@ -105,12 +105,9 @@ type Presence struct {
 	log  *slog.Logger
 	wake chan struct{}
 
-	mu      sync.Mutex
-	latest  *snapshot // nil until the first Update
-	started bool
-	closed  bool
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	run    runner
+	mu     sync.Mutex
+	latest *snapshot // nil until the first Update
 
 	locks               atomic.Int64
 	published, failures atomic.Uint64
@@ -168,11 +165,10 @@ func NewPresence(o PresenceOptions) (*Presence, error) {
 // Updates after Close are ignored.
 func (p *Presence) Update(locks []SeenLock) {
 	s := newSnapshot(locks, p.opts.MaxLocks)
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
+	if p.run.isClosed() {
 		return
 	}
+	p.mu.Lock()
 	p.latest = s
 	p.locks.Store(int64(len(s.locks)))
 	p.mu.Unlock()
@@ -184,33 +180,13 @@ func (p *Presence) Update(locks []SeenLock) {
 
 // Start starts the publisher. It stops when ctx is done or Close is
 // called. Errors wrap ErrStarted.
-func (p *Presence) Start(ctx context.Context) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.started || p.closed {
-		return ErrStarted
-	}
-	p.started = true
-	ctx, p.cancel = context.WithCancel(ctx)
-	p.wg.Add(1)
-	go p.run(ctx)
-	return nil
-}
+func (p *Presence) Start(ctx context.Context) error { return p.run.start(ctx, p.loop) }
 
 // Close stops the publisher and waits for it; nothing is published after
 // it returns. A publication in progress is abandoned. The retained
 // snapshot stays on the broker: the backend knows the gateway's locks are
 // unknown from its status (offline). Close is idempotent.
-func (p *Presence) Close() {
-	p.mu.Lock()
-	p.closed = true
-	cancel := p.cancel
-	p.mu.Unlock()
-	if cancel != nil {
-		cancel()
-	}
-	p.wg.Wait()
-}
+func (p *Presence) Close() { p.run.close() }
 
 func (p *Presence) snapshot() *snapshot {
 	p.mu.Lock()
@@ -218,8 +194,7 @@ func (p *Presence) snapshot() *snapshot {
 	return p.latest
 }
 
-func (p *Presence) run(ctx context.Context) {
-	defer p.wg.Done()
+func (p *Presence) loop(ctx context.Context) {
 	var (
 		published    *snapshot // last snapshot the broker acknowledged
 		publishedAt  time.Time // when (monotonic)
