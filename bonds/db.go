@@ -2,8 +2,10 @@ package bonds
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"log/slog"
 	"os"
@@ -430,12 +432,71 @@ func openFile(path string, opts Options, readOnly bool) (*bolt.DB, error) {
 		if fi.Size() == 0 {
 			return nil, corrupt(path, errors.New("the file is empty (0 bytes): gatewayd creates its database atomically, so an empty file was not written by it or was cut off by the file system"))
 		}
+		if err := checkLength(path, fi.Size()); err != nil {
+			return nil, corrupt(path, err)
+		}
 	}
 	b, err := boltOpen(path, &bolt.Options{Timeout: opts.Timeout, ReadOnly: readOnly, NoSync: opts.NoSync, FreelistType: bolt.FreelistMapType})
 	if err != nil {
 		return nil, err
 	}
 	return b, nil
+}
+
+// checkLength refuses a file shorter than its own meta page says, before
+// bbolt maps it: bbolt reads pages past the end of the mapping (the
+// freelist, at open) and the process dies of SIGSEGV or SIGBUS, which no
+// recover catches. A backup cut short, or a copy that stopped half way,
+// is such a file. Of the two meta pages, the valid one (magic, version,
+// checksum) with the higher transaction ID is the one bbolt would use;
+// the file must hold its high-water mark of pages. A file with no valid
+// meta page is left to bbolt, which refuses it.
+func checkLength(path string, size int64) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	const hdr = 16 // bbolt's page header: id, flags, count, overflow
+	type meta struct {
+		pageSize   uint32
+		pgid, txid uint64
+		ok         bool
+	}
+	read := func(off int64) meta {
+		var b [hdr + 64]byte
+		if _, err := f.ReadAt(b[:], off); err != nil {
+			return meta{}
+		}
+		m := b[hdr:]
+		ne := binary.NativeEndian
+		if ne.Uint32(m[0:]) != 0xED0CDAED || ne.Uint32(m[4:]) != 2 {
+			return meta{}
+		}
+		h := fnv.New64a()
+		_, _ = h.Write(m[:56])
+		if h.Sum64() != ne.Uint64(m[56:]) {
+			return meta{}
+		}
+		return meta{pageSize: ne.Uint32(m[8:]), pgid: ne.Uint64(m[40:]), txid: ne.Uint64(m[48:]), ok: true}
+	}
+	m0 := read(0)
+	ps := int64(m0.pageSize)
+	if !m0.ok || ps < 512 || ps > 1<<20 {
+		ps = int64(os.Getpagesize())
+	}
+	m1 := read(ps)
+	best := m0
+	if m1.ok && (!m0.ok || m1.txid > m0.txid) {
+		best = m1
+	}
+	if !best.ok {
+		return nil
+	}
+	if need := int64(best.pgid) * int64(best.pageSize); size < need {
+		return fmt.Errorf("the file is %d bytes, but its meta page (transaction %d) says %d pages of %d bytes (%d bytes): it was cut short", size, best.txid, best.pgid, best.pageSize, need)
+	}
+	return nil
 }
 
 // boltOpen maps bbolt's open errors (and panics on garbled pages) onto ours.

@@ -118,6 +118,37 @@ func TestOpenRefusesDamagedMetaPages(t *testing.T) {
 	refusedUnchanged(t, b, ErrCorrupt)
 }
 
+// TestOpenRefusesTruncatedFile: a database cut short (a copy that
+// stopped half way) is ErrCorrupt, untouched, and does not crash the
+// process: bbolt alone would read past the end of its mapping (SIGSEGV).
+// CheckFile, which `gatewayd db backup` runs on a streamed copy, refuses it
+// the same way.
+func TestOpenRefusesTruncatedFile(t *testing.T) {
+	db, _ := openTest(t, Options{})
+	for i := uint64(1); i <= 200; i++ {
+		if _, err := db.Append(bg, testCommand(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var buf bytes.Buffer
+	if _, err := db.Backup(bg, &buf); err != nil {
+		t.Fatal(err)
+	}
+	half := buf.Bytes()[:buf.Len()/2]
+	err := refusedUnchanged(t, half, ErrCorrupt)
+	wantRepairAdvice(t, err)
+	if !strings.Contains(err.Error(), "cut short") {
+		t.Errorf("error does not say the file was cut short: %v", err)
+	}
+	path := filepath.Join(t.TempDir(), "half.db")
+	if err := os.WriteFile(path, half, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckFile(bg, path, Options{}); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("CheckFile = %v, want ErrCorrupt", err)
+	}
+}
+
 // boltFile writes a bbolt file (not through Open) with fn and returns its
 // bytes.
 func boltFile(t *testing.T, fn func(tx *bolt.Tx) error) []byte {
