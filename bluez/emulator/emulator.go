@@ -290,6 +290,17 @@ func (e *Emulator) Close() error {
 		return ErrClosed
 	}
 	e.closed = true
+	e.mu.Unlock()
+	e.cancel()
+	// Off the bus first, as a crashed bluetoothd is: clients see
+	// org.bluez vanish and their calls in flight fail as the bus going
+	// away (not with an answer such as "Not connected" from a link torn
+	// down a moment before), even while a hosted lock is still busy
+	// finishing a command (whose result then goes nowhere). Then end the
+	// links and pairings, and wait for every goroutine.
+	_, _ = e.conn.ReleaseName(busName)
+	err := e.conn.Close()
+	e.mu.Lock()
 	for _, d := range e.devices {
 		if d.conn != nil {
 			d.conn.stop()
@@ -300,13 +311,6 @@ func (e *Emulator) Close() error {
 		c()
 	}
 	e.mu.Unlock()
-	e.cancel()
-	// Off the bus first, as a crashed bluetoothd is: clients see
-	// org.bluez vanish and their calls in flight fail at once, even while
-	// a hosted lock is still busy finishing a command (whose result then
-	// goes nowhere). Then wait for every goroutine.
-	_, _ = e.conn.ReleaseName(busName)
-	err := e.conn.Close()
 	e.wg.Wait()
 	return err
 }

@@ -35,10 +35,12 @@ type trackStore struct {
 	claim *pubEntry
 	put   bool
 	live  map[*packets.PublishPacket]*pubEntry
+	snaps map[string]*packets.PublishPacket // outbound publishes as Put, for Get
 }
 
 func newTrackStore() *trackStore {
-	return &trackStore{Store: mqtt.NewOrderedMemoryStore(), live: make(map[*packets.PublishPacket]*pubEntry)}
+	return &trackStore{Store: mqtt.NewOrderedMemoryStore(), live: make(map[*packets.PublishPacket]*pubEntry),
+		snaps: make(map[string]*packets.PublishPacket)}
 }
 
 func isOutboundKey(key string) bool { return strings.HasPrefix(key, "o.") }
@@ -62,6 +64,11 @@ func (t *trackStore) done() bool {
 func (t *trackStore) Put(key string, m packets.ControlPacket) {
 	if p, ok := m.(*packets.PublishPacket); ok && isOutboundKey(key) {
 		t.mu.Lock()
+		// paho stores a publish before it hands it to its writer, which
+		// then changes it as it encodes it (RemainingLength): copied now,
+		// the packet is read by nobody else.
+		snap := *p
+		t.snaps[key] = &snap
 		if t.claim != nil {
 			t.live[p] = t.claim
 			t.claim.key = key
@@ -72,25 +79,41 @@ func (t *trackStore) Put(key string, m packets.ControlPacket) {
 	t.Store.Put(key, m)
 }
 
-// Get returns a copy of a stored outbound publish, not the stored packet.
-// paho reads the store only to resend after a reconnect (resume) and, in
-// doing so, sets the DUP flag on the packet it got, while its writer may
-// still be sending the very same packet from before the connection was
-// lost: a data race in paho v1.5.1 (eclipse-paho/paho.mqtt.golang#703),
-// which CI's -race runs hit in TestBrokerRestart. With a copy, DUP is set
-// on the resent packet only. The copy shares the payload, which nobody
-// writes.
+// Get returns a copy of an outbound publish as it was Put, not the
+// packet paho's writer holds. paho reads the store only to resend after a
+// (re)connect (resume) and, in doing so, sets the DUP flag on the packet
+// it got, while its writer may still be encoding the very same packet
+// (which changes it): data races in paho v1.5.1
+// (eclipse-paho/paho.mqtt.golang#703) that CI's -race runs hit in
+// TestBrokerRestart and TestCloseStopsEverything. With a copy taken at
+// Put, before paho hands the packet to its writer, nobody shares it. The
+// copies share the payload, which nobody writes.
 func (t *trackStore) Get(key string) packets.ControlPacket {
-	m := t.Store.Get(key)
-	if p, ok := m.(*packets.PublishPacket); ok && p != nil && isOutboundKey(key) {
-		cp := *p
-		return &cp
+	if isOutboundKey(key) {
+		t.mu.Lock()
+		snap := t.snaps[key]
+		t.mu.Unlock()
+		if snap != nil {
+			cp := *snap
+			return &cp
+		}
 	}
-	return m
+	return t.Store.Get(key)
+}
+
+// Reset empties the store.
+func (t *trackStore) Reset() {
+	t.mu.Lock()
+	clear(t.snaps)
+	t.mu.Unlock()
+	t.Store.Reset()
 }
 
 func (t *trackStore) Del(key string) {
 	if isOutboundKey(key) {
+		t.mu.Lock()
+		delete(t.snaps, key)
+		t.mu.Unlock()
 		if p, ok := t.Store.Get(key).(*packets.PublishPacket); ok {
 			t.mu.Lock()
 			if e := t.live[p]; e != nil {
@@ -115,6 +138,7 @@ func (t *trackStore) withdraw(e *pubEntry) {
 		if x == e {
 			delete(t.live, p)
 			if t.Store.Get(e.key) == packets.ControlPacket(p) {
+				delete(t.snaps, e.key)
 				t.Store.Del(e.key)
 			}
 			return
