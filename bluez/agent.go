@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/gatewayd/gatewayd/internal/backoff"
 	"io"
 	"log/slog"
 	"sync"
@@ -191,7 +192,7 @@ func (a *Agent) register(ctx context.Context) error {
 // one, or Close.
 func (a *Agent) watch(ctx context.Context) {
 	defer close(a.stopped)
-	bo := backoff{Min: a.opts.RetryMin, Max: a.opts.RetryMax}
+	bo := backoff.Backoff{Min: a.opts.RetryMin, Max: a.opts.RetryMax}
 	for {
 		var s *dbus.Signal
 		select {
@@ -209,7 +210,7 @@ func (a *Agent) watch(ctx context.Context) {
 			a.log.Warn("bluetoothd left the bus; the agent will register again when it is back")
 			continue
 		}
-		bo.reset()
+		bo.Reset()
 		for {
 			err := a.register(ctx)
 			if err == nil {
@@ -220,7 +221,7 @@ func (a *Agent) watch(ctx context.Context) {
 				return
 			}
 			a.log.Warn("registering the agent with the new bluetoothd failed; retrying", "err", err)
-			if bo.wait(ctx) != nil {
+			if bo.Wait(ctx) != nil {
 				return
 			}
 			if len(a.ownerSub.C()) > 0 {

@@ -40,7 +40,7 @@
 //
 // Imports: the standard library, github.com/godbus/dbus/v5,
 // github.com/prometheus/client_golang (Collector) and the project's
-// firmware/ packages only (tests also use bluez/emulator).
+// firmware/ packages and internal/backoff only (tests also use bluez/emulator).
 //
 // # Library choice
 //

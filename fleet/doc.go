@@ -59,7 +59,7 @@
 //
 // # Imports
 //
-// It may import bonds, firmware/command, the standard library, the
+// It may import bonds, firmware/command, internal/backoff, the standard library, the
 // Prometheus client and golang.org/x/sync. It does not import bluez or the
 // MQTT client: the daemon (cmd/gatewayd) wires a [Link] over the BlueZ
 // client and calls Submit from its MQTT intake. fleettest holds fakes: a

@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/gatewayd/gatewayd/internal/backoff"
 	"log/slog"
-	"math/rand/v2"
 	"time"
 )
 
@@ -114,14 +114,7 @@ func (o Options) withDefaults() (Options, error) {
 // the upper half of that (so locks that failed together do not retry
 // together).
 func DefaultBackoff(failures int) time.Duration {
-	d := DefaultMaxBackoff
-	if failures < 1 {
-		failures = 1
-	}
-	if failures <= 7 {
-		d = min(DefaultMinBackoff<<(failures-1), DefaultMaxBackoff)
-	}
-	return d/2 + rand.N(d/2+1)
+	return backoff.Delay(DefaultMinBackoff, DefaultMaxBackoff, max(failures, 1)-1)
 }
 
 // DefaultRetryable reports whether err is ErrLockAway, a deadline, or an

@@ -49,7 +49,7 @@
 //
 // # Imports
 //
-// It may import bonds, firmware/command, firmware/cred, the standard
+// It may import bonds, firmware/command, firmware/cred, internal/backoff, the standard
 // library and client_golang (metrics). It does not import the MQTT client
 // (paho) or bluez: the broker is reached through the [Publisher]
 // interface and [Message], which the daemon adapts.

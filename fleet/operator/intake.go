@@ -5,8 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/gatewayd/gatewayd/internal/backoff"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -422,9 +422,7 @@ func (in *Intake) appendBatch(ctx context.Context, arrivals []bonds.Arrival) ([]
 // journalRetry is the wait before the attempt-th retry of a batch: from
 // 100 ms doubling to 5 s, jittered to between half and all of it.
 func journalRetry(attempt int) time.Duration {
-	d := 100 * time.Millisecond << min(attempt-1, 6)
-	d = min(d, 5*time.Second)
-	return d/2 + rand.N(d/2+1)
+	return backoff.Delay(100*time.Millisecond, 5*time.Second, attempt-1)
 }
 
 // release records the outcome of message seq and calls, in enqueue order,

@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/gatewayd/gatewayd/internal/backoff"
 	"log/slog"
-	"math/rand/v2"
 	"sync/atomic"
 	"time"
 
@@ -136,17 +136,7 @@ func (o *Outbox) loop(ctx context.Context) {
 // backoff returns the wait after n+1 failures in a row: MinBackoff·2^n up
 // to MaxBackoff, jittered to [d/2, d].
 func (o *Outbox) backoff(n int) time.Duration {
-	d := o.opts.MinBackoff
-	for range min(n, 32) {
-		if d >= o.opts.MaxBackoff/2 {
-			d = o.opts.MaxBackoff
-			break
-		}
-		d *= 2
-	}
-	d = min(d, o.opts.MaxBackoff)
-	half := d / 2
-	return half + rand.N(d-half+1)
+	return backoff.Delay(o.opts.MinBackoff, o.opts.MaxBackoff, n)
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

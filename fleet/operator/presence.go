@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/gatewayd/gatewayd/internal/backoff"
 	"log/slog"
 	"maps"
-	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -274,18 +274,7 @@ func (p *Presence) publish(ctx context.Context, s *snapshot) error {
 // up to max(DefaultMaxBackoff, MinInterval), jittered to [d/2, d]. The
 // next attempt is also never sooner than MinInterval after the last.
 func (p *Presence) backoff(n int) time.Duration {
-	hi := max(DefaultMaxBackoff, p.opts.MinInterval)
-	d := p.opts.MinInterval
-	for range min(n, 32) {
-		if d >= hi/2 {
-			d = hi
-			break
-		}
-		d *= 2
-	}
-	d = min(d, hi)
-	half := d / 2
-	return half + rand.N(d-half+1)
+	return backoff.Delay(p.opts.MinInterval, max(DefaultMaxBackoff, p.opts.MinInterval), n)
 }
 
 // newSnapshot normalizes locks: zero IDs dropped, one entry per lock ID

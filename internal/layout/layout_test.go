@@ -91,9 +91,9 @@ func TestGatewayLayering(t *testing.T) {
 		bad     []string
 	}{
 		// The scheduler knows neither the radio nor MQTT.
-		{module + "fleet", false, []string{module + "bluez", paho, module + "fleet/broker", module + "fleet/operator", module + "internal/"}},
+		{module + "fleet", false, []string{module + "bluez", paho, module + "fleet/broker", module + "fleet/operator", module + "internal/daemon", module + "internal/bluelink", module + "internal/admin"}},
 		// What operators see knows neither paho nor the radio.
-		{module + "fleet/operator", false, []string{module + "bluez", paho, module + "fleet/broker", module + "internal/"}},
+		{module + "fleet/operator", false, []string{module + "bluez", paho, module + "fleet/broker", module + "internal/daemon", module + "internal/bluelink", module + "internal/admin"}},
 		// The MQTT session knows nothing of commands or locks.
 		{module + "fleet/broker", false, []string{module + "bluez", module + "bonds", module + "firmware", module + "fleet/operator"}},
 		// The BlueZ client knows nothing of fleets, MQTT or the database.
