@@ -230,15 +230,6 @@ func (s *Scheduler) intake() {
 	}
 }
 
-// opByName maps the journal's operation names to op codes.
-var opByName = func() map[string]command.Op {
-	m := map[string]command.Op{}
-	for o := command.OpLock; o.Valid(); o++ {
-		m[o.String()] = o
-	}
-	return m
-}()
-
 // admit brings the entries of batch to queued and returns their jobs, in
 // batch order; an entry it finishes instead (unknown operation, already
 // expired) or whose journal write failed has a nil job. Every transition
@@ -248,7 +239,7 @@ func (s *Scheduler) admit(batch []bonds.Entry) []*job {
 	jobs := make([]*job, len(batch))
 	var w writes
 	for i, e := range batch {
-		op, ok := opByName[e.Operation]
+		op, ok := command.ParseOp(e.Operation)
 		if !ok {
 			err := fmt.Errorf("%w %q", ErrUnknownOperation, e.Operation)
 			w.add(s.terminalReq(e.ID, e.LockID, e.Operation, e.ReceivedAt, bonds.StateRejected, command.StatusUnknownOp.String(), err.Error(), nil))

@@ -25,14 +25,6 @@ import (
 	"github.com/gatewayd/gatewayd/fleet/operator"
 )
 
-var ops = func() map[string]command.Op {
-	m := map[string]command.Op{}
-	for op := command.OpLock; op.Valid(); op++ {
-		m[op.String()] = op
-	}
-	return m
-}()
-
 // nextCounter returns a counter above every earlier one of this key: the
 // time in microseconds, or the last counter plus one if the clock went
 // back. The last value is kept beside the key (KEY.counter), under an
@@ -92,7 +84,7 @@ func (sf signFlags) build(args []string, now time.Time) (command.Body, []byte, e
 	if err != nil {
 		return b, nil, fmt.Errorf("-lock: %v: %w", err, errUsage)
 	}
-	op, ok := ops[args[0]]
+	op, ok := command.ParseOp(args[0])
 	if !ok || op == command.OpAllowBond {
 		return b, nil, fmt.Errorf("operation %q: want lock, unlock, status, add-user, remove-user, list-users, clear-bonds or read-audit: %w", args[0], errUsage)
 	}

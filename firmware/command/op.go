@@ -64,6 +64,17 @@ func (o Op) String() string {
 	return fmt.Sprintf("op(%d)", uint8(o))
 }
 
+// ParseOp returns the op whose spec name is name ("unlock", "add-user",
+// ...), as String gives it; ok is false for any other name.
+func ParseOp(name string) (op Op, ok bool) {
+	for o := OpLock; o.Valid(); o++ {
+		if ops[o].name == name {
+			return o, true
+		}
+	}
+	return 0, false
+}
+
 // Perm returns the permission bit of firmware/cred that allows o (PermLock
 // for OpLock ... PermSetTime for OpSetTime), or 0 for an undefined code, which
 // [cred.Cert.Allows] never grants.

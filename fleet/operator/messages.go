@@ -143,15 +143,6 @@ type User struct {
 	KeyID     string    `json:"key_id"` // hex
 }
 
-// opByName maps the spec's op names back to ops.
-var opByName = func() map[string]command.Op {
-	m := map[string]command.Op{}
-	for op := command.OpLock; op.Valid(); op++ {
-		m[op.String()] = op
-	}
-	return m
-}()
-
 // NewResultMessage builds the result message of r, a journal result, for a
 // command received at received (zero if not known). r.Payload, when not
 // empty, is the lock's result as the lock sent it (command.MarshalResult
@@ -167,7 +158,7 @@ func NewResultMessage(r bonds.Result, received time.Time) (ResultMessage, error)
 	if len(r.Payload) == 0 {
 		return m, nil
 	}
-	op, ok := opByName[r.Operation]
+	op, ok := command.ParseOp(r.Operation)
 	if !ok {
 		return m, fmt.Errorf("operator: result of %s: unknown operation %q", r.CommandID, r.Operation)
 	}
