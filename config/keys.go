@@ -33,15 +33,15 @@ type GatewayKeys struct {
 // for gatewayID, certifies the private key's public key, and is valid at
 // now. Every error names the file and the fix; none contains key bytes.
 func LoadKeys(k Keys, gatewayID string, now time.Time) (*GatewayKeys, error) {
-	key, err := readPrivateKey(k.PrivateKey)
+	key, err := ReadPrivateKey(k.PrivateKey)
 	if err != nil {
 		return nil, err
 	}
 	roots := cred.Roots{}
 	for _, p := range k.FleetRoots {
-		pub, err := readPublicKey(p)
+		pub, err := ReadPublicKey(p)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("fleet root: %w", err)
 		}
 		roots.Add(cred.RootKID(pub), pub)
 	}
@@ -97,7 +97,10 @@ func ReadSecret(path string) ([]byte, error) {
 	return bytes.TrimRight(b[:n], "\r\n"), nil
 }
 
-func readPrivateKey(path string) (ed25519.PrivateKey, error) {
+// ReadPrivateKey reads an Ed25519 private key in PEM PKCS #8 from a file
+// only its owner can read (ReadSecret). Errors wrap ErrKeys or
+// ErrPermissions and never contain key bytes.
+func ReadPrivateKey(path string) (ed25519.PrivateKey, error) {
 	b, err := ReadSecret(path)
 	if err != nil {
 		return nil, err
@@ -117,22 +120,24 @@ func readPrivateKey(path string) (ed25519.PrivateKey, error) {
 	return ek, nil
 }
 
-func readPublicKey(path string) (ed25519.PublicKey, error) {
+// ReadPublicKey reads an Ed25519 public key in PEM PKIX. Errors wrap
+// ErrKeys.
+func ReadPublicKey(path string) (ed25519.PublicKey, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("%w: fleet root: %w", ErrKeys, err)
+		return nil, fmt.Errorf("%w: %w", ErrKeys, err)
 	}
 	blk, _ := pem.Decode(b)
 	if blk == nil || blk.Type != "PUBLIC KEY" {
-		return nil, fmt.Errorf("%w: fleet root %s: want a PEM \"PUBLIC KEY\" block", ErrKeys, path)
+		return nil, fmt.Errorf("%w: %s: want a PEM \"PUBLIC KEY\" block", ErrKeys, path)
 	}
 	k, err := x509.ParsePKIXPublicKey(blk.Bytes)
 	if err != nil {
-		return nil, fmt.Errorf("%w: fleet root %s: %v", ErrKeys, path, err)
+		return nil, fmt.Errorf("%w: %s: %v", ErrKeys, path, err)
 	}
 	ek, ok := k.(ed25519.PublicKey)
 	if !ok {
-		return nil, fmt.Errorf("%w: fleet root %s: a %T, not an Ed25519 key", ErrKeys, path, k)
+		return nil, fmt.Errorf("%w: %s: a %T, not an Ed25519 key", ErrKeys, path, k)
 	}
 	return ek, nil
 }

@@ -3,8 +3,6 @@ package main
 import (
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"os"
@@ -41,48 +39,6 @@ func keygen(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// readKey reads a PEM PKCS #8 Ed25519 private key that only its owner can
-// read.
-func readKey(path string) (ed25519.PrivateKey, error) {
-	b, err := config.ReadSecret(path)
-	if err != nil {
-		return nil, err
-	}
-	blk, _ := pem.Decode(b)
-	if blk == nil || blk.Type != "PRIVATE KEY" {
-		return nil, fmt.Errorf("%s: not a PEM private key", path)
-	}
-	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %v", path, err)
-	}
-	ek, ok := k.(ed25519.PrivateKey)
-	if !ok {
-		return nil, fmt.Errorf("%s: not an Ed25519 key", path)
-	}
-	return ek, nil
-}
-
-func readPub(path string) (ed25519.PublicKey, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	blk, _ := pem.Decode(b)
-	if blk == nil || blk.Type != "PUBLIC KEY" {
-		return nil, fmt.Errorf("%s: not a PEM public key", path)
-	}
-	k, err := x509.ParsePKIXPublicKey(blk.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %v", path, err)
-	}
-	ek, ok := k.(ed25519.PublicKey)
-	if !ok {
-		return nil, fmt.Errorf("%s: not an Ed25519 key", path)
-	}
-	return ek, nil
-}
-
 var kinds = map[string]cred.Kind{"lock": cred.KindLock, "gateway": cred.KindGateway, "operator": cred.KindOperator, "user": cred.KindUser}
 
 func issue(args []string, stdout, stderr io.Writer) error {
@@ -112,11 +68,11 @@ func issue(args []string, stdout, stderr io.Writer) error {
 	case *role != "":
 		return fmt.Errorf("issue: role %q does not fit kind %s: %w", *role, *kind, errUsage)
 	}
-	root, err := readKey(*rootPath)
+	root, err := config.ReadPrivateKey(*rootPath)
 	if err != nil {
 		return fmt.Errorf("issue: %w", err)
 	}
-	pub, err := readPub(*pubPath)
+	pub, err := config.ReadPublicKey(*pubPath)
 	if err != nil {
 		return fmt.Errorf("issue: %w", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"errors"
+	"github.com/gatewayd/gatewayd/config"
 	"os"
 	"path/filepath"
 	"strings"
@@ -42,7 +43,7 @@ func TestCeremonyAndSign(t *testing.T) {
 		"-pub", p("op.key.pub"), "-o", p("op.cwt")); err != nil {
 		t.Fatal(out, err)
 	}
-	rootPub, err := readPub(p("root.key.pub"))
+	rootPub, err := config.ReadPublicKey(p("root.key.pub"))
 	if err != nil {
 		t.Fatal(err)
 	}

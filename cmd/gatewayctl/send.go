@@ -95,7 +95,7 @@ func (sf signFlags) build(args []string, now time.Time) (command.Body, []byte, e
 		if len(rest) < 2 || len(rest) > 3 {
 			return b, nil, fmt.Errorf("add-user USER_ID USER.pub [NOT_AFTER RFC 3339]: %w", errUsage)
 		}
-		pub, err := readPub(rest[1])
+		pub, err := config.ReadPublicKey(rest[1])
 		if err != nil {
 			return b, nil, err
 		}
@@ -122,7 +122,7 @@ func (sf signFlags) build(args []string, now time.Time) (command.Body, []byte, e
 	if _, err := rand.Read(b.CommandID[:]); err != nil {
 		return b, nil, err
 	}
-	key, err := readKey(*sf.key)
+	key, err := config.ReadPrivateKey(*sf.key)
 	if err != nil {
 		return b, nil, err
 	}
