@@ -295,21 +295,27 @@ func Run(ctx context.Context, opts Options) (err error) {
 func presence(ctx context.Context, ad *bluez.Adapter, db *bonds.DB, sched *fleet.Scheduler, pres *operator.Presence, log *slog.Logger) {
 	// The first view, even empty, replaces the previous run's retained one.
 	pres.Update(seenLocks(ad))
-	// The adapter drops events when its queue is full (DroppedEvents):
-	// re-read it now and then; an unchanged view publishes nothing.
-	tick := time.NewTicker(time.Minute)
+	// Every advertisement is an event; the view (a copy of the adapter's
+	// table, sorted) is rebuilt at most once a second after one, and once
+	// a minute regardless, since the adapter drops events when its queue
+	// is full (DroppedEvents). An unchanged view publishes nothing.
+	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	dirty, ticks := false, 0
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-			pres.Update(seenLocks(ad))
+			if ticks++; dirty || ticks%60 == 0 {
+				pres.Update(seenLocks(ad))
+				dirty = false
+			}
 		case ev, ok := <-ad.Events():
 			if !ok {
 				return
 			}
-			pres.Update(seenLocks(ad))
+			dirty = true
 			li := ev.Lock
 			if li.Err != nil || li.LockID == ([8]byte{}) {
 				continue
