@@ -8,7 +8,7 @@
 // Raspberry Pi that loses power without warning and writes to a slow SD
 // card. The schema, its encodings and invariants are in docs/database.md.
 //
-// It may import the standard library and bbolt, nothing of the gateway:
+// It may import the standard library, bbolt and internal/atomicfile, nothing of the gateway:
 // BlueZ is reached through the small Paired interface defined here, which
 // the daemon satisfies with the bluez client.
 //

@@ -9,6 +9,6 @@
 // (the private key, the MQTT password) are read from files, never from the
 // TOML itself, and never appear in an error or a log line.
 //
-// It may import the standard library, github.com/BurntSushi/toml and
-// firmware/cred; nothing else of the module.
+// It may import the standard library, github.com/BurntSushi/toml,
+// firmware/cred and internal/atomicfile; nothing else of the module.
 package config
