@@ -23,13 +23,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/gatewayd/gatewayd/internal/mosquittotest"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -125,7 +125,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 			return fmt.Errorf("-bin %s: %w (build it: go build -o DIR/ ./cmd/gatewayd ./cmd/gatewayctl ./cmd/bluezemu)", binDir, err)
 		}
 	}
-	mosq, err := mosquittoBinary()
+	mosq, err := mosquittotest.Binary()
 	if err != nil {
 		return err
 	}
@@ -235,23 +235,10 @@ func (d *demo) broker(bin string) error {
 		if err != nil {
 			return err
 		}
-		var c bytes.Buffer
-		fmt.Fprintf(&c, "listener %d 127.0.0.1\n", port)
-		c.WriteString("allow_anonymous true\n")
-		if os.Geteuid() == 0 {
-			// As root mosquitto drops to the user "mosquitto", which cannot
-			// write to our directory.
-			if u, err := user.Current(); err == nil {
-				fmt.Fprintf(&c, "user %s\n", u.Username)
-			}
-		}
-		c.WriteString("persistence true\n")
-		fmt.Fprintf(&c, "persistence_location %s/\n", mdir)
-		c.WriteString("autosave_interval 1\n")
-		fmt.Fprintf(&c, "log_dest file %s\n", filepath.Join(mdir, "mosquitto.log"))
-		c.WriteString("log_type error\nlog_type warning\nlog_type notice\nlog_type information\n")
+		c := mosquittotest.Config(port, mdir, filepath.Join(mdir, "mosquitto.log"),
+			"log_type error", "log_type warning", "log_type notice", "log_type information")
 		conf := filepath.Join(mdir, "mosquitto.conf")
-		if err := os.WriteFile(conf, c.Bytes(), 0o600); err != nil {
+		if err := os.WriteFile(conf, c, 0o600); err != nil {
 			return err
 		}
 		p, err := d.start("mosquitto", exec.Command(bin, "-c", conf), nil, nil)
@@ -778,18 +765,6 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-func mosquittoBinary() (string, error) {
-	if p, err := exec.LookPath("mosquitto"); err == nil {
-		return p, nil
-	}
-	for _, p := range []string{"/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"} {
-		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
-			return p, nil
-		}
-	}
-	return "", errors.New("mosquitto not found: run scripts/deps.sh (apt-get install mosquitto)")
 }
 
 // proc is a long-running child process.

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"github.com/gatewayd/gatewayd/internal/mosquittotest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,7 +18,7 @@ import (
 // refusals, the two commands queued while the daemon was dead, the
 // backup, the offline status), and the output must show each of them.
 func TestFleetDemo(t *testing.T) {
-	if _, err := mosquittoBinary(); err != nil {
+	if _, err := mosquittotest.Binary(); err != nil {
 		t.Fatal("mosquitto not found: run scripts/deps.sh")
 	}
 	if _, err := exec.LookPath("dbus-daemon"); err != nil {

@@ -175,9 +175,13 @@ func (b *Broker) LogTail(n int) string {
 	return strings.Join(lines, "\n")
 }
 
-func (b *Broker) writeConf() error {
+// Config is a mosquitto.conf for a broker of our own on 127.0.0.1:port:
+// anonymous, persistent in dataDir (queued QoS 1 messages and sessions
+// survive a restart), logging to logPath, then the extra lines. The demo
+// (cmd/fleetdemo) runs its broker with it too.
+func Config(port int, dataDir, logPath string, extra ...string) []byte {
 	var c bytes.Buffer
-	fmt.Fprintf(&c, "listener %d 127.0.0.1\n", b.port)
+	fmt.Fprintf(&c, "listener %d 127.0.0.1\n", port)
 	c.WriteString("allow_anonymous true\n")
 	// Run as root, mosquitto drops to the user "mosquitto", which cannot
 	// write to our temporary directory; as anyone else it ignores this.
@@ -185,11 +189,18 @@ func (b *Broker) writeConf() error {
 		fmt.Fprintf(&c, "user %s\n", u.Username)
 	}
 	c.WriteString("persistence true\n")
-	fmt.Fprintf(&c, "persistence_location %s/\n", filepath.Join(b.dir, "data"))
+	fmt.Fprintf(&c, "persistence_location %s/\n", dataDir)
 	c.WriteString("autosave_interval 1\n")
-	fmt.Fprintf(&c, "log_dest file %s\n", b.logPath)
-	c.WriteString("log_type all\n")
-	c.WriteString("log_timestamp_format %H:%M:%S\n")
+	fmt.Fprintf(&c, "log_dest file %s\n", logPath)
+	for _, l := range extra {
+		c.WriteString(l + "\n")
+	}
+	return c.Bytes()
+}
+
+func (b *Broker) writeConf() error {
+	var c bytes.Buffer
+	c.Write(Config(b.port, filepath.Join(b.dir, "data"), b.logPath, "log_type all", "log_timestamp_format %H:%M:%S"))
 	if b.opts.MaxInflightMessages > 0 {
 		fmt.Fprintf(&c, "max_inflight_messages %d\n", b.opts.MaxInflightMessages)
 	}
