@@ -32,6 +32,11 @@ type LockOptions struct {
 	TxPower int16
 	// Battery is the battery percentage advertised; nil reports 100.
 	Battery func() uint8
+	// AdvertisedID, if not zero, is the lock ID advertised instead of the
+	// lock's own: the device then plays an impostor, a genuine lock (its
+	// credential and key, as if extracted from another lock) posing as
+	// the lock with this ID. For the gateway's attack tests.
+	AdvertisedID [8]byte
 }
 
 // hosted is a lock on the virtual radio.
@@ -120,6 +125,9 @@ func (e *Emulator) RemoveLock(addr string) error {
 // §1.1): version, lock ID, flags, battery.
 func (h *hosted) payload() []byte {
 	id := h.l.ID()
+	if h.opts.AdvertisedID != ([8]byte{}) {
+		id = h.opts.AdvertisedID
+	}
 	b := uint8(100)
 	if h.opts.Battery != nil {
 		b = h.opts.Battery()

@@ -38,6 +38,7 @@ import (
 	"github.com/gatewayd/gatewayd/bonds"
 	"github.com/gatewayd/gatewayd/firmware/channel"
 	"github.com/gatewayd/gatewayd/firmware/command"
+	"github.com/gatewayd/gatewayd/firmware/cred"
 	"github.com/gatewayd/gatewayd/firmware/fragment"
 	"github.com/gatewayd/gatewayd/firmware/frame"
 	"github.com/gatewayd/gatewayd/firmware/lockclient"
@@ -49,7 +50,10 @@ type Options struct {
 	// Adapter finds and connects locks. Required.
 	Adapter *bluez.Adapter
 	// Channel is the gateway's side of the secure channel: its credential
-	// and key, and the verifier of lock credentials. Required.
+	// and key, and the verifier of lock credentials (Verifier; a Resolver
+	// is refused, as it cannot be bound). Required. Each handshake binds a
+	// copy of the verifier to the lock dialled (Subject, the lock's ID), so
+	// a device proving another lock's credential is refused.
 	Channel channel.Config
 	// Fragment are the GATT fragmentation limits; zero is the defaults.
 	Fragment fragment.Options
@@ -87,28 +91,58 @@ type Options struct {
 	// seconds. The handshake's deadline does not cut it short (it has its
 	// own budget); cancelling the handshake's context does.
 	BondTimeout time.Duration
+
+	// Address, if not nil, returns the address the lock last proved its
+	// identity from (the database's bonded address), "" if none: Dial
+	// tries that device first among those advertising the lock's ID.
+	Address func(lock bonds.LockID) string
+	// OnVerified, if not nil, is told after each handshake in which the
+	// lock proved its identity (a credential with the dialled lock ID as
+	// subject): the device's address and the credential. It is called from
+	// the session's goroutine, before ShouldBond.
+	OnVerified func(lock bonds.LockID, addr string, credential []byte)
+	// RefuseFor is how long a device whose credential was refused for a
+	// lock is not dialled again for that lock (0: DefaultRefuseFor), and
+	// MaxRefused how many such devices are remembered at most (0:
+	// DefaultMaxRefused; past it, the one whose time ends first is
+	// forgotten).
+	RefuseFor  time.Duration
+	MaxRefused int
+	// Now is the clock of RefuseFor; nil is time.Now.
+	Now func() time.Time
 }
 
 // DefaultBondTimeout is Options.BondTimeout's default: the lock's default
 // bond window (command.DefaultBondWindow).
 const DefaultBondTimeout = 30 * time.Second
 
-// ErrBondPeer is a bonding the link did not attempt because the lock
-// opened its bond window for another address than our adapter's: a
-// device relaying the link in the middle would learn the passkey from a
-// passkey-entry pairing with it, so the gateway does not pair.
-var ErrBondPeer = errors.New("bluelink: the bond window is not open for our adapter")
-
 // Link reaches locks through BlueZ. It satisfies fleet.Link.
 type Link struct {
-	opts Options
-	log  *slog.Logger
+	opts    Options
+	log     *slog.Logger
+	refused *refusals
+	met     *metrics
 }
 
 // New returns a Link.
 func New(opts Options) (*Link, error) {
-	if opts.Adapter == nil || opts.Channel.Cert == nil {
-		return nil, errors.New("bluelink: Adapter and Channel are required")
+	if opts.Adapter == nil || opts.Channel.Cert == nil || opts.Channel.Verifier == nil {
+		return nil, errors.New("bluelink: Adapter and Channel (with its Verifier) are required")
+	}
+	if opts.Channel.Resolver != nil {
+		return nil, errors.New("bluelink: Channel.Resolver cannot be bound to the lock dialled; use Channel.Verifier")
+	}
+	if opts.RefuseFor < 0 || opts.MaxRefused < 0 {
+		return nil, errors.New("bluelink: negative RefuseFor or MaxRefused")
+	}
+	if opts.RefuseFor == 0 {
+		opts.RefuseFor = DefaultRefuseFor
+	}
+	if opts.MaxRefused == 0 {
+		opts.MaxRefused = DefaultMaxRefused
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
 	}
 	if opts.ShouldBond != nil && (opts.Conn == nil || opts.Agent == nil) {
 		return nil, errors.New("bluelink: ShouldBond needs Conn and Agent")
@@ -122,7 +156,8 @@ func New(opts Options) (*Link, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Link{opts: opts, log: opts.Logger.With("subsystem", "bluelink")}, nil
+	return &Link{opts: opts, log: opts.Logger.With("subsystem", "bluelink"), met: newMetrics(),
+		refused: &refusals{ttl: opts.RefuseFor, max: opts.MaxRefused, now: opts.Now, m: map[refusalKey]refusal{}}}, nil
 }
 
 var _ fleet.Link = (*Link)(nil)
@@ -130,22 +165,78 @@ var _ fleet.Link = (*Link)(nil)
 // Dial connects to the lock with ID id, if the adapter hears it. The
 // handshake runs in Session.Handshake, after the scheduler released its
 // connect slot.
+//
+// Several devices may advertise the same ID (an impostor beside the real
+// lock): Dial tries the address the lock last proved its identity from
+// (Options.Address) first, then the others in the adapter's order, and
+// skips those refused for this lock within RefuseFor. If every device
+// advertising the ID was refused, it fails with a *RefusedError (not
+// retryable).
 func (l *Link) Dial(ctx context.Context, id bonds.LockID) (fleet.Session, error) {
-	var found *bluez.LockInfo
-	for _, li := range l.opts.Adapter.Locks() {
-		if li.Err == nil && li.LockID == id {
-			found = &li
-			break
+	cands, refused := l.candidates(id)
+	if len(cands) == 0 {
+		if len(refused) > 0 {
+			e := &RefusedError{Lock: id, Address: strings.Join(refused, ","), Err: ErrRefused}
+			for _, a := range refused {
+				if f, ok := l.refused.get(id, a); ok && f.presented != "" {
+					e.Presented = f.presented
+				}
+			}
+			return nil, fmt.Errorf("bluelink: dial %s: every device advertising it was refused: %w", id, e)
 		}
-	}
-	if found == nil {
 		return nil, fmt.Errorf("bluelink: dial %s: %w", id, fleet.ErrLockAway)
 	}
+	found := &cands[0]
 	dev, err := l.opts.Adapter.Connect(ctx, bluez.DeviceOptions{Path: found.Path, Logger: l.opts.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("bluelink: connect %s (%s): %w", id, found.Address, err)
 	}
 	return &session{l: l, id: id, addr: found.Address, path: found.Path, dev: dev}, nil
+}
+
+// candidates are the devices advertising id that were not refused for it,
+// the address it last proved its identity from first; refused are the
+// addresses of those that were.
+func (l *Link) candidates(id bonds.LockID) (cands []bluez.LockInfo, refused []string) {
+	pref := ""
+	if l.opts.Address != nil {
+		pref = l.opts.Address(id)
+	}
+	for _, li := range l.opts.Adapter.Locks() {
+		if li.Err != nil || li.LockID != id {
+			continue
+		}
+		if _, ok := l.refused.get(id, li.Address); ok {
+			refused = append(refused, li.Address)
+			continue
+		}
+		if pref != "" && strings.EqualFold(li.Address, pref) {
+			cands = append([]bluez.LockInfo{li}, cands...)
+		} else {
+			cands = append(cands, li)
+		}
+	}
+	return cands, refused
+}
+
+// refuse records that the device of s did not prove the identity of its
+// lock: the refusal is remembered, counted and logged, and the error says
+// whether another device advertising the lock can be tried.
+func (l *Link) refuse(s *session, res *boundResolver, err error) error {
+	l.refused.add(s.id, s.addr, res.presented)
+	l.met.refused.Inc()
+	cands, _ := l.candidates(s.id)
+	e := &RefusedError{Lock: s.id, Address: s.addr, Presented: res.presented, Others: len(cands) > 0, Err: err}
+	if res.presented != "" {
+		l.met.impostors.Inc()
+		l.log.Warn("impostor refused: a device advertising the lock's ID proved another lock's credential",
+			"addr", s.addr, "lock", s.id.String(), "presented_lock", res.presented, "others_in_range", len(cands),
+			"avoided_for", l.opts.RefuseFor)
+	} else {
+		l.log.Warn("device refused: its credential does not prove the lock's identity",
+			"addr", s.addr, "lock", s.id.String(), "others_in_range", len(cands), "avoided_for", l.opts.RefuseFor, "err", res.refused)
+	}
+	return e
 }
 
 type session struct {
@@ -165,9 +256,26 @@ type session struct {
 // Options.ShouldBond says so, it bonds (see the package doc); the outcome
 // of that does not change Handshake's.
 func (s *session) Handshake(ctx context.Context) error {
-	conn, err := channel.Dial(ctx, channel.NewFragmentTransport(s.dev, s.l.opts.Fragment), s.l.opts.Channel)
+	cfg := s.l.opts.Channel
+	res := newBoundResolver(cfg.Verifier, s.id)
+	cfg.Verifier, cfg.Resolver = res.bound, res
+	conn, err := channel.Dial(ctx, channel.NewFragmentTransport(s.dev, s.l.opts.Fragment), cfg)
 	if err != nil {
+		if res.refused != nil {
+			return fmt.Errorf("bluelink: handshake with %s (%s): %w", s.id, s.addr, s.l.refuse(s, res, err))
+		}
 		return fmt.Errorf("bluelink: handshake with %s (%s): %w", s.id, s.addr, err)
+	}
+	peer := conn.Peer()
+	if peer == nil || peer.Kind != cred.KindLock || peer.Subject != cred.LockSubject(s.id) {
+		// The bound verifier refuses this; never go on without the proof.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		_ = conn.Close(cctx, frame.CloseNormal)
+		cancel()
+		return fmt.Errorf("bluelink: handshake with %s (%s): %w", s.id, s.addr, ErrRefused)
+	}
+	if o := s.l.opts.OnVerified; o != nil {
+		o(s.id, s.addr, peer.Raw)
 	}
 	lc := lockclient.New(conn)
 	s.mu.Lock()
@@ -360,9 +468,16 @@ func (s *session) Close() error {
 // restarting, the link dropped), or a deadline passed. A handshake the lock
 // refused (a credential problem) is not. A lock that closed the session
 // (idle, rekey) is retryable.
+//
+// A device refused because it did not prove the lock's identity
+// (*RefusedError) is retryable only while another device advertising the
+// lock is in range: the next Dial reaches that one.
 func Retryable(err error) bool {
 	if err == nil {
 		return false
+	}
+	if re, ok := errors.AsType[*RefusedError](err); ok {
+		return re.Others
 	}
 	if errors.Is(err, fleet.ErrLockAway) || bluez.Retryable(err) {
 		return true
