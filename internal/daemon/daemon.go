@@ -142,7 +142,8 @@ func Run(ctx context.Context, opts Options) (err error) {
 	link, err := bluelink.New(bluelink.Options{Adapter: ad, Logger: log, Channel: channel.Config{
 		Cert: keys.Cert, Key: keys.Key,
 		Verifier: &cred.Verifier{Roots: keys.Roots, Kinds: []cred.Kind{cred.KindLock}, Now: now},
-	}, Conn: conn, Agent: agent, ShouldBond: gate.shouldBond, OnBond: gate.onBond})
+	}, Conn: conn, Agent: agent, ShouldBond: gate.shouldBond, OnBond: gate.onBond,
+		OnVerified: gate.onVerified, Address: verifiedAddress(ctx, db), Now: now})
 	if err != nil {
 		return err
 	}
@@ -189,7 +190,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	}
 	intake.Store(in)
 
-	reg.MustRegister(bluez.NewCollector(ad), sched, in, ob, pres, sess.Collector(), newBondsCollector(db),
+	reg.MustRegister(bluez.NewCollector(ad), link, sched, in, ob, pres, sess.Collector(), newBondsCollector(db),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewBuildInfoCollector())
 
@@ -265,6 +266,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 		})
 	}
 	g.Go(func() error { presence(gctx, ad, db, sched, pres, log); return nil })
+	g.Go(func() error { sweepUnverified(gctx, db, now, log.With("subsystem", "bookkeeping")); return nil })
 	g.Go(func() error {
 		return notify.Watchdog(gctx, func() error {
 			if !ad.Ready() {
@@ -288,10 +290,11 @@ func Run(ctx context.Context, opts Options) (err error) {
 	return nil
 }
 
-// presence keeps the database's lock records current from the adapter's
-// events, publishes what the gateway hears (the retained locks topic, for
-// the backend's routing), and wakes the scheduler when a lock comes into
-// range.
+// presence keeps the last-seen values of the locks the database records
+// (those that proved their identity, see identity.go) current from the
+// adapter's events, publishes what the gateway hears (the retained locks
+// topic, for the backend's routing), and wakes the scheduler when a lock
+// comes into range. An advertised ID without a record writes nothing.
 func presence(ctx context.Context, ad *bluez.Adapter, db *bonds.DB, sched *fleet.Scheduler, pres *operator.Presence, log *slog.Logger) {
 	// The first view, even empty, replaces the previous run's retained one.
 	pres.Update(seenLocks(ad))
@@ -316,27 +319,7 @@ func presence(ctx context.Context, ad *bluez.Adapter, db *bonds.DB, sched *fleet
 				return
 			}
 			dirty = true
-			li := ev.Lock
-			if li.Err != nil || li.LockID == ([8]byte{}) {
-				continue
-			}
-			id := bonds.LockID(li.LockID)
-			if ev.Kind == bluez.Gone {
-				continue
-			}
-			err := db.UpdateSeen(id, li.LastSeen, int(li.RSSI), int(li.Battery), "")
-			if errors.Is(err, bonds.ErrNotFound) {
-				err = db.PutLock(ctx, bonds.Lock{ID: id, Address: li.Address, Bond: bonds.BondNone})
-				if err == nil {
-					err = db.UpdateSeen(id, li.LastSeen, int(li.RSSI), int(li.Battery), "")
-				}
-			}
-			if err != nil && ctx.Err() == nil {
-				log.Warn("recording a lock's presence", "lock", id, "err", err)
-			}
-			if ev.Kind == bluez.Appeared {
-				sched.Wake(id)
-			}
+			recordSighting(ctx, db, ev, sched.Wake, log)
 		}
 	}
 }

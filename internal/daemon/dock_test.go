@@ -142,6 +142,7 @@ type running struct {
 	cancel  context.CancelFunc
 	done    chan error
 	metrics string
+	logs    *logBuf // the daemon's log
 }
 
 // run starts the daemon and waits until it is ready.
@@ -152,11 +153,12 @@ func (d *dock) run() *running {
 	if err != nil {
 		d.t.Fatal(err)
 	}
-	r := &running{cancel: cancel, done: make(chan error, 1), conn: conn}
+	logger, logs := testLogBuf(d.t)
+	r := &running{cancel: cancel, done: make(chan error, 1), conn: conn, logs: logs}
 	ready := make(chan string, 1)
 	go func() {
 		defer conn.Close()
-		r.done <- Run(ctx, Options{Config: d.cfg, Bus: conn, Now: d.now, Logger: testLogger(d.t),
+		r.done <- Run(ctx, Options{Config: d.cfg, Bus: conn, Now: d.now, Logger: logger,
 			OnReady: func(addr string) { ready <- addr }})
 	}()
 	select {
@@ -330,7 +332,9 @@ func (l *logBuf) Write(p []byte) (int, error) {
 	return l.buf.Write(p)
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+// testLogBuf is a debug logger into a buffer, whose tail a failed test
+// prints.
+func testLogBuf(t *testing.T) (*slog.Logger, *logBuf) {
 	lb := &logBuf{}
 	t.Cleanup(func() {
 		if !t.Failed() {
@@ -344,5 +348,11 @@ func testLogger(t *testing.T) *slog.Logger {
 		}
 		t.Logf("daemon log (last %d lines):\n%s", len(lines), strings.Join(lines, "\n"))
 	})
-	return slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug})), lb
+}
+
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
 }

@@ -1,0 +1,163 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/gatewayd/gatewayd/bluez"
+	"github.com/gatewayd/gatewayd/bonds"
+)
+
+// A lock's record in the database stands for a lock that proved its
+// identity: it is created by the first handshake in which the device
+// proved a credential whose subject is the lock's ID (bluelink's
+// OnVerified), with the address it proved it from. An advertisement alone
+// (anyone can advertise any lock ID) writes nothing: it updates the
+// last-seen values of a lock already recorded (coalesced in memory, no
+// fsync), and wakes the scheduler. See docs/bluez.md, "Impostors".
+
+// Records of locks that never completed a handshake (left by earlier
+// versions, which recorded every advertised ID) expire: those not seen
+// for unverifiedMaxAge are deleted, and of the rest at most
+// unverifiedMax are kept, the most recently seen.
+const (
+	unverifiedMaxAge = 24 * time.Hour
+	unverifiedMax    = 64
+	unverifiedSweep  = time.Hour
+)
+
+// verifiedAddress is bluelink's Options.Address: the address a bonded
+// lock proved its identity from, which Dial tries first.
+func verifiedAddress(ctx context.Context, db *bonds.DB) func(bonds.LockID) string {
+	return func(id bonds.LockID) string {
+		l, err := db.Lock(ctx, id)
+		if err != nil || (l.Bond != bonds.BondBonded && l.Bond != bonds.BondLost) {
+			return ""
+		}
+		return l.Address
+	}
+}
+
+// onVerified is bluelink's OnVerified: a lock proved its identity from
+// addr. A lock without a record gets one (one write, on first contact),
+// so the bond gate can record its bond; a record without a credential or
+// address (an older version's, from an advertisement) gets them.
+func (g *bondGate) onVerified(id bonds.LockID, addr string, credential []byte) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(g.ctx), 5*time.Second)
+	defer cancel()
+	l, err := g.db.Lock(ctx, id)
+	switch {
+	case errors.Is(err, bonds.ErrNotFound):
+		err = g.db.PutLock(ctx, bonds.Lock{ID: id, Address: addr, Credential: bytes.Clone(credential), Bond: bonds.BondNone})
+		if err == nil {
+			g.log.Info("lock proved its identity: recorded", "lock", id.String(), "addr", addr)
+		}
+	case err == nil && (len(l.Credential) == 0 || (l.Bond == bonds.BondNone && l.Address != normAddr(addr))):
+		_, err = g.db.UpdateLock(ctx, id, func(l *bonds.Lock) error {
+			if len(l.Credential) == 0 {
+				l.Credential = bytes.Clone(credential)
+			}
+			if l.Bond == bonds.BondNone {
+				l.Address = addr
+			}
+			return nil
+		})
+	}
+	if err != nil {
+		g.log.Warn("recording a lock that proved its identity", "lock", id.String(), "err", err)
+	}
+}
+
+// normAddr is the form bonds stores addresses in.
+func normAddr(a string) string { return string(bytes.ToUpper(bytes.TrimSpace([]byte(a)))) }
+
+// pruneUnverified deletes the records of locks that never completed a
+// handshake: no credential, no bond, no users, and not seen for maxAge;
+// of those left, all but the max most recently seen. It returns how many
+// it deleted.
+func pruneUnverified(ctx context.Context, db *bonds.DB, now time.Time, maxAge time.Duration, max int) (int, error) {
+	locks, err := db.Locks(ctx)
+	if err != nil {
+		return 0, err
+	}
+	type cand struct {
+		id   bonds.LockID
+		seen time.Time
+	}
+	var unverified []cand
+	for _, l := range locks {
+		if len(l.Credential) != 0 || l.Bond != bonds.BondNone {
+			continue
+		}
+		users, err := db.Users(ctx, l.ID)
+		if err != nil {
+			return 0, err
+		}
+		if len(users) > 0 {
+			continue // an operator asked for users: keep it
+		}
+		seen := l.LastSeen
+		if seen.IsZero() {
+			seen = l.CreatedAt
+		}
+		unverified = append(unverified, cand{l.ID, seen})
+	}
+	// Most recently seen first: beyond max, or too old, goes.
+	slices.SortFunc(unverified, func(a, b cand) int { return b.seen.Compare(a.seen) })
+	n := 0
+	for i, c := range unverified {
+		if i < max && now.Sub(c.seen) < maxAge {
+			continue
+		}
+		if err := db.DeleteLock(ctx, c.id); err != nil && !errors.Is(err, bonds.ErrNotFound) {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+// sweepUnverified runs pruneUnverified at start and every
+// unverifiedSweep until ctx ends.
+func sweepUnverified(ctx context.Context, db *bonds.DB, now func() time.Time, log *slog.Logger) {
+	t := time.NewTicker(unverifiedSweep)
+	defer t.Stop()
+	for {
+		n, err := pruneUnverified(ctx, db, now(), unverifiedMaxAge, unverifiedMax)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			log.Warn("deleting records of locks that never proved their identity", "err", err)
+		case n > 0:
+			log.Info("deleted records of locks that never proved their identity", "deleted", n,
+				"max_age", unverifiedMaxAge, "max", unverifiedMax)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// recordSighting handles one of the adapter's events: the last-seen
+// values of a recorded lock are updated (in memory, coalesced: no fsync),
+// an advertised ID without a record writes nothing, and a lock coming
+// into range wakes the scheduler (wake), which may hold commands for it.
+func recordSighting(ctx context.Context, db *bonds.DB, ev bluez.Event, wake func(bonds.LockID), log *slog.Logger) {
+	li := ev.Lock
+	if li.Err != nil || li.LockID == ([8]byte{}) || ev.Kind == bluez.Gone {
+		return
+	}
+	id := bonds.LockID(li.LockID)
+	err := db.UpdateSeen(id, li.LastSeen, int(li.RSSI), int(li.Battery), "")
+	if err != nil && !errors.Is(err, bonds.ErrNotFound) && ctx.Err() == nil && log != nil {
+		log.Warn("recording a lock's presence", "lock", id, "err", err)
+	}
+	if ev.Kind == bluez.Appeared {
+		wake(id)
+	}
+}
