@@ -8,6 +8,16 @@
 // of them imports the others. It may import those, bonds (for lock IDs)
 // and the standard library.
 //
+// # Identity
+//
+// An advertisement proves nothing. Each handshake binds the gateway's
+// verifier to the lock ID dialled (docs/protocol.md §5.8 step 12), so a
+// device that proves another lock's genuine credential (an impostor) is
+// refused before any command or bonding, counted, logged with its address
+// and both IDs, and not dialled for that lock again for RefuseFor; Dial
+// tries the lock's bonded address first, then the other devices
+// advertising its ID (identity.go).
+//
 // # Bonding
 //
 // With Options.ShouldBond, a session bonds with its lock right after the
@@ -101,6 +111,12 @@ type Options struct {
 	// subject): the device's address and the credential. It is called from
 	// the session's goroutine, before ShouldBond.
 	OnVerified func(lock bonds.LockID, addr string, credential []byte)
+	// OnRefused, if not nil, is told about each device refused in the
+	// handshake because it did not prove the lock's identity: presented is
+	// the other lock's ID its credential names (an impostor), "" if none.
+	// A caller that recorded addr as the lock's forgets it (and its bond).
+	// It is called from the session's goroutine.
+	OnRefused func(lock bonds.LockID, addr, presented string)
 	// RefuseFor is how long a device whose credential was refused for a
 	// lock is not dialled again for that lock (0: DefaultRefuseFor), and
 	// MaxRefused how many such devices are remembered at most (0:
@@ -225,6 +241,9 @@ func (l *Link) candidates(id bonds.LockID) (cands []bluez.LockInfo, refused []st
 func (l *Link) refuse(s *session, res *boundResolver, err error) error {
 	l.refused.add(s.id, s.addr, res.presented)
 	l.met.refused.Inc()
+	if o := l.opts.OnRefused; o != nil {
+		o(s.id, s.addr, res.presented)
+	}
 	cands, _ := l.candidates(s.id)
 	e := &RefusedError{Lock: s.id, Address: s.addr, Presented: res.presented, Others: len(cands) > 0, Err: err}
 	if res.presented != "" {

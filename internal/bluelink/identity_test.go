@@ -93,7 +93,11 @@ func TestAttackImpostorRefused(t *testing.T) {
 	)
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	l := r.bondingLink(t, bond, slog.New(slog.NewTextHandler(&logs, nil)))
+	var refusedCalls []string
 	l.opts.OnVerified, l.opts.Now = ver.onVerified, clock
+	l.opts.OnRefused = func(id bonds.LockID, addr, presented string) {
+		refusedCalls = append(refusedCalls, id.String()+" "+addr+" "+presented)
+	}
 	l.refused.now = clock
 
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
@@ -113,6 +117,9 @@ func TestAttackImpostorRefused(t *testing.T) {
 	}
 	if got := ver.get(); len(got) != 0 {
 		t.Errorf("impostor verified: %v", got)
+	}
+	if want := lockA.String() + " " + impostorAddr + " " + lockB.String(); len(refusedCalls) != 1 || refusedCalls[0] != want {
+		t.Errorf("OnRefused calls %q, want %q", refusedCalls, want)
 	}
 	if ev := bond.take(); len(ev) != 0 || len(bond.asked) != 0 {
 		t.Errorf("bonding with the impostor: asked %v, events %v", bond.asked, ev)

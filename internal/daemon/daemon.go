@@ -143,7 +143,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 		Cert: keys.Cert, Key: keys.Key,
 		Verifier: &cred.Verifier{Roots: keys.Roots, Kinds: []cred.Kind{cred.KindLock}, Now: now},
 	}, Conn: conn, Agent: agent, ShouldBond: gate.shouldBond, OnBond: gate.onBond,
-		OnVerified: gate.onVerified, Address: verifiedAddress(ctx, db), Now: now})
+		OnVerified: gate.onVerified, OnRefused: gate.onRefused, Address: verifiedAddress(ctx, db), Now: now})
 	if err != nil {
 		return err
 	}

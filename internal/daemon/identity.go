@@ -72,6 +72,33 @@ func (g *bondGate) onVerified(id bonds.LockID, addr string, credential []byte) {
 	}
 }
 
+// onRefused is bluelink's OnRefused: the device at addr did not prove
+// lock id's identity. If the database holds addr as the lock's address
+// (written by an older version from an advertisement, or adopted from
+// BlueZ), the address and any bond with it are forgotten: the lock's bond
+// state becomes none, so the lock is bonded again at its real address,
+// and the reconciler removes BlueZ's bond with addr, which no lock has
+// any more.
+func (g *bondGate) onRefused(id bonds.LockID, addr, presented string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(g.ctx), 5*time.Second)
+	defer cancel()
+	l, err := g.db.Lock(ctx, id)
+	if err != nil || l.Address == "" || l.Address != normAddr(addr) {
+		return
+	}
+	if _, err := g.db.UpdateLock(ctx, id, func(l *bonds.Lock) error {
+		if l.Address == normAddr(addr) {
+			l.Address, l.Bond, l.BondedAt = "", bonds.BondNone, time.Time{}
+		}
+		return nil
+	}); err != nil {
+		g.log.Warn("forgetting a refused device's address", "lock", id.String(), "addr", addr, "err", err)
+		return
+	}
+	g.log.Warn("the lock's recorded address did not prove its identity: address and bond forgotten",
+		"lock", id.String(), "addr", addr, "presented_lock", presented, "bond_was", string(l.Bond))
+}
+
 // normAddr is the form bonds stores addresses in.
 func normAddr(a string) string { return string(bytes.ToUpper(bytes.TrimSpace([]byte(a)))) }
 

@@ -1,10 +1,12 @@
 package daemon
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -244,5 +246,62 @@ func TestAttackAdvertisementFlood(t *testing.T) {
 	// The most recently seen are the ones kept.
 	if !kept[bonds.LockID{0x77, 99}] || kept[bonds.LockID{0x77, 0}] {
 		t.Errorf("kept the wrong unverified records")
+	}
+}
+
+// pairedFake is BlueZ's paired devices for bonds.Reconcile.
+type pairedFake struct{ addrs, removed []string }
+
+func (p *pairedFake) PairedDevices(context.Context) ([]string, error) { return p.addrs, nil }
+func (p *pairedFake) RemoveBond(_ context.Context, addr string) error {
+	p.removed = append(p.removed, addr)
+	return nil
+}
+
+// TestAttackImpostorAtRecordedAddress: the database holds lock A bonded at
+// an impostor's address (written by an older version, which recorded the
+// advertiser's address and bonded after an unbound handshake). When that
+// device fails to prove A's identity, the address and the bond are
+// forgotten, so Dial no longer prefers it, the reconciler removes BlueZ's
+// bond with it (no lock has that address any more), and the real lock's
+// proof records its own address. A refusal at another address changes
+// nothing.
+func TestAttackImpostorAtRecordedAddress(t *testing.T) {
+	ctx := t.Context()
+	db, err := bonds.Open(filepath.Join(t.TempDir(), "gatewayd.db"), bonds.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	lockA, lockB := bonds.LockID{0x4c, 0x4b, 0, 0, 0, 0, 0, 1}, bonds.LockID{0x4c, 0x4b, 0, 0, 0, 0, 0, 2}
+	const impostor, realAddr = "A0:00:00:00:00:01", "C0:00:00:00:00:01"
+	must(t, db.PutLock(ctx, bonds.Lock{ID: lockA, Address: impostor, Bond: bonds.BondBonded, Credential: []byte{0x84}}))
+	g := newBondGate(ctx, db, time.Now, slog.New(slog.DiscardHandler))
+	addr := verifiedAddress(ctx, db)
+	if a := addr(lockA); a != impostor {
+		t.Fatalf("bonded address %q", a)
+	}
+
+	g.onRefused(lockA, "c0:00:00:00:00:09", lockB.String()) // another device: nothing
+	if l, _ := db.Lock(ctx, lockA); l.Bond != bonds.BondBonded || l.Address != impostor {
+		t.Errorf("a refusal at another address changed the record: %+v", l)
+	}
+	g.onRefused(lockA, strings.ToLower(impostor), lockB.String())
+	l, err := db.Lock(ctx, lockA)
+	if err != nil || l.Bond != bonds.BondNone || l.Address != "" || !l.BondedAt.IsZero() {
+		t.Errorf("after the refusal at the recorded address: %+v %v", l, err)
+	}
+	if a := addr(lockA); a != "" {
+		t.Errorf("Dial still prefers %q", a)
+	}
+	p := &pairedFake{addrs: []string{impostor}}
+	rep, err := db.Reconcile(ctx, p, bonds.Policy{})
+	if err != nil || len(p.removed) != 1 || p.removed[0] != impostor || len(rep.Adopted) != 0 {
+		t.Errorf("reconcile: %+v %v, removed %v", rep, err, p.removed)
+	}
+
+	g.onVerified(lockA, realAddr, []byte{0x84})
+	if l, _ := db.Lock(ctx, lockA); l.Address != realAddr || l.Bond != bonds.BondNone {
+		t.Errorf("after the real lock's proof: %+v", l)
 	}
 }
