@@ -104,16 +104,19 @@ func normAddr(a string) string { return string(bytes.ToUpper(bytes.TrimSpace([]b
 
 // pruneUnverified deletes the records of locks that never completed a
 // handshake: no credential, no bond, no users, and not seen for maxAge;
-// of those left, all but the max most recently seen. It returns how many
-// it deleted.
+// of those left, all but the max most recently seen. The ones it keeps
+// lose the address an advertisement gave them, which nothing proved, so
+// that bond reconciliation never adopts a bond with it. It returns how
+// many it deleted.
 func pruneUnverified(ctx context.Context, db *bonds.DB, now time.Time, maxAge time.Duration, max int) (int, error) {
 	locks, err := db.Locks(ctx)
 	if err != nil {
 		return 0, err
 	}
 	type cand struct {
-		id   bonds.LockID
-		seen time.Time
+		id      bonds.LockID
+		seen    time.Time
+		address bool
 	}
 	var unverified []cand
 	for _, l := range locks {
@@ -131,13 +134,24 @@ func pruneUnverified(ctx context.Context, db *bonds.DB, now time.Time, maxAge ti
 		if seen.IsZero() {
 			seen = l.CreatedAt
 		}
-		unverified = append(unverified, cand{l.ID, seen})
+		unverified = append(unverified, cand{l.ID, seen, l.Address != ""})
 	}
 	// Most recently seen first: beyond max, or too old, goes.
 	slices.SortFunc(unverified, func(a, b cand) int { return b.seen.Compare(a.seen) })
 	n := 0
 	for i, c := range unverified {
 		if i < max && now.Sub(c.seen) < maxAge {
+			if c.address {
+				_, err := db.UpdateLock(ctx, c.id, func(l *bonds.Lock) error {
+					if len(l.Credential) == 0 && l.Bond == bonds.BondNone {
+						l.Address = ""
+					}
+					return nil
+				})
+				if err != nil && !errors.Is(err, bonds.ErrNotFound) {
+					return n, err
+				}
+			}
 			continue
 		}
 		if err := db.DeleteLock(ctx, c.id); err != nil && !errors.Is(err, bonds.ErrNotFound) {

@@ -247,6 +247,20 @@ func TestAttackAdvertisementFlood(t *testing.T) {
 	if !kept[bonds.LockID{0x77, 99}] || kept[bonds.LockID{0x77, 0}] {
 		t.Errorf("kept the wrong unverified records")
 	}
+	// Their unproven addresses are gone: reconciliation adopts no bond
+	// with them. The verified and bonded locks keep theirs.
+	for _, l := range locks {
+		switch {
+		case l.ID[0] == 0x77 && l.Address != "":
+			t.Errorf("unverified %s keeps the advertised address %s", l.ID, l.Address)
+		case (l.ID == verified || l.ID == bonded) && l.Address == "":
+			t.Errorf("%s lost its address", l.ID)
+		}
+	}
+	rep, err := db.Reconcile(ctx, &pairedFake{addrs: []string{"D0:00:00:00:00:01"}}, bonds.Policy{})
+	if err != nil || len(rep.Adopted) != 0 || len(rep.Removed) != 1 {
+		t.Errorf("reconcile with a BlueZ bond at the advertised address: %+v %v", rep, err)
+	}
 }
 
 // pairedFake is BlueZ's paired devices for bonds.Reconcile.
