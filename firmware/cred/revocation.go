@@ -226,7 +226,7 @@ func ParseRevocations(raw []byte, roots Roots) (*Revocations, error) {
 
 // sigStructureWith is the COSE Sig_structure of a COSE_Sign1 (RFC 9052
 // §4.4) with protected header protected (a bstr's content, here at most 255
-// bytes) and no external AAD: ["Signature1", protected, h'', payload].
+// bytes) and no external AAD: ["Signature1", protected, h”, payload].
 func sigStructureWith(protected, payload []byte) []byte {
 	b, err := encMode.Marshal([]any{"Signature1", protected, []byte{}, payload})
 	if err != nil {
