@@ -94,10 +94,19 @@ func (l *Lock) handleLocked(peerCert *cred.Cert, peer Peer, req *command.Request
 			return l.refuse(res, peerCert, peer, req.Op, fmt.Errorf("%w: user %q no longer holds a valid slot", command.ErrForbidden, peerCert.Subject))
 		}
 	}
+	if err := l.checkRevokedLocked(peerCert); err != nil {
+		// Revoked during its session (set-revocations): it loses it at once.
+		return l.refuse(res, peerCert, peer, req.Op, fmt.Errorf("%w: session peer: %w", command.ErrForbidden, err))
+	}
 	v := command.Verifier{Roots: l.opts.Roots, LockID: l.id, Now: l.nowLocked}
 	ver, err := v.Authorize(req, peerCert)
 	if err != nil {
 		return l.refuse(res, peerCert, peer, req.Op, err)
+	}
+	if ver != nil {
+		if err := l.checkRevokedLocked(ver.Signer); err != nil {
+			return l.refuse(res, peerCert, peer, req.Op, fmt.Errorf("%w: %w", command.ErrSignerRejected, err))
+		}
 	}
 	args := req.Args
 	if ver == nil {
@@ -194,7 +203,8 @@ func (l *Lock) execute(res *command.Result, peerCert *cred.Cert, peer Peer, op c
 			until = u
 		}
 		res.Data, _ = command.EncodeLockStatus(command.LockStatus{LockoutUntil: until,
-			Failures: uint32(l.lo.failures(peer.Address)), Users: uint8(users), Slots: uint8(l.slots)})
+			Failures: uint32(l.lo.failures(peer.Address)), Users: uint8(users), Slots: uint8(l.slots),
+			Revocations: l.revocationSerial()})
 		return ok(audit.EventCommandOK)
 
 	case command.OpAddUser:
@@ -272,6 +282,9 @@ func (l *Lock) execute(res *command.Result, peerCert *cred.Cert, peer Peer, op c
 		}
 		res.Data = d
 		return ok(audit.EventCommandOK)
+
+	case command.OpSetRevocations:
+		return l.setRevocations(res, fail, ok, a.Revocations)
 
 	case command.OpSetTime:
 		rtc := time.Now()

@@ -93,6 +93,9 @@ type Lock struct {
 	bonds  map[string]bool
 	window bondWindow
 	bolt   command.LockState
+	// revoked is the fleet revocation list held (revocations.go); nil:
+	// none.
+	revoked *cred.Revocations
 }
 
 // New boots a lock from its storage: it loads users, counters, clock and

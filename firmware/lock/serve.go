@@ -133,11 +133,17 @@ func (r resolver) ResolveCredential(idCred []byte) (edhoc.Credential, error) {
 		return c, err
 	}
 	cert, _ := c.Info.(*cred.Cert)
-	if cert == nil || cert.Kind != cred.KindUser {
+	if cert == nil {
 		return c, nil
 	}
 	r.l.mu.Lock()
 	defer r.l.mu.Unlock()
+	if err := r.l.checkRevokedLocked(cert); err != nil {
+		return edhoc.Credential{}, fmt.Errorf("%w: %w", edhoc.ErrCredentialRejected, err)
+	}
+	if cert.Kind != cred.KindUser {
+		return c, nil
+	}
 	_, u := r.l.findUser(cert.Subject)
 	switch {
 	case u == nil:

@@ -112,7 +112,7 @@ func (l *Lock) load() error {
 			l.users[i] = &u
 		}
 	}
-	return nil
+	return l.loadRevocations()
 }
 
 func (l *Lock) getRecord(key uint16, v any) error {
