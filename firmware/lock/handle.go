@@ -125,6 +125,12 @@ func (l *Lock) handleLocked(peerCert *cred.Cert, peer Peer, req *command.Request
 		return l.refuse(res, peerCert, peer, req.Op,
 			fmt.Errorf("%w: counter %d, last seen %d", command.ErrReplay, ver.Counter, last.Counter))
 	}
+	if !known && l.st.forgotten(ver.Body.NotAfter) {
+		// The clock may have moved back since this signer was forgotten.
+		return l.refuse(res, peerCert, peer, req.Op,
+			fmt.Errorf("%w: signer unknown and not_after %d not after the forget horizon %d; sign with a later not_after",
+				command.ErrReplay, ver.Body.NotAfter.Unix(), l.st.ForgetHorizon))
+	}
 	if !known && !l.st.makeRoom(now) {
 		return l.refuse(res, peerCert, peer, req.Op, fmt.Errorf("%w: signer table full", command.ErrInternal))
 	}
