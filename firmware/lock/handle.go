@@ -62,7 +62,9 @@ func (l *Lock) refuse(res *command.Result, peerCert *cred.Cert, peer Peer, op co
 	switch res.Status {
 	case command.StatusForbidden, command.StatusBadSignature, command.StatusSignerRejected,
 		command.StatusWrongLock, command.StatusReplay, command.StatusMalformed:
-		if until := l.lo.fail(peer.Address, now); until.After(now) {
+		// An authenticated session's failure: its address backs off, the
+		// global throttle (for unauthenticated handshakes) does not move.
+		if until := l.lo.failAuthenticated(peer.Address, now); until.After(now) {
 			l.record(Event{Kind: audit.EventLockout, Actor: addrActor(peer.Address), Status: uint16(min(until.Sub(now)/time.Second, 65535))})
 		}
 	}
@@ -83,7 +85,7 @@ func detail(err error) string {
 func (l *Lock) handleLocked(peerCert *cred.Cert, peer Peer, req *command.Request) *command.Result {
 	res := l.resultLocked(req.RequestID, command.StatusOK)
 	now := l.nowLocked()
-	if until := l.lo.until(peer.Address, now); !until.IsZero() {
+	if until := l.lo.peerUntil(peer.Address, now); !until.IsZero() {
 		res.Status = command.StatusLockedOut
 		res.Detail = command.LockedOutDetail(until.Sub(now))
 		return res

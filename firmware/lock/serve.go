@@ -55,9 +55,10 @@ func (l *Lock) serveOne(ctx context.Context, t Transport, peer Peer) error {
 	if len(msg) == 0 || msg[0] != channel.MsgEDHOC1 {
 		return nil // §3.3: dropped in CONNECTED
 	}
-	if until := l.lo.until(peer.Address, l.Now()); !until.IsZero() {
+	now := l.Now()
+	if until := l.lo.admit(peer.Address, l.reserved(peer), now); !until.IsZero() {
 		pe := &edhoc.ProtocolError{Code: edhoc.ErrCodeUnspecified,
-			Info: fmt.Sprintf("locked out for %d s", int(until.Sub(l.Now()).Seconds())+1)}
+			Info: fmt.Sprintf("locked out for %d s", int(until.Sub(now).Seconds())+1)}
 		_ = t.Send(ctx, append([]byte{channel.MsgEDHOCError}, pe.Message()...))
 		return nil
 	}
