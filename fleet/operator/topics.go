@@ -36,6 +36,11 @@ type Topics struct {
 	// Locks is published (QoS 1, retained) by a [Presence]: the locks the
 	// gateway hears.
 	Locks string
+	// Revocations is subscribed (QoS 1): the fleet's revocation list,
+	// retained, published by the fleet (gatewayctl revoke), the same for
+	// every gateway: P/fleet/revocations, the one topic not below
+	// P/gw/G/.
+	Revocations string
 }
 
 // NewTopics returns the topics of gateway gatewayID under prefix (""
@@ -57,7 +62,7 @@ func NewTopics(prefix, gatewayID string) (Topics, error) {
 	return Topics{
 		Prefix: prefix, GatewayID: gatewayID,
 		Cmd: base + "cmd", Result: base + "result", Rejected: base + "rejected", Status: base + "status",
-		Locks: base + "locks",
+		Locks: base + "locks", Revocations: prefix + "/fleet/revocations",
 	}, nil
 }
 
