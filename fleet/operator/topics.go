@@ -66,6 +66,19 @@ func NewTopics(prefix, gatewayID string) (Topics, error) {
 	}, nil
 }
 
+// RevocationsTopic returns the fleet's revocations topic under prefix (""
+// means DefaultPrefix): P/fleet/revocations, the same for every gateway.
+// Errors wrap ErrInvalidTopic.
+func RevocationsTopic(prefix string) (string, error) {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	if err := validPrefix(prefix); err != nil {
+		return "", err
+	}
+	return prefix + "/fleet/revocations", nil
+}
+
 // ValidGatewayID reports, as an error wrapping ErrInvalidTopic, whether id
 // is not a valid gateway ID: 1..64 bytes of [A-Za-z0-9._-].
 func ValidGatewayID(id string) error {
