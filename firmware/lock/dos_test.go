@@ -164,3 +164,30 @@ func TestAuthenticatedFailuresDoNotTripGlobalCap(t *testing.T) {
 		}
 	}
 }
+
+// TestAttackClockMovedBackDoesNotStretchLockout: set-time moving the clock
+// back an hour must not turn a 60 s throttle, a 5 s slot or a peer's
+// backoff into an hour-long lockout.
+func TestAttackClockMovedBackDoesNotStretchLockout(t *testing.T) {
+	l := newLockout(LockoutPolicy{})
+	now := time.Unix(100_000, 0)
+	for i := range 21 {
+		l.fail(fmt.Sprintf("p%d", i), now)
+	}
+	for range 10 {
+		l.fail("a", now)
+	}
+	if !l.admit("fresh", false, now).IsZero() {
+		t.Fatal("the first handshake of the slot was refused")
+	}
+	back := now.Add(-time.Hour)
+	if u := l.admit("fresh-2", false, back); u.Sub(back) > 5*time.Second {
+		t.Fatalf("after the clock moved back: next slot in %v", u.Sub(back))
+	}
+	if u := l.until("fresh-3", back); u.Sub(back) > time.Minute {
+		t.Fatalf("after the clock moved back: throttle for %v", u.Sub(back))
+	}
+	if u := l.peerUntil("a", back); u.Sub(back) > 5*time.Minute {
+		t.Fatalf("after the clock moved back: a peer's backoff of %v", u.Sub(back))
+	}
+}

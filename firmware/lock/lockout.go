@@ -86,6 +86,7 @@ func newLockout(p LockoutPolicy) *lockout {
 func (l *lockout) until(peer string, now time.Time) time.Time {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.clamp(now)
 	u := l.global
 	if f, ok := l.peers[peer]; ok && f.until.After(u) {
 		u = f.until
@@ -104,6 +105,7 @@ func (l *lockout) until(peer string, now time.Time) time.Time {
 func (l *lockout) admit(peer string, reserved bool, now time.Time) time.Time {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.clamp(now)
 	if f, ok := l.peers[peer]; ok && f.until.After(now) {
 		return f.until
 	}
@@ -123,10 +125,29 @@ func (l *lockout) admit(peer string, reserved bool, now time.Time) time.Time {
 func (l *lockout) peerUntil(peer string, now time.Time) time.Time {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.clamp(now)
 	if f, ok := l.peers[peer]; ok && f.until.After(now) {
 		return f.until
 	}
 	return time.Time{}
+}
+
+// clamp keeps every end within its longest duration from now. The times
+// are on the lock's clock, which set-time may move back: without this, a
+// clock moved back an hour would stretch a 5 s slot or a 60 s throttle to
+// an hour. Called with mu held.
+func (l *lockout) clamp(now time.Time) {
+	if l.global.Sub(now) > l.p.GlobalLockout {
+		l.global = now.Add(l.p.GlobalLockout)
+	}
+	if l.slot.Sub(now) > l.p.GlobalInterval {
+		l.slot = now.Add(l.p.GlobalInterval)
+	}
+	for _, f := range l.peers {
+		if f.until.Sub(now) > l.p.Max {
+			f.until = now.Add(l.p.Max)
+		}
+	}
 }
 
 // fail records an unauthenticated failure of peer at now (a refused
