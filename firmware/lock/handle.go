@@ -14,11 +14,13 @@ import (
 // encoded result. peerCert is the session peer's verified credential and
 // peer its link. It never returns an error: every refusal is a status.
 //
-// The order (docs/protocol.md §13.2): parse; lockout; authorise (the session
-// peer's permissions, or the signed command: credential, signature, role,
-// lock ID, expiry); for signed commands, command ID not executed before and
-// counter above the signer's last; persist the counter with the command as
-// pending BEFORE any effect; act; persist the outcome.
+// The order (docs/protocol.md §13.2): parse; lockout; the session peer
+// still installed (users) and not revoked; authorise (the session peer's
+// permissions, or the signed command: credential, signature, role, lock
+// ID, expiry, signer not revoked); for signed commands, command ID not
+// executed before, counter above the signer's last, an unknown signer's
+// not_after after the forget horizon; persist the counter with the command
+// as pending BEFORE any effect; act; persist the outcome.
 func (l *Lock) Handle(peerCert *cred.Cert, peer Peer, plaintext []byte) []byte {
 	req, perr := command.ParseRequest(plaintext)
 	l.mu.Lock()

@@ -123,9 +123,10 @@ func (l *Lock) serveSession(ctx context.Context, conn *channel.Conn, peer Peer) 
 	}
 }
 
-// resolver checks a peer's credential with the lock's verifier and, for a
-// user, against the user table: a user must hold a slot with the same
-// public key, inside the slot's validity window by the lock's clock.
+// resolver checks a peer's credential with the lock's verifier, against
+// the revocation list held (§13.9) and, for a user, against the user
+// table: a user must hold a slot with the same public key, inside the
+// slot's validity window by the lock's clock.
 type resolver struct{ l *Lock }
 
 func (r resolver) ResolveCredential(idCred []byte) (edhoc.Credential, error) {
