@@ -166,3 +166,27 @@ func TestProtectedRevocationsIsDeterministicCBOR(t *testing.T) {
 		t.Fatalf("ProtectedRevocations %x, want %x (%v)", ProtectedRevocations, b, err)
 	}
 }
+
+// FuzzParseRevocations: any bytes are refused cleanly or give a list that
+// is exactly what its root would issue for the same content.
+func FuzzParseRevocations(f *testing.F) {
+	gw, _ := KID(KindGateway, "gw-berlin-0042")
+	for _, kids := range [][][]byte{nil, {gw}} {
+		raw, err := IssueRevocations(rootKey, rootKID, 3, t0, kids)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(raw)
+	}
+	f.Add(mustIssue(f, claimsFor(KindOperator, RoleAdmin)))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		r, err := ParseRevocations(raw, testRoots())
+		if err != nil {
+			return
+		}
+		again, err := IssueRevocations(rootKey, rootKID, r.Serial, r.IssuedAt, r.Revoked)
+		if err != nil || !bytes.Equal(again, raw) {
+			t.Fatalf("accepted %x, which the root would issue as %x (%v)", raw, again, err)
+		}
+	})
+}
