@@ -105,6 +105,11 @@ const DefaultBondTimeout = 30 * time.Second
 // passkey-entry pairing with it, so the gateway does not pair.
 var ErrBondPeer = errors.New("bluelink: the bond window is not open for our adapter")
 
+// ErrLockRevoked is returned by Handshake when the lock's credential is
+// revoked by the fleet revocation list (Options.Revocations): the gateway
+// does not talk to it. Not retryable.
+var ErrLockRevoked = errors.New("bluelink: the lock's credential is revoked")
+
 // Link reaches locks through BlueZ. It satisfies fleet.Link.
 type Link struct {
 	opts Options
@@ -181,12 +186,22 @@ func (s *session) Handshake(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("bluelink: handshake with %s (%s): %w", s.id, s.addr, err)
 	}
+	var list *cred.Revocations
+	if s.l.opts.Revocations != nil {
+		list = s.l.opts.Revocations()
+	}
+	if list.IsRevoked(conn.Peer().KID) {
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		_ = conn.Close(cctx, frame.CloseNormal)
+		cancel()
+		return fmt.Errorf("bluelink: handshake with %s (%s): %w by revocation list %d", s.id, s.addr, ErrLockRevoked, list.Serial)
+	}
 	lc := lockclient.New(conn)
 	s.mu.Lock()
 	s.conn, s.lc = conn, lc
 	s.mu.Unlock()
 	s.maybeBond(ctx, lc)
-	s.syncRevocations(ctx, lc)
+	s.syncRevocations(ctx, lc, list)
 	return nil
 }
 
@@ -198,11 +213,7 @@ const RevocationTimeout = 10 * time.Second
 // lock holds an older one: status tells the lock's serial (asked only when
 // the list is newer than what the link last learnt of this lock), then
 // set-revocations. Failures are logged; the next session tries again.
-func (s *session) syncRevocations(ctx context.Context, lc *lockclient.Client) {
-	if s.l.opts.Revocations == nil {
-		return
-	}
-	list := s.l.opts.Revocations()
+func (s *session) syncRevocations(ctx context.Context, lc *lockclient.Client, list *cred.Revocations) {
 	if list == nil {
 		return
 	}

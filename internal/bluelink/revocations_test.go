@@ -2,6 +2,7 @@ package bluelink
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -57,5 +58,35 @@ func TestRevocationListCarriedToLock(t *testing.T) {
 	}
 	if asked != 2 {
 		t.Fatalf("list asked %d times, want once per session", asked)
+	}
+}
+
+// TestAttackRevokedLockRefusedByGateway: a lock whose credential the fleet
+// revoked (a cloned or stolen lock key) gets no session from the gateway.
+func TestAttackRevokedLockRefusedByGateway(t *testing.T) {
+	r := newRig(t, 1)
+	lockKID := r.ids[0][:]
+	raw, err := cred.IssueRevocations(r.fleet.Root, r.fleet.RootKID, 1, r.fleet.Now, [][]byte{lockKID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := cred.ParseRevocations(raw, r.fleet.Roots)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.link.opts.Revocations = func() *cred.Revocations { return list }
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	s, err := r.link.Dial(ctx, r.ids[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	err = s.(fleet.Handshaker).Handshake(ctx)
+	if !errors.Is(err, ErrLockRevoked) || Retryable(err) {
+		t.Fatalf("handshake with a revoked lock: %v (retryable %v)", err, Retryable(err))
+	}
+	if r.locks[0].RevocationSerial() != 0 {
+		t.Fatal("the gateway handed its list to a lock it refuses")
 	}
 }
