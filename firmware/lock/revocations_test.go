@@ -3,6 +3,7 @@ package lock
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/gatewayd/gatewayd/firmware/command"
 	"github.com/gatewayd/gatewayd/firmware/cred"
 	"github.com/gatewayd/gatewayd/firmware/edhoc"
+	"github.com/gatewayd/gatewayd/firmware/lock/flash"
 	"github.com/gatewayd/gatewayd/firmware/lockclient"
 )
 
@@ -160,4 +162,95 @@ func TestRevokedUserHandshakeRefused(t *testing.T) {
 	if _, err := e.connect(u, "AA:BB:CC:00:00:98"); err == nil {
 		t.Fatal("a revoked user completed a handshake")
 	}
+}
+
+// fullList is a list of cred.MaxRevoked kids, the largest the lock takes,
+// revoking the given parties and fillers.
+func (e *env) fullList(serial uint64, parties ...channeltest.Party) []byte {
+	e.t.Helper()
+	kids := make([][]byte, 0, cred.MaxRevoked)
+	for _, p := range parties {
+		kids = append(kids, p.Cert.KID)
+	}
+	for i := 0; len(kids) < cred.MaxRevoked; i++ {
+		kids = append(kids, []byte{0xf0, 0, 0, 0, 0, 0, byte(serial), byte(i)})
+	}
+	raw, err := cred.IssueRevocations(e.fleet.Root, e.fleet.RootKID, serial, e.fleet.Now, kids)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return raw
+}
+
+// TestRevocationListOnFlashSurvivesRebootAndPowerCuts: the list is stored
+// in the lock's flash (firmware/lock/flash, the nRF52832 model): after a
+// reboot the lock holds it and enforces it; a power cut at any flash
+// operation while two full lists are installed leaves the lock bootable,
+// holding the old or the new list (never a mix, never an older one than
+// it acknowledged).
+func TestRevocationListOnFlashSurvivesRebootAndPowerCuts(t *testing.T) {
+	e := newEnv(t, func(o *Options) { o.Lockout = LockoutPolicy{Free: 1 << 20, GlobalFailures: 1 << 20} })
+	lists := [][]byte{e.fullList(1, e.operator), e.fullList(2, e.admin)}
+	handle := func(op command.Op, req command.Request) *command.Result {
+		req.Op, req.RequestID = op, 1
+		b, err := command.MarshalRequest(&req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := command.ParseResult(op, e.lock.Handle(e.gateway.Cert, Peer{Address: gwAddr}, b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	deliver := func(list []byte) *command.Result {
+		return handle(command.OpSetRevocations, command.Request{Args: command.Args{Revocations: list}})
+	}
+	// acked is the highest serial whose set-revocations answered ok.
+	run := func(path string, faults flash.Faults) (acked uint64) {
+		if _, _, err := e.bootOnFlash(t, path, faults); err != nil {
+			return 0
+		}
+		for i, l := range lists {
+			if deliver(l).Status == command.StatusOK {
+				acked = uint64(i + 1)
+			}
+		}
+		return acked
+	}
+
+	// Without faults: installed, and enforced after a reboot.
+	path := filepath.Join(t.TempDir(), "flash.img")
+	if acked := run(path, flash.Faults{}); acked != 2 {
+		t.Fatalf("acked serial %d, want 2", acked)
+	}
+	if _, _, err := e.bootOnFlash(t, path, flash.Faults{}); err != nil {
+		t.Fatal(err)
+	}
+	if e.lock.RevocationSerial() != 2 {
+		t.Fatalf("after reboot the lock holds serial %d, want 2", e.lock.RevocationSerial())
+	}
+	if r := handle(command.OpUnlock, command.Request{Signed: e.sign(e.admin, e.body(command.OpUnlock, command.Args{}))}); r.Status != command.StatusSignerRejected {
+		t.Fatalf("the revoked admin after reboot: %v", r.Status)
+	}
+	if r := deliver(lists[0]); r.Status != command.StatusReplay {
+		t.Fatalf("the older list after reboot: %v", r.Status)
+	}
+
+	ops := 0
+	run(filepath.Join(t.TempDir(), "count.img"), flash.Faults{Cut: func(op flash.Op) bool { ops = max(ops, op.Index+1); return false }})
+	for k := 0; k < ops; k++ {
+		path := filepath.Join(t.TempDir(), "flash.img")
+		acked := run(path, flash.Faults{Cut: flash.CutAt(k), Seed: uint64(k)})
+		if _, _, err := e.bootOnFlash(t, path, flash.Faults{}); err != nil {
+			t.Fatalf("cut at op %d: reboot failed: %v", k, err)
+		}
+		if got := e.lock.RevocationSerial(); got < acked || got > 2 {
+			t.Fatalf("cut at op %d: the lock holds serial %d, acknowledged %d", k, got, acked)
+		}
+		if r := deliver(lists[1]); r.Status != command.StatusOK || e.lock.RevocationSerial() != 2 {
+			t.Fatalf("cut at op %d: delivering the newest list after reboot: %v", k, r.Status)
+		}
+	}
+	t.Logf("power cut at each of %d flash operations", ops)
 }
