@@ -7,7 +7,9 @@
 //     stdout, for a backend that publishes it itself;
 //   - send: sign a command and publish it to a gateway over MQTT, then
 //     wait for its one result (or the gateway's refusal notice);
-//   - watch: print a gateway's results, refusal notices and status.
+//   - watch: print a gateway's results, refusal notices and status;
+//   - revoke: a fleet revocation list signed by the fleet root, written to
+//     a file and/or published retained to every gateway.
 //
 // Commands and results follow docs/mqtt.md. main only sets up signals and
 // exit codes; run takes the arguments and streams, so tests call it.
@@ -63,6 +65,10 @@ Commands (docs/mqtt.md):
   send  -key OP.key -cred OP.cwt -broker URL -gateway G -lock ID [-prefix P] [-timeout D] OP [ARGS]
   watch -broker URL -gateway G [-prefix P]
 
+Revocation (docs/mqtt.md, run where the fleet root key is):
+  revoke -root ROOT.key [-serial N] [-o FILE|-] [-broker URL [-prefix P]] KIND:SUBJECT...
+                                      a revocation list naming every credential to revoke
+
 OP is lock, unlock, status, list-users, clear-bonds, read-audit,
 add-user USER_ID USER.pub [NOT_AFTER], or remove-user USER_ID.
 `
@@ -83,6 +89,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return send(ctx, args[1:], stdout, stderr)
 	case "watch":
 		return watch(ctx, args[1:], stdout, stderr)
+	case "revoke":
+		return revoke(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

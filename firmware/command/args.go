@@ -37,6 +37,7 @@ const (
 //	allow-bond:  {? 1: window_s}
 //	read-audit:  {1: from_seq, 2: max}
 //	set-time:    {1: time}
+//	set-revocations: {1: list}
 type Args struct {
 	// UserID is the user's ID, the subject of its credential: add-user
 	// (key 1), remove-user (key 1). 1..64 bytes of UTF-8.
@@ -63,6 +64,10 @@ type Args struct {
 	Max uint8
 	// Time is the lock's new clock: set-time (key 1). Not zero.
 	Time time.Time
+	// Revocations is a fleet revocation list (cred.IssueRevocations), as
+	// signed by the fleet root, 1..cred.MaxRevocationsSize bytes:
+	// set-revocations (key 1). The lock verifies it.
+	Revocations []byte
 }
 
 // BondWindow returns the window allow-bond asks for: WindowSeconds, or
@@ -79,7 +84,7 @@ func (a *Args) Equal(b *Args) bool {
 	return a.UserID == b.UserID && bytes.Equal(a.PublicKey, b.PublicKey) &&
 		a.Role == b.Role && a.NotBefore.Equal(b.NotBefore) && a.NotAfter.Equal(b.NotAfter) &&
 		a.WindowSeconds == b.WindowSeconds && a.FromSeq == b.FromSeq && a.Max == b.Max &&
-		a.Time.Equal(b.Time)
+		a.Time.Equal(b.Time) && bytes.Equal(a.Revocations, b.Revocations)
 }
 
 // argDesc describes one Args field independently of its key, which is per
@@ -213,10 +218,34 @@ var (
 			return err
 		},
 	}
+	argRevocations = &argDesc{
+		name: "list",
+		zero: func(a *Args) bool { return a.Revocations == nil },
+		enc: func(a *Args) (any, error) {
+			if len(a.Revocations) == 0 || len(a.Revocations) > cred.MaxRevocationsSize {
+				return nil, fmt.Errorf("revocation list of %d bytes, want 1..%d", len(a.Revocations), cred.MaxRevocationsSize)
+			}
+			return a.Revocations, nil
+		},
+		dec: func(a *Args, raw cbor.RawMessage) error {
+			if err := wantMajor(raw, majorBstr, "a byte string"); err != nil {
+				return err
+			}
+			var b []byte
+			if err := decMode.Unmarshal(raw, &b); err != nil {
+				return err
+			}
+			if len(b) == 0 || len(b) > cred.MaxRevocationsSize {
+				return fmt.Errorf("revocation list of %d bytes, want 1..%d", len(b), cred.MaxRevocationsSize)
+			}
+			a.Revocations = b
+			return nil
+		},
+	}
 
 	// allArgs lists every argDesc, for the "unused fields are zero" rule.
 	allArgs = []*argDesc{argUserID, argPublicKey, argRole, argNotBefore, argNotAfter,
-		argWindow, argFromSeq, argMax, argTime}
+		argWindow, argFromSeq, argMax, argTime, argRevocations}
 )
 
 // The per-operation argument tables, referenced from the ops table.
@@ -232,6 +261,8 @@ var (
 	allowBondArgs  = []argField{{1, false, argWindow}}
 	readAuditArgs  = []argField{{1, true, argFromSeq}, {2, true, argMax}}
 	setTimeArgs    = []argField{{1, true, argTime}}
+
+	setRevocationsArgs = []argField{{1, true, argRevocations}}
 )
 
 // argSchemas holds the schema of each operation's args map, built from the

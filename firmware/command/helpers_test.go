@@ -87,6 +87,8 @@ func sampleArgs(op Op) Args {
 		return Args{FromSeq: 1000, Max: 16}
 	case OpSetTime:
 		return Args{Time: t0.Add(90 * time.Second)}
+	case OpSetRevocations:
+		return Args{Revocations: []byte{0x84, 0x40, 0xa0, 0x40, 0x40}}
 	}
 	return Args{}
 }

@@ -9,7 +9,7 @@ import (
 // Op is an operation code (request key 1, body key 2).
 type Op uint8
 
-// Operation codes. The values are fixed by the spec; 0 and values above 10
+// Operation codes. The values are fixed by the spec; 0 and values above 11
 // are unknown (status unknown_op).
 const (
 	OpLock       Op = 1  // lock the bike
@@ -22,8 +22,13 @@ const (
 	OpClearBonds Op = 8  // forget every BLE bond
 	OpReadAudit  Op = 9  // read audit log entries
 	OpSetTime    Op = 10 // set the lock's clock
+	// OpSetRevocations hands the lock a newer fleet revocation list
+	// (docs/protocol.md §5.11, §13.9). The list is self-authenticating (the
+	// fleet root signed it), so any authenticated peer may deliver it: it
+	// needs no permission bit and is never a signed command.
+	OpSetRevocations Op = 11
 
-	maxOp = OpSetTime
+	maxOp = OpSetRevocations
 )
 
 // opInfo is the one table of per-operation facts.
@@ -37,19 +42,24 @@ type opInfo struct {
 	data bool
 	// args lists the op's argument table (see args.go).
 	args []argField
+	// open: any authenticated peer may run it, unsigned, with no
+	// permission bit (set-revocations, whose argument carries its own
+	// authority).
+	open bool
 }
 
 var ops = [...]opInfo{
-	OpLock:       {name: "lock", perm: cred.PermLock, signed: true},
-	OpUnlock:     {name: "unlock", perm: cred.PermUnlock, signed: true},
-	OpStatus:     {name: "status", perm: cred.PermStatus, data: true},
-	OpAddUser:    {name: "add-user", perm: cred.PermAddUser, signed: true, args: addUserArgs},
-	OpRemoveUser: {name: "remove-user", perm: cred.PermRemoveUser, signed: true, args: removeUserArgs},
-	OpListUsers:  {name: "list-users", perm: cred.PermListUsers, data: true},
-	OpAllowBond:  {name: "allow-bond", perm: cred.PermAllowBond, data: true, args: allowBondArgs},
-	OpClearBonds: {name: "clear-bonds", perm: cred.PermClearBonds, signed: true},
-	OpReadAudit:  {name: "read-audit", perm: cred.PermReadAudit, data: true, args: readAuditArgs},
-	OpSetTime:    {name: "set-time", perm: cred.PermSetTime, signed: true, args: setTimeArgs},
+	OpLock:           {name: "lock", perm: cred.PermLock, signed: true},
+	OpUnlock:         {name: "unlock", perm: cred.PermUnlock, signed: true},
+	OpStatus:         {name: "status", perm: cred.PermStatus, data: true},
+	OpAddUser:        {name: "add-user", perm: cred.PermAddUser, signed: true, args: addUserArgs},
+	OpRemoveUser:     {name: "remove-user", perm: cred.PermRemoveUser, signed: true, args: removeUserArgs},
+	OpListUsers:      {name: "list-users", perm: cred.PermListUsers, data: true},
+	OpAllowBond:      {name: "allow-bond", perm: cred.PermAllowBond, data: true, args: allowBondArgs},
+	OpClearBonds:     {name: "clear-bonds", perm: cred.PermClearBonds, signed: true},
+	OpReadAudit:      {name: "read-audit", perm: cred.PermReadAudit, data: true, args: readAuditArgs},
+	OpSetTime:        {name: "set-time", perm: cred.PermSetTime, signed: true, args: setTimeArgs},
+	OpSetRevocations: {name: "set-revocations", args: setRevocationsArgs, open: true},
 }
 
 // Valid reports whether o is a defined operation code.
@@ -76,14 +86,19 @@ func ParseOp(name string) (op Op, ok bool) {
 }
 
 // Perm returns the permission bit of firmware/cred that allows o (PermLock
-// for OpLock ... PermSetTime for OpSetTime), or 0 for an undefined code, which
-// [cred.Cert.Allows] never grants.
+// for OpLock ... PermSetTime for OpSetTime), or 0 for an undefined code and
+// for set-revocations ([Op.Open]); [cred.Cert.Allows] never grants 0.
 func (o Op) Perm() cred.Perm {
 	if o.Valid() {
 		return ops[o].perm
 	}
 	return 0
 }
+
+// Open reports whether any authenticated session peer may run o unsigned,
+// without a permission bit: only set-revocations, whose list is signed by
+// the fleet root and checked by the lock itself.
+func (o Op) Open() bool { return o.Valid() && ops[o].open }
 
 // HasData reports whether a successful result of o carries data (key 9):
 // status, list-users, allow-bond and read-audit.

@@ -296,7 +296,7 @@ func encodeData[T any](s *schema[T], v *T) (cbor.RawMessage, error) {
 
 // LockStatus is the data of a successful status result:
 //
-//	{ 1: lockout_until, 2: failures, 3: users, 4: slots }
+//	{ 1: lockout_until, 2: failures, 3: users, 4: slots, ? 5: revocations }
 type LockStatus struct {
 	// LockoutUntil is when the global backoff ends; zero (encoded 0) when
 	// the lock is not locked out.
@@ -307,6 +307,10 @@ type LockStatus struct {
 	// Users is the number of installed users, Slots the size of the user
 	// table (Users <= Slots <= MaxUsers).
 	Users, Slots uint8
+	// Revocations is the serial of the fleet revocation list the lock
+	// holds (docs/protocol.md §13.9); 0 (key 5 absent) when it holds none.
+	// A gateway holding a newer list delivers it with set-revocations.
+	Revocations uint64
 }
 
 var lockStatusSchema = &schema[LockStatus]{
@@ -340,6 +344,12 @@ var lockStatusSchema = &schema[LockStatus]{
 			dec: func(s *LockStatus, raw cbor.RawMessage) error {
 				n, err := decUint(raw, 0, MaxUsers)
 				s.Slots = uint8(n)
+				return err
+			}},
+		{key: 5, name: "revocations",
+			enc: func(s *LockStatus) (any, bool, error) { return s.Revocations, s.Revocations != 0, nil },
+			dec: func(s *LockStatus, raw cbor.RawMessage) (err error) {
+				s.Revocations, err = decUint(raw, 1, math.MaxUint64)
 				return err
 			}},
 	},

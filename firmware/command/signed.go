@@ -473,6 +473,17 @@ func (v *Verifier) Authorize(req *Request, peer *cred.Cert) (*Verified, error) {
 	if peer == nil {
 		return nil, fmt.Errorf("%w: no authenticated peer", ErrForbidden)
 	}
+	if req.Op.Open() {
+		// set-revocations: any gateway, operator or user whose credential
+		// is valid now; the list's own signature is the lock's to check.
+		if peer.Kind == cred.KindLock {
+			return nil, fmt.Errorf("%w: a lock cannot deliver %v", ErrForbidden, req.Op)
+		}
+		if err := peer.CheckAt(v.now()); err != nil {
+			return nil, fmt.Errorf("%w: peer credential: %w", ErrForbidden, err)
+		}
+		return nil, nil
+	}
 	if RequiresSignature(req.Op, peer.Kind) {
 		return nil, fmt.Errorf("%w: %v must be signed (session peer kind %v)", ErrForbidden, req.Op, peer.Kind)
 	}

@@ -205,7 +205,7 @@ func TestRequiresSignature(t *testing.T) {
 			}
 		}
 	}
-	if !RequiresSignature(0, cred.KindUser) || !RequiresSignature(11, cred.KindOperator) {
+	if !RequiresSignature(0, cred.KindUser) || !RequiresSignature(12, cred.KindOperator) {
 		t.Error("undefined ops must fail closed")
 	}
 }

@@ -60,4 +60,10 @@ var (
 	// ErrBadKey is returned by [Issue] when the root private key or the
 	// root kid has the wrong length.
 	ErrBadKey = errors.New("cred: bad key")
+	// ErrInvalidRevocations is returned when a revocation list is
+	// well-formed CBOR but breaks a rule of docs/protocol.md §5.11: serial
+	// 0, more than MaxRevoked kids, a kid of the wrong length, kids not
+	// strictly ascending, a time out of range. [IssueRevocations] returns
+	// it for the same reasons.
+	ErrInvalidRevocations = errors.New("cred: invalid revocation list")
 )

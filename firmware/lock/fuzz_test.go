@@ -30,6 +30,7 @@ func FuzzHandle(f *testing.F) {
 	add(command.Request{Op: command.OpUnlock, Signed: seedEnv.sign(seedEnv.gateway, seedEnv.body(command.OpUnlock, command.Args{}))})
 	add(command.Request{Op: command.OpUnlock, Signed: seedEnv.sign(seedEnv.operator, seedEnv.body(command.OpUnlock, command.Args{}))})
 	add(command.Request{Op: command.OpStatus})
+	add(command.Request{Op: command.OpSetRevocations, Args: command.Args{Revocations: seedEnv.revocations(1, seedEnv.operator)}})
 	f.Add([]byte{0xa2, 0x01, 0x02, 0x02, 0x00})
 
 	f.Fuzz(func(t *testing.T, req []byte) {

@@ -14,11 +14,13 @@ import (
 // encoded result. peerCert is the session peer's verified credential and
 // peer its link. It never returns an error: every refusal is a status.
 //
-// The order (docs/protocol.md §13.2): parse; lockout; authorise (the session
-// peer's permissions, or the signed command: credential, signature, role,
-// lock ID, expiry); for signed commands, command ID not executed before and
-// counter above the signer's last; persist the counter with the command as
-// pending BEFORE any effect; act; persist the outcome.
+// The order (docs/protocol.md §13.2): parse; lockout; the session peer
+// still installed (users) and not revoked; authorise (the session peer's
+// permissions, or the signed command: credential, signature, role, lock
+// ID, expiry, signer not revoked); for signed commands, command ID not
+// executed before, counter above the signer's last, an unknown signer's
+// not_after after the forget horizon; persist the counter with the command
+// as pending BEFORE any effect; act; persist the outcome.
 func (l *Lock) Handle(peerCert *cred.Cert, peer Peer, plaintext []byte) []byte {
 	req, perr := command.ParseRequest(plaintext)
 	l.mu.Lock()
@@ -62,7 +64,9 @@ func (l *Lock) refuse(res *command.Result, peerCert *cred.Cert, peer Peer, op co
 	switch res.Status {
 	case command.StatusForbidden, command.StatusBadSignature, command.StatusSignerRejected,
 		command.StatusWrongLock, command.StatusReplay, command.StatusMalformed:
-		if until := l.lo.fail(peer.Address, now); until.After(now) {
+		// An authenticated session's failure: its address backs off, the
+		// global throttle (for unauthenticated handshakes) does not move.
+		if until := l.lo.failAuthenticated(peer.Address, now); until.After(now) {
 			l.record(Event{Kind: audit.EventLockout, Actor: addrActor(peer.Address), Status: uint16(min(until.Sub(now)/time.Second, 65535))})
 		}
 	}
@@ -83,7 +87,7 @@ func detail(err error) string {
 func (l *Lock) handleLocked(peerCert *cred.Cert, peer Peer, req *command.Request) *command.Result {
 	res := l.resultLocked(req.RequestID, command.StatusOK)
 	now := l.nowLocked()
-	if until := l.lo.until(peer.Address, now); !until.IsZero() {
+	if until := l.lo.peerUntil(peer.Address, now); !until.IsZero() {
 		res.Status = command.StatusLockedOut
 		res.Detail = command.LockedOutDetail(until.Sub(now))
 		return res
@@ -94,10 +98,19 @@ func (l *Lock) handleLocked(peerCert *cred.Cert, peer Peer, req *command.Request
 			return l.refuse(res, peerCert, peer, req.Op, fmt.Errorf("%w: user %q no longer holds a valid slot", command.ErrForbidden, peerCert.Subject))
 		}
 	}
+	if err := l.checkRevokedLocked(peerCert); err != nil {
+		// Revoked during its session (set-revocations): it loses it at once.
+		return l.refuse(res, peerCert, peer, req.Op, fmt.Errorf("%w: session peer: %w", command.ErrForbidden, err))
+	}
 	v := command.Verifier{Roots: l.opts.Roots, LockID: l.id, Now: l.nowLocked}
 	ver, err := v.Authorize(req, peerCert)
 	if err != nil {
 		return l.refuse(res, peerCert, peer, req.Op, err)
+	}
+	if ver != nil {
+		if err := l.checkRevokedLocked(ver.Signer); err != nil {
+			return l.refuse(res, peerCert, peer, req.Op, fmt.Errorf("%w: %w", command.ErrSignerRejected, err))
+		}
 	}
 	args := req.Args
 	if ver == nil {
@@ -115,6 +128,12 @@ func (l *Lock) handleLocked(peerCert *cred.Cert, peer Peer, req *command.Request
 	if known && ver.Counter <= last.Counter {
 		return l.refuse(res, peerCert, peer, req.Op,
 			fmt.Errorf("%w: counter %d, last seen %d", command.ErrReplay, ver.Counter, last.Counter))
+	}
+	if !known && l.st.forgotten(ver.Body.NotAfter) {
+		// The clock may have moved back since this signer was forgotten.
+		return l.refuse(res, peerCert, peer, req.Op,
+			fmt.Errorf("%w: signer unknown and not_after %d not after the forget horizon %d; sign with a later not_after",
+				command.ErrReplay, ver.Body.NotAfter.Unix(), l.st.ForgetHorizon))
 	}
 	if !known && !l.st.makeRoom(now) {
 		return l.refuse(res, peerCert, peer, req.Op, fmt.Errorf("%w: signer table full", command.ErrInternal))
@@ -194,7 +213,8 @@ func (l *Lock) execute(res *command.Result, peerCert *cred.Cert, peer Peer, op c
 			until = u
 		}
 		res.Data, _ = command.EncodeLockStatus(command.LockStatus{LockoutUntil: until,
-			Failures: uint32(l.lo.failures(peer.Address)), Users: uint8(users), Slots: uint8(l.slots)})
+			Failures: uint32(l.lo.failures(peer.Address)), Users: uint8(users), Slots: uint8(l.slots),
+			Revocations: l.revocationSerial()})
 		return ok(audit.EventCommandOK)
 
 	case command.OpAddUser:
@@ -272,6 +292,9 @@ func (l *Lock) execute(res *command.Result, peerCert *cred.Cert, peer Peer, op c
 		}
 		res.Data = d
 		return ok(audit.EventCommandOK)
+
+	case command.OpSetRevocations:
+		return l.setRevocations(res, fail, ok, a.Revocations)
 
 	case command.OpSetTime:
 		rtc := time.Now()

@@ -93,6 +93,9 @@ type Lock struct {
 	bonds  map[string]bool
 	window bondWindow
 	bolt   command.LockState
+	// revoked is the fleet revocation list held (revocations.go); nil:
+	// none.
+	revoked *cred.Revocations
 }
 
 // New boots a lock from its storage: it loads users, counters, clock and
@@ -303,4 +306,22 @@ func (l *Lock) Serve(ctx context.Context, t Transport, peer Peer) error {
 type Peer struct {
 	// Address is the peer's BLE address, "AA:BB:CC:DD:EE:FF".
 	Address string
+	// Encrypted is set by a BLE stack that has encrypted the link with the
+	// long-term key of this lock's bond with Address (LE Secure
+	// Connections): the peer proved it holds the bond, which an attacker
+	// who only copies the address cannot. A bonded, encrypted peer is not
+	// throttled by the global backoff (docs/protocol.md §13.8). False
+	// (the default) claims nothing.
+	Encrypted bool
+}
+
+// reserved reports whether peer keeps its handshakes through the global
+// throttle: bonded with this lock, over a link encrypted with that bond.
+func (l *Lock) reserved(peer Peer) bool {
+	if !peer.Encrypted {
+		return false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.bonds[peer.Address]
 }

@@ -55,9 +55,10 @@ func (l *Lock) serveOne(ctx context.Context, t Transport, peer Peer) error {
 	if len(msg) == 0 || msg[0] != channel.MsgEDHOC1 {
 		return nil // §3.3: dropped in CONNECTED
 	}
-	if until := l.lo.until(peer.Address, l.Now()); !until.IsZero() {
+	now := l.Now()
+	if until := l.lo.admit(peer.Address, l.reserved(peer), now); !until.IsZero() {
 		pe := &edhoc.ProtocolError{Code: edhoc.ErrCodeUnspecified,
-			Info: fmt.Sprintf("locked out for %d s", int(until.Sub(l.Now()).Seconds())+1)}
+			Info: fmt.Sprintf("locked out for %d s", int(until.Sub(now).Seconds())+1)}
 		_ = t.Send(ctx, append([]byte{channel.MsgEDHOCError}, pe.Message()...))
 		return nil
 	}
@@ -122,9 +123,10 @@ func (l *Lock) serveSession(ctx context.Context, conn *channel.Conn, peer Peer) 
 	}
 }
 
-// resolver checks a peer's credential with the lock's verifier and, for a
-// user, against the user table: a user must hold a slot with the same
-// public key, inside the slot's validity window by the lock's clock.
+// resolver checks a peer's credential with the lock's verifier, against
+// the revocation list held (§13.9) and, for a user, against the user
+// table: a user must hold a slot with the same public key, inside the
+// slot's validity window by the lock's clock.
 type resolver struct{ l *Lock }
 
 func (r resolver) ResolveCredential(idCred []byte) (edhoc.Credential, error) {
@@ -133,11 +135,17 @@ func (r resolver) ResolveCredential(idCred []byte) (edhoc.Credential, error) {
 		return c, err
 	}
 	cert, _ := c.Info.(*cred.Cert)
-	if cert == nil || cert.Kind != cred.KindUser {
+	if cert == nil {
 		return c, nil
 	}
 	r.l.mu.Lock()
 	defer r.l.mu.Unlock()
+	if err := r.l.checkRevokedLocked(cert); err != nil {
+		return edhoc.Credential{}, fmt.Errorf("%w: %w", edhoc.ErrCredentialRejected, err)
+	}
+	if cert.Kind != cred.KindUser {
+		return c, nil
+	}
 	_, u := r.l.findUser(cert.Subject)
 	switch {
 	case u == nil:

@@ -61,6 +61,12 @@ type state struct {
 	ClockOffset int64 `cbor:"5,keyasint"`
 	// Bolt is the actuator's last known state.
 	Bolt command.LockState `cbor:"6,keyasint"`
+	// ForgetHorizon (unix s) is the latest not_after of every signer the
+	// table has forgotten (makeRoom). It only grows, and set-time never
+	// moves it: a command from a signer not in the table whose not_after
+	// is not after it may be one the lock ran and forgot, so it is refused
+	// as a replay (docs/protocol.md §13.4), whatever the clock says.
+	ForgetHorizon int64 `cbor:"7,keyasint,omitempty"`
 }
 
 // user is one slot of the user table.
@@ -112,7 +118,7 @@ func (l *Lock) load() error {
 			l.users[i] = &u
 		}
 	}
-	return nil
+	return l.loadRevocations()
 }
 
 func (l *Lock) getRecord(key uint16, v any) error {
@@ -177,7 +183,9 @@ func (st *state) recent(id []byte) (commandRecord, bool) {
 // makeRoom frees a counter slot for a new signer: only a signer whose every
 // command seen has expired by the lock's clock may be forgotten, because
 // any command of theirs that an attacker replays is then refused as
-// expired anyway.
+// expired — as long as the clock does not move back. Set-time may move it
+// back, so the forgotten signer's latest not_after raises ForgetHorizon,
+// and forgotten signers' commands are refused by it instead (forgotten).
 func (st *state) makeRoom(now time.Time) bool {
 	if len(st.Counters) < maxSigners {
 		return true
@@ -185,8 +193,18 @@ func (st *state) makeRoom(now time.Time) bool {
 	for k, s := range st.Counters {
 		if s.NotAfter < now.Unix() {
 			delete(st.Counters, k)
+			if s.NotAfter > st.ForgetHorizon {
+				st.ForgetHorizon = s.NotAfter
+			}
 			return true
 		}
 	}
 	return false
+}
+
+// forgotten reports whether a command of a signer not in the table, valid
+// until notAfter, may be one of a forgotten signer: its not_after is not
+// after the forget horizon.
+func (st *state) forgotten(notAfter time.Time) bool {
+	return notAfter.Unix() <= st.ForgetHorizon
 }

@@ -47,9 +47,19 @@
 // of the set or of a lock's state, at most every MinInterval, and every
 // Refresh regardless.
 //
+// # Revocations
+//
+// [Revocations] holds the newest fleet revocation list (docs/protocol.md
+// §5.11) from the retained P/fleet/revocations topic: verified under the
+// fleet roots, kept only if its serial is higher, stored (a file beside
+// the database, internal/atomicfile) before it is used. The intake refuses
+// commands of revoked signers (IntakeOptions.Revoked); the daemon's link
+// hands the list to locks that hold an older one.
+//
 // # Imports
 //
-// It may import bonds, firmware/command, firmware/cred, internal/backoff, the standard
+// It may import bonds, firmware/command, firmware/cred, internal/backoff,
+// internal/atomicfile, the standard
 // library and client_golang (metrics). It does not import the MQTT client
 // (paho) or bluez: the broker is reached through the [Publisher]
 // interface and [Message], which the daemon adapts.

@@ -20,4 +20,10 @@ var (
 	// ErrStarted is returned by Start when the Intake, Outbox or Presence was
 	// already started, or closed.
 	ErrStarted = errors.New("operator: already started or closed")
+
+	// ErrRevocations is returned by Revocations.Offer when a revocation
+	// list is refused: it does not verify under the fleet roots, it is
+	// older than (or conflicts with) the list held, or it could not be
+	// stored.
+	ErrRevocations = errors.New("operator: revocation list refused")
 )

@@ -33,6 +33,10 @@ type IntakeOptions struct {
 	Topics    Topics
 	// Roots are the trusted fleet roots.
 	Roots cred.Roots
+	// Revoked, if not nil, says whether the fleet revocation list revokes
+	// a signer's credential kid, and the list's serial
+	// ([Revocations.Revoked]): such a command is refused, signer_rejected.
+	Revoked func(kid []byte) (serial uint64, revoked bool)
 	// Now is the clock for validity and expiry checks (default time.Now).
 	Now    func() time.Time
 	Logger *slog.Logger // nil discards
@@ -486,6 +490,15 @@ func (in *Intake) handle(ctx, journal context.Context, it item) {
 		NotAfter: body.NotAfter, Payload: bytes.Clone(p)}
 	var final bonds.State
 	var status, detail string
+	if err == nil && ver.Signer != nil && in.opts.Revoked != nil {
+		if serial, revoked := in.opts.Revoked(ver.Signer.KID); revoked {
+			// Like any other refused signer: not journaled, so the
+			// command never reaches a lock (which would refuse it too).
+			refuse(p, recv, ReasonSignerRejected, fmt.Sprintf("%v credential %q is revoked by the fleet revocation list %d",
+				ver.Signer.Kind, ver.Signer.Subject, serial), &body)
+			return
+		}
+	}
 	switch {
 	case err == nil:
 		c.Operator = signerName(ver)

@@ -36,6 +36,11 @@ type Topics struct {
 	// Locks is published (QoS 1, retained) by a [Presence]: the locks the
 	// gateway hears.
 	Locks string
+	// Revocations is subscribed (QoS 1): the fleet's revocation list,
+	// retained, published by the fleet (gatewayctl revoke), the same for
+	// every gateway: P/fleet/revocations, the one topic not below
+	// P/gw/G/.
+	Revocations string
 }
 
 // NewTopics returns the topics of gateway gatewayID under prefix (""
@@ -57,8 +62,21 @@ func NewTopics(prefix, gatewayID string) (Topics, error) {
 	return Topics{
 		Prefix: prefix, GatewayID: gatewayID,
 		Cmd: base + "cmd", Result: base + "result", Rejected: base + "rejected", Status: base + "status",
-		Locks: base + "locks",
+		Locks: base + "locks", Revocations: prefix + "/fleet/revocations",
 	}, nil
+}
+
+// RevocationsTopic returns the fleet's revocations topic under prefix (""
+// means DefaultPrefix): P/fleet/revocations, the same for every gateway.
+// Errors wrap ErrInvalidTopic.
+func RevocationsTopic(prefix string) (string, error) {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	if err := validPrefix(prefix); err != nil {
+		return "", err
+	}
+	return prefix + "/fleet/revocations", nil
 }
 
 // ValidGatewayID reports, as an error wrapping ErrInvalidTopic, whether id

@@ -126,6 +126,11 @@ type Options struct {
 	MaxRefused int
 	// Now is the clock of RefuseFor; nil is time.Now.
 	Now func() time.Time
+	// Revocations, if not nil, returns the fleet revocation list the
+	// gateway holds (nil: none). After each handshake the link hands it
+	// to a lock whose status reports an older serial (docs/protocol.md
+	// §13.9); the outcome does not change Handshake's.
+	Revocations func() *cred.Revocations
 }
 
 // DefaultBondTimeout is Options.BondTimeout's default: the lock's default
@@ -138,6 +143,12 @@ type Link struct {
 	log     *slog.Logger
 	refused *refusals
 	met     *metrics
+
+	// lockSerial is the revocation serial each lock last reported (or was
+	// given), so a session asks status only when the gateway's list is
+	// newer than what it knows of the lock.
+	serialMu   sync.Mutex
+	lockSerial map[bonds.LockID]uint64
 }
 
 // New returns a Link.
@@ -173,7 +184,7 @@ func New(opts Options) (*Link, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Link{opts: opts, log: opts.Logger.With("subsystem", "bluelink"), met: newMetrics(),
-		refused: &refusals{ttl: opts.RefuseFor, max: opts.MaxRefused, now: opts.Now, m: map[refusalKey]refusal{}}}, nil
+		refused: &refusals{ttl: opts.RefuseFor, max: opts.MaxRefused, now: opts.Now, m: map[refusalKey]refusal{}}, lockSerial: map[bonds.LockID]uint64{}}, nil
 }
 
 var _ fleet.Link = (*Link)(nil)
@@ -293,6 +304,16 @@ func (s *session) Handshake(ctx context.Context) error {
 		cancel()
 		return fmt.Errorf("bluelink: handshake with %s (%s): %w", s.id, s.addr, ErrRefused)
 	}
+	var list *cred.Revocations
+	if s.l.opts.Revocations != nil {
+		list = s.l.opts.Revocations()
+	}
+	if list.IsRevoked(peer.KID) {
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		_ = conn.Close(cctx, frame.CloseNormal)
+		cancel()
+		return fmt.Errorf("bluelink: handshake with %s (%s): %w by revocation list %d", s.id, s.addr, ErrLockRevoked, list.Serial)
+	}
 	if o := s.l.opts.OnVerified; o != nil {
 		o(s.id, s.addr, peer.Raw)
 	}
@@ -301,7 +322,61 @@ func (s *session) Handshake(ctx context.Context) error {
 	s.conn, s.lc = conn, lc
 	s.mu.Unlock()
 	s.maybeBond(ctx, lc)
+	s.syncRevocations(ctx, lc, list)
 	return nil
+}
+
+// RevocationTimeout bounds the status and set-revocations that hand a
+// newer revocation list to a lock after a handshake.
+const RevocationTimeout = 10 * time.Second
+
+// syncRevocations hands the gateway's revocation list to the lock if the
+// lock holds an older one: status tells the lock's serial (asked only when
+// the list is newer than what the link last learnt of this lock), then
+// set-revocations. Failures are logged; the next session tries again.
+func (s *session) syncRevocations(ctx context.Context, lc *lockclient.Client, list *cred.Revocations) {
+	if list == nil {
+		return
+	}
+	l := s.l
+	l.serialMu.Lock()
+	known := l.lockSerial[s.id]
+	l.serialMu.Unlock()
+	if known >= list.Serial {
+		return
+	}
+	log := l.log.With("lock", s.id.String(), "serial", list.Serial)
+	rctx, cancel := context.WithTimeout(ctx, RevocationTimeout)
+	defer cancel()
+	r, err := lc.Status(rctx)
+	if err != nil || r.Status != command.StatusOK {
+		log.Warn("revocation list not delivered: status failed", "err", err, "status", statusOf(r))
+		return
+	}
+	st, err := r.LockStatus()
+	if err != nil {
+		log.Warn("revocation list not delivered: status data", "err", err)
+		return
+	}
+	if st.Revocations < list.Serial {
+		r, err = lc.SetRevocations(rctx, list.Raw)
+		if err != nil || r.Status != command.StatusOK {
+			log.Warn("revocation list not delivered", "lock_serial", st.Revocations, "err", err, "status", statusOf(r))
+			return
+		}
+		log.Info("revocation list delivered", "lock_serial", st.Revocations)
+		st.Revocations = list.Serial
+	}
+	l.serialMu.Lock()
+	l.lockSerial[s.id] = st.Revocations
+	l.serialMu.Unlock()
+}
+
+func statusOf(r *command.Result) string {
+	if r == nil {
+		return ""
+	}
+	return r.Status.String()
 }
 
 // maybeBond bonds with the lock if ShouldBond says so and BlueZ holds no

@@ -22,3 +22,8 @@ var (
 	// of another lock: a key taken from one lock used to pose as another.
 	ErrImpostor = errors.New("bluelink: impostor: the device proved another lock's credential")
 )
+
+// ErrLockRevoked is returned by Handshake when the lock's credential is
+// revoked by the fleet revocation list (Options.Revocations): the gateway
+// does not talk to it. Not retryable.
+var ErrLockRevoked = errors.New("bluelink: the lock's credential is revoked")

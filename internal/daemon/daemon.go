@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"sync/atomic"
 	"time"
@@ -115,6 +116,13 @@ func Run(ctx context.Context, opts Options) (err error) {
 		return fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	defer func() { err = errors.Join(err, db.Close()) }()
+	// The fleet revocation list, kept beside the database (docs/mqtt.md).
+	revs, err := operator.NewRevocations(operator.RevocationsOptions{Roots: keys.Roots,
+		Path: filepath.Join(filepath.Dir(cfg.Database.Path), "revocations.cbor"), OwnKID: keys.Cert.KID,
+		GatewayID: cfg.GatewayID, Logger: log})
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrConfig, err)
+	}
 
 	// 2. BlueZ: the adapter, our agent, and the link to locks.
 	conn := opts.Bus
@@ -143,7 +151,8 @@ func Run(ctx context.Context, opts Options) (err error) {
 		Cert: keys.Cert, Key: keys.Key,
 		Verifier: &cred.Verifier{Roots: keys.Roots, Kinds: []cred.Kind{cred.KindLock}, Now: now},
 	}, Conn: conn, Agent: agent, ShouldBond: gate.shouldBond, OnBond: gate.onBond,
-		OnVerified: gate.onVerified, OnRefused: gate.onRefused, Address: verifiedAddress(ctx, db), Now: now})
+		OnVerified: gate.onVerified, OnRefused: gate.onRefused, Address: verifiedAddress(ctx, db), Now: now,
+		Revocations: revs.Current})
 	if err != nil {
 		return err
 	}
@@ -157,8 +166,12 @@ func Run(ctx context.Context, opts Options) (err error) {
 	sess, err := broker.New(broker.Options{
 		Brokers: cfg.MQTT.Brokers, ClientID: "gatewayd-" + cfg.GatewayID,
 		Username: cfg.MQTT.Username, Password: password, TLSConfig: tlsCfg,
-		Subscribe: []string{topics.Cmd},
+		Subscribe: []string{topics.Cmd, topics.Revocations},
 		OnMessage: func(m *broker.Message) {
+			if m.Topic == topics.Revocations {
+				revs.Handle(operator.Message{Payload: m.Payload, ReceivedAt: now(), Ack: m.Ack})
+				return
+			}
 			if in := intake.Load(); in != nil {
 				in.Enqueue(operator.Message{Payload: m.Payload, Duplicate: m.Duplicate, ReceivedAt: now(), Ack: m.Ack})
 			}
@@ -184,13 +197,13 @@ func Run(ctx context.Context, opts Options) (err error) {
 		return err
 	}
 	in, err := operator.NewIntake(operator.IntakeOptions{Journal: db, Publisher: sess, Topics: topics, Roots: keys.Roots,
-		Now: now, Logger: log, OnJournaled: sched.Submit, OnResult: ob.Kick})
+		Revoked: revs.Revoked, Now: now, Logger: log, OnJournaled: sched.Submit, OnResult: ob.Kick})
 	if err != nil {
 		return err
 	}
 	intake.Store(in)
 
-	reg.MustRegister(bluez.NewCollector(ad), link, sched, in, ob, pres, sess.Collector(), newBondsCollector(db),
+	reg.MustRegister(bluez.NewCollector(ad), link, sched, in, ob, pres, revs, sess.Collector(), newBondsCollector(db),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewBuildInfoCollector())
 

@@ -54,6 +54,7 @@ type refLock struct {
 	id   bonds.LockID
 	addr string
 	act  *locktest.Actuator
+	lock *lock.Lock
 }
 
 // now is the dock's clock: the test fleet's, moving in real time.
@@ -90,7 +91,7 @@ func newDock(t *testing.T, nLocks int, emuOpts emulator.Options) *dock {
 		if err := d.emu.AddLock(l, addr, emulator.LockOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		d.locks = append(d.locks, &refLock{id: bonds.LockID(l.ID()), addr: addr, act: act})
+		d.locks = append(d.locks, &refLock{id: bonds.LockID(l.ID()), addr: addr, act: act, lock: l})
 	}
 
 	// Key files, as an installer writes them.

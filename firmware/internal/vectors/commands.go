@@ -169,5 +169,22 @@ func buildCommands(f *Fleet) (*Commands, error) {
 			return nil, err
 		}
 	}
+	// Revocation (§5.11, §13.9): the fleet root revokes the operator; the
+	// gateway delivers the list; the operator's next command is refused.
+	list, err := cred.IssueRevocations(f.rootKey, f.Root.KID, 1, Now, [][]byte{op.cert.KID})
+	if err != nil {
+		return nil, err
+	}
+	late := b(command.OpLock, command.Args{})
+	late.NotAfter = Now.Add(2 * time.Hour) // the clock moved one hour on (set-time)
+	for _, s := range []step{
+		{name: "set-revocations", desc: "The gateway delivers a fleet revocation list (serial 1) that revokes the operator otto.", req: command.Request{Op: command.OpSetRevocations, RequestID: 14, Args: command.Args{Revocations: list}}},
+		{name: "status after set-revocations", desc: "Status reports the serial of the list the lock holds (key 5).", req: command.Request{Op: command.OpStatus, RequestID: 15}},
+		{name: "revoked operator", desc: "A lock signed by the revoked operator: signer_rejected.", signer: "operator", req: command.Request{Op: command.OpLock, RequestID: 16}, body: late},
+	} {
+		if err := add(s); err != nil {
+			return nil, err
+		}
+	}
 	return out, nil
 }

@@ -276,6 +276,7 @@ func TestCommandVectorsDecode(t *testing.T) {
 		t.Fatal(err)
 	}
 	v := command.Verifier{Roots: roots, LockID: lockID, Now: func() time.Time { return now }}
+	var revoked *cred.Revocations
 	for _, ex := range c.Examples {
 		req, err := command.ParseRequest(ex.Request)
 		if err != nil {
@@ -288,12 +289,19 @@ func TestCommandVectorsDecode(t *testing.T) {
 		if res.Status.String() != ex.Status || uint16(res.Status) != ex.StatusCode || res.RequestID != req.RequestID {
 			t.Fatalf("%s: result status %v / request id %d", ex.Name, res.Status, res.RequestID)
 		}
+		if req.Op == command.OpSetRevocations && res.Status == command.StatusOK {
+			if revoked, err = cred.ParseRevocations(req.Args.Revocations, roots); err != nil {
+				t.Fatalf("%s: the lock accepted a list that does not verify: %v", ex.Name, err)
+			}
+		}
 		if len(ex.Signed) == 0 {
 			continue
 		}
-		_, verr := v.Verify(ex.Signed, req.Op)
-		switch res.Status {
-		case command.StatusOK, command.StatusDuplicateCommand, command.StatusReplay:
+		ver, verr := v.Verify(ex.Signed, req.Op)
+		switch {
+		case verr == nil && res.Status == command.StatusSignerRejected && revoked.IsRevoked(ver.Signer.KID):
+			// Refused by the lock's revocation list (§13.9), not by §12.6.
+		case res.Status == command.StatusOK || res.Status == command.StatusDuplicateCommand || res.Status == command.StatusReplay:
 			if verr != nil {
 				t.Fatalf("%s: the lock accepted a signature that does not verify: %v", ex.Name, verr)
 			}
