@@ -57,3 +57,14 @@ type Session interface {
 type Handshaker interface {
 	Handshake(ctx context.Context) error
 }
+
+// AuditReader is implemented by a Session that can read the lock's audit
+// log on the gateway's own credential (read-audit is an operation of the
+// gateway role, docs/protocol.md §12.5). The scheduler reads the log at
+// the end of a session, after the queued commands (see AuditOptions).
+type AuditReader interface {
+	// ReadAudit sends read-audit for up to max (1..16) entries from
+	// fromSeq on and returns the lock's result, whose data is an audit
+	// page (firmware/lock/audit). Errors are as Session.Do's.
+	ReadAudit(ctx context.Context, fromSeq uint64, max int) (*command.Result, error)
+}
