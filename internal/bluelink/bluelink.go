@@ -28,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strings"
 	"sync"
 	"time"
@@ -336,6 +337,32 @@ func (s *session) Do(ctx context.Context, op command.Op, signed []byte) (*comman
 	}
 	if err != nil {
 		return nil, fmt.Errorf("bluelink: %v on %s: %w", op, s.id, err)
+	}
+	return r, nil
+}
+
+var _ fleet.AuditReader = (*session)(nil)
+
+// ReadAudit sends read-audit on the gateway's own credential (a
+// gateway-role operation): up to max entries from fromSeq on.
+func (s *session) ReadAudit(ctx context.Context, fromSeq uint64, max int) (*command.Result, error) {
+	if fromSeq > math.MaxUint32 || max < 1 || max > command.MaxAuditEntries {
+		return nil, fmt.Errorf("bluelink: read-audit on %s from %d, max %d: out of the protocol's range", s.id, fromSeq, max)
+	}
+	s.mu.Lock()
+	lc := s.lc
+	s.mu.Unlock()
+	if lc == nil {
+		if err := s.Handshake(ctx); err != nil {
+			return nil, err
+		}
+		s.mu.Lock()
+		lc = s.lc
+		s.mu.Unlock()
+	}
+	r, err := lc.ReadAudit(ctx, uint32(fromSeq), uint8(max))
+	if err != nil {
+		return nil, fmt.Errorf("bluelink: read-audit on %s: %w", s.id, err)
 	}
 	return r, nil
 }
