@@ -178,3 +178,35 @@ func (db *DB) AckAudit(ctx context.Context, acks []AuditAck) error {
 	}
 	return nil
 }
+
+// ResetAuditCursor forgets how far the gateway has read a lock's audit
+// log, so that the next read starts again from the lock's first entry and
+// genesis hash: for a lock whose log legitimately started over (its flash
+// was wiped or the lock replaced under the same ID), which every read
+// otherwise reports as a rewound chain. It refuses while records read
+// before are not yet published (ErrAuditBacklog), and for an unknown lock
+// (ErrNotFound); a lock without a cursor is not an error.
+func (db *DB) ResetAuditCursor(ctx context.Context, lock LockID) error {
+	err := db.write(ctx, func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketLocks).Get(lock[:]) == nil {
+			return ErrNotFound
+		}
+		b := tx.Bucket(bucketAudit)
+		v := b.Get(lock[:])
+		if v == nil {
+			return nil
+		}
+		var c AuditCursor
+		if err := decode(v, &c); err != nil {
+			return fmt.Errorf("audit record: %w", err)
+		}
+		if len(c.Pending) > 0 {
+			return fmt.Errorf("%w: %d records read before are not published yet; start gatewayd with the broker reachable until gatewayd_audit_pending is 0, then stop it and reset", ErrAuditBacklog, len(c.Pending))
+		}
+		return b.Delete(lock[:])
+	})
+	if err != nil {
+		return fmt.Errorf("bonds: reset audit cursor of %s: %w", lock, err)
+	}
+	return nil
+}

@@ -117,3 +117,33 @@ func TestAdvanceAuditRefuses(t *testing.T) {
 		t.Errorf("cursor after refusals = seq %d, %d pending", c.Seq, len(c.Pending))
 	}
 }
+
+// TestResetAuditCursor: a reset forgets the cursor, so reading starts
+// over; never while records wait for the broker.
+func TestResetAuditCursor(t *testing.T) {
+	db, _ := openTest(t, Options{})
+	if err := db.PutLock(bg, Lock{ID: lid(1)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.ResetAuditCursor(bg, lid(2)); !errors.Is(err, ErrNotFound) {
+		t.Errorf("reset of an unknown lock = %v", err)
+	}
+	if err := db.ResetAuditCursor(bg, lid(1)); err != nil {
+		t.Errorf("reset without a cursor = %v", err)
+	}
+	if _, err := db.AdvanceAudit(bg, lid(1), AuditAdvance{Seq: 1, Head: []byte{1}, Records: []AuditRecord{entryRec(0)}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.ResetAuditCursor(bg, lid(1)); !errors.Is(err, ErrAuditBacklog) {
+		t.Errorf("reset with a record pending = %v", err)
+	}
+	if err := db.AckAudit(bg, []AuditAck{{lid(1), 0}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.ResetAuditCursor(bg, lid(1)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.AuditCursor(bg, lid(1)); !errors.Is(err, ErrNotFound) {
+		t.Errorf("cursor after the reset: %v", err)
+	}
+}
