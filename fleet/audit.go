@@ -88,6 +88,16 @@ func (s *Scheduler) readAudit(lq *lockQueue, sess Session) {
 	if s.opts.Audit.Store == nil || !ok {
 		return
 	}
+	s.mu.Lock()
+	refused, was := s.noAudit[lq.id]
+	if was && time.Since(refused) >= s.opts.Audit.Interval {
+		delete(s.noAudit, lq.id)
+		was = false
+	}
+	s.mu.Unlock()
+	if was {
+		return // it refused read-audit lately: not once per session
+	}
 	for range s.opts.Audit.Pages {
 		if s.ctx.Err() != nil || s.commandWaiting(lq) {
 			return
@@ -151,7 +161,10 @@ func (s *Scheduler) readAuditPage(lock bonds.LockID, ar AuditReader) bool {
 		if res != nil {
 			rerr = res.Err()
 		}
-		log.Warn("the lock refused read-audit", "seq", cur.Next, "err", rerr)
+		log.Warn("the lock refused read-audit; asking again after the audit interval", "seq", cur.Next, "err", rerr)
+		s.mu.Lock()
+		s.noAudit[lock] = time.Now()
+		s.mu.Unlock()
 		return false
 	}
 	page, err := audit.DecodePage(res.Data)
@@ -269,6 +282,33 @@ func (s *Scheduler) requestAudit(id bonds.LockID) {
 		go s.worker(lq)
 	}
 	lq.audit = true
+	if lq.jobIn == nil {
+		lq.jobIn = make(chan struct{}, 1)
+	}
+}
+
+// auditTurn is the worker's step before a session: with no command for
+// the lock but a read of its audit log to do (an audit-only session), it
+// waits for the one audit-only session slot, so such sessions never take
+// more than one of MaxSessions; a command enqueued for the lock meanwhile
+// ends the wait (run false: the worker looks at its queue again).
+// auditOnly says the worker holds the audit-only slot.
+func (s *Scheduler) auditTurn(lq *lockQueue) (auditOnly, run bool) {
+	s.mu.Lock()
+	only := len(lq.jobs) == 0 && lq.audit
+	jobIn := lq.jobIn
+	s.mu.Unlock()
+	if !only {
+		return false, true
+	}
+	select {
+	case s.auditSlot <- struct{}{}:
+		return true, true
+	case <-jobIn:
+		return false, false
+	case <-s.ctx.Done():
+		return false, false
+	}
 }
 
 // auditSession runs a session with lq's lock only to read its log.

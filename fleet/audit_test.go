@@ -479,3 +479,107 @@ func TestAttackAuditRewoundLog(t *testing.T) {
 		return false
 	})
 }
+
+// countLink counts the sessions open at once through it.
+type countLink struct {
+	fleet.Link
+	mu        sync.Mutex
+	open, max int
+}
+
+func (c *countLink) Dial(ctx context.Context, id bonds.LockID) (fleet.Session, error) {
+	s, err := c.Link.Dial(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.open++
+	c.max = max(c.max, c.open)
+	c.mu.Unlock()
+	return &countSession{Session: s, c: c}, nil
+}
+
+func (c *countLink) maxOpen() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.max
+}
+
+type countSession struct {
+	fleet.Session
+	c    *countLink
+	done bool
+}
+
+func (s *countSession) ReadAudit(ctx context.Context, from uint64, max int) (*command.Result, error) {
+	return s.Session.(fleet.AuditReader).ReadAudit(ctx, from, max)
+}
+
+func (s *countSession) Close() error {
+	if !s.done {
+		s.done = true
+		s.c.mu.Lock()
+		s.c.open--
+		s.c.mu.Unlock()
+	}
+	return s.Session.Close()
+}
+
+// TestAuditOnlySessionsOneAtATime: scheduled reads of several locks run
+// one session at a time, so they never take more than one of the
+// session slots from commands; a command for another lock runs
+// meanwhile.
+func TestAuditOnlySessionsOneAtATime(t *testing.T) {
+	e := newAuditEnv(t)
+	var heard []bonds.LockID
+	for n := uint64(1); n <= 4; n++ {
+		heard = append(heard, e.addLock(t, n).ID)
+	}
+	cmdLock := e.addLock(t, 5)
+	cl := &countLink{Link: e.link}
+	s := start(t, e.db, cl, e.clk, func(o *fleet.Options) {
+		o.MaxSessions = 4
+		o.Audit = fleet.AuditOptions{Store: e.db, Interval: 10 * time.Millisecond,
+			Heard: func() []bonds.LockID { return heard }}
+	})
+	for _, id := range heard {
+		until(t, "each heard lock's log read", func() bool {
+			c, err := e.db.AuditCursor(context.Background(), id)
+			return err == nil && c.Seq > 0
+		})
+	}
+	en := e.status(t, cmdLock, 1)
+	s.Submit(en)
+	if got := waitTerminal(t, e.db, en.ID)[en.ID]; got.State != bonds.StateSucceeded {
+		t.Errorf("the command during scheduled reads: %s", got.State)
+	}
+	// The command's session and one audit-only session at most.
+	if got := cl.maxOpen(); got > 2 {
+		t.Errorf("%d sessions open at once; audit-only ones must take one slot at most", got)
+	}
+}
+
+// TestAuditLockWithoutLog: a lock that keeps no audit log refuses
+// read-audit; its commands are unaffected, the refusal is counted, and
+// it is not asked again after every session, only after Interval.
+func TestAuditLockWithoutLog(t *testing.T) {
+	e := newRefEnv(t) // no audit logs
+	l := e.addLock(t, 1)
+	s := start(t, e.db, e.link, e.clk, func(o *fleet.Options) {
+		o.Audit = fleet.AuditOptions{Store: e.db, Interval: time.Hour}
+	})
+	for n := uint64(1); n <= 3; n++ {
+		en := e.status(t, l, n)
+		s.Submit(en)
+		if got := waitTerminal(t, e.db, en.ID)[en.ID]; got.State != bonds.StateSucceeded {
+			t.Errorf("status %d: %s", n, got.State)
+		}
+		until(t, "the session's end", func() bool { return metricValue(t, s, "gatewayd_fleet_sessions_active") == 0 })
+	}
+	if got := metricValue(t, s, "gatewayd_audit_read_failures_total", "cause", "refused"); got != 1 {
+		t.Errorf("read_failures_total{cause=refused} = %v, want 1 (asked once per interval)", got)
+	}
+	if _, err := e.db.AuditCursor(context.Background(), l.ID); err == nil {
+		t.Error("a cursor for a lock that keeps no log")
+	}
+}

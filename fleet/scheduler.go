@@ -55,6 +55,9 @@ type Scheduler struct {
 	known   map[bonds.CommandID]bool
 	locks   map[bonds.LockID]*lockQueue
 	audited map[bonds.LockID]time.Time // when each lock's audit log was last read (AuditOptions)
+	noAudit map[bonds.LockID]time.Time // when each lock last refused read-audit
+
+	auditSlot chan struct{} // cap 1: one audit-only session at a time
 }
 
 // job is one admitted command.
@@ -80,7 +83,8 @@ type lockQueue struct {
 	lastErr   error     // the last link error, for expiry details
 	notBefore time.Time // monotonic: no connect before
 
-	audit bool // a read of the lock's audit log is wanted (guarded by Scheduler.mu)
+	audit bool          // a read of the lock's audit log is wanted (guarded by Scheduler.mu)
+	jobIn chan struct{} // cap 1, or nil: a job was enqueued (for a worker waiting to read the audit log)
 }
 
 // New returns a scheduler; Start starts it.
@@ -102,6 +106,9 @@ func New(opts Options) (*Scheduler, error) {
 		known:   map[bonds.CommandID]bool{},
 		locks:   map[bonds.LockID]*lockQueue{},
 		audited: map[bonds.LockID]time.Time{},
+		noAudit: map[bonds.LockID]time.Time{},
+
+		auditSlot: make(chan struct{}, 1),
 	}
 	s.met = newMetrics(s)
 	return s, nil
@@ -397,6 +404,9 @@ func (s *Scheduler) enqueue(j *job) {
 		i--
 	}
 	lq.jobs = slices.Insert(lq.jobs, i, j)
+	if lq.jobIn != nil {
+		s.signal(lq.jobIn)
+	}
 }
 
 func (s *Scheduler) overdue(j *job) bool { return !s.now().Before(j.deadline) }
@@ -415,13 +425,23 @@ func (s *Scheduler) worker(lq *lockQueue) {
 			s.backoff(lq, wait)
 			continue
 		}
+		auditOnly, run := s.auditTurn(lq)
+		if !run {
+			continue
+		}
 		select {
 		case s.slots <- struct{}{}:
 		case <-s.ctx.Done():
+			if auditOnly {
+				<-s.auditSlot
+			}
 			return
 		}
 		s.session(lq)
 		<-s.slots
+		if auditOnly {
+			<-s.auditSlot
+		}
 	}
 }
 
