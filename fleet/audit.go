@@ -26,9 +26,10 @@ const (
 	BreakGap       = "gap"       // a sequence number skipped while the lock retains it
 	BreakRewound   = "rewound"   // the log went back: next_seq or the page start below the cursor
 	BreakMalformed = "malformed" // not an audit page in the spec's CBOR
+	BreakSignature = "signature" // a signed page whose signature does not verify under the lock's key
 )
 
-var breakReasons = []string{BreakAltered, BreakReordered, BreakGap, BreakRewound, BreakMalformed}
+var breakReasons = []string{BreakAltered, BreakReordered, BreakGap, BreakRewound, BreakMalformed, BreakSignature}
 
 // AuditStore is the part of the database the audit reader uses; *bonds.DB
 // satisfies it.
@@ -102,7 +103,7 @@ func (s *Scheduler) readAudit(lq *lockQueue, sess Session) {
 		if s.ctx.Err() != nil || s.commandWaiting(lq) {
 			return
 		}
-		if !s.readAuditPage(lq.id, ar) {
+		if !s.readAuditPage(lq.id, ar, sess) {
 			break
 		}
 	}
@@ -120,7 +121,7 @@ func (s *Scheduler) commandWaiting(lq *lockQueue) bool {
 
 // readAuditPage reads one page from the lock's cursor and queues what it
 // verified. It reports whether the lock has more to read.
-func (s *Scheduler) readAuditPage(lock bonds.LockID, ar AuditReader) bool {
+func (s *Scheduler) readAuditPage(lock bonds.LockID, ar AuditReader, sess Session) bool {
 	log := s.log.With("lock", lock.String())
 	jctx, cancel := s.jctx()
 	stored, err := s.opts.Audit.Store.AuditCursor(jctx, lock)
@@ -173,8 +174,18 @@ func (s *Scheduler) readAuditPage(lock bonds.LockID, ar AuditReader) bool {
 	if err == nil {
 		missed, err = cur.Advance(page)
 	}
+	sigErr := false
+	if pk, ok := sess.(PeerKeyer); err == nil && ok && len(page.Sig) > 0 {
+		if key := pk.PeerKey(); key != nil {
+			err = audit.VerifySignature(key, page)
+			sigErr = err != nil
+		}
+	}
 	if err != nil {
 		reason := classifyBreak(before, page, err)
+		if sigErr {
+			reason = BreakSignature
+		}
 		s.met.chainBreaks.WithLabelValues(reason).Inc()
 		first := int64(-1)
 		if len(page.Entries) > 0 {

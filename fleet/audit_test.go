@@ -3,6 +3,7 @@ package fleet_test
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -225,6 +226,13 @@ type tamperSession struct {
 	tl *tamper
 }
 
+func (s *tamperSession) PeerKey() ed25519.PublicKey {
+	if pk, ok := s.Session.(fleet.PeerKeyer); ok {
+		return pk.PeerKey()
+	}
+	return nil
+}
+
 func (s *tamperSession) ReadAudit(ctx context.Context, from uint64, max int) (*command.Result, error) {
 	s.tl.mu.Lock()
 	fn := s.tl.fn
@@ -249,7 +257,8 @@ func (s *tamperSession) ReadAudit(ctx context.Context, from uint64, max int) (*c
 	}
 	fn(&p, from)
 	if res.Data, err = audit.EncodePage(p); err != nil {
-		return nil, err
+		// fn made it unencodable: send bytes that are no page at all.
+		res.Data = []byte{0xa1, 0x01, 0x00} // {1: 0}
 	}
 	return res, nil
 }
@@ -307,7 +316,10 @@ func (s *scoped) WithGroup(string) slog.Handler { return s }
 // were; once the tampering stops, reading resumes from the same cursor
 // with nothing lost or repeated.
 func attackAudit(t *testing.T, reason string, fn func(p *audit.Page, from uint64) bool) {
-	e := newAuditEnv(t)
+	attackAuditOn(t, newAuditEnv(t), reason, fn)
+}
+
+func attackAuditOn(t *testing.T, e *refEnv, reason string, fn func(p *audit.Page, from uint64) bool) {
 	l := e.addLock(t, 1)
 	tl := &tamper{Link: e.link}
 	lines := &logLines{}
@@ -347,7 +359,7 @@ func attackAudit(t *testing.T, reason string, fn func(p *audit.Page, from uint64
 	if got := breaks(); got != 2 {
 		t.Errorf("chain_breaks_total{reason=%q} = %v, want 2", reason, got)
 	}
-	for _, other := range []string{fleet.BreakAltered, fleet.BreakReordered, fleet.BreakGap, fleet.BreakRewound, fleet.BreakMalformed} {
+	for _, other := range []string{fleet.BreakAltered, fleet.BreakReordered, fleet.BreakGap, fleet.BreakRewound, fleet.BreakMalformed, fleet.BreakSignature} {
 		if other == reason {
 			continue
 		}
@@ -582,4 +594,29 @@ func TestAuditLockWithoutLog(t *testing.T) {
 	if _, err := e.db.AuditCursor(context.Background(), l.ID); err == nil {
 		t.Error("a cursor for a lock that keeps no log")
 	}
+}
+
+// TestAttackAuditForgedSignature: the locks sign their pages; a page
+// whose chain holds but whose signature does not verify under the lock's
+// key (a forged or replayed head statement) is refused. The clean reads
+// before and after prove honest signed pages verify.
+func TestAttackAuditForgedSignature(t *testing.T) {
+	e := newAuditEnv(t)
+	e.link.AuditSign = true
+	attackAuditOn(t, e, fleet.BreakSignature, func(p *audit.Page, _ uint64) bool {
+		if len(p.Sig) > 0 {
+			p.Sig[0] ^= 1
+		}
+		return false
+	})
+}
+
+// TestAttackAuditMalformedPage: bytes that are not an audit page.
+func TestAttackAuditMalformedPage(t *testing.T) {
+	attackAudit(t, fleet.BreakMalformed, func(p *audit.Page, _ uint64) bool {
+		if p.Head != nil {
+			p.Head = p.Head[:31] // unencodable: tamperSession sends {1: 0}
+		}
+		return false
+	})
 }

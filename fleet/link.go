@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"crypto/ed25519"
 
 	"github.com/gatewayd/gatewayd/bonds"
 	"github.com/gatewayd/gatewayd/firmware/command"
@@ -67,4 +68,13 @@ type AuditReader interface {
 	// fromSeq on and returns the lock's result, whose data is an audit
 	// page (firmware/lock/audit). Errors are as Session.Do's.
 	ReadAudit(ctx context.Context, fromSeq uint64, max int) (*command.Result, error)
+}
+
+// PeerKeyer is implemented by a Session that knows the lock's public key
+// as the lock proved it in the handshake (the key of its fleet
+// credential). With it the scheduler also checks the lock's signature on
+// a signed audit page (docs/protocol.md §14.5.6, step 6).
+type PeerKeyer interface {
+	// PeerKey returns the lock's key, or nil before the handshake.
+	PeerKey() ed25519.PublicKey
 }

@@ -52,7 +52,7 @@ func newMetrics(s *Scheduler) *metrics {
 	}
 	m.chainBreaks = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "gatewayd_audit_chain_breaks_total",
-		Help: "Audit pages from locks that did not extend the hash chain the gateway holds, by reason (altered, reordered, gap, rewound, malformed); the cursor stays.",
+		Help: "Audit pages from locks that did not extend the hash chain the gateway holds, by reason (altered, reordered, gap, rewound, malformed, signature); the cursor stays.",
 	}, []string{"reason"})
 	m.auditEntries = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "gatewayd_audit_entries_read_total",

@@ -2,6 +2,7 @@ package fleettest
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/binary"
 	"fmt"
 	"math"
@@ -40,6 +41,8 @@ type RefLink struct {
 	// Audit gives each lock AddLock boots an audit log
 	// (firmware/lock/audit, in memory), as RefLock.AuditLog.
 	Audit bool
+	// AuditSign makes those logs sign each page with the lock's key.
+	AuditSign bool
 
 	mu      sync.Mutex
 	locks   map[bonds.LockID]*RefLock
@@ -84,7 +87,11 @@ func (r *RefLink) AddLock(tb channeltest.TB, n uint64) *RefLock {
 	opts := lock.Options{Cert: p.Cert, Key: p.Key, Roots: r.Fleet.Roots, Store: l.Store,
 		Actuator: l.Actuator, RTC: func() time.Time { return r.Fleet.Now }}
 	if r.Audit {
-		log, err := audit.Open(flash.NewMem(), audit.Options{LockID: p.Cert.KID, Now: func() time.Time { return r.Fleet.Now }})
+		ao := audit.Options{LockID: p.Cert.KID, Now: func() time.Time { return r.Fleet.Now }}
+		if r.AuditSign {
+			ao.Signer = p.Key
+		}
+		log, err := audit.Open(flash.NewMem(), ao)
 		if err != nil {
 			tb.Fatalf("lock %d: audit log: %v", n, err)
 		}
@@ -248,6 +255,15 @@ func (s *refSession) ReadAudit(ctx context.Context, fromSeq uint64, max int) (*c
 		return nil, fmt.Errorf("fleettest: read-audit from %d, max %d: out of range", fromSeq, max)
 	}
 	return s.client.ReadAudit(ctx, uint32(fromSeq), uint8(max))
+}
+
+// PeerKey implements fleet.PeerKeyer: the lock's key from its credential,
+// as the handshake verified it.
+func (s *refSession) PeerKey() ed25519.PublicKey {
+	if s.conn == nil || s.conn.Peer() == nil {
+		return nil
+	}
+	return s.conn.Peer().PublicKey
 }
 
 func (s *refSession) Close() error {

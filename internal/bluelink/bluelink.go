@@ -25,6 +25,7 @@ package bluelink
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -310,6 +311,17 @@ func (s *session) PeerCredential() []byte {
 		return nil
 	}
 	return s.conn.Peer().Raw
+}
+
+// PeerKey is the lock's public key from its credential, as it proved it
+// in the handshake (fleet.PeerKeyer); nil before the handshake.
+func (s *session) PeerKey() ed25519.PublicKey {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conn == nil || s.conn.Peer() == nil {
+		return nil
+	}
+	return s.conn.Peer().PublicKey
 }
 
 // Do sends one request (signed, or for the gateway's own permissions when

@@ -3,6 +3,7 @@ package daemon
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"fmt"
 	"log/slog"
 	"time"
@@ -41,6 +42,15 @@ func (b *bookkeeping) Dial(ctx context.Context, id bonds.LockID) (fleet.Session,
 		return &bookHandshakeSession{bs, h}, nil
 	}
 	return bs, nil
+}
+
+// PeerKey passes the lock's key through (fleet.PeerKeyer), for the
+// signature of signed audit pages.
+func (s *bookSession) PeerKey() ed25519.PublicKey {
+	if pk, ok := s.s.(fleet.PeerKeyer); ok {
+		return pk.PeerKey()
+	}
+	return nil
 }
 
 // ReadAudit passes read-audit through (fleet.AuditReader); it changes
