@@ -84,6 +84,8 @@ func (o *AuditOptions) withDefaults() error {
 func (s *Scheduler) readAudit(lq *lockQueue, sess Session) {
 	s.mu.Lock()
 	lq.audit = false
+	// An attempt, whatever comes of it: the scheduled reads wait Interval.
+	s.audited[lq.id] = time.Now()
 	s.mu.Unlock()
 	ar, ok := sess.(AuditReader)
 	if s.opts.Audit.Store == nil || !ok {
@@ -107,9 +109,6 @@ func (s *Scheduler) readAudit(lq *lockQueue, sess Session) {
 			break
 		}
 	}
-	s.mu.Lock()
-	s.audited[lq.id] = time.Now()
-	s.mu.Unlock()
 }
 
 // commandWaiting reports whether lq has a command to run.
@@ -137,7 +136,7 @@ func (s *Scheduler) readAuditPage(lock bonds.LockID, ar AuditReader, sess Sessio
 		log.Warn("audit cursor not read; the log is read later", "err", err)
 		return false
 	}
-	if len(stored.Pending)+audit.MaxPageEntries > bonds.MaxAuditPending {
+	if len(stored.Pending)+audit.MaxPageEntries+1 > bonds.MaxAuditPending { // a page and a loss record
 		s.met.auditFailures.WithLabelValues("backlog").Inc()
 		log.Debug("audit entries wait for the broker; the log is read later", "pending", len(stored.Pending))
 		return false

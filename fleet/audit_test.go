@@ -620,3 +620,47 @@ func TestAttackAuditMalformedPage(t *testing.T) {
 		return false
 	})
 }
+
+// TestAuditBacklogStopsReading: while the broker acknowledges nothing,
+// at most MaxAuditPending records wait in the database; reading stops
+// short of it (the lock's log holds the rest) and resumes where it
+// stopped once they were published.
+func TestAuditBacklogStopsReading(t *testing.T) {
+	e := newAuditEnv(t)
+	l := e.addLock(t, 1)
+	for i := range 200 {
+		if _, err := l.AuditLog.Append(audit.Entry{Event: audit.EventTimeSet, Time: uint64(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := start(t, e.db, e.link, e.clk, func(o *fleet.Options) {
+		o.Audit = fleet.AuditOptions{Store: e.db, Pages: 16}
+	})
+	session := func(n uint64) {
+		en := e.status(t, l, n)
+		s.Submit(en)
+		waitTerminal(t, e.db, en.ID)
+		until(t, "the session's end", func() bool { return metricValue(t, s, "gatewayd_fleet_sessions_active") == 0 })
+	}
+	session(1)
+	c := e.checkPending(t, l)
+	if c.Seq == 0 || len(c.Pending) > bonds.MaxAuditPending || len(c.Pending)+audit.MaxPageEntries+1 <= bonds.MaxAuditPending {
+		t.Fatalf("after a session without acknowledgements: %d pending, want just short of %d", len(c.Pending), bonds.MaxAuditPending)
+	}
+	if got := metricValue(t, s, "gatewayd_audit_read_failures_total", "cause", "backlog"); got != 1 {
+		t.Errorf("read_failures_total{cause=backlog} = %v, want 1", got)
+	}
+	session(2)
+	if c2 := e.cursor(t, l); c2.Seq != c.Seq {
+		t.Errorf("the cursor moved from %d to %d with the backlog full", c.Seq, c2.Seq)
+	}
+	// The broker acknowledges everything: reading resumes.
+	if err := e.db.AckAudit(context.Background(), []bonds.AuditAck{{LockID: l.ID, Seq: c.Seq}}); err != nil {
+		t.Fatal(err)
+	}
+	session(3)
+	c3 := e.cursor(t, l)
+	if c3.Seq <= 200 || len(c3.Pending) == 0 || c3.Pending[0].Seq != c.Seq {
+		t.Errorf("after the backlog drained: cursor %d, first pending %v; want past 200, from %d", c3.Seq, c3.Pending, c.Seq)
+	}
+}
