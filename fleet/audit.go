@@ -82,13 +82,19 @@ func (o *AuditOptions) withDefaults() error {
 // readAudit reads lq's lock's audit log over sess, up to Pages pages,
 // while no command for the lock waits.
 func (s *Scheduler) readAudit(lq *lockQueue, sess Session) {
+	if s.opts.Audit.Store == nil {
+		return
+	}
 	s.mu.Lock()
 	lq.audit = false
-	// An attempt, whatever comes of it: the scheduled reads wait Interval.
-	s.audited[lq.id] = time.Now()
+	if s.opts.Audit.Heard != nil {
+		// An attempt, whatever comes of it: the scheduled reads wait
+		// Interval (auditScheduler forgets it then).
+		s.audited[lq.id] = time.Now()
+	}
 	s.mu.Unlock()
 	ar, ok := sess.(AuditReader)
-	if s.opts.Audit.Store == nil || !ok {
+	if !ok {
 		return
 	}
 	s.mu.Lock()
