@@ -2,6 +2,9 @@ package fleet
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
@@ -197,9 +200,12 @@ func (s *Scheduler) readAuditPage(lock bonds.LockID, ar AuditReader, sess Sessio
 			first = int64(page.Entries[0].Seq)
 		}
 		// One line per lock and minute at most (the daemon's ratelog):
-		// the message and the lock are the repeat key.
+		// the message and the lock are the repeat key. The page is kept
+		// in it as evidence (§14.5.6), without its signature.
+		sum := sha256.Sum256(res.Data)
 		log.Warn("audit chain break: the cursor stays", "reason", reason, "seq", before.Next,
-			"page_first_seq", first, "page_next_seq", page.Next, "page_entries", len(page.Entries), "err", err)
+			"page_first_seq", first, "page_next_seq", page.Next, "page_entries", len(page.Entries),
+			"page_sha256", hex.EncodeToString(sum[:]), "page", evidence(page, res.Data), "err", err)
 		return false
 	}
 	now := s.now().UTC()
@@ -236,6 +242,16 @@ func (s *Scheduler) readAuditPage(lock bonds.LockID, ar AuditReader, sess Sessio
 		s.opts.Audit.OnEntries()
 	}
 	return cur.Next < page.Next
+}
+
+// evidence is the page as received, for the log: its CBOR without the
+// signature (base64), or, for bytes that are not a page, their size.
+func evidence(p audit.Page, raw []byte) string {
+	p.Sig = nil
+	if b, err := audit.EncodePage(p); err == nil && p.Head != nil {
+		return base64.StdEncoding.EncodeToString(b)
+	}
+	return fmt.Sprintf("not a page (%d bytes)", len(raw))
 }
 
 // classifyBreak names how page, read from cursor c, failed with err.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"encoding/base64"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -371,9 +372,18 @@ func attackAuditOn(t *testing.T, e *refEnv, reason string, fn func(p *audit.Page
 	if len(got) != 1 {
 		t.Errorf("%d chain break lines, want 1 (rate-limited): %q", len(got), got)
 	} else {
-		for _, want := range []string{"lock=" + l.ID.String(), "reason=" + reason, " seq=" + strconv.FormatUint(before.Seq, 10)} {
+		for _, want := range []string{"lock=" + l.ID.String(), "reason=" + reason, " seq=" + strconv.FormatUint(before.Seq, 10), "page_sha256=", "page="} {
 			if !strings.Contains(got[0], want) {
 				t.Errorf("chain break line %q lacks %q", got[0], want)
+			}
+		}
+		// The page kept as evidence never carries the lock's signature.
+		if _, v, ok := strings.Cut(got[0], " page="); ok {
+			v, _, _ = strings.Cut(v, " ")
+			if raw, err := base64.StdEncoding.DecodeString(v); err == nil {
+				if p, err := audit.DecodePage(raw); err != nil || len(p.Sig) != 0 {
+					t.Errorf("logged page: %v, signature of %d bytes", err, len(p.Sig))
+				}
 			}
 		}
 	}
