@@ -172,6 +172,19 @@ func checkTx(ctx context.Context, tx *bolt.Tx, version int) []error {
 		if err := decode(v, &c); err != nil {
 			return add("audit %x: %v", k, err)
 		}
+		if len(c.Pending) > MaxAuditPending {
+			return add("audit %x: %d pending records, at most %d", k, len(c.Pending), MaxAuditPending)
+		}
+		for i, r := range c.Pending {
+			switch {
+			case r.Seq >= c.Seq:
+				return add("audit %x: pending record %d not below the cursor %d", k, r.Seq, c.Seq)
+			case i > 0 && r.Seq <= c.Pending[i-1].Seq:
+				return add("audit %x: pending record %d after %d", k, r.Seq, c.Pending[i-1].Seq)
+			case (len(r.Entry) == 0) == (r.Missed == 0):
+				return add("audit %x: pending record %d is not exactly one of an entry and a loss", k, r.Seq)
+			}
+		}
 		return true
 	})
 

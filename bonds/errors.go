@@ -51,6 +51,18 @@ var (
 	// Close runs), and by a Reconciler started twice or after Close.
 	ErrClosed = errors.New("database closed")
 
+	// ErrAuditConflict is returned by AdvanceAudit when the lock's stored
+	// audit cursor is not the one the caller read from (another reader
+	// advanced it, or the lock was deleted and recreated): nothing is
+	// written; read the cursor again.
+	ErrAuditConflict = errors.New("audit cursor moved")
+
+	// ErrAuditBacklog is returned by AdvanceAudit when the lock already
+	// has so many records waiting for the broker that the new ones would
+	// exceed MaxAuditPending: nothing is written; read again once the
+	// backlog was published.
+	ErrAuditBacklog = errors.New("too many audit records waiting for the broker")
+
 	// ErrCheck is returned by Check and CheckFile when bbolt's own
 	// consistency check or one of the schema's invariants fails; the
 	// joined errors under it say which.

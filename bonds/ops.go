@@ -171,9 +171,10 @@ type exportLock struct {
 }
 
 type exportAudit struct {
-	LockID LockID `json:"lock_id"`
-	Seq    uint64 `json:"seq"`
-	Head   string `json:"head"`
+	LockID  LockID `json:"lock_id"`
+	Seq     uint64 `json:"seq"`
+	Head    string `json:"head"`
+	Pending int    `json:"pending,omitempty"` // records not yet acknowledged by the broker
 }
 
 type exportResult struct {
@@ -288,7 +289,7 @@ func exportTx(ctx context.Context, tx *bolt.Tx, now time.Time) (export, error) {
 			if err := decode(v, &c); err != nil || len(k) != 8 {
 				return fmt.Errorf("audit %x: bad record", k)
 			}
-			x.Audit = append(x.Audit, exportAudit{LockID: LockID(k), Seq: c.Seq, Head: hex.EncodeToString(c.Head)})
+			x.Audit = append(x.Audit, exportAudit{LockID: LockID(k), Seq: c.Seq, Head: hex.EncodeToString(c.Head), Pending: len(c.Pending)})
 			return nil
 		})
 	}

@@ -195,12 +195,35 @@ type User struct {
 // MaxUserID is the longest user ID, in bytes.
 const MaxUserID = 64
 
-// AuditCursor is how far the gateway has read a lock's audit log: the last
-// sequence number read and the hash chain's head at that entry.
+// AuditCursor is how far the gateway has read a lock's audit log, and
+// what it read that the broker has not acknowledged yet: Seq is the next
+// sequence number to read (the lock's log starts at 0) and Head the hash
+// chain's head at it (the hash of entry Seq-1, or the lock's genesis hash),
+// as firmware/lock/audit's Cursor. Pending are the records read, verified
+// and not yet published, oldest first, their Seq strictly increasing; at
+// most MaxAuditPending. See AdvanceAudit.
 type AuditCursor struct {
-	Seq  uint64 `json:"seq"`
-	Head []byte `json:"head"`
+	Seq     uint64        `json:"seq"`
+	Head    []byte        `json:"head"`
+	Pending []AuditRecord `json:"pending,omitempty"`
 }
+
+// AuditRecord is one thing read from a lock's audit log for the backend:
+// an entry (Entry set: its deterministic CBOR encoding, exactly as the
+// lock sent it, Seq its sequence number), or a loss (Entry empty: Missed
+// entries from Seq on were overwritten by the lock's ring before the
+// gateway read them).
+type AuditRecord struct {
+	Seq    uint64    `json:"seq"`
+	Entry  []byte    `json:"entry,omitempty"`
+	Missed uint64    `json:"missed,omitempty"`
+	ReadAt time.Time `json:"read_at"`
+}
+
+// MaxAuditPending bounds AuditCursor.Pending: a lock's records read and
+// not yet acknowledged by the broker. Beyond it AdvanceAudit refuses
+// (ErrAuditBacklog) and the lock's own log holds the rest.
+const MaxAuditPending = 128
 
 // Command is what the MQTT layer appends to the journal when a command
 // arrives.

@@ -26,6 +26,7 @@ type Config struct {
 	Database  Database  `toml:"database"`
 	MQTT      MQTT      `toml:"mqtt"`
 	Bluetooth Bluetooth `toml:"bluetooth"`
+	Audit     Audit     `toml:"audit"`
 	Metrics   Metrics   `toml:"metrics"`
 	Admin     Admin     `toml:"admin"`
 	Log       Log       `toml:"log"`
@@ -88,6 +89,19 @@ type Bluetooth struct {
 	MaxConnections int `toml:"max_connections"`
 	// AwayAfter: a lock not heard for this long is away. Default 30s.
 	AwayAfter Duration `toml:"away_after"`
+}
+
+// Audit configures reading the locks' audit logs (fleet.AuditOptions,
+// docs/operations.md).
+type Audit struct {
+	// Interval: the log of a lock heard is read at least this often, in a
+	// session of its own when no command needs one. Default 15m; at least
+	// 10s.
+	Interval Duration `toml:"interval"`
+	// PagesPerSession bounds what one session reads, in pages of 16
+	// entries, so reading never holds a lock's connection for long.
+	// Default 4; 1..16.
+	PagesPerSession int `toml:"pages_per_session"`
 }
 
 // Metrics configures the Prometheus endpoint.
@@ -178,6 +192,10 @@ func (c *Config) defaults() {
 		c.Bluetooth.MaxConnections = 4
 	}
 	defDur(&c.Bluetooth.AwayAfter, 30*time.Second)
+	defDur(&c.Audit.Interval, 15*time.Minute)
+	if c.Audit.PagesPerSession == 0 {
+		c.Audit.PagesPerSession = 4
+	}
 	def(&c.Metrics.Listen, "127.0.0.1:9470")
 	if c.Metrics.Listen == "off" {
 		c.Metrics.Listen = ""
@@ -227,6 +245,12 @@ func (c *Config) validate() error {
 	}
 	if c.Database.ReconcileInterval < Duration(time.Second) {
 		return invalid("database.reconcile_interval", "%v: at least 1s", c.Database.ReconcileInterval)
+	}
+	if c.Audit.Interval < Duration(10*time.Second) {
+		return invalid("audit.interval", "%v: at least 10s", c.Audit.Interval)
+	}
+	if n := c.Audit.PagesPerSession; n < 1 || n > 16 {
+		return invalid("audit.pages_per_session", "%d: want 1..16 (pages of 16 entries)", n)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -31,7 +31,8 @@ func TestDefaults(t *testing.T) {
 	}
 	if c.Database.Path != "/var/lib/gatewayd/gatewayd.db" || c.Database.ReplayWindow.D() != 24*time.Hour ||
 		c.Bluetooth.MaxConnections != 4 || c.MQTT.TopicPrefix != "gatewayd/v1" || c.Metrics.Listen != "127.0.0.1:9470" ||
-		c.Admin.Socket != "/run/gatewayd/admin.sock" || c.Log.Level != "info" || *c.Database.EvictAfter != Duration(720*time.Hour) {
+		c.Admin.Socket != "/run/gatewayd/admin.sock" || c.Log.Level != "info" || *c.Database.EvictAfter != Duration(720*time.Hour) ||
+		c.Audit.Interval.D() != 15*time.Minute || c.Audit.PagesPerSession != 4 {
 		t.Errorf("defaults: %+v", c)
 	}
 	c, err = Parse([]byte("gateway_id = \"g1\"\n[mqtt]\nbrokers = [\"tcp://b:1883\"]\n[metrics]\nlisten=\"off\"\n[database]\nevict_after=\"0\"\n"))
@@ -58,6 +59,8 @@ func TestInvalid(t *testing.T) {
 		{"bad duration", base + "[database]\nreplay_window=\"1 day\"\n", "replay_window"},
 		{"short window", base + "[database]\nreplay_window=\"5m\"\n", "database.replay_window"},
 		{"connections", base + "[bluetooth]\nmax_connections=100\n", "bluetooth.max_connections"},
+		{"audit interval", base + "[audit]\ninterval=\"1s\"\n", "audit.interval"},
+		{"audit pages", base + "[audit]\npages_per_session=17\n", "audit.pages_per_session"},
 		{"level", base + "[log]\nlevel=\"loud\"\n", "log.level"},
 		{"relative path", base + "[database]\npath=\"db\"\n", "database.path"},
 		{"password without user", base + "password_file=\"/p\"\n", "mqtt.password_file"},

@@ -57,9 +57,21 @@
 // growing backoff ([Options].Backoff) before the next connect, or until
 // [Scheduler.Wake] says it was seen again.
 //
+// # Audit logs
+//
+// With [Options].Audit, a session ends, after its commands, with reading
+// the lock's audit log (read-audit, on the gateway's own credential): a
+// few pages from the lock's cursor, each verified against the hash chain
+// the gateway holds (firmware/lock/audit) and queued for the broker with
+// the cursor's move in one write (bonds.DB.AdvanceAudit). A page that does
+// not extend the chain (an altered, reordered, withheld or rewound entry)
+// is counted by reason and logged, and the cursor stays. A lock heard with
+// no command for it gets a session of its own every AuditOptions.Interval.
+// Reading stops when a command for the lock is waiting.
+//
 // # Imports
 //
-// It may import bonds, firmware/command, internal/backoff, the standard library, the
+// It may import bonds, firmware/command, firmware/lock/audit, internal/backoff, the standard library, the
 // Prometheus client and golang.org/x/sync. It does not import bluez or the
 // MQTT client: the daemon (cmd/gatewayd) wires a [Link] over the BlueZ
 // client and calls Submit from its MQTT intake. fleettest holds fakes: a

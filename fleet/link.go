@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"crypto/ed25519"
 
 	"github.com/gatewayd/gatewayd/bonds"
 	"github.com/gatewayd/gatewayd/firmware/command"
@@ -56,4 +57,24 @@ type Session interface {
 // connection attempt.
 type Handshaker interface {
 	Handshake(ctx context.Context) error
+}
+
+// AuditReader is implemented by a Session that can read the lock's audit
+// log on the gateway's own credential (read-audit is an operation of the
+// gateway role, docs/protocol.md §12.5). The scheduler reads the log at
+// the end of a session, after the queued commands (see AuditOptions).
+type AuditReader interface {
+	// ReadAudit sends read-audit for up to max (1..16) entries from
+	// fromSeq on and returns the lock's result, whose data is an audit
+	// page (firmware/lock/audit). Errors are as Session.Do's.
+	ReadAudit(ctx context.Context, fromSeq uint64, max int) (*command.Result, error)
+}
+
+// PeerKeyer is implemented by a Session that knows the lock's public key
+// as the lock proved it in the handshake (the key of its fleet
+// credential). With it the scheduler also checks the lock's signature on
+// a signed audit page (docs/protocol.md §14.5.6, step 6).
+type PeerKeyer interface {
+	// PeerKey returns the lock's key, or nil before the handshake.
+	PeerKey() ed25519.PublicKey
 }

@@ -15,6 +15,11 @@ type metrics struct {
 	attempts   prometheus.Counter
 	linkErrors *prometheus.CounterVec
 	duration   prometheus.Histogram
+
+	chainBreaks   *prometheus.CounterVec
+	auditEntries  prometheus.Counter
+	auditMissed   prometheus.Counter
+	auditFailures *prometheus.CounterVec
 }
 
 func newMetrics(s *Scheduler) *metrics {
@@ -45,6 +50,28 @@ func newMetrics(s *Scheduler) *metrics {
 			Buckets: []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900},
 		}),
 	}
+	m.chainBreaks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gatewayd_audit_chain_breaks_total",
+		Help: "Audit pages from locks that did not extend the hash chain the gateway holds, by reason (altered, reordered, gap, rewound, malformed, signature); the cursor stays.",
+	}, []string{"reason"})
+	m.auditEntries = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "gatewayd_audit_entries_read_total",
+		Help: "Audit entries read from locks, verified and queued for the broker.",
+	})
+	m.auditMissed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "gatewayd_audit_entries_missed_total",
+		Help: "Audit entries a lock overwrote before the gateway read them.",
+	})
+	m.auditFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gatewayd_audit_read_failures_total",
+		Help: "Audit reads that stopped early, by cause: link, refused (by the lock), store (database), backlog (entries wait for the broker).",
+	}, []string{"cause"})
+	for _, r := range breakReasons {
+		m.chainBreaks.WithLabelValues(r)
+	}
+	for _, c := range []string{"link", "refused", "store", "backlog"} {
+		m.auditFailures.WithLabelValues(c)
+	}
 	for _, st := range []bonds.State{bonds.StateSucceeded, bonds.StateFailed, bonds.StateExpired, bonds.StateRejected} {
 		m.results.WithLabelValues(string(st))
 	}
@@ -54,13 +81,16 @@ func newMetrics(s *Scheduler) *metrics {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.queued, m.sessions, m.results, m.attempts, m.linkErrors, m.duration}
+	return []prometheus.Collector{m.queued, m.sessions, m.results, m.attempts, m.linkErrors, m.duration,
+		m.chainBreaks, m.auditEntries, m.auditMissed, m.auditFailures}
 }
 
 // Describe implements prometheus.Collector: register the Scheduler with a
 // prometheus.Registerer to export gatewayd_fleet_commands_queued,
 // sessions_active, results_total{state}, attempts_total,
-// link_errors_total{retryable} and command_duration_seconds.
+// link_errors_total{retryable} and command_duration_seconds, and the
+// audit reader's gatewayd_audit_chain_breaks_total{reason},
+// entries_read_total, entries_missed_total and read_failures_total{cause}.
 func (s *Scheduler) Describe(ch chan<- *prometheus.Desc) {
 	for _, c := range s.met.collectors() {
 		c.Describe(ch)

@@ -67,6 +67,9 @@ type Options struct {
 	// command up (default 10 s); Rescan is how often it does so
 	// regardless, as a safety net (default 10 min).
 	RescanAfterDrop, Rescan time.Duration
+	// Audit configures reading the locks' audit logs; its zero value
+	// reads none.
+	Audit AuditOptions
 }
 
 func (o Options) withDefaults() (Options, error) {
@@ -105,6 +108,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.Rescan <= 0 {
 		o.Rescan = DefaultRescan
+	}
+	if err := o.Audit.withDefaults(); err != nil {
+		return o, err
 	}
 	return o, nil
 }

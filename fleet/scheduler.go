@@ -54,6 +54,10 @@ type Scheduler struct {
 	rescan  chan struct{} // cap 1: a job was dropped; read the journal again soon
 	known   map[bonds.CommandID]bool
 	locks   map[bonds.LockID]*lockQueue
+	audited map[bonds.LockID]time.Time // when each lock's audit log was last read (AuditOptions)
+	noAudit map[bonds.LockID]time.Time // when each lock last refused read-audit
+
+	auditSlot chan struct{} // cap 1: one audit-only session at a time
 }
 
 // job is one admitted command.
@@ -78,6 +82,9 @@ type lockQueue struct {
 	failures  int       // consecutive retryable link errors
 	lastErr   error     // the last link error, for expiry details
 	notBefore time.Time // monotonic: no connect before
+
+	audit bool          // a read of the lock's audit log is wanted (guarded by Scheduler.mu)
+	jobIn chan struct{} // cap 1, or nil: a job was enqueued (for a worker waiting to read the audit log)
 }
 
 // New returns a scheduler; Start starts it.
@@ -98,6 +105,10 @@ func New(opts Options) (*Scheduler, error) {
 		rescan:  make(chan struct{}, 1),
 		known:   map[bonds.CommandID]bool{},
 		locks:   map[bonds.LockID]*lockQueue{},
+		audited: map[bonds.LockID]time.Time{},
+		noAudit: map[bonds.LockID]time.Time{},
+
+		auditSlot: make(chan struct{}, 1),
 	}
 	s.met = newMetrics(s)
 	return s, nil
@@ -143,6 +154,10 @@ func (s *Scheduler) Start(ctx context.Context) error {
 	s.wg.Add(2)
 	go s.intake()
 	go s.rescanner()
+	if s.opts.Audit.Store != nil && s.opts.Audit.Heard != nil {
+		s.wg.Add(1)
+		go s.auditScheduler()
+	}
 	s.signal(s.wakeIn)
 	s.log.Info("scheduler started", "resumed", len(pending))
 	return nil
@@ -389,6 +404,9 @@ func (s *Scheduler) enqueue(j *job) {
 		i--
 	}
 	lq.jobs = slices.Insert(lq.jobs, i, j)
+	if lq.jobIn != nil {
+		s.signal(lq.jobIn)
+	}
 }
 
 func (s *Scheduler) overdue(j *job) bool { return !s.now().Before(j.deadline) }
@@ -407,13 +425,23 @@ func (s *Scheduler) worker(lq *lockQueue) {
 			s.backoff(lq, wait)
 			continue
 		}
+		auditOnly, run := s.auditTurn(lq)
+		if !run {
+			continue
+		}
 		select {
 		case s.slots <- struct{}{}:
 		case <-s.ctx.Done():
+			if auditOnly {
+				<-s.auditSlot
+			}
 			return
 		}
 		s.session(lq)
 		<-s.slots
+		if auditOnly {
+			<-s.auditSlot
+		}
 	}
 }
 
@@ -436,7 +464,7 @@ func (s *Scheduler) expireOverdue(lq *lockQueue) bool {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(lq.jobs) == 0 {
+	if len(lq.jobs) == 0 && !lq.audit {
 		delete(s.locks, lq.id)
 		return true
 	}
@@ -529,7 +557,16 @@ func (s *Scheduler) next(lq *lockQueue) *job {
 // MaxPerSession. The caller holds a session slot.
 func (s *Scheduler) session(lq *lockQueue) {
 	j := s.head(lq)
-	if j == nil || !s.begin(lq, j) {
+	if j == nil {
+		s.mu.Lock()
+		audit := lq.audit
+		s.mu.Unlock()
+		if audit {
+			s.auditSession(lq)
+		}
+		return
+	}
+	if !s.begin(lq, j) {
 		return
 	}
 	sess, err := s.dial(lq.id)
@@ -573,6 +610,10 @@ func (s *Scheduler) session(lq *lockQueue) {
 			}
 		}
 		if !started {
+			if s.ctx.Err() == nil {
+				// After the commands: the lock's audit log.
+				s.readAudit(lq, sess)
+			}
 			return
 		}
 		j = next

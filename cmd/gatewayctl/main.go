@@ -7,7 +7,8 @@
 //     stdout, for a backend that publishes it itself;
 //   - send: sign a command and publish it to a gateway over MQTT, then
 //     wait for its one result (or the gateway's refusal notice);
-//   - watch: print a gateway's results, refusal notices and status;
+//   - watch: print a gateway's results, refusal notices, status and events
+//     (the locks' audit entries).
 //   - revoke: a fleet revocation list signed by the fleet root, written to
 //     a file and/or published retained to every gateway.
 //

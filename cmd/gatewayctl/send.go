@@ -311,7 +311,7 @@ func watch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		default:
 		}
 	}
-	if err := wait(ctx, c.SubscribeMultiple(map[string]byte{t.Result: 1, t.Rejected: 1, t.Status: 1}, h)); err != nil {
+	if err := wait(ctx, c.SubscribeMultiple(map[string]byte{t.Result: 1, t.Rejected: 1, t.Status: 1, t.Events: 1}, h)); err != nil {
 		return fmt.Errorf("watch: subscribe: %w", err)
 	}
 	for i := 0; *n == 0 || i < *n; i++ {

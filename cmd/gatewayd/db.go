@@ -29,6 +29,9 @@ const dbUsage = `usage: gatewayd db SUBCOMMAND [-db PATH] [-timeout D] [ARGS]
   check  -db PATH        bbolt's Check plus the schema's invariants; exit 1 on any problem
   export -db PATH        JSON on stdout: no command or result payloads, no credential bytes
   compact -db PATH [-o DST]  rewrite without free pages (in place unless -o)
+  audit-reset -db PATH LOCK  forget how far the lock's audit log was read (16 hex digits), for a
+                         lock whose log legitimately started over; with gatewayd stopped,
+                         and once its audit entries were published (docs/operations.md)
 `
 
 func runDB(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -54,7 +57,7 @@ func runDB(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	opts := bonds.Options{Timeout: *timeout, Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	rest := fs.Args()
 	want := 0
-	if sub == "backup" {
+	if sub == "backup" || sub == "audit-reset" {
 		want = 1
 	}
 	if len(rest) != want {
@@ -103,6 +106,23 @@ func runDB(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("db compact: %w", err)
 		}
 		fmt.Fprintf(stdout, "compacted %s: %d → %d bytes in %s\n", *path, before.Size(), after.Size(), out)
+	case "audit-reset":
+		id, err := bonds.ParseLockID(rest[0])
+		if err != nil {
+			return fmt.Errorf("db audit-reset: %w", err)
+		}
+		db, err := bonds.Open(*path, opts)
+		if err != nil {
+			return err
+		}
+		err = db.ResetAuditCursor(ctx, id)
+		if cerr := db.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s: the audit log of lock %s is read again from its first entry\n", *path, id)
 	default:
 		fs.Usage()
 		return fmt.Errorf("db: unknown subcommand %q: %w", sub, errUsage)

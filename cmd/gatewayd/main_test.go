@@ -216,3 +216,45 @@ func TestDBBackupOfRunningDaemon(t *testing.T) {
 		t.Errorf("check of the online backup: %v", err)
 	}
 }
+
+// TestDBAuditReset: audit-reset forgets a lock's audit cursor, refuses
+// while its entries wait for the broker, and says what is wrong with a
+// bad lock ID.
+func TestDBAuditReset(t *testing.T) {
+	path := newDB(t)
+	lock := bonds.LockID{0x4c, 0x4b, 0, 0, 0, 0, 0, 1}
+	db, err := bonds.Open(path, bonds.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.AdvanceAudit(ctx, lock, bonds.AuditAdvance{Seq: 1, Head: []byte{1},
+		Records: []bonds.AuditRecord{{Seq: 0, Entry: []byte{0xa8}}}}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if _, _, err := runT("db", "audit-reset", "-db", path, lock.String()); !errors.Is(err, bonds.ErrAuditBacklog) {
+		t.Errorf("audit-reset with an entry pending = %v", err)
+	}
+	if _, _, err := runT("db", "audit-reset", "-db", path, "zz"); !errors.Is(err, bonds.ErrInvalid) {
+		t.Errorf("audit-reset of a bad lock ID = %v", err)
+	}
+	db, err = bonds.Open(path, bonds.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.AckAudit(ctx, []bonds.AuditAck{{LockID: lock, Seq: 0}}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if out, _, err := runT("db", "audit-reset", "-db", path, lock.String()); err != nil || !strings.Contains(out, "read again") {
+		t.Fatalf("audit-reset = %q, %v", out, err)
+	}
+	db, err = bonds.Open(path, bonds.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.AuditCursor(ctx, lock); !errors.Is(err, bonds.ErrNotFound) {
+		t.Errorf("cursor after audit-reset: %v", err)
+	}
+}

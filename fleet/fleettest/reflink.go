@@ -2,8 +2,10 @@ package fleettest
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 
@@ -14,6 +16,8 @@ import (
 	"github.com/gatewayd/gatewayd/firmware/fragment"
 	"github.com/gatewayd/gatewayd/firmware/frame"
 	"github.com/gatewayd/gatewayd/firmware/lock"
+	"github.com/gatewayd/gatewayd/firmware/lock/audit"
+	"github.com/gatewayd/gatewayd/firmware/lock/flash"
 	"github.com/gatewayd/gatewayd/firmware/lock/locktest"
 	"github.com/gatewayd/gatewayd/firmware/lockclient"
 	"github.com/gatewayd/gatewayd/fleet"
@@ -34,6 +38,11 @@ type RefLink struct {
 	Gateway channeltest.Party
 	// MTU is the pipes' ATT MTU (default 185).
 	MTU int
+	// Audit gives each lock AddLock boots an audit log
+	// (firmware/lock/audit, in memory), as RefLock.AuditLog.
+	Audit bool
+	// AuditSign makes those logs sign each page with the lock's key.
+	AuditSign bool
 
 	mu      sync.Mutex
 	locks   map[bonds.LockID]*RefLock
@@ -50,6 +59,8 @@ type RefLock struct {
 	Lock     *lock.Lock
 	Actuator *locktest.Actuator
 	Store    *locktest.Store
+	// AuditLog is the lock's audit log when RefLink.Audit was set.
+	AuditLog *audit.Log
 
 	mu          sync.Mutex
 	away        bool
@@ -73,8 +84,20 @@ func (r *RefLink) AddLock(tb channeltest.TB, n uint64) *RefLock {
 	p := r.Fleet.Lock(tb, n)
 	l := &RefLock{Party: p, Actuator: &locktest.Actuator{}, Store: locktest.NewStore()}
 	binary.BigEndian.PutUint64(l.ID[:], n)
-	lk, err := lock.New(lock.Options{Cert: p.Cert, Key: p.Key, Roots: r.Fleet.Roots, Store: l.Store,
-		Actuator: l.Actuator, RTC: func() time.Time { return r.Fleet.Now }})
+	opts := lock.Options{Cert: p.Cert, Key: p.Key, Roots: r.Fleet.Roots, Store: l.Store,
+		Actuator: l.Actuator, RTC: func() time.Time { return r.Fleet.Now }}
+	if r.Audit {
+		ao := audit.Options{LockID: p.Cert.KID, Now: func() time.Time { return r.Fleet.Now }}
+		if r.AuditSign {
+			ao.Signer = p.Key
+		}
+		log, err := audit.Open(flash.NewMem(), ao)
+		if err != nil {
+			tb.Fatalf("lock %d: audit log: %v", n, err)
+		}
+		l.AuditLog, opts.Audit = log, lock.AuditLog(log)
+	}
+	lk, err := lock.New(opts)
 	if err != nil {
 		tb.Fatalf("lock %d: %v", n, err)
 	}
@@ -220,6 +243,27 @@ func (s *refSession) Do(ctx context.Context, op command.Op, signed []byte) (*com
 	}
 	s.l.mu.Unlock()
 	return s.client.Do(ctx, command.Request{Op: op, Signed: signed})
+}
+
+// ReadAudit implements fleet.AuditReader: read-audit on the gateway's
+// own credential.
+func (s *refSession) ReadAudit(ctx context.Context, fromSeq uint64, max int) (*command.Result, error) {
+	if err := s.Handshake(ctx); err != nil {
+		return nil, err
+	}
+	if fromSeq > math.MaxUint32 || max < 1 || max > command.MaxAuditEntries {
+		return nil, fmt.Errorf("fleettest: read-audit from %d, max %d: out of range", fromSeq, max)
+	}
+	return s.client.ReadAudit(ctx, uint32(fromSeq), uint8(max))
+}
+
+// PeerKey implements fleet.PeerKeyer: the lock's key from its credential,
+// as the handshake verified it.
+func (s *refSession) PeerKey() ed25519.PublicKey {
+	if s.conn == nil || s.conn.Peer() == nil {
+		return nil
+	}
+	return s.conn.Peer().PublicKey
 }
 
 func (s *refSession) Close() error {

@@ -56,10 +56,19 @@
 // commands of revoked signers (IntakeOptions.Revoked); the daemon's link
 // hands the list to locks that hold an older one.
 //
+// # Audit events
+//
+// An [AuditPublisher] publishes the audit entries the scheduler read from
+// locks and queued in the database (bonds.DB.AdvanceAudit) on
+// P/gw/G/events, QoS 1, each lock's in order, one message each
+// ([AuditMessage]), and removes them once the broker acknowledged them
+// (bonds.DB.AckAudit): at least once, across restarts; subscribers
+// deduplicate by lock ID and seq.
+//
 // # Imports
 //
-// It may import bonds, firmware/command, firmware/cred, internal/backoff,
-// internal/atomicfile, the standard
+// It may import bonds, firmware/command, firmware/cred, firmware/lock/audit,
+// internal/backoff, internal/atomicfile, the standard
 // library and client_golang (metrics). It does not import the MQTT client
 // (paho) or bluez: the broker is reached through the [Publisher]
 // interface and [Message], which the daemon adapts.

@@ -17,7 +17,7 @@ const (
 )
 
 // Topics are one gateway's MQTT topics:
-// P/gw/G/{cmd,result,rejected,status,locks} for prefix P and gateway ID G. Every topic of a gateway is below
+// P/gw/G/{cmd,result,rejected,status,locks,events} for prefix P and gateway ID G. Every topic of a gateway is below
 // P/gw/G/, so one broker ACL pattern per gateway covers them.
 type Topics struct {
 	// Prefix and GatewayID are what the topics were built from.
@@ -41,6 +41,9 @@ type Topics struct {
 	// every gateway: P/fleet/revocations, the one topic not below
 	// P/gw/G/.
 	Revocations string
+	// Events is published (QoS 1, not retained) by an [AuditPublisher]:
+	// the entries of the locks' audit logs, as the gateway reads them.
+	Events string
 }
 
 // NewTopics returns the topics of gateway gatewayID under prefix (""
@@ -62,7 +65,7 @@ func NewTopics(prefix, gatewayID string) (Topics, error) {
 	return Topics{
 		Prefix: prefix, GatewayID: gatewayID,
 		Cmd: base + "cmd", Result: base + "result", Rejected: base + "rejected", Status: base + "status",
-		Locks: base + "locks", Revocations: prefix + "/fleet/revocations",
+		Locks: base + "locks", Events: base + "events", Revocations: prefix + "/fleet/revocations",
 	}, nil
 }
 

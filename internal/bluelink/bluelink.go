@@ -35,9 +35,11 @@ package bluelink
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strings"
 	"sync"
 	"time"
@@ -513,6 +515,17 @@ func (s *session) PeerCredential() []byte {
 	return s.conn.Peer().Raw
 }
 
+// PeerKey is the lock's public key from its credential, as it proved it
+// in the handshake (fleet.PeerKeyer); nil before the handshake.
+func (s *session) PeerKey() ed25519.PublicKey {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conn == nil || s.conn.Peer() == nil {
+		return nil
+	}
+	return s.conn.Peer().PublicKey
+}
+
 // Do sends one request (signed, or for the gateway's own permissions when
 // signed is nil).
 func (s *session) Do(ctx context.Context, op command.Op, signed []byte) (*command.Result, error) {
@@ -538,6 +551,32 @@ func (s *session) Do(ctx context.Context, op command.Op, signed []byte) (*comman
 	}
 	if err != nil {
 		return nil, fmt.Errorf("bluelink: %v on %s: %w", op, s.id, err)
+	}
+	return r, nil
+}
+
+var _ fleet.AuditReader = (*session)(nil)
+
+// ReadAudit sends read-audit on the gateway's own credential (a
+// gateway-role operation): up to max entries from fromSeq on.
+func (s *session) ReadAudit(ctx context.Context, fromSeq uint64, max int) (*command.Result, error) {
+	if fromSeq > math.MaxUint32 || max < 1 || max > command.MaxAuditEntries {
+		return nil, fmt.Errorf("bluelink: read-audit on %s from %d, max %d: out of the protocol's range", s.id, fromSeq, max)
+	}
+	s.mu.Lock()
+	lc := s.lc
+	s.mu.Unlock()
+	if lc == nil {
+		if err := s.Handshake(ctx); err != nil {
+			return nil, err
+		}
+		s.mu.Lock()
+		lc = s.lc
+		s.mu.Unlock()
+	}
+	r, err := lc.ReadAudit(ctx, uint32(fromSeq), uint8(max))
+	if err != nil {
+		return nil, fmt.Errorf("bluelink: read-audit on %s: %w", s.id, err)
 	}
 	return r, nil
 }

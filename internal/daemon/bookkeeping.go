@@ -3,6 +3,8 @@ package daemon
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -40,6 +42,26 @@ func (b *bookkeeping) Dial(ctx context.Context, id bonds.LockID) (fleet.Session,
 		return &bookHandshakeSession{bs, h}, nil
 	}
 	return bs, nil
+}
+
+// PeerKey passes the lock's key through (fleet.PeerKeyer), for the
+// signature of signed audit pages.
+func (s *bookSession) PeerKey() ed25519.PublicKey {
+	if pk, ok := s.s.(fleet.PeerKeyer); ok {
+		return pk.PeerKey()
+	}
+	return nil
+}
+
+// ReadAudit passes read-audit through (fleet.AuditReader); it changes
+// nothing of the lock's record. A session whose link cannot read audit
+// logs says so with an error.
+func (s *bookSession) ReadAudit(ctx context.Context, fromSeq uint64, max int) (*command.Result, error) {
+	ar, ok := s.s.(fleet.AuditReader)
+	if !ok {
+		return nil, fmt.Errorf("bookkeeping: the link to %s cannot read audit logs", s.id)
+	}
+	return ar.ReadAudit(ctx, fromSeq, max)
 }
 
 type bookSession struct {

@@ -190,9 +190,16 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if err != nil {
 		return err
 	}
+	// The audit entries the scheduler reads from locks, on the events topic.
+	auditPub, err := operator.NewAuditPublisher(operator.AuditOptions{Journal: db, Publisher: sess, Topics: topics, Logger: log})
+	if err != nil {
+		return err
+	}
 	books := &bookkeeping{link: link, db: db, roots: keys.Roots, now: now, log: log.With("subsystem", "bookkeeping")}
 	sched, err := fleet.New(fleet.Options{Journal: db, Link: books, Logger: log, Now: now,
-		MaxSessions: cfg.Bluetooth.MaxConnections, Retryable: bluelink.Retryable, OnResult: ob.Kick})
+		MaxSessions: cfg.Bluetooth.MaxConnections, Retryable: bluelink.Retryable, OnResult: ob.Kick,
+		Audit: fleet.AuditOptions{Store: db, Heard: func() []bonds.LockID { return heardLocks(ad) },
+			Interval: cfg.Audit.Interval.D(), Pages: cfg.Audit.PagesPerSession, OnEntries: auditPub.Kick}})
 	if err != nil {
 		return err
 	}
@@ -203,7 +210,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	}
 	intake.Store(in)
 
-	reg.MustRegister(bluez.NewCollector(ad), link, sched, in, ob, pres, revs, sess.Collector(), newBondsCollector(db),
+	reg.MustRegister(bluez.NewCollector(ad), link, sched, in, ob, auditPub, pres, revs, sess.Collector(), newBondsCollector(db),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewBuildInfoCollector())
 
@@ -216,6 +223,10 @@ func Run(ctx context.Context, opts Options) (err error) {
 		return err
 	}
 	defer ob.Close()
+	if err := auditPub.Start(ctx); err != nil {
+		return err
+	}
+	defer auditPub.Close()
 	if err := in.Start(ctx); err != nil {
 		return err
 	}
@@ -335,6 +346,18 @@ func presence(ctx context.Context, ad *bluez.Adapter, db *bonds.DB, sched *fleet
 			recordSighting(ctx, db, ev, sched.Wake, log)
 		}
 	}
+}
+
+// heardLocks are the lock IDs the adapter hears now, for the scheduled
+// audit reads.
+func heardLocks(ad *bluez.Adapter) []bonds.LockID {
+	var out []bonds.LockID
+	for _, li := range ad.Locks() {
+		if li.Err == nil && li.LockID != ([8]byte{}) {
+			out = append(out, bonds.LockID(li.LockID))
+		}
+	}
+	return out
 }
 
 // seenLocks is what the adapter hears now, for the lock presence.

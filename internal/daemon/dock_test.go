@@ -24,6 +24,8 @@ import (
 	"github.com/gatewayd/gatewayd/firmware/command"
 	"github.com/gatewayd/gatewayd/firmware/cred"
 	"github.com/gatewayd/gatewayd/firmware/lock"
+	"github.com/gatewayd/gatewayd/firmware/lock/audit"
+	"github.com/gatewayd/gatewayd/firmware/lock/flash"
 	"github.com/gatewayd/gatewayd/firmware/lock/locktest"
 	"github.com/gatewayd/gatewayd/fleet/operator"
 	"github.com/gatewayd/gatewayd/internal/mosquittotest"
@@ -48,21 +50,31 @@ type dock struct {
 
 	mu  sync.Mutex
 	ctr uint64
+
+	withAudit bool // the locks keep audit logs (withAudit)
 }
 
 type refLock struct {
-	id   bonds.LockID
-	addr string
-	act  *locktest.Actuator
-	lock *lock.Lock
+	id    bonds.LockID
+	addr  string
+	act   *locktest.Actuator
+	lock  *lock.Lock
+	audit *audit.Log // with withAudit
 }
+
+// withAudit is an option of newDock: its locks keep audit logs
+// (firmware/lock/audit, in memory).
+func withAudit(d *dock) { d.withAudit = true }
 
 // now is the dock's clock: the test fleet's, moving in real time.
 func (d *dock) now() time.Time { return d.fleet.Now.Add(time.Since(d.start)) }
 
-func newDock(t *testing.T, nLocks int, emuOpts emulator.Options) *dock {
+func newDock(t *testing.T, nLocks int, emuOpts emulator.Options, opts ...func(*dock)) *dock {
 	t.Helper()
 	d := &dock{t: t, dir: t.TempDir(), fleet: channeltest.NewFleet(t, "acme"), start: time.Now()}
+	for _, o := range opts {
+		o(d)
+	}
 	d.broker = mosquittotest.Start(t, mosquittotest.Options{})
 	ctx := t.Context()
 	var err error
@@ -82,8 +94,16 @@ func newDock(t *testing.T, nLocks int, emuOpts emulator.Options) *dock {
 	for i := range nLocks {
 		lp := d.fleet.Lock(t, uint64(0x4c4b000000000001+i))
 		act := &locktest.Actuator{}
-		l, err := lock.New(lock.Options{Cert: lp.Cert, Key: lp.Key, Roots: d.fleet.Roots, Store: locktest.NewStore(),
-			Actuator: act, RTC: d.now})
+		lo := lock.Options{Cert: lp.Cert, Key: lp.Key, Roots: d.fleet.Roots, Store: locktest.NewStore(),
+			Actuator: act, RTC: d.now}
+		var alog *audit.Log
+		if d.withAudit {
+			if alog, err = audit.Open(flash.NewMem(), audit.Options{LockID: lp.Cert.KID, Now: d.now}); err != nil {
+				t.Fatal(err)
+			}
+			lo.Audit = lock.AuditLog(alog)
+		}
+		l, err := lock.New(lo)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -91,7 +111,7 @@ func newDock(t *testing.T, nLocks int, emuOpts emulator.Options) *dock {
 		if err := d.emu.AddLock(l, addr, emulator.LockOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		d.locks = append(d.locks, &refLock{id: bonds.LockID(l.ID()), addr: addr, act: act, lock: l})
+		d.locks = append(d.locks, &refLock{id: bonds.LockID(l.ID()), addr: addr, act: act, lock: l, audit: alog})
 	}
 
 	// Key files, as an installer writes them.
@@ -221,6 +241,7 @@ type opClient struct {
 	rejected []operator.Rejected
 	status   []string
 	locks    []operator.LocksMessage
+	events   []operator.AuditMessage
 	changed  chan struct{}
 }
 
@@ -233,7 +254,7 @@ func newOpClient(t *testing.T, url string, topics operator.Topics) *opClient {
 	o := mqtt.NewClientOptions().AddBroker(url).SetClientID("operator-" + strings.ReplaceAll(t.Name(), "/", "-")).
 		SetCleanSession(false).SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(200 * time.Millisecond).
 		SetOnConnectHandler(func(c mqtt.Client) {
-			c.SubscribeMultiple(map[string]byte{topics.Result: 1, topics.Rejected: 1, topics.Status: 1, topics.Locks: 1}, oc.onMessage)
+			c.SubscribeMultiple(map[string]byte{topics.Result: 1, topics.Rejected: 1, topics.Status: 1, topics.Locks: 1, topics.Events: 1}, oc.onMessage)
 		})
 	oc.c = mqtt.NewClient(o)
 	tok := oc.c.Connect()
@@ -271,6 +292,13 @@ func (oc *opClient) onMessage(_ mqtt.Client, m mqtt.Message) {
 			return
 		}
 		oc.locks = append(oc.locks, l)
+	case oc.topics.Events:
+		var a operator.AuditMessage
+		if err := json.Unmarshal(m.Payload(), &a); err != nil {
+			oc.t.Errorf("event is not JSON: %v: %s", err, m.Payload())
+			return
+		}
+		oc.events = append(oc.events, a)
 	}
 	select {
 	case oc.changed <- struct{}{}:
