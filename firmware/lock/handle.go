@@ -28,7 +28,9 @@ func (l *Lock) Handle(peerCert *cred.Cert, peer Peer, plaintext []byte) []byte {
 		res = l.resultLocked(req.RequestID, command.StatusOf(perr))
 		res.Detail = "malformed request"
 	} else {
+		l.signed = nil
 		res = l.handleLocked(peerCert, peer, &req)
+		l.signResultLocked(req.Op, res)
 	}
 	out, err := command.MarshalResult(req.Op, res)
 	if err != nil {
@@ -37,6 +39,23 @@ func (l *Lock) Handle(peerCert *cred.Cert, peer Peer, plaintext []byte) []byte {
 		out, _ = command.MarshalResult(req.Op, l.resultLocked(req.RequestID, command.StatusInternal))
 	}
 	return out
+}
+
+// signResultLocked signs res, the result of a request for op, when it
+// carries a command ID (docs/protocol.md §12.7.5): the statement binds
+// this lock's ID, the command ID, op, status, lock state, the command's
+// counter, the clock and the data. A failure (only a bug) leaves the
+// result unsigned, which the operator sees as unverified; the outcome is
+// still reported.
+func (l *Lock) signResultLocked(op command.Op, res *command.Result) {
+	ver := l.signed
+	l.signed = nil
+	if res.CommandID == nil || ver == nil {
+		return
+	}
+	if err := command.SignResult(l.opts.Key, l.id[:], op, ver.Counter, res); err != nil {
+		l.log.Error("signing a result", "err", err)
+	}
 }
 
 // signerActor is the audit actor of a signed command: the signer's kid, or
@@ -104,6 +123,7 @@ func (l *Lock) handleLocked(peerCert *cred.Cert, peer Peer, req *command.Request
 		return l.execute(res, peerCert, peer, req.Op, &args, nil)
 	}
 	res.CommandID = ver.CommandID[:]
+	l.signed = ver // every result with a command ID is signed (signResultLocked)
 	if prev, ok := l.st.recent(ver.CommandID[:]); ok {
 		// Executed (or interrupted) before: report, never run again.
 		res.Status = command.StatusDuplicateCommand

@@ -93,6 +93,9 @@ type Lock struct {
 	bonds  map[string]bool
 	window bondWindow
 	bolt   command.LockState
+	// signed is the signed command of the request being handled, once
+	// verified: its result is signed (Handle).
+	signed *command.Verified
 }
 
 // New boots a lock from its storage: it loads users, counters, clock and
