@@ -295,3 +295,33 @@ func TestResultProtectedHeader(t *testing.T) {
 		t.Fatalf("protected header %x, want %x", got, want)
 	}
 }
+
+// FuzzVerifyResultSignature: VerifyResultSignature never panics; it
+// accepts only the genuine signature (Ed25519 verification of a fixed
+// statement), and refuses everything else with one of its sentinels.
+func FuzzVerifyResultSignature(f *testing.F) {
+	e := newEnv(f)
+	b := e.body(OpStatus, 9)
+	good := e.signedResult(f, b).Signature
+	f.Add(good)
+	f.Add(good[:len(good)-1])
+	f.Add(append(bytes.Clone(good), 0))
+	st, err := SignAsRoot(e.fleet.Root, e.fleet.RootKID, e.body(OpSetTime, 1))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(st)
+	f.Add([]byte{0x84, 0x40, 0xa0, 0x40, 0x40})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s, err := VerifyResultSignature(data, e.lock.Cert)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrBadSignature) && !errors.Is(err, ErrSignerRejected) && !errors.Is(err, ErrWrongLock) {
+				t.Fatalf("unexpected error for %x: %v", data, err)
+			}
+			return
+		}
+		if !bytes.Equal(data, good) || s.CommandID != b.CommandID {
+			t.Fatalf("accepted %x, which is not the genuine signature", data)
+		}
+	})
+}
