@@ -22,7 +22,7 @@ import (
 // Limits and constants of result signatures.
 const (
 	// MaxResultSignatureSize is the largest result signature (result key
-	// 10) accepted, in bytes; one is about 210 bytes.
+	// 10) accepted, in bytes; one is 170 to 210 bytes.
 	MaxResultSignatureSize = 256
 	// ResultSignatureType is the COSE "typ" (RFC 9596, label 16) in the
 	// protected header of every result signature. It separates a result
