@@ -168,6 +168,9 @@ func sameAsSigned(m *ResultMessage, v *VerifiedResult) error {
 	mismatch := func(what string, got, want any) error {
 		return fmt.Errorf("%w: the message says %s %v, the lock signed %v", command.ErrResultMismatch, what, got, want)
 	}
+	if m.Operation != v.Statement.Op.String() {
+		return mismatch("operation", m.Operation, v.Statement.Op)
+	}
 	if m.Status != v.Outcome.String() {
 		return mismatch("status", m.Status, v.Outcome)
 	}

@@ -127,6 +127,15 @@ func TestAttackForgedResultMessage(t *testing.T) {
 		m.Status, m.State = "ok", bonds.StateSucceeded
 		refusedWith(t, m, e.verifyOpts(b), command.ErrResultMismatch, "status ok, the lock signed jammed")
 	})
+	t.Run("operation", func(t *testing.T) {
+		m := good
+		m.Operation = "unlock"
+		o := e.verifyOpts(b)
+		o.Operation = ""
+		refusedWith(t, m, o, command.ErrResultMismatch, "signed for lock, the command is unlock")
+		o.Operation = "lock"
+		refusedWith(t, m, o, command.ErrResultMismatch, "operation unlock")
+	})
 	t.Run("lock state", func(t *testing.T) {
 		m := good
 		m.LockState = "locked"
