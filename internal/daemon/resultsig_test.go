@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -96,3 +97,78 @@ func TestDaemonPublishesSignedResults(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestAttackForgedResultOnResultTopic: a rogue client that may publish on
+// the result topic (or a compromised broker) takes the lock's genuine
+// "unlocked" result and republishes it saying "locked", and fabricates a
+// "succeeded" result for a command the lock never ran. The backend, through
+// real mosquitto, receives both and refuses both with a reason; the
+// genuine result still verifies.
+func TestAttackForgedResultOnResultTopic(t *testing.T) {
+	d := newDock(t, 1, emulator.Options{})
+	d.run()
+	oc := d.client
+	oc.until("retained status online", func() bool {
+		return len(oc.status) > 0 && strings.Contains(oc.status[len(oc.status)-1], `"online"`)
+	})
+	bu, su := d.sign(0, command.OpUnlock, command.Args{})
+	oc.publish(su)
+	oc.until("the unlock's result", func() bool { return len(oc.resultsFor(bu.CommandID)) == 1 })
+	oc.mu.Lock()
+	genuine := oc.resultsFor(bu.CommandID)[0]
+	oc.mu.Unlock()
+
+	forged := genuine
+	forged.LockState = "locked"
+	// A command that was signed but never sent to the gateway: the rogue
+	// reports it done, with the lock's signature of another command.
+	bl, _ := d.sign(0, command.OpLock, command.Args{})
+	fabricated := genuine
+	fabricated.CommandID, fabricated.Operation, fabricated.LockState = bonds.CommandID(bl.CommandID), "lock", "locked"
+	for _, m := range []operator.ResultMessage{forged, fabricated} {
+		tok := oc.c.Publish(d.topics.Result, 1, false, mustJSON(t, m))
+		if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+			t.Fatalf("rogue publish: %v", tok.Error())
+		}
+	}
+	oc.until("the rogue's two results", func() bool {
+		return len(oc.resultsFor(bu.CommandID)) == 2 && len(oc.resultsFor(bl.CommandID)) == 1
+	})
+	oc.mu.Lock()
+	got := append(oc.resultsFor(bu.CommandID), oc.resultsFor(bl.CommandID)...)
+	oc.mu.Unlock()
+
+	now := func() time.Time { return d.now() }
+	verified := 0
+	for _, m := range got {
+		want := bu
+		if m.CommandID == bonds.CommandID(bl.CommandID) {
+			want = bl
+		}
+		_, err := operator.VerifyResult(&m, operator.VerifyOptions{Roots: d.fleet.Roots, CommandID: bonds.CommandID(want.CommandID),
+			Operation: want.Op.String(), Counter: want.Counter, Now: now})
+		switch {
+		case err == nil && m.LockState == "unlocked" && m.CommandID == bonds.CommandID(bu.CommandID):
+			verified++
+		case errors.Is(err, command.ErrResultMismatch):
+			t.Logf("refused %s %s: %v", m.Operation, m.LockState, err)
+		default:
+			t.Errorf("result %s (%s, %s): %v", m.CommandID, m.Operation, m.LockState, err)
+		}
+	}
+	if verified != 1 {
+		t.Errorf("%d results verified, want the genuine one only", verified)
+	}
+	if d.locks[0].act.Moves() != 1 {
+		t.Errorf("bolt moved %d times", d.locks[0].act.Moves())
+	}
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
