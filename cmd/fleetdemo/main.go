@@ -512,7 +512,7 @@ func (d *demo) refusals() error {
 	if _, err := d.ctlOK("sign", "-key", "otto.key", "-cred", "otto.cwt", "-lock", lockID(2), "-o", "cmd.bin", "unlock"); err != nil {
 		return err
 	}
-	raw := []string{"send", "-payload", "cmd.bin", "-broker", d.brokerURL, "-gateway", gatewayID}
+	raw := []string{"send", "-payload", "cmd.bin", "-broker", d.brokerURL, "-gateway", gatewayID, "-root", "fleet-root.pem"}
 	if err := d.sendRaw(raw); err != nil {
 		return err
 	}

@@ -60,7 +60,7 @@ func verdict(body []byte, o operator.VerifyOptions) (string, error) {
 	if err != nil {
 		return "UNVERIFIED: " + err.Error(), fmt.Errorf("%w: %w", errUnverified, err)
 	}
-	return "verified: signed by lock " + v.Lock.Subject + ": " + v.String(), nil
+	return "verified: " + v.String(), nil
 }
 
 func verify(args []string, stdin io.Reader, stdout, stderr io.Writer) error {

@@ -62,7 +62,7 @@ func TestVerifyCommand(t *testing.T) {
 	}
 	good := write("good.json", m)
 	out, err := runT(t, "verify", "-root", p("root.key.pub"), "-command-id", cid.String(), "-counter", "42", good)
-	if err != nil || !strings.HasPrefix(out, "verified: signed by lock "+lockHex) || !strings.Contains(out, "unlock: ok, unlocked") {
+	if err != nil || !strings.HasPrefix(out, "verified: command "+cid.String()+" unlock: ok, unlocked") || !strings.Contains(out, "signed by lock "+lockHex) {
 		t.Fatalf("genuine result: %q, %v", out, err)
 	}
 

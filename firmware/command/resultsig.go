@@ -424,7 +424,7 @@ func fmtTime(t time.Time) string {
 
 // String describes s for humans (no signature in it).
 func (s *ResultStatement) String() string {
-	return fmt.Sprintf("lock %s command %s %v: %v, %v, counter %d, clock %s",
-		hex.EncodeToString(s.LockID[:]), hex.EncodeToString(s.CommandID[:]), s.Op, s.Status, s.LockState,
-		s.Counter, fmtTime(s.Clock))
+	return fmt.Sprintf("command %s %v: %v, %v, counter %d, clock %s, signed by lock %s",
+		hex.EncodeToString(s.CommandID[:]), s.Op, s.Status, s.LockState, s.Counter, fmtTime(s.Clock),
+		hex.EncodeToString(s.LockID[:]))
 }
