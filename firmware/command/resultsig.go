@@ -22,7 +22,7 @@ import (
 // Limits and constants of result signatures.
 const (
 	// MaxResultSignatureSize is the largest result signature (result key
-	// 10) accepted, in bytes; one is 170 to 210 bytes.
+	// 10) accepted, in bytes; a lock makes them of at most 206 bytes.
 	MaxResultSignatureSize = 256
 	// ResultSignatureType is the COSE "typ" (RFC 9596, label 16) in the
 	// protected header of every result signature. It separates a result
@@ -31,6 +31,15 @@ const (
 	// EDHOC signature's protected slot is the signer's ID_CRED, which never
 	// holds label 16.
 	ResultSignatureType = "application/gatewayd-result+cose"
+	// MaxSignedResultData is the largest data item (result key 9, its
+	// encoded bytes) a signed result may carry so that it fits
+	// MaxResultSize whatever its other fields: 2035 bytes minus 74 for
+	// the other keys at their largest (request ID, status, lock state,
+	// battery, a 32-byte firmware version, clock, command ID, key 9) and
+	// 209 for key 10 with the largest signature (206 bytes: a counter of
+	// 2^53 and a data digest). A lock answering a signed read-audit cuts
+	// the page to fewer entries to stay within it.
+	MaxSignedResultData = MaxResultSize - 74 - 209
 )
 
 // resultProtected is the exact protected header of a result signature:

@@ -325,3 +325,30 @@ func FuzzVerifyResultSignature(f *testing.F) {
 		}
 	})
 }
+
+// MaxSignedResultData is exact: data of that size, with every other field
+// and the signature at their largest, fits MaxResultSize; one byte more
+// does not.
+func TestSignedResultDataBudget(t *testing.T) {
+	e := newEnv(t)
+	build := func(n int) ([]byte, error) {
+		// One opaque CBOR item of n bytes: a byte string with a 3-byte head.
+		data := append([]byte{0x59, byte((n - 3) >> 8), byte(n - 3)}, bytes.Repeat([]byte{7}, n-3)...)
+		r := Result{RequestID: 1<<32 - 1, Status: StatusOK, LockState: StateJammed, Battery: 100,
+			Firmware: strings.Repeat("f", MaxFirmwareLen), Clock: time.Unix(maxTime, 0), CommandID: bytes.Repeat([]byte{9}, 16), Data: data}
+		if err := SignResult(e.lock.Key, e.lock.Cert.KID, OpReadAudit, MaxCounter, &r); err != nil {
+			return nil, err
+		}
+		if len(r.Signature) != 206 {
+			t.Fatalf("largest signature is %d bytes, the budget assumes 206", len(r.Signature))
+		}
+		return MarshalResult(OpReadAudit, &r)
+	}
+	b, err := build(MaxSignedResultData)
+	if err != nil || len(b) != MaxResultSize {
+		t.Fatalf("data of MaxSignedResultData (%d): %d bytes, %v; want exactly %d", MaxSignedResultData, len(b), err, MaxResultSize)
+	}
+	if _, err := build(MaxSignedResultData + 1); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("one byte more encoded: %v", err)
+	}
+}

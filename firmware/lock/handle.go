@@ -286,7 +286,18 @@ func (l *Lock) execute(res *command.Result, peerCert *cred.Cert, peer Peer, op c
 		if l.opts.Audit == nil {
 			return fail(fmt.Errorf("%w: this lock keeps no audit log", command.ErrInternal))
 		}
-		d, err := l.opts.Audit.Page(a.FromSeq, a.Max)
+		n := a.Max
+		if n == 0 || n > audit.MaxPageEntries {
+			n = audit.MaxPageEntries
+		}
+		d, err := l.opts.Audit.Page(a.FromSeq, n)
+		// A signed result must fit one frame with its signature: fewer
+		// entries then (docs/protocol.md §12.7.5); the reader goes on
+		// from the page's last entry as usual.
+		for ver != nil && err == nil && len(d) > command.MaxSignedResultData && n > 1 {
+			n--
+			d, err = l.opts.Audit.Page(a.FromSeq, n)
+		}
 		if err != nil {
 			return fail(fmt.Errorf("%w: %w", command.ErrInternal, err))
 		}

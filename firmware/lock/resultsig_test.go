@@ -3,6 +3,9 @@ package lock
 import (
 	"errors"
 	"testing"
+	"time"
+
+	"github.com/fxamacker/cbor/v2"
 
 	"github.com/gatewayd/gatewayd/firmware/command"
 )
@@ -67,5 +70,38 @@ func TestLockSignsResultsOfSignedCommands(t *testing.T) {
 	wantStatus(t, r, command.StatusOK)
 	if r.Signature != nil {
 		t.Fatal("the result of an unsigned request is signed")
+	}
+}
+
+// bigAuditor serves pages of 120 bytes per entry: a full page of 16 does
+// not fit a signed result.
+type bigAuditor struct{ asked []uint8 }
+
+func (*bigAuditor) Record(time.Time, Event) error { return nil }
+func (a *bigAuditor) Page(_ uint32, max uint8) (cbor.RawMessage, error) {
+	a.asked = append(a.asked, max)
+	n := 120 * int(max)
+	return append([]byte{0x59, byte((n - 3) >> 8), byte(n - 3)}, make([]byte, n-3)...), nil
+}
+
+// A signed read-audit whose page would not fit one frame with the
+// signature gets fewer entries, signed; unsigned, the page is as asked.
+func TestSignedReadAuditFitsOneFrame(t *testing.T) {
+	aud := &bigAuditor{}
+	e := newEnv(t, func(o *Options) { o.Audit = aud })
+	c := e.mustConnect(e.gateway, "DC:A6:32:00:00:02")
+	b := e.body(command.OpReadAudit, command.Args{FromSeq: 0, Max: 16})
+	r := do(t, c, command.Request{Op: command.OpReadAudit, Signed: e.sign(e.admin, b)})
+	wantStatus(t, r, command.StatusOK)
+	if len(r.Data) > command.MaxSignedResultData || len(r.Data) != 120*14 {
+		t.Fatalf("signed page of %d bytes (asked %v), budget %d", len(r.Data), aud.asked, command.MaxSignedResultData)
+	}
+	if _, err := command.VerifyResult(r, e.lockP.Cert, command.ResultExpect{LockID: b.LockID, CommandID: b.CommandID, Op: b.Op, Counter: b.Counter}); err != nil {
+		t.Fatal(err)
+	}
+	r = do(t, c, command.Request{Op: command.OpReadAudit, Args: command.Args{FromSeq: 0, Max: 16}})
+	wantStatus(t, r, command.StatusOK)
+	if len(r.Data) != 120*16 || r.Signature != nil {
+		t.Fatalf("unsigned page of %d bytes, signature %v", len(r.Data), r.Signature != nil)
 	}
 }
