@@ -417,6 +417,8 @@ func (d *demo) commands() error {
 	d.say("   inside), publishes it with QoS 1 to gatewayd/v1/gw/%s/cmd, and waits for its one result.", gatewayID)
 	d.say("   The gateway checks the signature, journals the command, carries it to the lock over the")
 	d.say("   EDHOC-secured channel; the lock checks the operator's signature again and runs it.")
+	d.say("   The lock signs its result with its own credential key; with -root fleet-root.pem gatewayctl")
+	d.say("   checks that signature and prints \"verified: ...\" (docs/mqtt.md, Verifying results).")
 	for _, c := range []struct {
 		who     string
 		lock    int
@@ -464,7 +466,7 @@ func parseResult(out string) (result, error) {
 // sendArgs is the command line of a gatewayctl send by who to lock n.
 func (d *demo) sendArgs(who string, n int, op ...string) []string {
 	return append([]string{"send", "-key", who + ".key", "-cred", who + ".cwt", "-broker", d.brokerURL,
-		"-gateway", gatewayID, "-lock", lockID(n)}, op...)
+		"-gateway", gatewayID, "-lock", lockID(n), "-root", "fleet-root.pem"}, op...)
 }
 
 // send runs a gatewayctl send that must succeed and returns its output.
@@ -510,7 +512,7 @@ func (d *demo) refusals() error {
 	if _, err := d.ctlOK("sign", "-key", "otto.key", "-cred", "otto.cwt", "-lock", lockID(2), "-o", "cmd.bin", "unlock"); err != nil {
 		return err
 	}
-	raw := []string{"send", "-payload", "cmd.bin", "-broker", d.brokerURL, "-gateway", gatewayID}
+	raw := []string{"send", "-payload", "cmd.bin", "-broker", d.brokerURL, "-gateway", gatewayID, "-root", "fleet-root.pem"}
 	if err := d.sendRaw(raw); err != nil {
 		return err
 	}

@@ -51,6 +51,7 @@ func TestFleetDemo(t *testing.T) {
 		`"operation": "unlock"`,
 		`"state": "succeeded"`,
 		`"user_id": "rider-7"`,
+		"verified: command ",
 		`"reason": "duplicate"`,
 		`"reason": "bad_signature"`,
 		`"reason": "forbidden"`,

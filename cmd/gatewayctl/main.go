@@ -11,6 +11,8 @@
 //     (the locks' audit entries).
 //   - revoke: a fleet revocation list signed by the fleet root, written to
 //     a file and/or published retained to every gateway.
+//   - verify: check a result's lock signature (docs/mqtt.md); send and
+//     watch check it too when given the fleet root (-root).
 //
 // Commands and results follow docs/mqtt.md. main only sets up signals and
 // exit codes; run takes the arguments and streams, so tests call it.
@@ -38,8 +40,8 @@ func main() {
 	case errors.Is(err, errUsage):
 		fmt.Fprintln(os.Stderr, "gatewayctl:", err)
 		os.Exit(2)
-	case errors.Is(err, errNotOK):
-		os.Exit(1) // the result is on stdout
+	case errors.Is(err, errNotOK), errors.Is(err, errUnverified):
+		os.Exit(1) // the result, or the verdict, is on stdout
 	default:
 		fmt.Fprintln(os.Stderr, "gatewayctl:", err)
 		os.Exit(1)
@@ -63,8 +65,16 @@ Key ceremony (docs/operations.md):
 
 Commands (docs/mqtt.md):
   sign  -key OP.key -cred OP.cwt -lock ID [-valid D] [-o FILE] OP [ARGS]
-  send  -key OP.key -cred OP.cwt -broker URL -gateway G -lock ID [-prefix P] [-timeout D] OP [ARGS]
-  watch -broker URL -gateway G [-prefix P]
+  send  -key OP.key -cred OP.cwt -broker URL -gateway G -lock ID [-prefix P] [-timeout D] [-root ROOT.pub] OP [ARGS]
+  watch -broker URL -gateway G [-prefix P] [-root ROOT.pub]
+  verify -root ROOT.pub [-command-id ID] [-counter N] [-lock-cred LOCK.cwt] [RESULT.json]
+
+With -root (repeatable: one per trusted fleet root), send and watch check
+each result's lock signature and print "verified: ..." or "UNVERIFIED: ..."
+(send on stderr, after the JSON on stdout; watch after the message). A
+result is the lock's word only when verified; send exits 1 when it is not.
+verify reads one result message (a file or stdin) and exits 0 only when
+verified.
 
 Revocation (docs/mqtt.md, run where the fleet root key is):
   revoke -root ROOT.key [-serial N] [-o FILE|-] [-broker URL [-prefix P]] KIND:SUBJECT...
@@ -92,6 +102,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return watch(ctx, args[1:], stdout, stderr)
 	case "revoke":
 		return revoke(ctx, args[1:], stdout, stderr)
+	case "verify":
+		return verify(args[1:], os.Stdin, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -208,13 +208,19 @@ func send(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	mf := addMQTTFlags(fs)
 	timeout := fs.Duration("timeout", time.Minute, "how long to wait for the result")
 	raw := fs.String("payload", "", "send this file's bytes as the command instead of signing one (for tests of the gateway's refusals)")
+	var rf rootFlags
+	fs.Var(&rf, "root", "a fleet root public key (PEM), to verify the lock's signature of the result; repeatable")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	roots, err := rf.roots()
+	if err != nil {
+		return fmt.Errorf("send: %w", err)
 	}
 	var (
 		signed []byte
 		cmdID  string
-		err    error
+		vo     = operator.VerifyOptions{Roots: roots}
 	)
 	if *raw != "" {
 		if signed, err = os.ReadFile(*raw); err != nil {
@@ -224,6 +230,7 @@ func send(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		// refusals are matched by the payload's digest either way.
 		if b, err := command.Peek(signed); err == nil {
 			cmdID = hex.EncodeToString(b.CommandID[:])
+			vo.CommandID, vo.Operation = bonds.CommandID(b.CommandID), b.Op.String()
 		}
 	} else {
 		var b command.Body
@@ -231,6 +238,7 @@ func send(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("send: %w", err)
 		}
 		cmdID = hex.EncodeToString(b.CommandID[:])
+		vo.CommandID, vo.Operation, vo.Counter = bonds.CommandID(b.CommandID), b.Op.String(), b.Counter
 	}
 	sum := sha256.Sum256(signed)
 	digest := hex.EncodeToString(sum[:])
@@ -280,8 +288,13 @@ func send(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err := json.Unmarshal(body, &r); err != nil {
 			return fmt.Errorf("send: result: %w", err)
 		}
+		line, verr := verdict(body, vo)
+		fmt.Fprintln(stderr, line)
 		if r.State != bonds.StateSucceeded {
 			return fmt.Errorf("%s: %w", r.State, errNotOK)
+		}
+		if verr != nil && roots != nil {
+			return fmt.Errorf("succeeded by the gateway's word only: %w", errNotOK)
 		}
 		return nil
 	case <-ctx.Done():
@@ -296,8 +309,14 @@ func watch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flags("watch", stderr)
 	mf := addMQTTFlags(fs)
 	n := fs.Int("n", 0, "exit after this many messages (0: until interrupted)")
+	var rf rootFlags
+	fs.Var(&rf, "root", "a fleet root public key (PEM), to verify the lock's signature of each result; repeatable")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	roots, err := rf.roots()
+	if err != nil {
+		return fmt.Errorf("watch: %w", err)
 	}
 	c, t, err := mf.connect(ctx)
 	if err != nil {
@@ -306,8 +325,13 @@ func watch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer c.Disconnect(250)
 	msgs := make(chan string, 64)
 	h := func(_ mqtt.Client, m mqtt.Message) {
+		s := fmt.Sprintf("%s %s", m.Topic(), m.Payload())
+		if m.Topic() == t.Result && roots != nil {
+			line, _ := verdict(m.Payload(), operator.VerifyOptions{Roots: roots})
+			s += "\n  " + line
+		}
 		select {
-		case msgs <- fmt.Sprintf("%s %s", m.Topic(), m.Payload()):
+		case msgs <- s:
 		default:
 		}
 	}

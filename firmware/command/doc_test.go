@@ -56,6 +56,7 @@ var (
 	exAdminSeed = bytes.Repeat([]byte{0x03}, 32)
 	exOperSeed  = bytes.Repeat([]byte{0x04}, 32)
 	exUserSeed  = bytes.Repeat([]byte{0x05}, 32)
+	exLockSeed  = bytes.Repeat([]byte{0x02}, 32)
 	exLockID    = [8]byte{0xa1, 0xb2, 0xc3, 0xd4, 0xe5, 0xf6, 0x07, 0x18}
 	exNbf       = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 	exExp       = time.Date(2045, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -64,6 +65,7 @@ var (
 
 type example struct {
 	root, admin, oper, user ed25519.PrivateKey
+	lock                    ed25519.PrivateKey
 	rootKID                 []byte
 	adminCWT, operCWT       []byte
 
@@ -72,6 +74,7 @@ type example struct {
 	addUserReq, unlockReq         []byte
 	addUserResult, unlockResult   []byte
 	addUserPayload, unlockPayload []byte
+	unlockResultSig               []byte
 }
 
 func issueEx(t *testing.T, root ed25519.PrivateKey, kid []byte, key ed25519.PrivateKey, sub string, role cred.Role, perms cred.Perm) []byte {
@@ -98,6 +101,7 @@ func makeExample(t *testing.T) *example {
 		admin: ed25519.NewKeyFromSeed(exAdminSeed),
 		oper:  ed25519.NewKeyFromSeed(exOperSeed),
 		user:  ed25519.NewKeyFromSeed(exUserSeed),
+		lock:  ed25519.NewKeyFromSeed(exLockSeed),
 	}
 	x.rootKID = cred.RootKID(x.root.Public().(ed25519.PublicKey))
 	x.adminCWT = issueEx(t, x.root, x.rootKID, x.admin, "admin-ann", cred.RoleAdmin, cred.AdminPerms)
@@ -134,14 +138,24 @@ func makeExample(t *testing.T) *example {
 	if x.unlockReq, err = MarshalRequest(&Request{Op: OpUnlock, RequestID: 2, Signed: x.unlockSigned}); err != nil {
 		t.Fatal(err)
 	}
-	if x.addUserResult, err = MarshalResult(OpAddUser, &Result{RequestID: 1, Status: StatusOK, LockState: StateLocked,
-		Battery: 87, Firmware: "1.0.0", Clock: exNow.Add(2 * time.Second), CommandID: x.addUserBody.CommandID[:]}); err != nil {
+	// The lock signs both results (§12.7.5) with its key (seed 02, §5.10).
+	addUserRes := Result{RequestID: 1, Status: StatusOK, LockState: StateLocked,
+		Battery: 87, Firmware: "1.0.0", Clock: exNow.Add(2 * time.Second), CommandID: x.addUserBody.CommandID[:]}
+	if err = SignResult(x.lock, exLockID[:], OpAddUser, x.addUserBody.Counter, &addUserRes); err != nil {
 		t.Fatal(err)
 	}
-	if x.unlockResult, err = MarshalResult(OpUnlock, &Result{RequestID: 2, Status: StatusOK, LockState: StateUnlocked,
-		Battery: 87, Firmware: "1.0.0", Clock: exNow.Add(3 * time.Second), CommandID: x.unlockBody.CommandID[:]}); err != nil {
+	if x.addUserResult, err = MarshalResult(OpAddUser, &addUserRes); err != nil {
 		t.Fatal(err)
 	}
+	unlockRes := Result{RequestID: 2, Status: StatusOK, LockState: StateUnlocked,
+		Battery: 87, Firmware: "1.0.0", Clock: exNow.Add(3 * time.Second), CommandID: x.unlockBody.CommandID[:]}
+	if err = SignResult(x.lock, exLockID[:], OpUnlock, x.unlockBody.Counter, &unlockRes); err != nil {
+		t.Fatal(err)
+	}
+	if x.unlockResult, err = MarshalResult(OpUnlock, &unlockRes); err != nil {
+		t.Fatal(err)
+	}
+	x.unlockResultSig = unlockRes.Signature
 	// The examples must verify, as the lock would check them.
 	roots := cred.Roots{}
 	roots.Add(x.rootKID, x.root.Public().(ed25519.PublicKey))
@@ -175,6 +189,10 @@ func (x *example) blocks(t *testing.T) map[string]string {
 		t.Fatal(err)
 	}
 	tbs := cred.SigStructure(env1.Payload)
+	resEnv, err := parseResultSign1(x.unlockResultSig)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	var inputs strings.Builder
 	row := func(k, v string) { fmt.Fprintf(&inputs, "%-34s %s\n", k, v) }
@@ -193,6 +211,8 @@ func (x *example) blocks(t *testing.T) map[string]string {
 	row("user key_id (list-users)", hex.EncodeToString(func() []byte { k := KeyID(x.user.Public().(ed25519.PublicKey)); return k[:] }()))
 	row("credentials nbf / exp", fmt.Sprintf("%d / %d (2025-01-01 / 2045-01-01)", exNbf.Unix(), exExp.Unix()))
 	row("lock clock at verification", fmt.Sprintf("%d (%s)", exNow.Unix(), exNow.Format(time.RFC3339)))
+	row("lock seed (signs results)", "32 bytes of 02")
+	row("lock public key", pub(x.lock))
 
 	return map[string]string{
 		"inputs":              inputs.String(),
@@ -207,6 +227,8 @@ func (x *example) blocks(t *testing.T) map[string]string {
 		"unlock-tbs":          hexRows(tbs),
 		"unlock-result":       annotate(x.unlockResult, resultHint()),
 		"unlock-result-hex":   hexRows(x.unlockResult),
+		"unlock-result-sig":   annotate(x.unlockResultSig, resultSigHint()),
+		"unlock-result-tbs":   hexRows(resultSigStructure(resEnv.Payload)),
 	}
 }
 
@@ -344,7 +366,22 @@ func resultHint() *hint {
 		2: {name: "status", enum: func(n uint64) string { return Status(n).String() }},
 		3: {name: "lock_state", enum: func(n uint64) string { return LockState(n).String() }},
 		4: h("battery"), 5: h("firmware"), 6: timeHint("clock"), 7: h("command_id"),
-		8: h("detail"), 9: h("data"),
+		8: h("detail"), 9: h("data"), 10: {name: "signature (§12.7.5)", raw: true},
+	}}
+}
+
+func resultSigHint() *hint {
+	return &hint{name: "COSE_Sign1", elems: []*hint{
+		{name: "protected", embed: &hint{name: "protected", keys: map[uint64]*hint{
+			1: {name: "alg", enum: func(uint64) string { return "" }}, 16: h("typ")}}},
+		{name: "unprotected", keys: map[uint64]*hint{4: h("kid: lock ID")}},
+		{name: "payload", embed: &hint{name: "result-statement", keys: map[uint64]*hint{
+			1: h("lock_id"), 2: h("command_id"), 3: opHint(),
+			4: {name: "status", enum: func(n uint64) string { return Status(n).String() }},
+			5: {name: "lock_state", enum: func(n uint64) string { return LockState(n).String() }},
+			6: h("counter"), 7: timeHint("clock"), 8: h("data_sha256"),
+		}}},
+		{name: "signature"},
 	}}
 }
 

@@ -37,8 +37,9 @@ const (
 )
 
 // Sentinel errors, one per status code other than ok. Every error this
-// package returns wraps exactly one of them (match with errors.Is); errors
-// from firmware/cred that explain a refusal are wrapped as well.
+// package returns wraps exactly one of them (match with errors.Is), but for
+// the result verification errors below; errors from firmware/cred that
+// explain a refusal are wrapped as well.
 var (
 	// ErrMalformed (status 1) is returned when a message is not the exact
 	// CBOR structure the spec allows: too large, not well-formed, a tag, an
@@ -179,3 +180,18 @@ func StatusOf(err error) Status {
 	}
 	return StatusInternal
 }
+
+// Errors of result verification ([VerifyResult]). They are no status
+// codes: a lock never sends them; the operator's side reports them.
+var (
+	// ErrUnsignedResult is returned when a result carries no lock
+	// signature: the lock refused the command before it verified it (it
+	// signs only results with a command ID), or the result was not the
+	// lock's at all. Nothing in it is the lock's word.
+	ErrUnsignedResult = errors.New("command: result not signed by the lock")
+	// ErrResultMismatch is returned when a result signature verifies but
+	// does not match: it was made for another command (a replayed result),
+	// another op or counter, or the result's status, lock state, clock,
+	// command ID or data were changed after the lock signed it.
+	ErrResultMismatch = errors.New("command: result does not match the lock's signature")
+)

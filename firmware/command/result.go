@@ -33,7 +33,8 @@ const (
 // (type 0x11), sent by the lock.
 //
 //	Result = { 1: request_id, 2: status, 3: lock_state, 4: battery,
-//	           5: firmware, 6: clock, ? 7: command_id, ? 8: detail, ? 9: data }
+//	           5: firmware, 6: clock, ? 7: command_id, ? 8: detail, ? 9: data,
+//	           ? 10: signature }
 //
 // Every result, whatever its status, reports the lock's state, battery,
 // firmware version and clock.
@@ -65,6 +66,11 @@ type Result struct {
 	// read-audit, the audit package's encoder; read it with the accessors
 	// of the same names.
 	Data cbor.RawMessage
+	// Signature is the lock's signature of this result (a COSE_Sign1 of
+	// at most MaxResultSignatureSize bytes, [SignResult]), present exactly
+	// when CommandID is: the lock signs every result of a signed command
+	// it verified. Check it with [VerifyResult]. Never log it.
+	Signature []byte
 }
 
 // Err returns nil for StatusOK, else the status's sentinel error with the
@@ -173,6 +179,39 @@ var resultSchema = &schema[Result]{
 				r.Data = raw
 				return nil
 			}},
+		{key: 10, name: "signature",
+			enc: func(r *Result) (any, bool, error) {
+				if r.Signature == nil {
+					return nil, false, nil
+				}
+				if r.CommandID == nil {
+					return nil, false, errors.New("a signature without a command ID")
+				}
+				if len(r.Signature) == 0 || len(r.Signature) > MaxResultSignatureSize {
+					return nil, false, fmt.Errorf("signature of %d bytes, want 1..%d", len(r.Signature), MaxResultSignatureSize)
+				}
+				return r.Signature, true, nil
+			},
+			dec: func(r *Result, raw cbor.RawMessage) error {
+				if err := wantMajor(raw, majorBstr, "a byte string"); err != nil {
+					return err
+				}
+				var b []byte
+				if err := decMode.Unmarshal(raw, &b); err != nil {
+					return err
+				}
+				if len(b) == 0 || len(b) > MaxResultSignatureSize {
+					return fmt.Errorf("signature of %d bytes, want 1..%d", len(b), MaxResultSignatureSize)
+				}
+				r.Signature = b
+				return nil
+			}},
+	},
+	check: func(r *Result) error {
+		if r.Signature != nil && r.CommandID == nil {
+			return errors.New("a signature (key 10) without a command ID (key 7)")
+		}
+		return nil
 	},
 }
 

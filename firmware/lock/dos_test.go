@@ -39,9 +39,21 @@ func (e *env) connectPeer(p channeltest.Party, peer Peer) (*lockclient.Client, e
 // from a fresh address: the lock refuses it. It returns the refusal.
 func attackerHandshake(t *testing.T, e *env, rogue channeltest.Party, i int) error {
 	t.Helper()
-	_, err := e.connect(rogue, fmt.Sprintf("66:66:66:00:%02X:%02X", i>>8&0xff, i&0xff))
+	addr := fmt.Sprintf("66:66:66:00:%02X:%02X", i>>8&0xff, i&0xff)
+	_, err := e.connect(rogue, addr)
 	if !errors.Is(err, edhoc.ErrPeerError) {
 		t.Fatalf("attacker handshake %d: %v, want an EDHOC error from the lock", i, err)
+	}
+	if !throttled(err) {
+		// The lock sends its EDHOC error before it records the failure:
+		// wait for the record, so the next handshake sees it.
+		deadline := time.Now().Add(30 * time.Second)
+		for e.lock.lo.failures(addr) == 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("attacker handshake %d: the lock never recorded its failure", i)
+			}
+			time.Sleep(time.Millisecond)
+		}
 	}
 	return err
 }

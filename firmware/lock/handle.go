@@ -30,7 +30,9 @@ func (l *Lock) Handle(peerCert *cred.Cert, peer Peer, plaintext []byte) []byte {
 		res = l.resultLocked(req.RequestID, command.StatusOf(perr))
 		res.Detail = "malformed request"
 	} else {
+		l.signed = nil
 		res = l.handleLocked(peerCert, peer, &req)
+		l.signResultLocked(req.Op, res)
 	}
 	out, err := command.MarshalResult(req.Op, res)
 	if err != nil {
@@ -39,6 +41,23 @@ func (l *Lock) Handle(peerCert *cred.Cert, peer Peer, plaintext []byte) []byte {
 		out, _ = command.MarshalResult(req.Op, l.resultLocked(req.RequestID, command.StatusInternal))
 	}
 	return out
+}
+
+// signResultLocked signs res, the result of a request for op, when it
+// carries a command ID (docs/protocol.md §12.7.5): the statement binds
+// this lock's ID, the command ID, op, status, lock state, the command's
+// counter, the clock and the data. A failure (only a bug) leaves the
+// result unsigned, which the operator sees as unverified; the outcome is
+// still reported.
+func (l *Lock) signResultLocked(op command.Op, res *command.Result) {
+	ver := l.signed
+	l.signed = nil
+	if res.CommandID == nil || ver == nil {
+		return
+	}
+	if err := command.SignResult(l.opts.Key, l.id[:], op, ver.Counter, res); err != nil {
+		l.log.Error("signing a result", "err", err)
+	}
 }
 
 // signerActor is the audit actor of a signed command: the signer's kid, or
@@ -117,6 +136,7 @@ func (l *Lock) handleLocked(peerCert *cred.Cert, peer Peer, req *command.Request
 		return l.execute(res, peerCert, peer, req.Op, &args, nil)
 	}
 	res.CommandID = ver.CommandID[:]
+	l.signed = ver // every result with a command ID is signed (signResultLocked)
 	if prev, ok := l.st.recent(ver.CommandID[:]); ok {
 		// Executed (or interrupted) before: report, never run again.
 		res.Status = command.StatusDuplicateCommand
@@ -286,7 +306,18 @@ func (l *Lock) execute(res *command.Result, peerCert *cred.Cert, peer Peer, op c
 		if l.opts.Audit == nil {
 			return fail(fmt.Errorf("%w: this lock keeps no audit log", command.ErrInternal))
 		}
-		d, err := l.opts.Audit.Page(a.FromSeq, a.Max)
+		n := a.Max
+		if n == 0 || n > audit.MaxPageEntries {
+			n = audit.MaxPageEntries
+		}
+		d, err := l.opts.Audit.Page(a.FromSeq, n)
+		// A signed result must fit one frame with its signature: fewer
+		// entries then (docs/protocol.md §12.7.5); the reader goes on
+		// from the page's last entry as usual.
+		for ver != nil && err == nil && len(d) > command.MaxSignedResultData && n > 1 {
+			n--
+			d, err = l.opts.Audit.Page(a.FromSeq, n)
+		}
 		if err != nil {
 			return fail(fmt.Errorf("%w: %w", command.ErrInternal, err))
 		}

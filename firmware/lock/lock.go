@@ -96,6 +96,9 @@ type Lock struct {
 	// revoked is the fleet revocation list held (revocations.go); nil:
 	// none.
 	revoked *cred.Revocations
+	// signed is the signed command of the request being handled, once
+	// verified: its result is signed (Handle).
+	signed *command.Verified
 }
 
 // New boots a lock from its storage: it loads users, counters, clock and

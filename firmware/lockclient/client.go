@@ -33,7 +33,10 @@ func New(conn *channel.Conn) *Client { return &Client{conn: conn, next: 1} }
 
 // Do sends req (its RequestID is assigned here) and returns the lock's
 // result. A result whose status is not ok is returned with a nil error:
-// the caller reads Status (and Result.Err).
+// the caller reads Status (and Result.Err). The lock's signature of the
+// result (Result.Signature, docs/protocol.md §12.7.5) is returned as the
+// lock sent it: the gateway relays it to the operator, who verifies it
+// (command.VerifyResult); the gateway needs no trust in it.
 func (c *Client) Do(ctx context.Context, req command.Request) (*command.Result, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -37,7 +37,16 @@
 // acknowledged it: what one pass published goes in one write
 // ([AckBatcher], which *bonds.DB implements; Journal.Ack per result
 // otherwise). Results therefore survive restarts and are published at
-// least once; subscribers deduplicate by command ID.
+// least once; subscribers deduplicate by command ID. A result the lock
+// signed carries its signature (kept in the journaled lock result, so a
+// republish after a restart still has it) and the lock's credential from
+// its record.
+//
+// # Verifying results
+//
+// [VerifyResult] is for backends: it checks a result message's lock
+// signature (docs/protocol.md §12.7.5) against the fleet roots and the
+// command the backend sent, and says why a result is unsigned or refused.
 //
 // # Presence
 //

@@ -123,7 +123,38 @@ type ResultMessage struct {
 	// base64 in JSON; read-audit data is only here. Never present for
 	// allow-bond (it carries the bond window's passkey).
 	LockResult []byte `json:"lock_result,omitempty"`
+
+	// LockSignature is the lock's signature of its result (lock_result's
+	// key 10, a COSE_Sign1, docs/protocol.md §12.7.5), base64 in JSON:
+	// present exactly when the lock signed the result. Check it with
+	// [VerifyResult]; until then, nothing above is the lock's word.
+	LockSignature []byte `json:"lock_signature,omitempty"`
+	// LockCredential is the lock's fleet credential (CWT, base64), as the
+	// lock proved it in the handshake, so that a verifier can check
+	// LockSignature offline: it chains to the fleet root. Present with
+	// LockSignature when the gateway has it on record; a backend may use
+	// its own copy instead ([VerifyOptions].LockCredential).
+	LockCredential []byte `json:"lock_credential,omitempty"`
+	// Unsigned says why the result carries no lock signature (one of the
+	// Unsigned… values); empty when LockSignature is present.
+	Unsigned string `json:"unsigned,omitempty"`
 }
+
+// Why a result carries no lock signature (ResultMessage.Unsigned).
+const (
+	// UnsignedGateway: the gateway produced the result without the lock's
+	// answer (expired in the queue, a link error, refused by the gateway).
+	UnsignedGateway = "gateway"
+	// UnsignedLockRefused: the lock answered, but refused the command
+	// before it verified it (locked_out, bad_signature, expired, ...): the
+	// lock signs only results of commands it verified.
+	UnsignedLockRefused = "lock_refused_unverified"
+	// UnsignedNotSigned: the lock's result names the command but carries
+	// no signature (a lock whose firmware does not sign results).
+	UnsignedNotSigned = "lock_did_not_sign"
+	// UnsignedUnreadable: the lock's result could not be decoded.
+	UnsignedUnreadable = "lock_result_unreadable"
+)
 
 // LockStatus is the data of a successful status result.
 type LockStatus struct {
@@ -156,8 +187,10 @@ func NewResultMessage(r bonds.Result, received time.Time) (ResultMessage, error)
 		m.ReceivedAt = received.UTC()
 	}
 	if len(r.Payload) == 0 {
+		m.Unsigned = UnsignedGateway
 		return m, nil
 	}
+	m.Unsigned = UnsignedUnreadable
 	op, ok := command.ParseOp(r.Operation)
 	if !ok {
 		return m, fmt.Errorf("operator: result of %s: unknown operation %q", r.CommandID, r.Operation)
@@ -165,6 +198,14 @@ func NewResultMessage(r bonds.Result, received time.Time) (ResultMessage, error)
 	lr, err := command.ParseResult(op, r.Payload)
 	if err != nil {
 		return m, fmt.Errorf("operator: result of %s: lock result: %w", r.CommandID, err)
+	}
+	switch {
+	case lr.Signature != nil:
+		m.LockSignature, m.Unsigned = lr.Signature, ""
+	case lr.CommandID == nil:
+		m.Unsigned = UnsignedLockRefused
+	default:
+		m.Unsigned = UnsignedNotSigned
 	}
 	battery := int(lr.Battery)
 	m.LockState, m.Battery, m.Firmware, m.LockClock = lr.LockState.String(), &battery, lr.Firmware, lr.Clock.UTC()

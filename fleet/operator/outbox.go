@@ -191,6 +191,7 @@ func (o *Outbox) pass(ctx context.Context) error {
 			// Published without the lock's data rather than never.
 			o.log.Error("lock result not decoded: published without it", "command_id", r.CommandID, "err", err)
 		}
+		o.attachCredential(ctx, &m)
 		pctx, cancel := context.WithTimeout(ctx, o.opts.PublishTimeout)
 		err = o.opts.Publisher.Publish(pctx, o.opts.Topics.Result, mustJSON(m), false)
 		cancel()
@@ -209,6 +210,23 @@ func (o *Outbox) pass(ctx context.Context) error {
 		}
 	}
 	return o.ack(ctx, done)
+}
+
+// attachCredential adds the lock's credential, from its record (the
+// daemon records it from the handshake, before the result is journaled),
+// to a signed result, so that it can be verified offline. Without it the
+// result is still published: a backend may hold the credential itself.
+func (o *Outbox) attachCredential(ctx context.Context, m *ResultMessage) {
+	if m.LockSignature == nil {
+		return
+	}
+	l, err := o.opts.Journal.Lock(ctx, m.LockID)
+	if err != nil || len(l.Credential) == 0 {
+		o.log.Debug("signed result published without the lock's credential", "command_id", m.CommandID,
+			"lock_id", m.LockID, "err", err)
+		return
+	}
+	m.LockCredential = l.Credential
 }
 
 // ack removes the published results rs from the outbox, in one write if

@@ -229,8 +229,27 @@ func commands(ctx context.Context, mtu int, fleet *channeltest.Fleet, gw channel
 	r, err := c.Status(ctx)
 	show("status (gateway's own authority)", r, err)
 	unlock := sign(command.OpUnlock)
+	want := command.ResultExpect{LockID: l.ID(), Op: command.OpUnlock, Counter: n}
+	want.CommandID[15] = byte(n)
 	r, err = c.Signed(ctx, command.OpUnlock, unlock)
-	show("unlock signed by operator otto", r, err)
+	if r = show("unlock signed by operator otto", r, err); r != nil {
+		// The lock signed its result: the operator checks it against the
+		// lock's credential; a stolen gateway cannot change or strip it.
+		if _, err := command.VerifyResult(r, lp.Cert, want); err != nil {
+			fmt.Printf("   %-46s NOT VERIFIED: %v\n", "the operator checks the lock's signature", err)
+			missed++
+		} else {
+			fmt.Printf("   %-46s verified\n", "the operator checks the lock's signature")
+		}
+		forged := *r
+		forged.LockState = command.StateLocked
+		_, err := command.VerifyResult(&forged, lp.Cert, want)
+		report("a stolen gateway reports \"locked\" instead", err, command.ErrResultMismatch)
+		forged = *r
+		forged.Signature = nil
+		_, err = command.VerifyResult(&forged, lp.Cert, want)
+		report("... or strips the lock's signature", err, command.ErrUnsignedResult)
+	}
 	r, err = c.Signed(ctx, command.OpUnlock, unlock)
 	if r = show("the same signed unlock, replayed", r, err); r != nil && r.Status != command.StatusDuplicateCommand {
 		missed++

@@ -25,6 +25,11 @@ type CommandExample struct {
 	Result      Hex    `json:"result"`
 	Status      string `json:"status"`
 	StatusCode  uint16 `json:"status_code"`
+	// ResultStatement and ResultSignature are, for a result the lock
+	// signed (one with a command ID, §12.7.5), the signed statement (the
+	// COSE_Sign1 payload) and the signature (result key 10).
+	ResultStatement Hex `json:"result_statement,omitempty"`
+	ResultSignature Hex `json:"result_signature,omitempty"`
 }
 
 // Commands is firmware/testdata/commands.json.
@@ -137,6 +142,19 @@ func buildCommands(f *Fleet) (*Commands, error) {
 			return fmt.Errorf("%s: %w", s.name, err)
 		}
 		ex.Status, ex.StatusCode = r.Status.String(), uint16(r.Status)
+		if r.Signature != nil {
+			st, err := command.StatementOf(l.ID(), s.req.Op, s.body.Counter, r)
+			if err != nil {
+				return fmt.Errorf("%s: %w", s.name, err)
+			}
+			if ex.ResultStatement, err = command.MarshalStatement(&st); err != nil {
+				return fmt.Errorf("%s: %w", s.name, err)
+			}
+			if !bytes.Contains(r.Signature, ex.ResultStatement) {
+				return fmt.Errorf("%s: the result signature does not hold the statement", s.name)
+			}
+			ex.ResultSignature = r.Signature
+		}
 		out.Examples = append(out.Examples, ex)
 		return nil
 	}

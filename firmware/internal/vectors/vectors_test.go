@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fxamacker/cbor/v2"
 	"github.com/pion/dtls/v3/pkg/crypto/ccm"
 
 	"github.com/gatewayd/gatewayd/firmware/command"
@@ -277,7 +278,15 @@ func TestCommandVectorsDecode(t *testing.T) {
 	}
 	v := command.Verifier{Roots: roots, LockID: lockID, Now: func() time.Time { return now }}
 	var revoked *cred.Revocations
+	lockCert, err := cred.Parse(c.Lock.Credential, roots)
+	if err != nil {
+		t.Fatalf("lock credential: %v", err)
+	}
+	signed := 0
 	for _, ex := range c.Examples {
+		if len(ex.ResultSignature) != 0 {
+			signed++
+		}
 		req, err := command.ParseRequest(ex.Request)
 		if err != nil {
 			t.Fatalf("%s: request: %v", ex.Name, err)
@@ -295,8 +304,12 @@ func TestCommandVectorsDecode(t *testing.T) {
 			}
 		}
 		if len(ex.Signed) == 0 {
+			if res.Signature != nil || len(ex.ResultSignature) != 0 {
+				t.Fatalf("%s: the result of an unsigned request is signed", ex.Name)
+			}
 			continue
 		}
+		checkResultSignature(t, &ex, res, req.Op, lockCert, ex.Body)
 		ver, verr := v.Verify(ex.Signed, req.Op)
 		switch {
 		case verr == nil && res.Status == command.StatusSignerRejected && revoked.IsRevoked(ver.Signer.KID):
@@ -310,5 +323,42 @@ func TestCommandVectorsDecode(t *testing.T) {
 				t.Fatalf("%s: verifying gives %v, the lock said %v", ex.Name, command.StatusOf(verr), res.Status)
 			}
 		}
+	}
+	if signed < 5 {
+		t.Fatalf("%d signed results; the examples have at least 5", signed)
+	}
+}
+
+// checkResultSignature checks an example's result signature (§12.7.5):
+// present exactly when the result carries a command ID, equal to the one
+// listed, over the listed statement, and verifying under the lock's
+// credential for the example's command.
+func checkResultSignature(t *testing.T, ex *CommandExample, res *command.Result, op command.Op, lockCert *cred.Cert, rawBody []byte) {
+	t.Helper()
+	if res.CommandID == nil {
+		if res.Signature != nil || len(ex.ResultSignature) != 0 {
+			t.Fatalf("%s: a result without a command ID is signed", ex.Name)
+		}
+		return
+	}
+	if !bytes.Equal(res.Signature, ex.ResultSignature) || len(ex.ResultStatement) == 0 || !bytes.Contains(res.Signature, ex.ResultStatement) {
+		t.Fatalf("%s: result signature or statement not as listed", ex.Name)
+	}
+	var body struct {
+		LockID    []byte `cbor:"1,keyasint"`
+		CommandID []byte `cbor:"4,keyasint"`
+		Counter   uint64 `cbor:"6,keyasint"`
+	}
+	if err := cbor.Unmarshal(rawBody, &body); err != nil {
+		t.Fatalf("%s: body: %v", ex.Name, err)
+	}
+	x := command.ResultExpect{LockID: [8]byte(body.LockID), CommandID: [16]byte(body.CommandID), Op: op, Counter: body.Counter}
+	s, err := command.VerifyResult(res, lockCert, x)
+	if err != nil {
+		t.Fatalf("%s: result signature: %v", ex.Name, err)
+	}
+	st, err := command.MarshalStatement(s)
+	if err != nil || !bytes.Equal(st, ex.ResultStatement) {
+		t.Fatalf("%s: statement %x, listed %x (%v)", ex.Name, st, []byte(ex.ResultStatement), err)
 	}
 }
