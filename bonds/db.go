@@ -55,6 +55,13 @@ type Options struct {
 	// NoSync skips fsync. For tests that do not test durability only; a
 	// crash with NoSync loses acknowledged commands.
 	NoSync bool
+	// FailCommit is a fault seam for tests of disk faults. When set, it is
+	// called before every commit of a write transaction, and an error it
+	// returns fails that commit as the file system would (a full disk's
+	// ENOSPC, a read-only remount's EROFS, EPERM, EIO): the transaction
+	// rolls back and every write in it gets the error (wrapped, so
+	// errors.Is finds it). Nil in production.
+	FailCommit func() error
 }
 
 func (o Options) withDefaults() Options {
@@ -321,6 +328,9 @@ func (db *DB) commitBatch(batch []*request) {
 					return errFnFailed
 				}
 			}
+			if err := db.commitFault(); err != nil {
+				return err
+			}
 			tx.OnCommit(db.committed)
 			return nil
 		})
@@ -345,6 +355,9 @@ func (db *DB) commitBatch(batch []*request) {
 			if err := safeCall(r.fn, tx); err != nil {
 				return err
 			}
+			if err := db.commitFault(); err != nil {
+				return err
+			}
 			tx.OnCommit(db.committed)
 			return nil
 		})
@@ -353,6 +366,18 @@ func (db *DB) commitBatch(batch []*request) {
 		}
 		r.done <- err
 	}
+}
+
+// commitFault is Options.FailCommit's verdict on the commit about to
+// happen (nil without the seam).
+func (db *DB) commitFault() error {
+	if db.opts.FailCommit == nil {
+		return nil
+	}
+	if err := db.opts.FailCommit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
 }
 
 // committed runs in the committer when a transaction has committed.

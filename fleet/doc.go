@@ -42,6 +42,16 @@
 // command of a session goes to running in its own write before the
 // connect, so an attempt is counted before any radio work.
 //
+// # Journal faults
+//
+// A journal write that fails as a whole (a full or read-only disk, EPERM,
+// EIO) is tried again with a short backoff (50 ms doubling to 1 s) until
+// it is written, by the goroutine that made it: the job stays owned, its
+// lock's later commands wait behind it in order, and every command goes on
+// within about a second of the disk's recovery. A failed write is counted
+// in gatewayd_fleet_journal_write_failures_total. Only Close ends the
+// retries; the entries then stay pending for the next Start.
+//
 // # Sessions
 //
 // Commands for one lock run in receive order (FIFO) over one session at a

@@ -15,6 +15,9 @@ type metrics struct {
 	attempts   prometheus.Counter
 	linkErrors *prometheus.CounterVec
 	duration   prometheus.Histogram
+	// journalErrors counts journal writes that failed as a whole (each
+	// is retried: see Scheduler.write).
+	journalErrors prometheus.Counter
 }
 
 func newMetrics(s *Scheduler) *metrics {
@@ -44,6 +47,10 @@ func newMetrics(s *Scheduler) *metrics {
 			Help:    "Time from a command's receipt to its result.",
 			Buckets: []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900},
 		}),
+		journalErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gatewayd_fleet_journal_write_failures_total",
+			Help: "Journal writes of the scheduler that failed (a full or read-only disk, EIO); each is retried with a short backoff, the commands waiting in order.",
+		}),
 	}
 	for _, st := range []bonds.State{bonds.StateSucceeded, bonds.StateFailed, bonds.StateExpired, bonds.StateRejected} {
 		m.results.WithLabelValues(string(st))
@@ -54,13 +61,14 @@ func newMetrics(s *Scheduler) *metrics {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.queued, m.sessions, m.results, m.attempts, m.linkErrors, m.duration}
+	return []prometheus.Collector{m.queued, m.sessions, m.results, m.attempts, m.linkErrors, m.duration, m.journalErrors}
 }
 
 // Describe implements prometheus.Collector: register the Scheduler with a
 // prometheus.Registerer to export gatewayd_fleet_commands_queued,
 // sessions_active, results_total{state}, attempts_total,
-// link_errors_total{retryable} and command_duration_seconds.
+// link_errors_total{retryable}, command_duration_seconds and
+// journal_write_failures_total.
 func (s *Scheduler) Describe(ch chan<- *prometheus.Desc) {
 	for _, c := range s.met.collectors() {
 		c.Describe(ch)
