@@ -49,10 +49,16 @@ type Outbox struct {
 
 	run runner
 
-	pending                    atomic.Int64
-	published, failures        atomic.Uint64
-	descPending, descPublished *prometheus.Desc
-	descFailures               *prometheus.Desc
+	// unremoved holds the results the broker acknowledged whose removal
+	// from the outbox failed: the next pass publishes them again, a
+	// duplicate. Only the loop's goroutine touches it.
+	unremoved map[bonds.CommandID]struct{}
+
+	pending                      atomic.Int64
+	published, failures          atomic.Uint64
+	duplicates                   atomic.Uint64
+	descPending, descPublished   *prometheus.Desc
+	descFailures, descDuplicates *prometheus.Desc
 }
 
 // NewOutbox returns an Outbox; Start starts it. Errors wrap ErrOptions.
@@ -80,7 +86,7 @@ func NewOutbox(o OutboxOptions) (*Outbox, error) {
 		o.Rescan = DefaultRescan
 	}
 	ob := &Outbox{opts: o, log: o.Logger.With("subsystem", "outbox", "gateway", o.Topics.GatewayID),
-		kick: make(chan struct{}, 1)}
+		kick: make(chan struct{}, 1), unremoved: map[bonds.CommandID]struct{}{}}
 	ob.initMetrics()
 	return ob, nil
 }
@@ -200,6 +206,10 @@ func (o *Outbox) pass(ctx context.Context) error {
 			}
 			return fmt.Errorf("publish result of %s: %w", r.CommandID, err)
 		}
+		if _, again := o.unremoved[r.CommandID]; again {
+			o.duplicates.Add(1)
+			o.log.Debug("result published again: its removal from the outbox had failed", "command_id", r.CommandID)
+		}
 		done = append(done, r)
 		if len(done) == maxAckBatch {
 			if err := o.ack(ctx, done); err != nil {
@@ -214,24 +224,36 @@ func (o *Outbox) pass(ctx context.Context) error {
 // ack removes the published results rs from the outbox, in one write if
 // the Journal is an AckBatcher. A result that cannot be removed by trying
 // again (unknown, not terminal) is logged and skipped; any other failure
-// is returned, and the results stay in the outbox, to be published again.
-func (o *Outbox) ack(ctx context.Context, rs []bonds.Result) error {
+// is returned, and the results stay in the outbox, to be published again
+// (counted in gatewayd_outbox_duplicates_total when they are).
+func (o *Outbox) ack(ctx context.Context, rs []bonds.Result) (err error) {
 	if len(rs) == 0 {
 		return nil
 	}
+	all := rs
+	defer func() { // rs ends as the results dealt with: removed, or never removable
+		if err != nil {
+			for _, r := range all {
+				o.unremoved[r.CommandID] = struct{}{}
+			}
+		}
+		for _, r := range rs {
+			delete(o.unremoved, r.CommandID)
+		}
+	}()
 	// Results the broker has acknowledged are removed even while the
 	// Outbox closes, so a clean stop does not publish them again.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.opts.PublishTimeout)
 	defer cancel()
 	errs := make([]error, len(rs))
-	var err error
 	if b, ok := o.opts.Journal.(AckBatcher); ok {
 		ids := make([]bonds.CommandID, len(rs))
 		for i, r := range rs {
 			ids[i] = r.CommandID
 		}
 		if errs, err = b.AckBatch(ctx, ids); err != nil {
-			return fmt.Errorf("remove %d published results from the outbox: %w", len(rs), err)
+			rs = nil
+			return fmt.Errorf("remove %d published results from the outbox: %w", len(all), err)
 		}
 	} else {
 		for i, r := range rs {
