@@ -37,8 +37,9 @@ func TestReconnectAfterRepeatedOutages(t *testing.T) {
 			}
 			time.Sleep(5 * time.Millisecond)
 		}
-		time.Sleep(time.Second + time.Duration(i%3)*500*time.Millisecond) // the outage
-		b.Restart(t) // returns once mosquitto accepts connections
+		// The outage; Restart returns once mosquitto accepts connections.
+		time.Sleep(time.Second + time.Duration(i%3)*500*time.Millisecond)
+		b.Restart(t)
 		back := time.Now()
 		for !s.Connected() {
 			if time.Since(back) > wait {
