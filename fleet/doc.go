@@ -64,8 +64,11 @@
 // [Handshaker] has its secure-channel handshake run after the connect slot
 // is released, so one lock's handshake overlaps with the next lock's
 // connect. A lock that fails with a retryable error waits a jittered,
-// growing backoff ([Options].Backoff) before the next connect, or until
-// [Scheduler.Wake] says it was seen again.
+// growing backoff ([Options].Backoff) before the next connect; but a lock
+// heard advertising since the failure ([Scheduler.Wake], which the daemon
+// calls for every advertisement) is tried again [Options].HeardRetry (1 s)
+// after it, however long the backoff has grown through repeated radio
+// faults.
 //
 // # Imports
 //

@@ -69,8 +69,8 @@ type job struct {
 }
 
 // lockQueue is one lock's FIFO of jobs, owned by one worker goroutine.
-// Only the worker removes jobs or changes failures, lastErr and notBefore;
-// admission appends jobs under Scheduler.mu.
+// Only the worker removes jobs or changes failures, lastErr, failedAt and
+// notBefore; admission appends jobs under Scheduler.mu.
 type lockQueue struct {
 	id   bonds.LockID
 	jobs []*job
@@ -78,7 +78,10 @@ type lockQueue struct {
 
 	failures  int       // consecutive retryable link errors
 	lastErr   error     // the last link error, for expiry details
+	failedAt  time.Time // monotonic: when the last retryable link error happened
 	notBefore time.Time // monotonic: no connect before
+
+	heardAt time.Time // monotonic: the last Wake (guarded by Scheduler.mu)
 }
 
 // New returns a scheduler; Start starts it.
@@ -163,12 +166,17 @@ func (s *Scheduler) Submit(e bonds.Entry) {
 	s.signal(s.wakeIn)
 }
 
-// Wake tells the scheduler that a lock was just seen (it advertises): if
-// it waits in backoff after link errors, it connects now.
+// Wake tells the scheduler that a lock was just heard advertising (the
+// daemon calls it for every advertisement). A lock that waits in backoff
+// after link errors, and was heard since its last failure, connects
+// HeardRetry after that failure (at once if that has passed) instead of
+// waiting out a backoff grown long by repeated radio faults; a lock that
+// is not heard keeps its backoff. Wake is cheap: a map lookup.
 func (s *Scheduler) Wake(lock bonds.LockID) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if lq := s.locks[lock]; lq != nil {
+		lq.heardAt = time.Now()
 		s.signal(lq.wake)
 	}
 }
@@ -528,8 +536,24 @@ func (s *Scheduler) backoff(lq *lockQueue, wait time.Duration) {
 	select {
 	case <-t.C:
 	case <-lq.wake:
-		lq.notBefore = time.Time{}
+		s.heard(lq)
 	case <-s.ctx.Done():
+	}
+}
+
+// heard shortens lq's backoff after a Wake: a lock heard advertising
+// since its last failure is worth trying HeardRetry after that failure.
+// A Wake from before the failure (heard during the failed attempt)
+// changes nothing.
+func (s *Scheduler) heard(lq *lockQueue) {
+	s.mu.Lock()
+	at := lq.heardAt
+	s.mu.Unlock()
+	if at.Before(lq.failedAt) {
+		return
+	}
+	if soon := lq.failedAt.Add(s.opts.HeardRetry); soon.Before(lq.notBefore) {
+		lq.notBefore = soon
 	}
 }
 
@@ -717,7 +741,8 @@ func (s *Scheduler) linkError(lq *lockQueue, j *job, err error) {
 	}
 	lq.failures++
 	wait := s.opts.Backoff(lq.failures)
-	lq.notBefore = time.Now().Add(wait)
+	lq.failedAt = time.Now()
+	lq.notBefore = lq.failedAt.Add(wait)
 	level := slog.LevelDebug
 	if lq.failures == warnAfter {
 		level = slog.LevelWarn

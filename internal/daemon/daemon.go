@@ -288,11 +288,15 @@ func Run(ctx context.Context, opts Options) (err error) {
 	return nil
 }
 
+// waker is the scheduler's Wake, for presence.
+type waker interface{ Wake(bonds.LockID) }
+
 // presence keeps the database's lock records current from the adapter's
 // events, publishes what the gateway hears (the retained locks topic, for
-// the backend's routing), and wakes the scheduler when a lock comes into
-// range.
-func presence(ctx context.Context, ad *bluez.Adapter, db *bonds.DB, sched *fleet.Scheduler, pres *operator.Presence, log *slog.Logger) {
+// the backend's routing), and tells the scheduler of every advertisement
+// it hears (Wake), so that a lock in backoff after radio faults is tried
+// again soon after it is heard, not only after it was away.
+func presence(ctx context.Context, ad *bluez.Adapter, db *bonds.DB, sched waker, pres *operator.Presence, log *slog.Logger) {
 	// The first view, even empty, replaces the previous run's retained one.
 	pres.Update(seenLocks(ad))
 	// Every advertisement is an event; the view (a copy of the adapter's
@@ -334,9 +338,9 @@ func presence(ctx context.Context, ad *bluez.Adapter, db *bonds.DB, sched *fleet
 			if err != nil && ctx.Err() == nil {
 				log.Warn("recording a lock's presence", "lock", id, "err", err)
 			}
-			if ev.Kind == bluez.Appeared {
-				sched.Wake(id)
-			}
+			// Appeared or Updated: heard now. A lock that stays in range
+			// never appears again, however long its backoff.
+			sched.Wake(id)
 		}
 	}
 }
