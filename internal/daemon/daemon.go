@@ -69,6 +69,13 @@ type Options struct {
 	// Adapter are extra adapter options for tests (sweep interval,
 	// wedge detection); Name, AwayTimeout and Logger come from Config.
 	Adapter bluez.Options
+	// OpenRetryFor is how long Run retries opening the database while its
+	// file system is read-only, full or failing, before it gives up with
+	// ErrTemporary (default DefaultOpenRetryFor).
+	OpenRetryFor time.Duration
+	// OpenDB opens the database (nil: bonds.Open); a seam for tests of
+	// file-system faults at start.
+	OpenDB func(path string, opts bonds.Options) (*bonds.DB, error)
 }
 
 // Run runs the daemon until ctx ends (a clean stop, nil) or a part fails
@@ -107,12 +114,11 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrConfig, err)
 	}
-	db, err := bonds.Open(cfg.Database.Path, bonds.Options{Logger: log, ReplayWindow: cfg.Database.ReplayWindow.D(), Now: now})
+	// A read-only, full or failing file system is waited for, not refused.
+	db, err := openDatabase(ctx, opts, cfg.Database.Path,
+		bonds.Options{Logger: log, ReplayWindow: cfg.Database.ReplayWindow.D(), Now: now}, notify, log)
 	if err != nil {
-		if errors.Is(err, bonds.ErrLocked) {
-			return fmt.Errorf("%w (is another gatewayd running?)", err)
-		}
-		return fmt.Errorf("%w: %w", ErrConfig, err)
+		return err
 	}
 	defer func() { err = errors.Join(err, db.Close()) }()
 
