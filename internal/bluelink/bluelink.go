@@ -59,7 +59,9 @@ type Options struct {
 	// Conn is the D-Bus connection of Adapter, and Agent our Agent1
 	// exported and registered on it: bluez.Pair needs both (bluetoothd
 	// sends a pairing's requests to the agent of the connection that
-	// called Pair). Required with ShouldBond.
+	// called Pair). Required with ShouldBond. With Conn, the first Dial
+	// of each lock also disconnects a connection bluetoothd still holds
+	// from a previous run (see Dial).
 	Conn  *dbus.Conn
 	Agent *bluez.Agent
 	// ShouldBond is asked after each successful handshake whether to bond
@@ -103,6 +105,9 @@ var ErrBondPeer = errors.New("bluelink: the bond window is not open for our adap
 type Link struct {
 	opts Options
 	log  *slog.Logger
+
+	mu      sync.Mutex
+	checked map[dbus.ObjectPath]bool // devices checked for a stale connection
 }
 
 // New returns a Link.
@@ -122,7 +127,7 @@ func New(opts Options) (*Link, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Link{opts: opts, log: opts.Logger.With("subsystem", "bluelink")}, nil
+	return &Link{opts: opts, log: opts.Logger.With("subsystem", "bluelink"), checked: map[dbus.ObjectPath]bool{}}, nil
 }
 
 var _ fleet.Link = (*Link)(nil)
@@ -130,6 +135,13 @@ var _ fleet.Link = (*Link)(nil)
 // Dial connects to the lock with ID id, if the adapter hears it. The
 // handshake runs in Session.Handshake, after the scheduler released its
 // connect slot.
+//
+// The first Dial of a lock (with Options.Conn) disconnects it first if
+// bluetoothd says it is connected already: nothing of this Link holds
+// that connection, so a previous run of gatewayd, SIGKILLed in a session,
+// left it, and the lock is still in that run's secure channel; reusing the
+// connection would have the new handshake wait until the lock gives up on
+// the old session.
 func (l *Link) Dial(ctx context.Context, id bonds.LockID) (fleet.Session, error) {
 	var found *bluez.LockInfo
 	for _, li := range l.opts.Adapter.Locks() {
@@ -141,11 +153,77 @@ func (l *Link) Dial(ctx context.Context, id bonds.LockID) (fleet.Session, error)
 	if found == nil {
 		return nil, fmt.Errorf("bluelink: dial %s: %w", id, fleet.ErrLockAway)
 	}
+	l.resetStale(ctx, id, found.Path)
 	dev, err := l.opts.Adapter.Connect(ctx, bluez.DeviceOptions{Path: found.Path, Logger: l.opts.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("bluelink: connect %s (%s): %w", id, found.Address, err)
 	}
 	return &session{l: l, id: id, addr: found.Address, path: found.Path, dev: dev}, nil
+}
+
+// staleWait bounds the wait for a stale connection to go down.
+const staleWait = 5 * time.Second
+
+// resetStale disconnects the device at path if bluetoothd holds a
+// connection to it that this Link did not make, once per device (see
+// Dial). Failures are logged: the connect that follows finds out.
+func (l *Link) resetStale(ctx context.Context, id bonds.LockID, path dbus.ObjectPath) {
+	if l.opts.Conn == nil {
+		return
+	}
+	l.mu.Lock()
+	done := l.checked[path]
+	l.mu.Unlock()
+	if done {
+		return
+	}
+	connected, err := l.connected(ctx, path)
+	if err != nil {
+		l.log.Debug("reading Device1.Connected before the first dial", "lock", id.String(), "err", err)
+		return
+	}
+	l.mu.Lock()
+	l.checked[path] = true
+	l.mu.Unlock()
+	if !connected {
+		return
+	}
+	l.log.Info("lock connected before this run's first dial (a previous run was killed in a session?): disconnecting the stale link first",
+		"lock", id.String())
+	wctx, cancel := context.WithTimeout(ctx, staleWait)
+	defer cancel()
+	err = l.opts.Conn.Object(bluez.BusName, path).CallWithContext(wctx, bluez.IfaceDevice+".Disconnect", 0).Err
+	if err := bluez.MapError(err); err != nil && !errors.Is(err, bluez.ErrNotConnected) {
+		l.log.Warn("disconnecting a stale link", "lock", id.String(), "err", err)
+		return
+	}
+	// bluetoothd answers before the link is down; a connect in between
+	// reuses it (and has crashed a kernel: see bluez.Device.Close).
+	for {
+		c, err := l.connected(wctx, path)
+		if err != nil || !c {
+			return
+		}
+		select {
+		case <-wctx.Done():
+			l.log.Warn("stale link still up after Disconnect", "lock", id.String(), "err", wctx.Err())
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// connected reads the device's Device1.Connected.
+func (l *Link) connected(ctx context.Context, path dbus.ObjectPath) (bool, error) {
+	v, err := l.property(ctx, path, bluez.IfaceDevice+".Connected")
+	if err != nil {
+		return false, err
+	}
+	c, ok := v.Value().(bool)
+	if !ok {
+		return false, fmt.Errorf("bluelink: Device1.Connected is %s", v.Signature())
+	}
+	return c, nil
 }
 
 type session struct {
