@@ -122,6 +122,7 @@ type DB struct {
 
 	commits, writes, seenFlushes atomic.Uint64
 	enqueued                     atomic.Uint64 // writes handed to the committer (tests wait on it)
+	inflight                     atomic.Int64  // writes waiting for their commit (Progress)
 }
 
 // request is one write for the committer: fn runs inside a write
@@ -234,6 +235,8 @@ func (db *DB) write(ctx context.Context, fn func(tx *bolt.Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	db.inflight.Add(1)
+	defer db.inflight.Add(-1)
 	r := &request{fn: fn, done: make(chan error, 1)}
 	db.mu.RLock()
 	if db.closed {

@@ -45,6 +45,7 @@ type Scheduler struct {
 	connect chan struct{} // the connect slot: one Dial at a time
 	slots   chan struct{} // session slots: MaxSessions
 	active  atomic.Int64  // open sessions
+	written atomic.Uint64 // journal writes made (Progress)
 
 	mu      sync.Mutex
 	started bool
@@ -339,6 +340,7 @@ func (s *Scheduler) writeRetrying(reqs []bonds.TransitionReq) ([]bonds.Entry, []
 			err = fmt.Errorf("fleet: journal answered %d entries and %d errors for %d transitions", len(entries), len(errs), len(reqs))
 		}
 		if err == nil {
+			s.written.Add(1)
 			if attempt > 0 {
 				s.resolve(reqs, entries, errs)
 				s.log.Info("journal writable again; commands go on", "transitions", len(reqs), "tries", attempt+1)

@@ -76,6 +76,10 @@ type Options struct {
 	// OpenDB opens the database (nil: bonds.Open); a seam for tests of
 	// file-system faults at start.
 	OpenDB func(path string, opts bonds.Options) (*bonds.DB, error)
+	// StallAfter is how long a main loop may have work waiting without
+	// progress before the watchdog withholds systemd's ping (default
+	// DefaultStallAfter).
+	StallAfter time.Duration
 }
 
 // Run runs the daemon until ctx ends (a clean stop, nil) or a part fails
@@ -195,7 +199,16 @@ func Run(ctx context.Context, opts Options) (err error) {
 	}
 	intake.Store(in)
 
-	reg.MustRegister(bluez.NewCollector(ad), sched, in, ob, pres, sess.Collector(), newBondsCollector(db),
+	stallAfter := opts.StallAfter
+	if stallAfter <= 0 {
+		stallAfter = DefaultStallAfter
+	}
+	watch := newProgressWatch(stallAfter,
+		loopProbe{"intake", in.Progress}, loopProbe{"journal", db.Progress}, loopProbe{"scheduler", sched.Progress},
+		loopProbe{"outbox", whileConnected(sess.Connected, ob.Progress)},
+		loopProbe{"presence", whileConnected(sess.Connected, pres.Progress)})
+
+	reg.MustRegister(bluez.NewCollector(ad), sched, in, ob, pres, sess.Collector(), newBondsCollector(db), watch,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewBuildInfoCollector())
 
@@ -272,9 +285,15 @@ func Run(ctx context.Context, opts Options) (err error) {
 	}
 	g.Go(func() error { presence(gctx, ad, db, sched, pres, log); return nil })
 	g.Go(func() error {
+		// Alive is not enough: the main loops must make progress when
+		// they have work (progressWatch).
 		return notify.Watchdog(gctx, func() error {
 			if !ad.Ready() {
 				return errors.New("bluetooth adapter not ready")
+			}
+			if err := watch.check(); err != nil {
+				log.Error("watchdog ping withheld: systemd restarts gatewayd", "err", err)
+				return err
 			}
 			return nil
 		})

@@ -33,8 +33,15 @@ func readOnly(n int64) func(string, bonds.Options) (*bonds.DB, error) {
 	}
 }
 
-// notifySocket listens where a Notifier made from the environment sends.
+// notifySocket listens where a Notifier made from the environment sends
+// (without a watchdog).
 func notifySocket(t *testing.T, dir string) (*net.UnixConn, *systemd.Notifier) {
+	t.Helper()
+	return notifySocketWatchdog(t, dir, "")
+}
+
+// notifySocketWatchdog is notifySocket with WATCHDOG_USEC=usec.
+func notifySocketWatchdog(t *testing.T, dir, usec string) (*net.UnixConn, *systemd.Notifier) {
 	t.Helper()
 	sock := filepath.Join(dir, "notify")
 	ln, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
@@ -43,7 +50,8 @@ func notifySocket(t *testing.T, dir string) (*net.UnixConn, *systemd.Notifier) {
 	}
 	t.Cleanup(func() { ln.Close() })
 	t.Setenv("NOTIFY_SOCKET", sock)
-	t.Setenv("WATCHDOG_USEC", "")
+	t.Setenv("WATCHDOG_USEC", usec)
+	t.Setenv("WATCHDOG_PID", "")
 	n, err := systemd.FromEnv()
 	if err != nil {
 		t.Fatal(err)
