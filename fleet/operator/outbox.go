@@ -122,6 +122,11 @@ func (o *Outbox) loop(ctx context.Context) {
 		if err != nil {
 			o.failures.Add(1)
 			d := o.backoff(failed)
+			if errors.Is(err, errRemove) {
+				// The disk, not the broker: results go on within
+				// about a second of its recovery.
+				d = min(d, maxRemoveBackoff)
+			}
 			failed++
 			o.log.Warn("result not published: retrying", "err", err, "retry_in", d)
 			if !sleep(ctx, d) {
@@ -166,6 +171,13 @@ type AckBatcher interface {
 	// write's (nothing removed).
 	AckBatch(ctx context.Context, ids []bonds.CommandID) (errs []error, err error)
 }
+
+// errRemove marks a pass that failed to remove published results from
+// the outbox (a journal write: the disk), not to publish.
+var errRemove = errors.New("removing published results from the outbox")
+
+// maxRemoveBackoff caps the wait after a pass failed on errRemove.
+const maxRemoveBackoff = time.Second
 
 // maxAckBatch bounds the results one write removes: a long pass removes
 // what it published every maxAckBatch results, so a crash republishes at
@@ -253,13 +265,13 @@ func (o *Outbox) ack(ctx context.Context, rs []bonds.Result) (err error) {
 		}
 		if errs, err = b.AckBatch(ctx, ids); err != nil {
 			rs = nil
-			return fmt.Errorf("remove %d published results from the outbox: %w", len(all), err)
+			return fmt.Errorf("%w: %d results: %w", errRemove, len(all), err)
 		}
 	} else {
 		for i, r := range rs {
 			errs[i] = o.opts.Journal.Ack(ctx, r.CommandID)
 			if errs[i] != nil && !errors.Is(errs[i], bonds.ErrNotFound) && !errors.Is(errs[i], bonds.ErrBadTransition) {
-				err = fmt.Errorf("remove result of %s from the outbox: %w", r.CommandID, errs[i])
+				err = fmt.Errorf("%w: result of %s: %w", errRemove, r.CommandID, errs[i])
 				rs, errs = rs[:i], errs[:i] // the ones before were removed
 				break
 			}

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -141,4 +142,32 @@ func counterOf(t *testing.T, c prometheus.Collector, name string) float64 {
 	}
 	t.Fatalf("no metric %s", name)
 	return 0
+}
+
+// TestOutboxRemovalRetriedSoon: a pass that published its results but
+// could not remove them (the disk) is tried again within about a second,
+// not after the publication backoff (an hour here): results written
+// after the disk recovered are published at once.
+func TestOutboxRemovalRetriedSoon(t *testing.T) {
+	e := newEnv(t)
+	db := openDB(t, "", e.clock.Now)
+	ids := e.journalResults(t, db, 1)
+	j := &ackHiccupJournal{DB: db}
+	j.n.Store(3)
+	o, err := NewOutbox(OutboxOptions{Journal: j, Publisher: e.pub, Topics: e.topics,
+		MinBackoff: time.Hour, MaxBackoff: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(o.Close)
+	waitFor(t, "removed after the disk recovered", func() bool { return outboxLen(t, db) == 0 && o.published.Load() == 1 })
+	ids2 := e.journalResults(t, db, 1)
+	o.Kick()
+	waitFor(t, "the next result", func() bool { return outboxLen(t, db) == 0 && o.published.Load() == 2 })
+	if got := e.resultIDs(t); len(got) != 5 || got[0] != ids[0] || got[4] != ids2[0] {
+		t.Fatalf("published %v: want the first four times (three failed removals), then the second", got)
+	}
 }
