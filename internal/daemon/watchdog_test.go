@@ -83,6 +83,10 @@ func TestWatchdogWithheldWhileStalled(t *testing.T) {
 	}
 	next("READY=1")
 	next("WATCHDOG=1")
+	// Subscribed: a command published before would have no subscriber.
+	d.client.until("retained status online", func() bool {
+		return len(d.client.status) > 0 && strings.Contains(d.client.status[len(d.client.status)-1], `"online"`)
+	})
 
 	full.Store(true)
 	b, s := d.sign(0, command.OpUnlock, command.Args{})
