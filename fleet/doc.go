@@ -9,8 +9,8 @@
 // and then hands the entry to [Scheduler.Submit]; at start,
 // [Scheduler.Start] resumes every entry the journal still holds as
 // received, queued or running (bonds.DB.Pending). The scheduler then moves
-// each entry through the journal's state machine, with Journal.Transition,
-// or Journal.TransitionBatch for several transitions in one write:
+// each entry through the journal's state machine with
+// Journal.TransitionBatch, one or several transitions in one write:
 //
 //   - received → queued when it is admitted (a running entry found at start
 //     was interrupted by a crash or power loss: it goes back to queued, and
