@@ -55,6 +55,13 @@ type Options struct {
 	// NoSync skips fsync. For tests that do not test durability only; a
 	// crash with NoSync loses acknowledged commands.
 	NoSync bool
+	// FailCommit is a fault seam for tests of disk faults. When set, it is
+	// called before every commit of a write transaction, and an error it
+	// returns fails that commit as the file system would (a full disk's
+	// ENOSPC, a read-only remount's EROFS, EPERM, EIO): the transaction
+	// rolls back and every write in it gets the error (wrapped, so
+	// errors.Is finds it). Nil in production.
+	FailCommit func() error
 }
 
 func (o Options) withDefaults() Options {
@@ -115,6 +122,7 @@ type DB struct {
 
 	commits, writes, seenFlushes atomic.Uint64
 	enqueued                     atomic.Uint64 // writes handed to the committer (tests wait on it)
+	inflight                     atomic.Int64  // writes waiting for their commit (Progress)
 }
 
 // request is one write for the committer: fn runs inside a write
@@ -227,6 +235,8 @@ func (db *DB) write(ctx context.Context, fn func(tx *bolt.Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	db.inflight.Add(1)
+	defer db.inflight.Add(-1)
 	r := &request{fn: fn, done: make(chan error, 1)}
 	db.mu.RLock()
 	if db.closed {
@@ -321,6 +331,9 @@ func (db *DB) commitBatch(batch []*request) {
 					return errFnFailed
 				}
 			}
+			if err := db.commitFault(); err != nil {
+				return err
+			}
 			tx.OnCommit(db.committed)
 			return nil
 		})
@@ -345,6 +358,9 @@ func (db *DB) commitBatch(batch []*request) {
 			if err := safeCall(r.fn, tx); err != nil {
 				return err
 			}
+			if err := db.commitFault(); err != nil {
+				return err
+			}
 			tx.OnCommit(db.committed)
 			return nil
 		})
@@ -353,6 +369,18 @@ func (db *DB) commitBatch(batch []*request) {
 		}
 		r.done <- err
 	}
+}
+
+// commitFault is Options.FailCommit's verdict on the commit about to
+// happen (nil without the seam).
+func (db *DB) commitFault() error {
+	if db.opts.FailCommit == nil {
+		return nil
+	}
+	if err := db.opts.FailCommit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
 }
 
 // committed runs in the committer when a transaction has committed.

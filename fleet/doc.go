@@ -9,8 +9,8 @@
 // and then hands the entry to [Scheduler.Submit]; at start,
 // [Scheduler.Start] resumes every entry the journal still holds as
 // received, queued or running (bonds.DB.Pending). The scheduler then moves
-// each entry through the journal's state machine, with Journal.Transition,
-// or Journal.TransitionBatch for several transitions in one write:
+// each entry through the journal's state machine with
+// Journal.TransitionBatch, one or several transitions in one write:
 //
 //   - received → queued when it is admitted (a running entry found at start
 //     was interrupted by a crash or power loss: it goes back to queued, and
@@ -42,6 +42,16 @@
 // command of a session goes to running in its own write before the
 // connect, so an attempt is counted before any radio work.
 //
+// # Journal faults
+//
+// A journal write that fails as a whole (a full or read-only disk, EPERM,
+// EIO) is tried again with a short backoff (50 ms doubling to 1 s) until
+// it is written, by the goroutine that made it: the job stays owned, its
+// lock's later commands wait behind it in order, and every command goes on
+// within about a second of the disk's recovery. A failed write is counted
+// in gatewayd_fleet_journal_write_failures_total. Only Close ends the
+// retries; the entries then stay pending for the next Start.
+//
 // # Sessions
 //
 // Commands for one lock run in receive order (FIFO) over one session at a
@@ -54,8 +64,11 @@
 // [Handshaker] has its secure-channel handshake run after the connect slot
 // is released, so one lock's handshake overlaps with the next lock's
 // connect. A lock that fails with a retryable error waits a jittered,
-// growing backoff ([Options].Backoff) before the next connect, or until
-// [Scheduler.Wake] says it was seen again.
+// growing backoff ([Options].Backoff) before the next connect; but a lock
+// heard advertising since the failure ([Scheduler.Wake], which the daemon
+// calls for every advertisement) is tried again [Options].HeardRetry (1 s)
+// after it, however long the backoff has grown through repeated radio
+// faults.
 //
 // # Audit logs
 //

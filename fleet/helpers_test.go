@@ -73,7 +73,7 @@ func (h tlog) WithGroup(string) slog.Handler      { return h }
 func start(t testing.TB, db fleet.Journal, link fleet.Link, clk *clock, mod ...func(*fleet.Options)) *fleet.Scheduler {
 	t.Helper()
 	opts := fleet.Options{Journal: db, Link: link, Now: clk.Now, Logger: slog.New(tlog{t}),
-		Backoff: func(int) time.Duration { return time.Millisecond }}
+		Backoff: func(int) time.Duration { return time.Millisecond }, HeardRetry: time.Millisecond}
 	for _, m := range mod {
 		m(&opts)
 	}

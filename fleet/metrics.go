@@ -20,6 +20,9 @@ type metrics struct {
 	auditEntries  prometheus.Counter
 	auditMissed   prometheus.Counter
 	auditFailures *prometheus.CounterVec
+	// journalErrors counts journal writes that failed as a whole (each
+	// is retried: see Scheduler.write).
+	journalErrors prometheus.Counter
 }
 
 func newMetrics(s *Scheduler) *metrics {
@@ -48,6 +51,10 @@ func newMetrics(s *Scheduler) *metrics {
 			Name:    "gatewayd_fleet_command_duration_seconds",
 			Help:    "Time from a command's receipt to its result.",
 			Buckets: []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900},
+		}),
+		journalErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gatewayd_fleet_journal_write_failures_total",
+			Help: "Journal writes of the scheduler that failed (a full or read-only disk, EIO); each is retried with a short backoff, the commands waiting in order.",
 		}),
 	}
 	m.chainBreaks = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -82,15 +89,16 @@ func newMetrics(s *Scheduler) *metrics {
 
 func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.queued, m.sessions, m.results, m.attempts, m.linkErrors, m.duration,
-		m.chainBreaks, m.auditEntries, m.auditMissed, m.auditFailures}
+		m.chainBreaks, m.auditEntries, m.auditMissed, m.auditFailures, m.journalErrors}
 }
 
 // Describe implements prometheus.Collector: register the Scheduler with a
 // prometheus.Registerer to export gatewayd_fleet_commands_queued,
 // sessions_active, results_total{state}, attempts_total,
-// link_errors_total{retryable} and command_duration_seconds, and the
-// audit reader's gatewayd_audit_chain_breaks_total{reason},
-// entries_read_total, entries_missed_total and read_failures_total{cause}.
+// link_errors_total{retryable}, command_duration_seconds,
+// journal_write_failures_total, and the audit reader's
+// gatewayd_audit_chain_breaks_total{reason}, entries_read_total,
+// entries_missed_total and read_failures_total{cause}.
 func (s *Scheduler) Describe(ch chan<- *prometheus.Desc) {
 	for _, c := range s.met.collectors() {
 		c.Describe(ch)

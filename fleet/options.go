@@ -22,6 +22,8 @@ const (
 	// DefaultMinBackoff and DefaultMaxBackoff bound DefaultBackoff.
 	DefaultMinBackoff = time.Second
 	DefaultMaxBackoff = time.Minute
+	// DefaultHeardRetry is the default of Options.HeardRetry.
+	DefaultHeardRetry = time.Second
 )
 
 // Options configure a Scheduler. Journal and Link are required; the rest
@@ -51,6 +53,12 @@ type Options struct {
 	// failures consecutive retryable link errors (failures >= 1). Default:
 	// DefaultBackoff.
 	Backoff func(failures int) time.Duration
+	// HeardRetry is how soon after a retryable link error a lock that is
+	// heard advertising again (Scheduler.Wake) is tried again, however
+	// long its backoff has grown (default 1 s). It keeps a lock that
+	// advertises but keeps failing from being dialled at the rate of its
+	// advertisements.
+	HeardRetry time.Duration
 	// Retryable reports whether a link error may go away by itself (the
 	// daemon passes bluez.Retryable). ErrLockAway is always retryable.
 	// Default: DefaultRetryable.
@@ -96,6 +104,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.Backoff == nil {
 		o.Backoff = DefaultBackoff
+	}
+	if o.HeardRetry <= 0 {
+		o.HeardRetry = DefaultHeardRetry
 	}
 	if o.Retryable == nil {
 		o.Retryable = DefaultRetryable

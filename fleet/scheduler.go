@@ -13,6 +13,7 @@ import (
 
 	"github.com/gatewayd/gatewayd/bonds"
 	"github.com/gatewayd/gatewayd/firmware/command"
+	"github.com/gatewayd/gatewayd/internal/backoff"
 )
 
 // journalTimeout bounds one journal write. Journal writes run on a context
@@ -44,6 +45,7 @@ type Scheduler struct {
 	connect chan struct{} // the connect slot: one Dial at a time
 	slots   chan struct{} // session slots: MaxSessions
 	active  atomic.Int64  // open sessions
+	written atomic.Uint64 // journal writes made (Progress)
 
 	mu      sync.Mutex
 	started bool
@@ -72,8 +74,8 @@ type job struct {
 }
 
 // lockQueue is one lock's FIFO of jobs, owned by one worker goroutine.
-// Only the worker removes jobs or changes failures, lastErr and notBefore;
-// admission appends jobs under Scheduler.mu.
+// Only the worker removes jobs or changes failures, lastErr, failedAt and
+// notBefore; admission appends jobs under Scheduler.mu.
 type lockQueue struct {
 	id   bonds.LockID
 	jobs []*job
@@ -81,10 +83,12 @@ type lockQueue struct {
 
 	failures  int       // consecutive retryable link errors
 	lastErr   error     // the last link error, for expiry details
+	failedAt  time.Time // monotonic: when the last retryable link error happened
 	notBefore time.Time // monotonic: no connect before
 
-	audit bool          // a read of the lock's audit log is wanted (guarded by Scheduler.mu)
-	jobIn chan struct{} // cap 1, or nil: a job was enqueued (for a worker waiting to read the audit log)
+	audit   bool          // a read of the lock's audit log is wanted (guarded by Scheduler.mu)
+	jobIn   chan struct{} // cap 1, or nil: a job was enqueued (for a worker waiting to read the audit log)
+	heardAt time.Time     // monotonic: the last Wake (guarded by Scheduler.mu)
 }
 
 // New returns a scheduler; Start starts it.
@@ -177,12 +181,17 @@ func (s *Scheduler) Submit(e bonds.Entry) {
 	s.signal(s.wakeIn)
 }
 
-// Wake tells the scheduler that a lock was just seen (it advertises): if
-// it waits in backoff after link errors, it connects now.
+// Wake tells the scheduler that a lock was just heard advertising (the
+// daemon calls it for every advertisement). A lock that waits in backoff
+// after link errors, and was heard since its last failure, connects
+// HeardRetry after that failure (at once if that has passed) instead of
+// waiting out a backoff grown long by repeated radio faults; a lock that
+// is not heard keeps its backoff. Wake is cheap: a map lookup.
 func (s *Scheduler) Wake(lock bonds.LockID) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if lq := s.locks[lock]; lq != nil {
+		lq.heardAt = time.Now()
 		s.signal(lq.wake)
 	}
 }
@@ -299,25 +308,25 @@ func (w *writes) add(r bonds.TransitionReq, done func(bonds.Entry, error)) {
 	w.done = append(w.done, done)
 }
 
-// write makes w's transitions, in order, in one journal write (a lone one
-// with Transition, more with TransitionBatch, maxTransitions at most per
-// write), and hands each its outcome: the entry, or the item's error, or
-// the whole write's.
+// write makes w's transitions, in order, in one journal write (one
+// TransitionBatch, maxTransitions at most per write), and hands each its
+// outcome: the entry, or the item's own error (ErrNotFound,
+// ErrBadTransition: retrying cannot help).
+//
+// A write that fails as a whole (a full or read-only disk, EPERM, EIO, a
+// write that timed out) is tried again, after a short backoff
+// (writeRetryMin doubling to writeRetryMax), until it is written: the
+// jobs stay owned by their worker (and a lock's later commands wait behind
+// them, in order), and every command goes on within about writeRetryMax of
+// the disk's recovery. Only a closed journal, or the scheduler closing,
+// ends the retries; the whole write's error then goes to every item, and
+// their entries stay pending in the journal for the next Start.
 func (s *Scheduler) write(w *writes) {
 	for len(w.reqs) > 0 {
 		n := min(len(w.reqs), maxTransitions)
 		reqs, done := w.reqs[:n], w.done[:n]
 		w.reqs, w.done = w.reqs[n:], w.done[n:]
-		ctx, cancel := s.jctx()
-		if n == 1 {
-			r := reqs[0]
-			e, err := s.opts.Journal.Transition(ctx, r.ID, r.To, r.Mutate)
-			cancel()
-			done[0](e, err)
-			continue
-		}
-		entries, errs, err := s.opts.Journal.TransitionBatch(ctx, reqs)
-		cancel()
+		entries, errs, err := s.writeRetrying(reqs)
 		for i, d := range done {
 			if err != nil {
 				d(bonds.Entry{}, err)
@@ -328,10 +337,82 @@ func (s *Scheduler) write(w *writes) {
 	}
 }
 
-// drop forgets a job whose journal write failed. Its entry stays pending
-// in the journal; the rescanner reads it back after RescanAfterDrop.
+// Retries of a journal write that failed as a whole: see write.
+const (
+	writeRetryMin = 50 * time.Millisecond
+	writeRetryMax = time.Second
+)
+
+// writeRetrying is one TransitionBatch, tried again until it is written
+// (see write).
+func (s *Scheduler) writeRetrying(reqs []bonds.TransitionReq) ([]bonds.Entry, []error, error) {
+	for attempt := 0; ; attempt++ {
+		ctx, cancel := s.jctx()
+		entries, errs, err := s.opts.Journal.TransitionBatch(ctx, reqs)
+		cancel()
+		if err == nil && (len(entries) != len(reqs) || len(errs) != len(reqs)) {
+			err = fmt.Errorf("fleet: journal answered %d entries and %d errors for %d transitions", len(entries), len(errs), len(reqs))
+		}
+		if err == nil {
+			s.written.Add(1)
+			if attempt > 0 {
+				s.resolve(reqs, entries, errs)
+				s.log.Info("journal writable again; commands go on", "transitions", len(reqs), "tries", attempt+1)
+			}
+			return entries, errs, nil
+		}
+		s.met.journalErrors.Inc()
+		if errors.Is(err, bonds.ErrClosed) || s.ctx.Err() != nil {
+			return nil, nil, err
+		}
+		wait := backoff.Delay(writeRetryMin, writeRetryMax, attempt)
+		level := slog.LevelDebug
+		if attempt == 0 {
+			level = slog.LevelError
+		}
+		s.log.Log(s.ctx, level, "journal write failed; retrying, the commands wait in order", "transitions", len(reqs),
+			"tries", attempt+1, "retry_in", wait, "err", err)
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-s.ctx.Done():
+			t.Stop()
+			return nil, nil, err
+		}
+	}
+}
+
+// resolve settles, after a retried write, the items refused as
+// ErrBadTransition because an earlier try did commit after all (its
+// caller stopped waiting, say): an entry already in the state asked for
+// is that item's success.
+func (s *Scheduler) resolve(reqs []bonds.TransitionReq, entries []bonds.Entry, errs []error) {
+	for i, r := range reqs {
+		if !errors.Is(errs[i], bonds.ErrBadTransition) {
+			continue
+		}
+		ctx, cancel := s.jctx()
+		e, err := s.opts.Journal.Entry(ctx, r.ID)
+		cancel()
+		if err == nil && e.State == r.To {
+			entries[i], errs[i] = e, nil
+		}
+	}
+}
+
+// drop forgets a job whose transition could not be written: the journal
+// refused it (the entry is not where the scheduler thought), or the
+// scheduler or the journal is closing (write retries every other
+// failure). An entry still pending is read back by the rescanner after
+// RescanAfterDrop, or by the next Start.
 func (s *Scheduler) drop(j *job, what string, err error) {
-	s.log.Error("journal write failed; the command is taken up again from the journal", "what", what,
+	if s.ctx.Err() != nil || errors.Is(err, bonds.ErrClosed) {
+		s.log.Info("stopping: the command waits in the journal for the next start", "what", what,
+			"command", j.id, "lock", j.lock, "op", j.op.String(), "err", err)
+		s.forget(j.id)
+		return
+	}
+	s.log.Error("journal refused a transition; the command is taken up again from the journal", "what", what,
 		"command", j.id, "lock", j.lock, "op", j.op.String(), "retry_in", s.opts.RescanAfterDrop, "err", err)
 	s.forget(j.id)
 	s.signal(s.rescan)
@@ -484,8 +565,24 @@ func (s *Scheduler) backoff(lq *lockQueue, wait time.Duration) {
 	select {
 	case <-t.C:
 	case <-lq.wake:
-		lq.notBefore = time.Time{}
+		s.heard(lq)
 	case <-s.ctx.Done():
+	}
+}
+
+// heard shortens lq's backoff after a Wake: a lock heard advertising
+// since its last failure is worth trying HeardRetry after that failure.
+// A Wake from before the failure (heard during the failed attempt)
+// changes nothing.
+func (s *Scheduler) heard(lq *lockQueue) {
+	s.mu.Lock()
+	at := lq.heardAt
+	s.mu.Unlock()
+	if at.Before(lq.failedAt) {
+		return
+	}
+	if soon := lq.failedAt.Add(s.opts.HeardRetry); soon.Before(lq.notBefore) {
+		lq.notBefore = soon
 	}
 }
 
@@ -686,23 +783,26 @@ func (s *Scheduler) linkError(lq *lockQueue, j *job, err error) {
 	}
 	lq.failures++
 	wait := s.opts.Backoff(lq.failures)
-	lq.notBefore = time.Now().Add(wait)
+	lq.failedAt = time.Now()
+	lq.notBefore = lq.failedAt.Add(wait)
 	level := slog.LevelDebug
 	if lq.failures == warnAfter {
 		level = slog.LevelWarn
 	}
 	s.log.Log(s.ctx, level, "link error, retrying", "lock", lq.id, "command", j.id, "op", j.op.String(),
 		"failures", lq.failures, "retry_in", wait, "err", err)
-	ctx, cancel := s.jctx()
-	defer cancel()
-	if _, terr := s.opts.Journal.Transition(ctx, j.id, bonds.StateQueued, nil); terr != nil {
-		s.remove(lq, j)
-		s.drop(j, "requeueing", terr)
-		return
-	}
-	s.mu.Lock()
-	j.running = false
-	s.mu.Unlock()
+	var w writes
+	w.add(bonds.TransitionReq{ID: j.id, To: bonds.StateQueued}, func(_ bonds.Entry, terr error) {
+		if terr != nil {
+			s.remove(lq, j)
+			s.drop(j, "requeueing", terr)
+			return
+		}
+		s.mu.Lock()
+		j.running = false
+		s.mu.Unlock()
+	})
+	s.write(&w)
 }
 
 // finishReq is the transition recording the lock's answer to j.
@@ -768,7 +868,10 @@ func (s *Scheduler) terminalReq(id bonds.CommandID, lock bonds.LockID, op string
 
 // terminalWith returns the transition of an entry to a terminal state
 // with its result, and what follows its outcome (the job is forgotten
-// either way: a failed write leaves the entry pending for the next Start).
+// either way: write retries a failed write until the scheduler closes,
+// which leaves the entry pending for the next Start; an entry the journal
+// refuses is not where the scheduler thought, and the rescanner reads it
+// back if it is still pending).
 func (s *Scheduler) terminalWith(id bonds.CommandID, lock bonds.LockID, op string, received time.Time,
 	to bonds.State, detail func(*bonds.Entry) string, more ...func(*bonds.Result)) (bonds.TransitionReq, func(bonds.Entry, error)) {
 	status := string(to)
@@ -782,8 +885,15 @@ func (s *Scheduler) terminalWith(id bonds.CommandID, lock bonds.LockID, op strin
 	return req, func(e bonds.Entry, err error) {
 		defer s.forget(id)
 		if err != nil {
-			s.log.Error("journal write failed; the command waits for the next start", "what", "result",
-				"command", id, "lock", lock, "op", op, "state", to, "err", err)
+			if s.ctx.Err() != nil || errors.Is(err, bonds.ErrClosed) {
+				s.log.Warn("stopping before the result was written; the command runs again at the next start "+
+					"(the lock answers a repeated command ID with its first result)", "what", "result",
+					"command", id, "lock", lock, "op", op, "state", to, "err", err)
+				return
+			}
+			s.log.Error("journal refused a result; the command is taken up again from the journal if it is pending",
+				"what", "result", "command", id, "lock", lock, "op", op, "state", to, "err", err)
+			s.signal(s.rescan)
 			return
 		}
 		s.met.results.WithLabelValues(string(to)).Inc()

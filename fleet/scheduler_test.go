@@ -583,8 +583,8 @@ func (h *hiccupJournal) TransitionBatch(ctx context.Context, reqs []bonds.Transi
 }
 
 // TestJournalHiccupTakenUpAgain: a command whose admission could not be
-// written is dropped from memory and taken up again from the journal by
-// the rescan, without a restart, and runs once.
+// written is admitted when the write is tried again, without a restart,
+// and runs once.
 func TestJournalHiccupTakenUpAgain(t *testing.T) {
 	clk := newClock()
 	db := openDB(t, clk)

@@ -32,6 +32,9 @@ func main() {
 	case errors.Is(err, errConfig):
 		fmt.Fprintln(os.Stderr, "gatewayd:", err)
 		os.Exit(78) // EX_CONFIG: systemd does not restart (RestartPreventExitStatus)
+	case errors.Is(err, errTemporary):
+		fmt.Fprintln(os.Stderr, "gatewayd:", err)
+		os.Exit(75) // EX_TEMPFAIL: systemd restarts (Restart=on-failure)
 	default:
 		fmt.Fprintln(os.Stderr, "gatewayd:", err)
 		os.Exit(1)

@@ -17,6 +17,11 @@ import (
 // refused; main exits 78 (EX_CONFIG), which the unit does not restart.
 var errConfig = errors.New("configuration refused")
 
+// errTemporary is returned when the daemon could not start for a reason
+// that may pass (the database's file system is read-only, full or
+// failing); main exits 75 (EX_TEMPFAIL), which the unit restarts.
+var errTemporary = errors.New("temporarily unable to start")
+
 const runUsage = `usage: gatewayd run [-config PATH]
 
 Runs the daemon (under systemd: systemd/gatewayd.service). The
@@ -40,8 +45,11 @@ func runDaemon(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("%w: %w", errConfig, err)
 	}
 	err = daemon.Run(ctx, daemon.Options{Config: cfg, Logger: newLogger(cfg.Log, stderr)})
-	if errors.Is(err, daemon.ErrConfig) {
+	switch {
+	case errors.Is(err, daemon.ErrConfig):
 		return fmt.Errorf("%w: %w", errConfig, err)
+	case errors.Is(err, daemon.ErrTemporary):
+		return fmt.Errorf("%w: %w", errTemporary, err)
 	}
 	return err
 }

@@ -43,6 +43,12 @@
 //
 // Start launches the connection and returns at once: a broker that is down
 // at boot does not stop the daemon; the session keeps trying and
-// WaitConnected waits for it. Close publishes the offline status (bounded by
+// WaitConnected waits for it. Connection attempts are paced by the
+// session (internal/backoff: at once, then 100 ms doubling to
+// Options.MaxReconnectInterval, 1 s by default, jittered), and a
+// successful connection resets the backoff, so the gateway is connected
+// again within about a second of the broker's return however many
+// outages came before; paho's own backoff, which only a long quiet spell
+// reset, is switched off. Close publishes the offline status (bounded by
 // Options.CloseTimeout), disconnects and waits for the session's goroutines.
 package broker

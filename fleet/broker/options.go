@@ -53,8 +53,12 @@ type Options struct {
 	ConnectTimeout time.Duration
 	// WriteTimeout bounds one network write (default 10 s).
 	WriteTimeout time.Duration
-	// MaxReconnectInterval caps the reconnect backoff (default 30 s). The
-	// first connection is retried every min(5 s, MaxReconnectInterval).
+	// MaxReconnectInterval caps the backoff between connection attempts
+	// (default 1 s), at Start and after a lost connection: the first
+	// attempt goes at once, the next wait a jittered delay doubling from
+	// 100 ms up to it, and a successful connection starts again from
+	// nothing. It is about how long the gateway stays disconnected after
+	// the broker is back, so keep it short.
 	MaxReconnectInterval time.Duration
 	// CloseTimeout bounds Close's offline publish and its DISCONNECT
 	// (default 5 s).
@@ -67,6 +71,10 @@ type Options struct {
 	// itself and hands paho wrapConn(conn).
 	wrapConn func(net.Conn) net.Conn
 }
+
+// DefaultMaxReconnectInterval is the default of
+// Options.MaxReconnectInterval.
+const DefaultMaxReconnectInterval = time.Second
 
 func (o *Options) setDefaults() {
 	if o.MaxQueued == 0 {
@@ -86,7 +94,7 @@ func (o *Options) setDefaults() {
 	def(&o.KeepAlive, 30*time.Second)
 	def(&o.ConnectTimeout, 10*time.Second)
 	def(&o.WriteTimeout, 10*time.Second)
-	def(&o.MaxReconnectInterval, 30*time.Second)
+	def(&o.MaxReconnectInterval, DefaultMaxReconnectInterval)
 	def(&o.CloseTimeout, 5*time.Second)
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)

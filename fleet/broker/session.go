@@ -25,6 +25,7 @@ type Session struct {
 	client mqtt.Client
 	store  *trackStore
 	m      *metrics
+	pace   *pacer
 
 	// gen counts connection attempts; a message belongs to the connection
 	// it arrived on, and paho drops the PUBACK of a message from an earlier
@@ -95,6 +96,7 @@ func New(opts Options) (*Session, error) {
 		qsig:    make(chan struct{}, 1),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.pace = newPacer(opts.MaxReconnectInterval, s.closing)
 
 	po := mqtt.NewClientOptions()
 	for _, b := range opts.Brokers {
@@ -115,10 +117,13 @@ func New(opts Options) (*Session, error) {
 	po.SetKeepAlive(opts.KeepAlive)
 	po.SetConnectTimeout(opts.ConnectTimeout)
 	po.SetWriteTimeout(opts.WriteTimeout)
+	// The waits between connection attempts are the pacer's (see
+	// reconnect.go), paho's own next to nothing.
 	po.SetAutoReconnect(true)
-	po.SetMaxReconnectInterval(opts.MaxReconnectInterval)
+	po.SetMaxReconnectInterval(pahoSleep)
 	po.SetConnectRetry(true)
-	po.SetConnectRetryInterval(min(5*time.Second, opts.MaxReconnectInterval))
+	po.SetConnectRetryInterval(pahoSleep)
+	po.SetConnectionNotificationHandler(s.pace.notify)
 	po.SetDefaultPublishHandler(s.onPublish)
 	po.SetOnConnectHandler(s.onConnect)
 	po.SetConnectionLostHandler(s.onConnectionLost)
@@ -153,9 +158,10 @@ func (s *Session) Collector() prometheus.Collector { return s.m }
 
 // Start launches the connection and returns at once (ctx only guards the
 // call): a broker that is down at boot does not keep the daemon from
-// starting; the session retries every min(5 s, MaxReconnectInterval), then
-// reconnects with a backoff up to MaxReconnectInterval whenever the
-// connection is lost. Use WaitConnected to wait for the connection.
+// starting. The session connects at once, and whenever the connection is
+// lost it tries again at once, then with a jittered backoff from 100 ms up
+// to MaxReconnectInterval, which a successful connection resets. Use
+// WaitConnected to wait for the connection.
 func (s *Session) Start(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("broker: start: %w", err)
@@ -363,6 +369,7 @@ func (s *Session) goTracked(f func()) bool {
 // and waiting for the SUBACK happen in a goroutine of ours: paho's docs
 // warn that waiting in OnConnect can deadlock.
 func (s *Session) onConnect(mqtt.Client) {
+	s.pace.connected()
 	s.m.connects.Inc()
 	s.log.Info("mqtt connected")
 	s.goTracked(s.afterConnect)

@@ -424,9 +424,11 @@ func (in *Intake) appendBatch(ctx context.Context, arrivals []bonds.Arrival) ([]
 }
 
 // journalRetry is the wait before the attempt-th retry of a batch: from
-// 100 ms doubling to 5 s, jittered to between half and all of it.
+// 100 ms doubling to 1 s, jittered to between half and all of it. Short:
+// the commands wait unacknowledged, and must go on within about a second
+// of the disk's recovery.
 func journalRetry(attempt int) time.Duration {
-	return backoff.Delay(100*time.Millisecond, 5*time.Second, attempt-1)
+	return backoff.Delay(100*time.Millisecond, time.Second, attempt-1)
 }
 
 // release records the outcome of message seq and calls, in enqueue order,

@@ -55,6 +55,8 @@ func (o *Outbox) initMetrics() {
 		"Results published on the result topic and acknowledged by the broker (republications after a restart included).", nil, l)
 	o.descFailures = prometheus.NewDesc("gatewayd_outbox_publish_failures_total",
 		"Failed publications of results (or of their removal from the outbox); each is retried after a backoff.", nil, l)
+	o.descDuplicates = prometheus.NewDesc("gatewayd_outbox_duplicates_total",
+		"Results published again after the broker had acknowledged them, because removing them from the outbox failed (a disk fault): subscribers receive them twice. Republications after a restart are not counted.", nil, l)
 }
 
 // Describe implements prometheus.Collector.
@@ -62,6 +64,7 @@ func (o *Outbox) Describe(ch chan<- *prometheus.Desc) {
 	ch <- o.descPending
 	ch <- o.descPublished
 	ch <- o.descFailures
+	ch <- o.descDuplicates
 }
 
 // Collect implements prometheus.Collector.
@@ -69,4 +72,5 @@ func (o *Outbox) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(o.descPending, prometheus.GaugeValue, float64(o.pending.Load()))
 	ch <- prometheus.MustNewConstMetric(o.descPublished, prometheus.CounterValue, float64(o.published.Load()))
 	ch <- prometheus.MustNewConstMetric(o.descFailures, prometheus.CounterValue, float64(o.failures.Load()))
+	ch <- prometheus.MustNewConstMetric(o.descDuplicates, prometheus.CounterValue, float64(o.duplicates.Load()))
 }

@@ -49,10 +49,16 @@ type Outbox struct {
 
 	run runner
 
-	pending                    atomic.Int64
-	published, failures        atomic.Uint64
-	descPending, descPublished *prometheus.Desc
-	descFailures               *prometheus.Desc
+	// unremoved holds the results the broker acknowledged whose removal
+	// from the outbox failed: the next pass publishes them again, a
+	// duplicate. Only the loop's goroutine touches it.
+	unremoved map[bonds.CommandID]struct{}
+
+	pending                      atomic.Int64
+	published, failures          atomic.Uint64
+	duplicates                   atomic.Uint64
+	descPending, descPublished   *prometheus.Desc
+	descFailures, descDuplicates *prometheus.Desc
 }
 
 // NewOutbox returns an Outbox; Start starts it. Errors wrap ErrOptions.
@@ -80,7 +86,7 @@ func NewOutbox(o OutboxOptions) (*Outbox, error) {
 		o.Rescan = DefaultRescan
 	}
 	ob := &Outbox{opts: o, log: o.Logger.With("subsystem", "outbox", "gateway", o.Topics.GatewayID),
-		kick: make(chan struct{}, 1)}
+		kick: make(chan struct{}, 1), unremoved: map[bonds.CommandID]struct{}{}}
 	ob.initMetrics()
 	return ob, nil
 }
@@ -116,6 +122,11 @@ func (o *Outbox) loop(ctx context.Context) {
 		if err != nil {
 			o.failures.Add(1)
 			d := o.backoff(failed)
+			if errors.Is(err, errRemove) {
+				// The disk, not the broker: results go on within
+				// about a second of its recovery.
+				d = min(d, maxRemoveBackoff)
+			}
 			failed++
 			o.log.Warn("result not published: retrying", "err", err, "retry_in", d)
 			if !sleep(ctx, d) {
@@ -161,6 +172,13 @@ type AckBatcher interface {
 	AckBatch(ctx context.Context, ids []bonds.CommandID) (errs []error, err error)
 }
 
+// errRemove marks a pass that failed to remove published results from
+// the outbox (a journal write: the disk), not to publish.
+var errRemove = errors.New("removing published results from the outbox")
+
+// maxRemoveBackoff caps the wait after a pass failed on errRemove.
+const maxRemoveBackoff = time.Second
+
 // maxAckBatch bounds the results one write removes: a long pass removes
 // what it published every maxAckBatch results, so a crash republishes at
 // most that many.
@@ -201,6 +219,10 @@ func (o *Outbox) pass(ctx context.Context) error {
 			}
 			return fmt.Errorf("publish result of %s: %w", r.CommandID, err)
 		}
+		if _, again := o.unremoved[r.CommandID]; again {
+			o.duplicates.Add(1)
+			o.log.Debug("result published again: its removal from the outbox had failed", "command_id", r.CommandID)
+		}
 		done = append(done, r)
 		if len(done) == maxAckBatch {
 			if err := o.ack(ctx, done); err != nil {
@@ -232,30 +254,42 @@ func (o *Outbox) attachCredential(ctx context.Context, m *ResultMessage) {
 // ack removes the published results rs from the outbox, in one write if
 // the Journal is an AckBatcher. A result that cannot be removed by trying
 // again (unknown, not terminal) is logged and skipped; any other failure
-// is returned, and the results stay in the outbox, to be published again.
-func (o *Outbox) ack(ctx context.Context, rs []bonds.Result) error {
+// is returned, and the results stay in the outbox, to be published again
+// (counted in gatewayd_outbox_duplicates_total when they are).
+func (o *Outbox) ack(ctx context.Context, rs []bonds.Result) (err error) {
 	if len(rs) == 0 {
 		return nil
 	}
+	all := rs
+	defer func() { // rs ends as the results dealt with: removed, or never removable
+		if err != nil {
+			for _, r := range all {
+				o.unremoved[r.CommandID] = struct{}{}
+			}
+		}
+		for _, r := range rs {
+			delete(o.unremoved, r.CommandID)
+		}
+	}()
 	// Results the broker has acknowledged are removed even while the
 	// Outbox closes, so a clean stop does not publish them again.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.opts.PublishTimeout)
 	defer cancel()
 	errs := make([]error, len(rs))
-	var err error
 	if b, ok := o.opts.Journal.(AckBatcher); ok {
 		ids := make([]bonds.CommandID, len(rs))
 		for i, r := range rs {
 			ids[i] = r.CommandID
 		}
 		if errs, err = b.AckBatch(ctx, ids); err != nil {
-			return fmt.Errorf("remove %d published results from the outbox: %w", len(rs), err)
+			rs = nil
+			return fmt.Errorf("%w: %d results: %w", errRemove, len(all), err)
 		}
 	} else {
 		for i, r := range rs {
 			errs[i] = o.opts.Journal.Ack(ctx, r.CommandID)
 			if errs[i] != nil && !errors.Is(errs[i], bonds.ErrNotFound) && !errors.Is(errs[i], bonds.ErrBadTransition) {
-				err = fmt.Errorf("remove result of %s from the outbox: %w", r.CommandID, errs[i])
+				err = fmt.Errorf("%w: result of %s: %w", errRemove, r.CommandID, errs[i])
 				rs, errs = rs[:i], errs[:i] // the ones before were removed
 				break
 			}

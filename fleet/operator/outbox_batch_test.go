@@ -1,8 +1,17 @@
 package operator
 
 import (
+	"context"
+	"fmt"
+	"slices"
 	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gatewayd/gatewayd/bonds"
 
 	"github.com/gatewayd/gatewayd/fleet/operator/operatortest"
 )
@@ -71,5 +80,94 @@ func TestOutboxAcksBeforeFailure(t *testing.T) {
 	waitFor(t, "third", func() bool { return o.published.Load() == 3 && outboxLen(t, db) == 0 })
 	if got := e.resultIDs(t); !sameIDs(got, ids) {
 		t.Fatalf("published %v, want %v (each once)", got, ids)
+	}
+}
+
+// ackHiccupJournal fails its first n AckBatch calls as a whole, as a full
+// disk would.
+type ackHiccupJournal struct {
+	*bonds.DB
+	n atomic.Int64
+}
+
+func (j *ackHiccupJournal) AckBatch(ctx context.Context, ids []bonds.CommandID) ([]error, error) {
+	if j.n.Add(-1) >= 0 {
+		return nil, fmt.Errorf("commit: %w", syscall.ENOSPC)
+	}
+	return j.DB.AckBatch(ctx, ids)
+}
+
+// TestOutboxCountsDuplicates: results whose removal from the outbox failed
+// after the broker acknowledged them are published again, and each such
+// duplicate is counted in gatewayd_outbox_duplicates_total; results
+// published once are not.
+func TestOutboxCountsDuplicates(t *testing.T) {
+	e := newEnv(t)
+	db := openDB(t, "", e.clock.Now)
+	ids := e.journalResults(t, db, 2)
+	j := &ackHiccupJournal{DB: db}
+	j.n.Store(1)
+	o := e.outbox(t, j)
+	waitFor(t, "outbox emptied", func() bool { return outboxLen(t, db) == 0 && o.published.Load() == 2 })
+	if got := e.resultIDs(t); !sameIDs(got, append(slices.Clone(ids), ids...)) {
+		t.Fatalf("published %v, want %v twice", got, ids)
+	}
+	if n := counterOf(t, o, "gatewayd_outbox_duplicates_total"); n != 2 {
+		t.Errorf("gatewayd_outbox_duplicates_total %v, want 2", n)
+	}
+	ids2 := e.journalResults(t, db, 1)
+	o.Kick()
+	waitFor(t, "third", func() bool { return outboxLen(t, db) == 0 && o.published.Load() == 3 })
+	if got := e.resultIDs(t); len(got) != 5 || got[4] != ids2[0] {
+		t.Fatalf("published %v", got)
+	}
+	if n := counterOf(t, o, "gatewayd_outbox_duplicates_total"); n != 2 {
+		t.Errorf("gatewayd_outbox_duplicates_total %v after a clean publication, want still 2", n)
+	}
+}
+
+// counterOf is the value of counter name that c collects.
+func counterOf(t *testing.T, c prometheus.Collector, name string) float64 {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(c)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
+}
+
+// TestOutboxRemovalRetriedSoon: a pass that published its results but
+// could not remove them (the disk) is tried again within about a second,
+// not after the publication backoff (an hour here): results written
+// after the disk recovered are published at once.
+func TestOutboxRemovalRetriedSoon(t *testing.T) {
+	e := newEnv(t)
+	db := openDB(t, "", e.clock.Now)
+	ids := e.journalResults(t, db, 1)
+	j := &ackHiccupJournal{DB: db}
+	j.n.Store(3)
+	o, err := NewOutbox(OutboxOptions{Journal: j, Publisher: e.pub, Topics: e.topics,
+		MinBackoff: time.Hour, MaxBackoff: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(o.Close)
+	waitFor(t, "removed after the disk recovered", func() bool { return outboxLen(t, db) == 0 && o.published.Load() == 1 })
+	ids2 := e.journalResults(t, db, 1)
+	o.Kick()
+	waitFor(t, "the next result", func() bool { return outboxLen(t, db) == 0 && o.published.Load() == 2 })
+	if got := e.resultIDs(t); len(got) != 5 || got[0] != ids[0] || got[4] != ids2[0] {
+		t.Fatalf("published %v: want the first four times (three failed removals), then the second", got)
 	}
 }

@@ -108,6 +108,7 @@ type Presence struct {
 	run    runner
 	mu     sync.Mutex
 	latest *snapshot // nil until the first Update
+	acked  *snapshot // the last snapshot the broker acknowledged (Progress)
 
 	locks               atomic.Int64
 	published, failures atomic.Uint64
@@ -235,6 +236,9 @@ func (p *Presence) loop(ctx context.Context) {
 				p.published.Add(1)
 				failed = 0
 				published, publishedAt = s, time.Now()
+				p.mu.Lock()
+				p.acked = s
+				p.mu.Unlock()
 				p.log.Debug("lock presence published", "locks", len(s.locks), "truncated", s.truncated)
 				continue
 			}

@@ -75,7 +75,9 @@ type Options struct {
 	// Conn is the D-Bus connection of Adapter, and Agent our Agent1
 	// exported and registered on it: bluez.Pair needs both (bluetoothd
 	// sends a pairing's requests to the agent of the connection that
-	// called Pair). Required with ShouldBond.
+	// called Pair). Required with ShouldBond. With Conn, the first Dial
+	// of each lock also disconnects a connection bluetoothd still holds
+	// from a previous run (see Dial).
 	Conn  *dbus.Conn
 	Agent *bluez.Agent
 	// ShouldBond is asked after each successful handshake whether to bond
@@ -151,6 +153,9 @@ type Link struct {
 	// newer than what it knows of the lock.
 	serialMu   sync.Mutex
 	lockSerial map[bonds.LockID]uint64
+
+	mu      sync.Mutex
+	checked map[dbus.ObjectPath]bool // devices checked for a stale connection
 }
 
 // New returns a Link.
@@ -186,7 +191,8 @@ func New(opts Options) (*Link, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Link{opts: opts, log: opts.Logger.With("subsystem", "bluelink"), met: newMetrics(),
-		refused: &refusals{ttl: opts.RefuseFor, max: opts.MaxRefused, now: opts.Now, m: map[refusalKey]refusal{}}, lockSerial: map[bonds.LockID]uint64{}}, nil
+		refused: &refusals{ttl: opts.RefuseFor, max: opts.MaxRefused, now: opts.Now, m: map[refusalKey]refusal{}}, lockSerial: map[bonds.LockID]uint64{},
+		checked: map[dbus.ObjectPath]bool{}}, nil
 }
 
 var _ fleet.Link = (*Link)(nil)
@@ -201,6 +207,13 @@ var _ fleet.Link = (*Link)(nil)
 // skips those refused for this lock within RefuseFor. If every device
 // advertising the ID was refused, it fails with a *RefusedError (not
 // retryable).
+//
+// The first Dial of a lock (with Options.Conn) disconnects it first if
+// bluetoothd says it is connected already: nothing of this Link holds
+// that connection, so a previous run of gatewayd, SIGKILLed in a session,
+// left it, and the lock is still in that run's secure channel; reusing the
+// connection would have the new handshake wait until the lock gives up on
+// the old session.
 func (l *Link) Dial(ctx context.Context, id bonds.LockID) (fleet.Session, error) {
 	cands, refused := l.candidates(id)
 	if len(cands) == 0 {
@@ -216,6 +229,7 @@ func (l *Link) Dial(ctx context.Context, id bonds.LockID) (fleet.Session, error)
 		return nil, fmt.Errorf("bluelink: dial %s: %w", id, fleet.ErrLockAway)
 	}
 	found := &cands[0]
+	l.resetStale(ctx, id, found.Path)
 	dev, err := l.opts.Adapter.Connect(ctx, bluez.DeviceOptions{Path: found.Path, Logger: l.opts.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("bluelink: connect %s (%s): %w", id, found.Address, err)
@@ -269,6 +283,71 @@ func (l *Link) refuse(s *session, res *boundResolver, err error) error {
 			"addr", s.addr, "lock", s.id.String(), "others_in_range", len(cands), "avoided_for", l.opts.RefuseFor, "err", res.refused)
 	}
 	return e
+}
+
+// staleWait bounds the wait for a stale connection to go down.
+const staleWait = 5 * time.Second
+
+// resetStale disconnects the device at path if bluetoothd holds a
+// connection to it that this Link did not make, once per device (see
+// Dial). Failures are logged: the connect that follows finds out.
+func (l *Link) resetStale(ctx context.Context, id bonds.LockID, path dbus.ObjectPath) {
+	if l.opts.Conn == nil {
+		return
+	}
+	l.mu.Lock()
+	done := l.checked[path]
+	l.mu.Unlock()
+	if done {
+		return
+	}
+	connected, err := l.connected(ctx, path)
+	if err != nil {
+		l.log.Debug("reading Device1.Connected before the first dial", "lock", id.String(), "err", err)
+		return
+	}
+	l.mu.Lock()
+	l.checked[path] = true
+	l.mu.Unlock()
+	if !connected {
+		return
+	}
+	l.log.Info("lock connected before this run's first dial (a previous run was killed in a session?): disconnecting the stale link first",
+		"lock", id.String())
+	wctx, cancel := context.WithTimeout(ctx, staleWait)
+	defer cancel()
+	err = l.opts.Conn.Object(bluez.BusName, path).CallWithContext(wctx, bluez.IfaceDevice+".Disconnect", 0).Err
+	if err := bluez.MapError(err); err != nil && !errors.Is(err, bluez.ErrNotConnected) {
+		l.log.Warn("disconnecting a stale link", "lock", id.String(), "err", err)
+		return
+	}
+	// bluetoothd answers before the link is down; a connect in between
+	// reuses it (and has crashed a kernel: see bluez.Device.Close).
+	for {
+		c, err := l.connected(wctx, path)
+		if err != nil || !c {
+			return
+		}
+		select {
+		case <-wctx.Done():
+			l.log.Warn("stale link still up after Disconnect", "lock", id.String(), "err", wctx.Err())
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// connected reads the device's Device1.Connected.
+func (l *Link) connected(ctx context.Context, path dbus.ObjectPath) (bool, error) {
+	v, err := l.property(ctx, path, bluez.IfaceDevice+".Connected")
+	if err != nil {
+		return false, err
+	}
+	c, ok := v.Value().(bool)
+	if !ok {
+		return false, fmt.Errorf("bluelink: Device1.Connected is %s", v.Signature())
+	}
+	return c, nil
 }
 
 type session struct {

@@ -32,6 +32,7 @@ type rig struct {
 	op    channeltest.Party
 	conn  *dbus.Conn
 	gw    channeltest.Party
+	bus   string // the bus address
 }
 
 // newRig: a real dbus-daemon, the emulator with n reference locks, our
@@ -49,7 +50,7 @@ func newRig(t *testing.T, n int) *rig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = emu.Close() })
-	r := &rig{emu: emu, fleet: channeltest.NewFleet(t, "acme")}
+	r := &rig{emu: emu, fleet: channeltest.NewFleet(t, "acme"), bus: bus.Addr}
 	r.op = r.fleet.Operator(t, "otto", cred.RoleOperator)
 	for i := range n {
 		lp := r.fleet.Lock(t, uint64(0x4c4b000000000001+i))

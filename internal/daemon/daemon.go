@@ -70,6 +70,17 @@ type Options struct {
 	// Adapter are extra adapter options for tests (sweep interval,
 	// wedge detection); Name, AwayTimeout and Logger come from Config.
 	Adapter bluez.Options
+	// OpenRetryFor is how long Run retries opening the database while its
+	// file system is read-only, full or failing, before it gives up with
+	// ErrTemporary (default DefaultOpenRetryFor).
+	OpenRetryFor time.Duration
+	// OpenDB opens the database (nil: bonds.Open); a seam for tests of
+	// file-system faults at start.
+	OpenDB func(path string, opts bonds.Options) (*bonds.DB, error)
+	// StallAfter is how long a main loop may have work waiting without
+	// progress before the watchdog withholds systemd's ping (default
+	// DefaultStallAfter).
+	StallAfter time.Duration
 }
 
 // Run runs the daemon until ctx ends (a clean stop, nil) or a part fails
@@ -108,12 +119,11 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrConfig, err)
 	}
-	db, err := bonds.Open(cfg.Database.Path, bonds.Options{Logger: log, ReplayWindow: cfg.Database.ReplayWindow.D(), Now: now})
+	// A read-only, full or failing file system is waited for, not refused.
+	db, err := openDatabase(ctx, opts, cfg.Database.Path,
+		bonds.Options{Logger: log, ReplayWindow: cfg.Database.ReplayWindow.D(), Now: now}, notify, log)
 	if err != nil {
-		if errors.Is(err, bonds.ErrLocked) {
-			return fmt.Errorf("%w (is another gatewayd running?)", err)
-		}
-		return fmt.Errorf("%w: %w", ErrConfig, err)
+		return err
 	}
 	defer func() { err = errors.Join(err, db.Close()) }()
 	// The fleet revocation list, kept beside the database (docs/mqtt.md).
@@ -210,7 +220,16 @@ func Run(ctx context.Context, opts Options) (err error) {
 	}
 	intake.Store(in)
 
-	reg.MustRegister(bluez.NewCollector(ad), link, sched, in, ob, auditPub, pres, revs, sess.Collector(), newBondsCollector(db),
+	stallAfter := opts.StallAfter
+	if stallAfter <= 0 {
+		stallAfter = DefaultStallAfter
+	}
+	watch := newProgressWatch(stallAfter,
+		loopProbe{"intake", in.Progress}, loopProbe{"journal", db.Progress}, loopProbe{"scheduler", sched.Progress},
+		loopProbe{"outbox", whileConnected(sess.Connected, ob.Progress)},
+		loopProbe{"presence", whileConnected(sess.Connected, pres.Progress)})
+
+	reg.MustRegister(bluez.NewCollector(ad), link, sched, in, ob, auditPub, pres, revs, sess.Collector(), newBondsCollector(db), watch,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewBuildInfoCollector())
 
@@ -292,9 +311,15 @@ func Run(ctx context.Context, opts Options) (err error) {
 	g.Go(func() error { presence(gctx, ad, db, sched, pres, log); return nil })
 	g.Go(func() error { sweepUnverified(gctx, db, now, log.With("subsystem", "bookkeeping")); return nil })
 	g.Go(func() error {
+		// Alive is not enough: the main loops must make progress when
+		// they have work (progressWatch).
 		return notify.Watchdog(gctx, func() error {
 			if !ad.Ready() {
 				return errors.New("bluetooth adapter not ready")
+			}
+			if err := watch.check(); err != nil {
+				log.Error("watchdog ping withheld: systemd restarts gatewayd", "err", err)
+				return err
 			}
 			return nil
 		})
@@ -314,12 +339,15 @@ func Run(ctx context.Context, opts Options) (err error) {
 	return nil
 }
 
+// waker is the scheduler's Wake, for presence.
+type waker interface{ Wake(bonds.LockID) }
+
 // presence keeps the last-seen values of the locks the database records
 // (those that proved their identity, see identity.go) current from the
 // adapter's events, publishes what the gateway hears (the retained locks
 // topic, for the backend's routing), and wakes the scheduler when a lock
 // comes into range. An advertised ID without a record writes nothing.
-func presence(ctx context.Context, ad *bluez.Adapter, db *bonds.DB, sched *fleet.Scheduler, pres *operator.Presence, log *slog.Logger) {
+func presence(ctx context.Context, ad *bluez.Adapter, db *bonds.DB, sched waker, pres *operator.Presence, log *slog.Logger) {
 	// The first view, even empty, replaces the previous run's retained one.
 	pres.Update(seenLocks(ad))
 	// Every advertisement is an event; the view (a copy of the adapter's

@@ -385,3 +385,9 @@ func (l *logBuf) String() string {
 	defer l.mu.Unlock()
 	return l.buf.String()
 }
+
+// testLogger is testLogBuf's logger, for tests that do not read the log.
+func testLogger(t *testing.T) *slog.Logger {
+	l, _ := testLogBuf(t)
+	return l
+}

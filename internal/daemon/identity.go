@@ -198,7 +198,8 @@ func recordSighting(ctx context.Context, db *bonds.DB, ev bluez.Event, wake func
 	if err != nil && !errors.Is(err, bonds.ErrNotFound) && ctx.Err() == nil && log != nil {
 		log.Warn("recording a lock's presence", "lock", id, "err", err)
 	}
-	if ev.Kind == bluez.Appeared {
-		wake(id)
-	}
+	// Appeared or Updated: heard now. A lock that stays in range never
+	// appears again, however long its backoff (the scheduler retries a
+	// lock heard since its last failure soon).
+	wake(id)
 }
