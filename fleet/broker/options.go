@@ -32,9 +32,11 @@ type Options struct {
 	// on the session's delivery goroutine. It must not block for long; it
 	// may call Publish and Ack. Required when Subscribe is not empty.
 	OnMessage func(*Message)
-	// MaxQueued caps messages received but not yet handed to OnMessage
-	// (default 1000); beyond it a message is dropped unacknowledged and the
-	// broker redelivers it after the next reconnect.
+	// MaxQueued caps the QoS 0 messages received but not yet handed to
+	// OnMessage (default 1000); beyond it a QoS 0 message is dropped and
+	// counted. QoS 1 messages are never dropped: the broker sends at most
+	// its in-flight window (mosquitto's max_inflight_messages) of them
+	// before a PUBACK, which bounds them.
 	MaxQueued int
 
 	// StatusTopic, optional: on every connect the session publishes

@@ -48,6 +48,7 @@ type Session struct {
 
 	qmu   sync.Mutex
 	queue []*Message
+	q0    int // QoS 0 messages in queue
 	qsig  chan struct{}
 
 	ackMu   sync.Mutex
@@ -66,7 +67,8 @@ type Message struct {
 	s     *Session
 	pm    mqtt.Message
 	gen   uint64
-	acked bool // guarded by s.ackMu
+	recv  time.Time // when paho handed it over, for the age of the oldest pending PUBACK
+	acked bool      // guarded by s.ackMu
 }
 
 // Ack acknowledges the message: the broker will not redeliver it. Call it
@@ -89,11 +91,11 @@ func New(opts Options) (*Session, error) {
 		opts:    opts,
 		log:     opts.Logger.With("client_id", opts.ClientID),
 		store:   newTrackStore(),
-		m:       newMetrics(),
 		readyCh: make(chan struct{}),
 		closing: make(chan struct{}),
 		qsig:    make(chan struct{}, 1),
 	}
+	s.m = newMetrics(s.unackedStats)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 
 	po := mqtt.NewClientOptions()
@@ -427,14 +429,25 @@ func (s *Session) onPublish(_ mqtt.Client, pm mqtt.Message) {
 		s:         s,
 		pm:        pm,
 		gen:       s.gen.Load(),
+		recv:      time.Now(),
 	}
 	s.qmu.Lock()
-	if len(s.queue) >= s.opts.MaxQueued {
-		s.qmu.Unlock()
-		s.m.dropped.Inc()
-		s.log.Warn("mqtt queue full: message dropped unacknowledged; the broker redelivers it after a reconnect",
-			"topic", m.Topic, "max_queued", s.opts.MaxQueued)
-		return
+	// Only QoS 0 messages are ever dropped: they hold no PUBACK, so a
+	// flood of them cannot hold up the acknowledgement of anything else.
+	// QoS 1 messages are bounded by the broker's in-flight window
+	// (max_inflight_messages): the broker sends the next one only after
+	// a PUBACK, so it holds the rest of a flood in its own queue. Dropping
+	// one would hold back, until the next reconnect, the PUBACK of every
+	// message after it (PUBACKs are released in order).
+	if m.QoS == 0 {
+		if s.q0 >= s.opts.MaxQueued {
+			s.qmu.Unlock()
+			s.m.dropped.Inc()
+			s.log.Warn("mqtt queue full: QoS 0 message dropped (QoS 0 has no redelivery; send commands with QoS 1)",
+				"topic", m.Topic, "max_queued", s.opts.MaxQueued)
+			return
+		}
+		s.q0++
 	}
 	s.queue = append(s.queue, m)
 	s.qmu.Unlock()
@@ -453,6 +466,9 @@ func (s *Session) deliver() {
 			m = s.queue[0]
 			s.queue[0] = nil
 			s.queue = s.queue[1:]
+			if m.QoS == 0 {
+				s.q0--
+			}
 		}
 		s.qmu.Unlock()
 		if m == nil {
@@ -487,6 +503,25 @@ func (s *Session) deliver() {
 			s.opts.OnMessage(m)
 		}
 	}
+}
+
+// unackedStats returns how many QoS 1 messages of the current connection
+// were delivered and wait for their PUBACK, and how long ago the oldest
+// of them arrived (0 when none).
+func (s *Session) unackedStats() (n int, oldest time.Duration) {
+	gen := s.gen.Load()
+	s.ackMu.Lock()
+	defer s.ackMu.Unlock()
+	for _, m := range s.pending {
+		if m.gen != gen {
+			continue
+		}
+		if n == 0 {
+			oldest = time.Since(m.recv)
+		}
+		n++
+	}
+	return n, oldest
 }
 
 func (s *Session) ack(m *Message) {

@@ -97,7 +97,12 @@ func newOperator(t *testing.T, b *mosquittotest.Broker, id string, persistent bo
 
 func (op *operator) publish(t *testing.T, topic, payload string, retain bool) {
 	t.Helper()
-	tok := op.c.Publish(topic, 1, retain, payload)
+	op.publishQoS(t, 1, topic, payload, retain)
+}
+
+func (op *operator) publishQoS(t *testing.T, qos byte, topic, payload string, retain bool) {
+	t.Helper()
+	tok := op.c.Publish(topic, qos, retain, payload)
 	if !tok.WaitTimeout(wait) || tok.Error() != nil {
 		t.Fatalf("operator publish: %v", tok.Error())
 	}
@@ -510,24 +515,40 @@ func TestMetrics(t *testing.T) {
 			return nil
 		}
 	}
-	// 0 is held in OnMessage, then 1 waits in the queue and 2 finds it full.
+	// 0 (QoS 1) is held in OnMessage, then 1 (QoS 0) waits in the queue,
+	// 2 (QoS 0) finds the QoS 0 share full and is dropped, and 3 (QoS 1)
+	// is queued regardless.
 	op.publish(t, "gw/1/cmd/x", "0", false)
 	m0 := next()
-	op.publish(t, "gw/1/cmd/x", "1", false)
-	op.publish(t, "gw/1/cmd/x", "2", false)
+	op.publishQoS(t, 0, "gw/1/cmd/x", "1", false)
+	op.publishQoS(t, 0, "gw/1/cmd/x", "2", false)
+	op.publish(t, "gw/1/cmd/x", "3", false)
 	deadline := time.Now().Add(wait)
-	for testutil.ToFloat64(s.m.received) < 3 {
+	for testutil.ToFloat64(s.m.received) < 4 {
 		if time.Now().After(deadline) {
 			t.Fatalf("received %v", testutil.ToFloat64(s.m.received))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	if n := testutil.ToFloat64(s.m.unacked); n != 1 {
+		t.Fatalf("unacked_messages = %v with message 0 held, want 1", n)
+	}
+	time.Sleep(20 * time.Millisecond)
+	if age := testutil.ToFloat64(s.m.oldestUnacked); age < 0.02 {
+		t.Fatalf("oldest_unacked_age_seconds = %v with message 0 held for 20 ms", age)
+	}
 	close(release)
 	m0.Ack()
 	if m1 := next(); string(m1.Payload) != "1" {
-		t.Fatalf("second delivery %q, want 1 (2 was dropped)", m1.Payload)
+		t.Fatalf("second delivery %q, want 1", m1.Payload)
+	}
+	if m3 := next(); string(m3.Payload) != "3" {
+		t.Fatalf("third delivery %q, want 3 (2 was dropped)", m3.Payload)
 	} else {
-		m1.Ack()
+		m3.Ack()
+	}
+	if n, age := testutil.ToFloat64(s.m.unacked), testutil.ToFloat64(s.m.oldestUnacked); n != 0 || age != 0 {
+		t.Fatalf("unacked_messages %v, oldest_unacked_age_seconds %v after every ack", n, age)
 	}
 	if err := s.Publish(ctxT(t), "gw/1/result", []byte("r"), false); err != nil {
 		t.Fatal(err)
@@ -547,12 +568,12 @@ gatewayd_mqtt_connects_total 1
 # HELP gatewayd_mqtt_messages_acked_total PUBACKs released to the broker for received QoS 1 messages.
 # TYPE gatewayd_mqtt_messages_acked_total counter
 gatewayd_mqtt_messages_acked_total 2
-# HELP gatewayd_mqtt_messages_dropped_total Messages neither delivered nor acknowledged because the session's queue was full (MaxQueued); the broker redelivers them after a reconnect.
+# HELP gatewayd_mqtt_messages_dropped_total QoS 0 messages dropped because MaxQueued QoS 0 messages were already waiting for delivery (QoS 1 messages are never dropped: the broker's in-flight window bounds them).
 # TYPE gatewayd_mqtt_messages_dropped_total counter
 gatewayd_mqtt_messages_dropped_total 1
 # HELP gatewayd_mqtt_messages_received_total MQTT messages received from the broker (redeliveries included).
 # TYPE gatewayd_mqtt_messages_received_total counter
-gatewayd_mqtt_messages_received_total 3
+gatewayd_mqtt_messages_received_total 4
 # HELP gatewayd_mqtt_publishes_total QoS 1 publishes the broker acknowledged.
 # TYPE gatewayd_mqtt_publishes_total counter
 gatewayd_mqtt_publishes_total 1
@@ -562,8 +583,8 @@ gatewayd_mqtt_publishes_total 1
 	if err := testutil.CollectAndCompare(s.Collector(), strings.NewReader(want), names...); err != nil {
 		t.Fatal(err)
 	}
-	if n := testutil.CollectAndCount(s.Collector()); n != 9 {
-		t.Fatalf("%d metrics, want 9", n)
+	if n := testutil.CollectAndCount(s.Collector()); n != 11 {
+		t.Fatalf("%d metrics, want 11", n)
 	}
 	s.Close()
 	if v := testutil.ToFloat64(s.m.connected); v != 0 {
@@ -599,4 +620,66 @@ func TestNewValidates(t *testing.T) {
 	if _, err := New(ok); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestAttackQoS0FloodKeepsAcksFlowing: 10,000 junk messages at QoS 0,
+// with valid ones at QoS 1 between them, arrive while the consumer is
+// busy, so that the session's queue overflows. Only QoS 0 messages are
+// dropped: every QoS 1 message is delivered once, on the same connection,
+// and acknowledged (no reconnect, nothing redelivered afterwards).
+func TestAttackQoS0FloodKeepsAcksFlowing(t *testing.T) {
+	b := mosquittotest.Start(t, mosquittotest.Options{})
+	gate := make(chan struct{})
+	var once sync.Once
+	valid := make(chan *Message, 100)
+	const id = "gatewayd-qos0-flood"
+	s := session(t, b, id, nil, func(o *Options) {
+		o.MaxQueued = 10
+		o.OnMessage = func(m *Message) {
+			once.Do(func() { <-gate }) // busy until the flood is queued
+			if m.QoS == 1 {
+				m.Ack()
+				valid <- m
+			}
+		}
+	})
+	op := newOperator(t, b, "operator-qos0-flood", false)
+	const junk, every = 10000, 1000
+	nValid := 0
+	for i := range junk {
+		if i%every == every/2 {
+			op.publish(t, "gw/1/cmd/x", fmt.Sprintf("valid-%d", nValid), false)
+			nValid++
+		}
+		op.c.Publish("gw/1/cmd/x", 0, false, "junk") // QoS 0: nothing to wait for
+	}
+	op.publish(t, "gw/1/cmd/x", fmt.Sprintf("valid-%d", nValid), false)
+	nValid++
+	deadline := time.Now().Add(wait)
+	for testutil.ToFloat64(s.m.dropped) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the flood never overflowed the queue: the test proves nothing")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(gate)
+	for i := range nValid {
+		select {
+		case m := <-valid:
+			if want := fmt.Sprintf("valid-%d", i); string(m.Payload) != want || m.Duplicate {
+				t.Fatalf("delivery %d: %q (dup %v), want %q", i, m.Payload, m.Duplicate, want)
+			}
+		case <-time.After(wait):
+			t.Fatalf("valid message %d of %d not delivered (dropped %v, connects %v)", i, nValid,
+				testutil.ToFloat64(s.m.dropped), testutil.ToFloat64(s.m.connects))
+		}
+	}
+	if got := testutil.ToFloat64(s.m.acked); got != float64(nValid) {
+		t.Fatalf("messages_acked_total = %v, want %d", got, nValid)
+	}
+	if got := testutil.ToFloat64(s.m.connects); got != 1 {
+		t.Fatalf("connects_total = %v: the session needed a reconnect", got)
+	}
+	s.Close()
+	expectOnlyMarker(t, b, op, id)
 }
