@@ -1,0 +1,402 @@
+package mosquitto
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/gatewayd/gatewayd/internal/mosquittotest"
+)
+
+// Generous: nothing here fails because the machine is slow.
+const wait = 20 * time.Second
+
+const prefix = "gatewayd/v1/gw/"
+
+// pki is a throwaway CA with a server certificate for 127.0.0.1 and
+// client certificates by CN, written as PEM files in dir.
+type pki struct {
+	t    *testing.T
+	dir  string
+	ca   *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pool *x509.CertPool
+	seq  int64
+}
+
+func newPKI(t *testing.T) *pki {
+	t.Helper()
+	p := &pki{t: t, dir: t.TempDir(), pool: x509.NewCertPool()}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test fleet CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.ca, _ = x509.ParseCertificate(der)
+	p.key = key
+	p.pool.AddCert(p.ca)
+	p.write("ca.crt", "CERTIFICATE", der)
+	p.issue("server", true)
+	return p
+}
+
+func (p *pki) write(name, typ string, der []byte) string {
+	path := filepath.Join(p.dir, name)
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		p.t.Fatal(err)
+	}
+	return path
+}
+
+// issue makes a certificate for cn (a server one for 127.0.0.1 if
+// server) and returns it as a tls.Certificate; its files are cn.crt and
+// cn.key.
+func (p *pki) issue(cn string, server bool) tls.Certificate {
+	p.t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.seq++
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(p.seq + 1), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	if server {
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.key)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.write(cn+".crt", "CERTIFICATE", der)
+	p.write(cn+".key", "EC PRIVATE KEY", kder)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// shipped returns the shipped mosquitto.conf with its paths and port
+// rewritten for a test broker; every other line is as shipped. It fails
+// the test if a line it must rewrite is missing.
+func shipped(t *testing.T, p *pki) func(port int, dataDir, logPath string) []byte {
+	t.Helper()
+	raw, err := os.ReadFile("mosquitto.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	acl, err := filepath.Abs("gatewayd.acl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(port int, dataDir, logPath string) []byte {
+		rewrite := map[string]string{
+			"listener":             fmt.Sprintf("listener %d 127.0.0.1", port),
+			"cafile":               "cafile " + filepath.Join(p.dir, "ca.crt"),
+			"certfile":             "certfile " + filepath.Join(p.dir, "server.crt"),
+			"keyfile":              "keyfile " + filepath.Join(p.dir, "server.key"),
+			"acl_file":             "acl_file " + acl,
+			"persistence_location": "persistence_location " + dataDir + "/",
+			"log_dest":             "log_dest file " + logPath,
+		}
+		var out bytes.Buffer
+		if u, err := user.Current(); err == nil {
+			fmt.Fprintf(&out, "user %s\n", u.Username) // as root, do not drop to "mosquitto"
+		}
+		sc := bufio.NewScanner(bytes.NewReader(raw))
+		for sc.Scan() {
+			line := sc.Text()
+			key, _, _ := strings.Cut(strings.TrimSpace(line), " ")
+			if r, ok := rewrite[key]; ok {
+				line = r
+				delete(rewrite, key)
+			}
+			out.WriteString(line + "\n")
+		}
+		out.WriteString("log_type all\n")
+		if len(rewrite) > 0 {
+			t.Errorf("shipped mosquitto.conf lacks %v", rewrite)
+		}
+		return out.Bytes()
+	}
+}
+
+// fleetBroker is mosquitto running the shipped configuration.
+type fleetBroker struct {
+	b   *mosquittotest.Broker
+	pki *pki
+	url string
+}
+
+func startFleetBroker(t *testing.T) *fleetBroker {
+	t.Helper()
+	p := newPKI(t)
+	b := mosquittotest.Start(t, mosquittotest.Options{Config: shipped(t, p)})
+	return &fleetBroker{b: b, pki: p, url: "ssl://" + b.Addr()}
+}
+
+// client is an MQTT 3.1.1 client with a certificate.
+type client struct {
+	t    *testing.T
+	c    mqtt.Client
+	ch   chan mqtt.Message
+	mu   sync.Mutex
+	lost int
+}
+
+func (fb *fleetBroker) connect(t *testing.T, cn, clientID string) *client {
+	t.Helper()
+	c, err := fb.dial(t, cn, clientID)
+	if err != nil {
+		t.Fatalf("connect as %s: %v", cn, err)
+	}
+	return c
+}
+
+func (fb *fleetBroker) dial(t *testing.T, cn, clientID string) (*client, error) {
+	t.Helper()
+	cl := &client{t: t, ch: make(chan mqtt.Message, 100)}
+	tc := &tls.Config{RootCAs: fb.pki.pool, MinVersion: tls.VersionTLS12}
+	if cn != "" {
+		tc.Certificates = []tls.Certificate{fb.pki.issue(cn, false)}
+	}
+	o := mqtt.NewClientOptions().AddBroker(fb.url).SetClientID(clientID).SetProtocolVersion(4).
+		SetCleanSession(false).SetTLSConfig(tc).SetAutoReconnect(false).SetConnectTimeout(wait).
+		SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) { cl.ch <- m }).
+		SetConnectionLostHandler(func(mqtt.Client, error) { cl.mu.Lock(); cl.lost++; cl.mu.Unlock() })
+	cl.c = mqtt.NewClient(o)
+	tok := cl.c.Connect()
+	if !tok.WaitTimeout(wait) {
+		return nil, fmt.Errorf("no CONNACK within %v", wait)
+	}
+	if err := tok.Error(); err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() { cl.c.Disconnect(50) })
+	return cl, nil
+}
+
+func (cl *client) subscribe(filters ...string) {
+	cl.t.Helper()
+	m := map[string]byte{}
+	for _, f := range filters {
+		m[f] = 1
+	}
+	tok := cl.c.SubscribeMultiple(m, nil)
+	if !tok.WaitTimeout(wait) || tok.Error() != nil {
+		cl.t.Fatalf("subscribe %v: %v", filters, tok.Error())
+	}
+}
+
+// subscribeRefused subscribes to filter and reports whether the broker
+// refused it (SUBACK 0x80).
+func (cl *client) subscribeRefused(filter string) bool {
+	cl.t.Helper()
+	tok := cl.c.Subscribe(filter, 1, nil)
+	if !tok.WaitTimeout(wait) || tok.Error() != nil {
+		cl.t.Fatalf("subscribe %s: %v", filter, tok.Error())
+	}
+	return tok.(*mqtt.SubscribeToken).Result()[filter] == 0x80
+}
+
+// publish publishes with QoS 1 and waits for the PUBACK: the broker has
+// routed the message (or dropped it) by then.
+func (cl *client) publish(topic, payload string) {
+	cl.t.Helper()
+	tok := cl.c.Publish(topic, 1, false, payload)
+	if !tok.WaitTimeout(wait) || tok.Error() != nil {
+		cl.t.Fatalf("publish to %s: %v", topic, tok.Error())
+	}
+}
+
+// next returns the next message received.
+func (cl *client) next() mqtt.Message {
+	cl.t.Helper()
+	select {
+	case m := <-cl.ch:
+		return m
+	case <-time.After(wait):
+		cl.t.Fatal("no message")
+		return nil
+	}
+}
+
+// expectNext fails unless the next message received is payload on topic.
+// A message one client publishes after another's PUBACK is routed after
+// it, so "the marker comes first" shows the earlier one was not delivered.
+func (cl *client) expectNext(topic, payload string) {
+	cl.t.Helper()
+	m := cl.next()
+	m.Ack()
+	if m.Topic() != topic || string(m.Payload()) != payload {
+		cl.t.Fatalf("got %q on %s, want %q on %s", m.Payload(), m.Topic(), payload, topic)
+	}
+}
+
+func (cl *client) lostCount() int {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	return cl.lost
+}
+
+// TestAttackGatewayReadsOtherGatewaysCommands: with the shipped ACL a
+// gateway cannot subscribe to another gateway's command topic, by name or
+// by wildcard, and receives only its own commands.
+func TestAttackGatewayReadsOtherGatewaysCommands(t *testing.T) {
+	fb := startFleetBroker(t)
+	backend := fb.connect(t, "@backend", "backend-1")
+	dock1 := fb.connect(t, "dock-1", "gatewayd-dock-1")
+	dock1.subscribe(prefix + "dock-1/cmd")
+	dock2 := fb.connect(t, "dock-2", "gatewayd-dock-2")
+	dock2.subscribe(prefix + "dock-2/cmd")
+	for _, f := range []string{prefix + "dock-1/cmd", prefix + "+/cmd", "#", "gatewayd/v1/#"} {
+		// mosquitto 2.0 grants the subscription and then filters every
+		// message through the ACL; newer versions refuse it. Either way
+		// nothing of dock-1 may arrive.
+		_ = dock2.subscribeRefused(f)
+	}
+	backend.publish(prefix+"dock-1/cmd", "for dock-1")
+	backend.publish(prefix+"dock-2/cmd", "for dock-2")
+	dock1.expectNext(prefix+"dock-1/cmd", "for dock-1")
+	dock2.expectNext(prefix+"dock-2/cmd", "for dock-2")
+	select {
+	case m := <-dock2.ch:
+		t.Fatalf("dock-2 received %q on %s", m.Payload(), m.Topic())
+	default:
+	}
+}
+
+// TestAttackGatewayPublishesCommands: a gateway's publications on another
+// gateway's command topic, and on its own, are dropped by the broker:
+// only the backend sends commands.
+func TestAttackGatewayPublishesCommands(t *testing.T) {
+	fb := startFleetBroker(t)
+	backend := fb.connect(t, "@backend", "backend-1")
+	dock1 := fb.connect(t, "dock-1", "gatewayd-dock-1")
+	dock1.subscribe(prefix + "dock-1/cmd")
+	dock2 := fb.connect(t, "dock-2", "gatewayd-dock-2")
+	dock2.subscribe(prefix + "dock-2/cmd")
+	dock2.publish(prefix+"dock-1/cmd", "forged by dock-2")
+	dock2.publish(prefix+"dock-2/cmd", "dock-2 to itself")
+	backend.publish(prefix+"dock-1/cmd", "real")
+	backend.publish(prefix+"dock-2/cmd", "real")
+	dock1.expectNext(prefix+"dock-1/cmd", "real")
+	dock2.expectNext(prefix+"dock-2/cmd", "real")
+
+	// A gateway may publish its own results; the backend reads them, not
+	// another gateway's made up by dock-2.
+	backend.subscribe(prefix + "+/result")
+	dock2.publish(prefix+"dock-1/result", "fake result")
+	dock1.publish(prefix+"dock-1/result", "result")
+	backend.expectNext(prefix+"dock-1/result", "result")
+}
+
+// TestAttackSessionTakeover: a client that connects with a gateway's
+// client ID, with a certificate of its own, gets a session of its own
+// (use_username_as_clientid): the gateway stays connected, keeps its
+// commands, and the intruder receives none of them.
+func TestAttackSessionTakeover(t *testing.T) {
+	fb := startFleetBroker(t)
+	backend := fb.connect(t, "@backend", "backend-1")
+	dock1 := fb.connect(t, "dock-1", "gatewayd-dock-1")
+	dock1.subscribe(prefix + "dock-1/cmd")
+	for _, id := range []string{"gatewayd-dock-1", "dock-1"} {
+		intruder := fb.connect(t, "dock-2", id)
+		intruder.subscribe(prefix + "dock-1/cmd")
+		backend.publish(prefix+"dock-1/cmd", "after "+id)
+		dock1.expectNext(prefix+"dock-1/cmd", "after "+id)
+		if n := dock1.lostCount(); n != 0 {
+			t.Fatalf("dock-1 lost its connection when a client connected as %q", id)
+		}
+		select {
+		case m := <-intruder.ch:
+			t.Fatalf("the intruder with client ID %q received %q", id, m.Payload())
+		default:
+		}
+	}
+	// No certificate, no connection.
+	if c, err := fb.dial(t, "", "gatewayd-dock-1"); err == nil {
+		c.c.Disconnect(0)
+		t.Fatal("a client without a certificate connected")
+	}
+	if n := dock1.lostCount(); n != 0 {
+		t.Fatal("dock-1 lost its connection to a client without a certificate")
+	}
+}
+
+// TestAttackOversizedPublish: the broker refuses a publish larger than
+// max_packet_size: it disconnects the publisher and forwards nothing, so
+// no gateway buffers it.
+func TestAttackOversizedPublish(t *testing.T) {
+	fb := startFleetBroker(t)
+	dock1 := fb.connect(t, "dock-1", "gatewayd-dock-1")
+	dock1.subscribe(prefix + "dock-1/cmd")
+	limit := maxPacketSize(t)
+	if limit > 64<<10 {
+		t.Fatalf("max_packet_size %d: a gateway may have to buffer that much per message; keep it at most 64 KiB", limit)
+	}
+	backend := fb.connect(t, "@backend", "backend-1")
+	big := strings.Repeat("x", limit+1)
+	// No wait on the token: the broker closes the connection, and the
+	// PUBACK never comes.
+	backend.c.Publish(prefix+"dock-1/cmd", 1, false, big)
+	deadline := time.Now().Add(wait)
+	for backend.lostCount() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the broker did not disconnect the client that sent an oversized packet")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Just under the limit passes (packet overhead: header, topic, ID).
+	backend2 := fb.connect(t, "@backend", "backend-2")
+	fits := strings.Repeat("y", limit-len(prefix+"dock-1/cmd")-16)
+	backend2.publish(prefix+"dock-1/cmd", fits)
+	dock1.expectNext(prefix+"dock-1/cmd", fits)
+}
+
+// maxPacketSize reads max_packet_size from the shipped configuration.
+func maxPacketSize(t *testing.T) int {
+	t.Helper()
+	raw, err := os.ReadFile("mosquitto.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(l, "max_packet_size "); ok {
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatal("the shipped mosquitto.conf sets no max_packet_size")
+	return 0
+}
