@@ -22,6 +22,9 @@ import (
 const (
 	DefaultConcurrency    = 8
 	DefaultMaxQueued      = 1000
+	// DefaultMaxInflight is the MQTT packet identifier space: a broker
+	// cannot have more QoS 1 messages unacknowledged on one connection.
+	DefaultMaxInflight = 65535
 	DefaultPublishTimeout = 30 * time.Second
 	DefaultNoticeRate     = 20  // rejection notices per second, sustained
 	DefaultNoticeBurst    = 100 // rejection notices in a burst
@@ -52,16 +55,21 @@ type IntakeOptions struct {
 	// batches: everything verified while the previous batch committed
 	// shares the next commit (one fsync).
 	Concurrency int
-	// MaxQueued bounds the messages enqueued and not yet released, of
-	// each QoS (default 1000). A QoS 0 message beyond it is dropped and
-	// counted (QoS 0 has no redelivery; nothing waits for it). A QoS 1
-	// message is never dropped: PUBACKs are released in order, so one
-	// left unacknowledged would hold back every later one until a
-	// reconnect. The broker's in-flight window (max_inflight_messages)
-	// bounds QoS 1 messages; should more than MaxQueued arrive anyway (a
-	// broker without that limit), each one beyond is acknowledged and
-	// refused with reason "overloaded". Keep it well above the window.
+	// MaxQueued bounds the QoS 0 messages (Ack nil) enqueued and not yet
+	// released (default 1000). Beyond it a QoS 0 message is dropped and
+	// counted: QoS 0 has no redelivery, and nothing waits for it.
 	MaxQueued int
+	// MaxInflight bounds the QoS 1 messages enqueued and not yet released
+	// (default DefaultMaxInflight, which no broker can exceed on one
+	// connection). A QoS 1 message is never dropped: PUBACKs are released
+	// in order, so one left unacknowledged would hold back every later
+	// one until a reconnect. Brokers do not reliably keep to their
+	// in-flight window (mosquitto 2.0.11 sends up to
+	// max_inflight_messages more after every PUBACK), so a flood arrives
+	// here; a payload above command.MaxSignedSize is refused on arrival
+	// and not kept, so the queue holds at most MaxInflight × 1 KiB. Beyond
+	// MaxInflight a message is acknowledged and refused as "overloaded".
+	MaxInflight int
 	// PublishTimeout bounds the publication of one rejection notice
 	// (default 30s).
 	PublishTimeout time.Duration
@@ -134,8 +142,8 @@ type Intake struct {
 type item struct {
 	seq uint64
 	msg Message
-	// overload, when set, is the notice of a QoS 1 message enqueued
-	// beyond MaxQueued: refused without a look at its payload (dropped).
+	// overload, when set, is the notice of a message refused on arrival
+	// (oversized, or QoS 1 beyond MaxInflight), whose payload was not kept.
 	overload *Rejected
 }
 
@@ -166,8 +174,11 @@ func NewIntake(o IntakeOptions) (*Intake, error) {
 	if o.Journal == nil || o.Publisher == nil || o.Topics.Rejected == "" {
 		return nil, fmt.Errorf("%w: intake needs a Journal, a Publisher and Topics", ErrOptions)
 	}
-	if o.Concurrency < 0 || o.MaxQueued < 0 || o.PublishTimeout < 0 {
-		return nil, fmt.Errorf("%w: negative Concurrency, MaxQueued or PublishTimeout", ErrOptions)
+	if o.Concurrency < 0 || o.MaxQueued < 0 || o.MaxInflight < 0 || o.PublishTimeout < 0 {
+		return nil, fmt.Errorf("%w: negative Concurrency, MaxQueued, MaxInflight or PublishTimeout", ErrOptions)
+	}
+	if o.MaxInflight == 0 {
+		o.MaxInflight = DefaultMaxInflight
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -217,6 +228,9 @@ func (in *Intake) Enqueue(m Message) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	qos0 := m.Ack == nil
+	if m.ReceivedAt.IsZero() {
+		m.ReceivedAt = in.opts.Now()
+	}
 	var overload *Rejected
 	switch {
 	case in.closed:
@@ -227,10 +241,17 @@ func (in *Intake) Enqueue(m Message) {
 		in.log.Warn("intake queue full: QoS 0 message dropped (send commands with QoS 1)",
 			"max_queued", in.opts.MaxQueued, "payload_size", len(m.Payload))
 		return
-	case !qos0 && in.depth1.Load() >= int64(in.opts.MaxQueued):
+	case !qos0 && in.depth1.Load() >= int64(in.opts.MaxInflight):
 		// Not dropped: that would hold back every later PUBACK. Its
 		// payload is not kept, only what the notice needs.
-		n := newRejected(ReasonOverloaded, fmt.Sprintf("more than %d QoS 1 messages in flight: the broker's max_inflight_messages is above the gateway's limit; send again", in.opts.MaxQueued),
+		n := newRejected(ReasonOverloaded, fmt.Sprintf("more than %d QoS 1 messages in flight; send again", in.opts.MaxInflight),
+			m.Payload, nil, m.ReceivedAt)
+		overload = &n
+		m.Payload = nil
+	case len(m.Payload) > command.MaxSignedSize:
+		// Refused at once, and the payload not kept: the queue holds
+		// nothing larger than a command.
+		n := newRejected(ReasonOversized, fmt.Sprintf("payload of %d bytes, limit %d", len(m.Payload), command.MaxSignedSize),
 			m.Payload, nil, m.ReceivedAt)
 		overload = &n
 		m.Payload = nil

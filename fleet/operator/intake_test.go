@@ -624,15 +624,14 @@ func TestQueueFullDropsOnlyQoS0(t *testing.T) {
 	}
 }
 
-// TestAttackQoS1BeyondMaxQueued: a broker that sends more QoS 1 messages
-// than MaxQueued (no in-flight limit) gets the excess acknowledged and
-// refused as overloaded, in order: nothing is left unacknowledged to
-// hold back the PUBACKs after it, and the messages within the limit are
-// journaled.
-func TestAttackQoS1BeyondMaxQueued(t *testing.T) {
+// TestAttackQoS1BeyondMaxInflight: a broker that sends more QoS 1
+// messages than MaxInflight gets the excess acknowledged and refused as
+// overloaded, in order: nothing is left unacknowledged to hold back the
+// PUBACKs after it, and the messages within the limit are journaled.
+func TestAttackQoS1BeyondMaxInflight(t *testing.T) {
 	e := newEnv(t)
 	g := &gateJournal{gates: map[bonds.CommandID]chan struct{}{}, entered: make(chan []bonds.CommandID, 4), ev: e.events}
-	in := e.intake(t, g, func(o *IntakeOptions) { o.Concurrency = 1; o.MaxQueued = 2 })
+	in := e.intake(t, g, func(o *IntakeOptions) { o.Concurrency = 1; o.MaxInflight = 2 })
 	b1, b2 := e.body(command.OpUnlock, 1), e.body(command.OpUnlock, 2)
 	in.Enqueue(e.msg("1", e.sign(t, e.operator, b1)))
 	in.Enqueue(e.msg("2", e.sign(t, e.operator, b2)))

@@ -39,8 +39,8 @@ const (
 	// result is (or will be) on the result topic.
 	ReasonDuplicate Reason = "duplicate"
 	// ReasonOverloaded: more QoS 1 messages were in flight than the
-	// gateway holds (the broker's max_inflight_messages is above the
-	// intake's MaxQueued); the message was acknowledged unread. Send it
+	// gateway holds (65535, the MQTT packet identifier space, unless
+	// configured lower); the message was acknowledged unread. Send it
 	// again.
 	ReasonOverloaded Reason = "overloaded"
 )
