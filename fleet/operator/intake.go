@@ -20,11 +20,11 @@ import (
 
 // Defaults for the zero values of IntakeOptions and OutboxOptions.
 const (
-	DefaultConcurrency    = 8
-	DefaultMaxQueued      = 1000
+	DefaultConcurrency = 8
+	DefaultMaxQueued   = 1000
 	// DefaultMaxInflight is the MQTT packet identifier space: a broker
 	// cannot have more QoS 1 messages unacknowledged on one connection.
-	DefaultMaxInflight = 65535
+	DefaultMaxInflight    = 65535
 	DefaultPublishTimeout = 30 * time.Second
 	DefaultNoticeRate     = 20  // rejection notices per second, sustained
 	DefaultNoticeBurst    = 100 // rejection notices in a burst
