@@ -554,13 +554,13 @@ func (in *Intake) handle(ctx, journal context.Context, it item) {
 	m := it.msg
 	if it.overload != nil {
 		in.decide(it.seq, decision{refused: true})
-		ok := in.refuseNotice(ctx, *it.overload)
+		ok := in.refuseNotice(ctx, *it.overload, unverified)
 		in.release(it.seq, ok, nil, m.Ack)
 		return
 	}
 	refuse := func(p []byte, recv time.Time, reason Reason, detail string, body *command.Body) {
 		in.decide(it.seq, decision{refused: true})
-		ok := in.refuseNotice(ctx, newRejected(reason, detail, p, body, recv))
+		ok := in.refuseNotice(ctx, newRejected(reason, detail, p, body, recv), in.claimedSigner(p))
 		in.release(it.seq, ok, nil, m.Ack)
 	}
 	recv := m.ReceivedAt
@@ -654,19 +654,39 @@ func (in *Intake) submit(e bonds.Entry) func() {
 	return func() { in.opts.OnJournaled(e) }
 }
 
+// unverified is the signer logged for a refusal whose credential does not
+// chain to a trusted root (or that has none): whatever it claims is the
+// sender's choice, so it is not a key of the log's rate limit.
+const unverified = "unverified"
+
+// claimedSigner names the signer p claims, for the log: see
+// command.Verifier.Signer; unverified if its credential is not of a
+// trusted root.
+func (in *Intake) claimedSigner(p []byte) string {
+	v := command.Verifier{Roots: in.opts.Roots}
+	if name, ok := v.Signer(p); ok {
+		return name
+	}
+	return unverified
+}
+
 // refuseNotice counts and logs a refusal of input that is not
 // journaled and publishes its notice n, and reports whether the message
 // may be acknowledged: the broker acknowledged the notice, or the notice
-// was suppressed by the rate limit (NoticeRate).
-func (in *Intake) refuseNotice(ctx context.Context, n Rejected) bool {
+// was suppressed by the rate limit (NoticeRate). The log line carries
+// reason and signer, which key internal/ratelog's limit: the first
+// refusal of each reason by each signer is logged every minute, however
+// many others there are; reason_total counts that reason since start.
+func (in *Intake) refuseNotice(ctx context.Context, n Rejected, signer string) bool {
 	in.refused.Add(1)
-	in.byReason[n.Reason].Add(1)
-	in.log.Warn("command refused", "reason", n.Reason, "detail", n.Detail, "command_id", n.CommandID,
-		"lock_id", n.LockID, "op", n.Operation, "payload_size", n.PayloadSize)
-	if !in.notices.take() {
+	total := in.byReason[n.Reason].Add(1)
+	notice := in.notices.take()
+	in.log.Warn("command refused", "reason", n.Reason, "signer", signer, "reason_total", total,
+		"detail", n.Detail, "command_id", n.CommandID, "lock_id", n.LockID, "op", n.Operation,
+		"payload_size", n.PayloadSize, "notice", notice)
+	if !notice {
+		// Rate-limited (a flood): acknowledged without a notice, counted.
 		in.suppressed.Add(1)
-		in.log.Warn("rejection notices rate-limited: refusal acknowledged without a notice",
-			"reason", n.Reason, "notice_rate", in.opts.NoticeRate)
 		return true
 	}
 	if err := in.notify(ctx, n); err != nil {
