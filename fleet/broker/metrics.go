@@ -18,6 +18,7 @@ type metrics struct {
 	subscribeFailures prometheus.Counter
 	unacked           prometheus.GaugeFunc
 	oldestUnacked     prometheus.GaugeFunc
+	takeovers         prometheus.Counter
 }
 
 // newMetrics returns the session's metrics; unacked reports the QoS 1
@@ -37,6 +38,7 @@ func newMetrics(unacked func() (int, time.Duration)) *metrics {
 		publishes:         c("publishes_total", "QoS 1 publishes the broker acknowledged."),
 		publishFailures:   c("publish_failures_total", "Publishes that returned an error (context ended before the PUBACK, refused by the client, or session closed)."),
 		subscribeFailures: c("subscribe_failures_total", "Subscriptions the broker refused (SUBACK 0x80) or that failed."),
+		takeovers:         c("takeovers_suspected_total", "Connections the broker closed and accepted again at the very next attempt: what it does when another client connects with this gateway's client ID (session takeover)."),
 		unacked: prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "gatewayd", Subsystem: "mqtt", Name: "unacked_messages",
 			Help: "QoS 1 messages of the current connection delivered and not yet acknowledged (PUBACKs are released in delivery order)."},
 			func() float64 { n, _ := unacked(); return float64(n) }),
@@ -48,7 +50,7 @@ func newMetrics(unacked func() (int, time.Duration)) *metrics {
 
 func (m *metrics) all() []prometheus.Collector {
 	return []prometheus.Collector{m.connected, m.connects, m.connectionLost, m.received, m.acked, m.dropped,
-		m.publishes, m.publishFailures, m.subscribeFailures, m.unacked, m.oldestUnacked}
+		m.publishes, m.publishFailures, m.subscribeFailures, m.unacked, m.oldestUnacked, m.takeovers}
 }
 
 // Describe implements prometheus.Collector.

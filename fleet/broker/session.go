@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/url"
@@ -53,6 +54,16 @@ type Session struct {
 
 	ackMu   sync.Mutex
 	pending []*Message // delivered QoS 1 messages whose PUBACK is not released, in arrival order
+
+	// Session takeover detection: see checkTakeover.
+	attempts  atomic.Int64 // connection attempts since the last connect
+	tkMu      sync.Mutex
+	lostAt    time.Time // the last connection loss
+	lostEOF   bool      // it was the broker closing the connection
+	connAt    time.Time // the last connect
+	connFirst bool      // it succeeded at the first attempt
+	lossSeen  bool      // the last loss was already judged
+	takeovers int       // suspected so far
 }
 
 // Message is one message from the broker.
@@ -126,6 +137,7 @@ func New(opts Options) (*Session, error) {
 	po.SetConnectionLostHandler(s.onConnectionLost)
 	po.SetConnectionAttemptHandler(func(broker *url.URL, cfg *tls.Config) *tls.Config {
 		s.gen.Add(1)
+		s.attempts.Add(1)
 		s.log.Debug("mqtt connecting", "broker", broker.Redacted())
 		return cfg
 	})
@@ -367,6 +379,11 @@ func (s *Session) goTracked(f func()) bool {
 func (s *Session) onConnect(mqtt.Client) {
 	s.m.connects.Inc()
 	s.log.Info("mqtt connected")
+	first := s.attempts.Swap(0) == 1
+	s.tkMu.Lock()
+	s.connAt, s.connFirst = time.Now(), first
+	s.checkTakeover()
+	s.tkMu.Unlock()
 	s.goTracked(s.afterConnect)
 }
 
@@ -410,9 +427,41 @@ func (s *Session) afterConnect() {
 func (s *Session) onConnectionLost(_ mqtt.Client, err error) {
 	s.m.connectionLost.Inc()
 	s.log.Warn("mqtt connection lost; reconnecting", "err", err)
+	s.tkMu.Lock()
+	s.lostAt, s.lostEOF, s.lossSeen = time.Now(), errors.Is(err, io.EOF), false
+	s.checkTakeover()
+	s.tkMu.Unlock()
 	if !s.client.IsConnectionOpen() { // a reconnect may already have won the race
 		s.setReady(false)
 	}
+}
+
+// takeoverWindow is how close a reconnect must follow the loss for
+// checkTakeover.
+const takeoverWindow = 5 * time.Second
+
+// checkTakeover counts a suspected session takeover: the broker closed
+// the connection (EOF, no network error) and accepted the very next
+// connection attempt at once. That is what a broker does when another
+// client connects with this ClientID (MQTT 3.1.1 section 3.1.4): it
+// closes the older connection; a broker that stops refuses the next
+// attempt, and a network fault is not an EOF. paho runs the two handlers
+// on goroutines of their own, so whichever comes second decides; the
+// loss handler starts long before the reconnect's round trip ends, and
+// should it not, a takeover goes uncounted (never a restart counted).
+// Called with tkMu.
+func (s *Session) checkTakeover() {
+	if s.lossSeen || !s.lostEOF || !s.connFirst || s.lostAt.IsZero() || s.connAt.IsZero() {
+		return
+	}
+	if d := s.connAt.Sub(s.lostAt); d < 0 || d > takeoverWindow {
+		return // the connect is older than the loss, or came late
+	}
+	s.lossSeen = true
+	s.takeovers++
+	s.m.takeovers.Inc()
+	s.log.Warn("mqtt connection closed by the broker and accepted again at once: another client may be using this gateway's client ID (session takeover); the broker must authenticate each gateway and tie its client ID to it (docs/mqtt.md)",
+		"reason", "session_takeover", "suspected_total", s.takeovers)
 }
 
 // onPublish is paho's message handler. It runs on paho's incoming
