@@ -19,6 +19,7 @@ type metrics struct {
 	unacked           prometheus.GaugeFunc
 	oldestUnacked     prometheus.GaugeFunc
 	takeovers         prometheus.Counter
+	oversized         prometheus.Counter
 }
 
 // newMetrics returns the session's metrics; unacked reports the QoS 1
@@ -39,6 +40,7 @@ func newMetrics(unacked func() (int, time.Duration)) *metrics {
 		publishFailures:   c("publish_failures_total", "Publishes that returned an error (context ended before the PUBACK, refused by the client, or session closed)."),
 		subscribeFailures: c("subscribe_failures_total", "Subscriptions the broker refused (SUBACK 0x80) or that failed."),
 		takeovers:         c("takeovers_suspected_total", "Connections the broker closed and accepted again at the very next attempt: what it does when another client connects with this gateway's client ID (session takeover)."),
+		oversized:         c("messages_oversized_total", "Messages received larger than MaxPacketSize (64 KiB): the broker enforces no packet size limit (max_packet_size), so paho buffered them whole."),
 		unacked: prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "gatewayd", Subsystem: "mqtt", Name: "unacked_messages",
 			Help: "QoS 1 messages of the current connection delivered and not yet acknowledged (PUBACKs are released in delivery order)."},
 			func() float64 { n, _ := unacked(); return float64(n) }),
@@ -50,7 +52,7 @@ func newMetrics(unacked func() (int, time.Duration)) *metrics {
 
 func (m *metrics) all() []prometheus.Collector {
 	return []prometheus.Collector{m.connected, m.connects, m.connectionLost, m.received, m.acked, m.dropped,
-		m.publishes, m.publishFailures, m.subscribeFailures, m.unacked, m.oldestUnacked, m.takeovers}
+		m.publishes, m.publishFailures, m.subscribeFailures, m.unacked, m.oldestUnacked, m.takeovers, m.oversized}
 }
 
 // Describe implements prometheus.Collector.

@@ -10,6 +10,13 @@ import (
 	"time"
 )
 
+// MaxPacketSize is the broker's packet size limit the gateway expects
+// (deploy/mosquitto's max_packet_size): a message received above it means
+// the broker has no such limit, which the session logs and counts
+// (gatewayd_mqtt_messages_oversized_total). MQTT 3.1.1 cannot tell the
+// broker a limit of the client's; the broker must enforce one.
+const MaxPacketSize = 64 << 10
+
 // Options configures a Session. Zero durations take the defaults named.
 type Options struct {
 	// Brokers are the broker URLs paho tries in order: "tcp://host:1883",

@@ -183,6 +183,7 @@ func (s *Session) Start(ctx context.Context) error {
 		return ErrStarted
 	}
 	s.started = true
+	s.warnBrokerSetup()
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -190,6 +191,19 @@ func (s *Session) Start(ctx context.Context) error {
 	}()
 	s.client.Connect() // with ConnectRetry its token completes only once connected or closed
 	return nil
+}
+
+// warnBrokerSetup warns about what the session can tell of a broker set
+// up without the protections docs/mqtt.md asks for: without a client
+// certificate or a username, the broker cannot know which gateway this
+// is, so it can neither keep others off its topics nor tie the client ID
+// to it (session takeover).
+func (s *Session) warnBrokerSetup() {
+	hasCert := s.opts.TLSConfig != nil && (len(s.opts.TLSConfig.Certificates) > 0 || s.opts.TLSConfig.GetClientCertificate != nil)
+	if !hasCert && s.opts.Username == "" {
+		s.log.Warn("mqtt: no client certificate and no username: the broker cannot authenticate this gateway, so any client may read its commands, publish junk on its command topic or take its session over; use the broker configuration of deploy/mosquitto (docs/mqtt.md, \"The broker\")",
+			"reason", "broker_unauthenticated")
+	}
 }
 
 // Connected reports whether the session is connected, subscribed and has
@@ -468,6 +482,12 @@ func (s *Session) checkTakeover() {
 // goroutine and must never block: it queues the message for deliver.
 func (s *Session) onPublish(_ mqtt.Client, pm mqtt.Message) {
 	s.m.received.Inc()
+	if n := len(pm.Payload()); n > MaxPacketSize {
+		// paho has read it whole already: only the broker can stop it.
+		s.m.oversized.Inc()
+		s.log.Warn("mqtt message larger than the broker's packet limit should allow: the broker has no max_packet_size (deploy/mosquitto), so a client can make this gateway buffer up to 256 MB per message",
+			"reason", "broker_no_size_limit", "topic", pm.Topic(), "payload_size", n, "limit", MaxPacketSize)
+	}
 	m := &Message{
 		Topic:     pm.Topic(),
 		Payload:   pm.Payload(), // paho decodes every packet into a fresh slice

@@ -587,8 +587,8 @@ gatewayd_mqtt_publishes_total 1
 	if err := testutil.CollectAndCompare(s.Collector(), strings.NewReader(want), names...); err != nil {
 		t.Fatal(err)
 	}
-	if n := testutil.CollectAndCount(s.Collector()); n != 12 {
-		t.Fatalf("%d metrics, want 12", n)
+	if n := testutil.CollectAndCount(s.Collector()); n != 13 {
+		t.Fatalf("%d metrics, want 13", n)
 	}
 	s.Close()
 	if v := testutil.ToFloat64(s.m.connected); v != 0 {
@@ -746,4 +746,32 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestAttackOversizedMessageWarns: a broker without a packet size limit
+// forwards a 100 KiB message; paho has buffered it whole by the time the
+// session sees it, so the session can only tell: it counts it and warns
+// that the broker lacks max_packet_size. It also warns at start that the
+// broker cannot authenticate a gateway without a certificate or username.
+func TestAttackOversizedMessageWarns(t *testing.T) {
+	b := mosquittotest.Start(t, mosquittotest.Options{})
+	var logs syncBuffer
+	r := newRecorder()
+	s := session(t, b, "gatewayd-oversized", r, func(o *Options) {
+		o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	})
+	if !strings.Contains(logs.String(), "reason=broker_unauthenticated") {
+		t.Fatalf("no warning about an unauthenticated session at start:\n%s", logs.String())
+	}
+	op := newOperator(t, b, "operator-oversized", false)
+	op.publish(t, "gw/1/cmd/x", strings.Repeat("x", 100<<10), false)
+	op.publish(t, "gw/1/cmd/x", "small", false)
+	r.next(t).Ack()
+	r.next(t).Ack()
+	if got := testutil.ToFloat64(s.m.oversized); got != 1 {
+		t.Fatalf("messages_oversized_total = %v, want 1", got)
+	}
+	if !strings.Contains(logs.String(), "reason=broker_no_size_limit") || !strings.Contains(logs.String(), "payload_size=102400") {
+		t.Fatalf("no warning about the missing broker limit:\n%s", logs.String())
+	}
 }
