@@ -23,6 +23,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/gatewayd/gatewayd/deploy/mosquitto"
 	"github.com/gatewayd/gatewayd/internal/mosquittotest"
 	"io"
 	"net"
@@ -236,7 +237,8 @@ func (d *demo) broker(bin string) error {
 			return err
 		}
 		c := mosquittotest.Config(port, mdir, filepath.Join(mdir, "mosquitto.log"),
-			"log_type error", "log_type warning", "log_type notice", "log_type information")
+			append([]string{"log_type error", "log_type warning", "log_type notice", "log_type information"},
+				mosquitto.Limits()...)...)
 		conf := filepath.Join(mdir, "mosquitto.conf")
 		if err := os.WriteFile(conf, c, 0o600); err != nil {
 			return err
@@ -249,8 +251,9 @@ func (d *demo) broker(bin string) error {
 		if lastErr = waitTCP(d.ctx, addr, p); lastErr == nil {
 			d.brokerURL = "tcp://" + addr
 			d.say("   listening on %s (config %s)", d.brokerURL, conf)
-			d.say("   Anonymous and plain TCP for the demo; production uses TLS, a password per gateway and")
-			d.say("   per-gateway ACLs (docs/mqtt.md). Persistence is on: queued commands survive a broker restart.")
+			d.say("   With the limits of deploy/mosquitto/mosquitto.conf (packet size, in-flight, queues), but")
+			d.say("   anonymous and plain TCP for the demo; production uses that whole file: TLS client certificates,")
+			d.say("   client ID = certificate, per-gateway ACLs (docs/mqtt.md). Queued commands survive a broker restart.")
 			return nil
 		}
 		_ = p.stop(syscall.SIGKILL, time.Second)

@@ -401,3 +401,18 @@ func maxPacketSize(t *testing.T) int {
 	t.Fatal("the shipped mosquitto.conf sets no max_packet_size")
 	return 0
 }
+
+// TestLimits: the lines the demo and the daemon's flood test take from
+// the shipped configuration.
+func TestLimits(t *testing.T) {
+	got := strings.Join(Limits(), "\n")
+	for _, want := range []string{"max_packet_size 65536", "max_inflight_messages ", "max_queued_messages ",
+		"max_queued_bytes ", "set_tcp_nodelay true"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("Limits lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "listener") || strings.Contains(got, "cafile") {
+		t.Errorf("Limits has machine-specific lines:\n%s", got)
+	}
+}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"io"
 	"net/http"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -14,30 +13,10 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/gatewayd/gatewayd/bluez/emulator"
+	"github.com/gatewayd/gatewayd/deploy/mosquitto"
 	"github.com/gatewayd/gatewayd/firmware/command"
 	"github.com/gatewayd/gatewayd/internal/mosquittotest"
 )
-
-// shippedLimits returns the limit lines of the shipped broker
-// configuration (deploy/mosquitto/mosquitto.conf): its in-flight window
-// and queue limits are what keep a flood at the broker.
-func shippedLimits(t *testing.T) []string {
-	t.Helper()
-	raw, err := os.ReadFile("../../deploy/mosquitto/mosquitto.conf")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, l := range strings.Split(string(raw), "\n") {
-		if strings.HasPrefix(l, "max_") || strings.HasPrefix(l, "queue_qos0_messages ") {
-			out = append(out, l)
-		}
-	}
-	if len(out) < 4 {
-		t.Fatalf("shipped limits %q: expected max_packet_size, max_inflight_messages, max_queued_messages, max_queued_bytes", out)
-	}
-	return out
-}
 
 // TestAttackJunkFloodKeepsCommandsFlowing: any client floods the
 // gateway's command topic with 10,000 junk messages (garbage and forged
@@ -45,9 +24,10 @@ func shippedLimits(t *testing.T) []string {
 // sent between them. Every valid command gets exactly one result, without
 // a reconnect: junk never holds back the acknowledgement of a valid
 // command (issue 11, item 2: one dropped message used to freeze every
-// later PUBACK until a reconnect).
+// later PUBACK until a reconnect). The broker runs with the limits of the
+// shipped configuration (deploy/mosquitto).
 func TestAttackJunkFloodKeepsCommandsFlowing(t *testing.T) {
-	d := newDockBroker(t, 2, emulator.Options{}, mosquittotest.Options{Extra: shippedLimits(t)})
+	d := newDockBroker(t, 2, emulator.Options{}, mosquittotest.Options{Extra: mosquitto.Limits()})
 	r := d.run()
 	oc := d.client
 	oc.until("retained status online", func() bool {
