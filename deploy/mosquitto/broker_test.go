@@ -3,6 +3,7 @@ package mosquitto
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -415,4 +416,54 @@ func TestLimits(t *testing.T) {
 	if strings.Contains(got, "listener") || strings.Contains(got, "cafile") {
 		t.Errorf("Limits has machine-specific lines:\n%s", got)
 	}
+}
+
+// TestGatewaySessionWithShippedConfig: gatewayd's own MQTT session
+// (fleet/broker) works with the shipped configuration: it connects with
+// its certificate, subscribes to its command topic, publishes its
+// retained status and its results, all within the ACL, and the backend
+// sees them.
+func TestGatewaySessionWithShippedConfig(t *testing.T) {
+	fb := startFleetBroker(t)
+	backend := fb.connect(t, "@backend", "backend-1")
+	backend.subscribe(prefix+"+/result", prefix+"+/status")
+	got := make(chan *broker.Message, 10)
+	s, err := broker.New(broker.Options{
+		Brokers:  []string{fb.url},
+		ClientID: "gatewayd-dock-1",
+		TLSConfig: &tls.Config{RootCAs: fb.pki.pool, MinVersion: tls.VersionTLS12,
+			Certificates: []tls.Certificate{fb.pki.issue("dock-1", false)}},
+		Subscribe:   []string{prefix + "dock-1/cmd"},
+		OnMessage:   func(m *broker.Message) { got <- m },
+		StatusTopic: prefix + "dock-1/status",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	backend.expectNext(prefix+"dock-1/status", "online")
+	backend.publish(prefix+"dock-1/cmd", "command")
+	select {
+	case m := <-got:
+		if string(m.Payload) != "command" {
+			t.Fatalf("gateway got %q", m.Payload)
+		}
+		m.Ack()
+	case <-time.After(wait):
+		t.Fatal("the gateway's session received no command")
+	}
+	if err := s.Publish(ctx, prefix+"dock-1/result", []byte("result"), false); err != nil {
+		t.Fatal(err)
+	}
+	backend.expectNext(prefix+"dock-1/result", "result")
+	s.Close()
+	backend.expectNext(prefix+"dock-1/status", "offline")
 }
