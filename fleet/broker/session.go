@@ -450,10 +450,6 @@ func (s *Session) onConnectionLost(_ mqtt.Client, err error) {
 	}
 }
 
-// takeoverWindow is how close a reconnect must follow the loss for
-// checkTakeover.
-const takeoverWindow = 5 * time.Second
-
 // checkTakeover counts a suspected session takeover: the broker closed
 // the connection (EOF, no network error) and accepted the very next
 // connection attempt at once. That is what a broker does when another
@@ -468,7 +464,10 @@ func (s *Session) checkTakeover() {
 	if s.lossSeen || !s.lostEOF || !s.connFirst || s.lostAt.IsZero() || s.connAt.IsZero() {
 		return
 	}
-	if d := s.connAt.Sub(s.lostAt); d < 0 || d > takeoverWindow {
+	// paho sleeps before the first attempt when connections keep being
+	// lost (backoff up to MaxReconnectInterval): the window allows that.
+	window := s.opts.MaxReconnectInterval + s.opts.ConnectTimeout + 5*time.Second
+	if d := s.connAt.Sub(s.lostAt); d < 0 || d > window {
 		return // the connect is older than the loss, or came late
 	}
 	s.lossSeen = true
