@@ -1,19 +1,10 @@
 package mosquitto
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -34,118 +25,32 @@ const wait = 20 * time.Second
 
 const prefix = "gatewayd/v1/gw/"
 
-// pki is a throwaway CA with a server certificate for 127.0.0.1 and
-// client certificates by CN, written as PEM files in dir.
-type pki struct {
-	t    *testing.T
-	dir  string
-	ca   *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-	seq  int64
-}
-
-func newPKI(t *testing.T) *pki {
+// shipped returns the shipped mosquitto.conf for a test broker (see
+// Configure: only the paths and the port change), with the ACL of
+// backends (ACLWith).
+func shipped(t *testing.T, p *PKI, backends ...string) func(port int, dataDir, logPath string) []byte {
 	t.Helper()
-	p := &pki{t: t, dir: t.TempDir(), pool: x509.NewCertPool()}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	acl, err := ACLWith(backends...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test fleet CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.ca, _ = x509.ParseCertificate(der)
-	p.key = key
-	p.pool.AddCert(p.ca)
-	p.write("ca.crt", "CERTIFICATE", der)
-	p.issue("server", true)
-	return p
-}
-
-func (p *pki) write(name, typ string, der []byte) string {
-	path := filepath.Join(p.dir, name)
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		p.t.Fatal(err)
-	}
-	return path
-}
-
-// issue makes a certificate for cn (a server one for 127.0.0.1 if
-// server) and returns it as a tls.Certificate; its files are cn.crt and
-// cn.key.
-func (p *pki) issue(cn string, server bool) tls.Certificate {
-	p.t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	p.seq++
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(p.seq + 1), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-	if server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.key)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	p.write(cn+".crt", "CERTIFICATE", der)
-	p.write(cn+".key", "EC PRIVATE KEY", kder)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
-
-// shipped returns the shipped mosquitto.conf with its paths and port
-// rewritten for a test broker; every other line is as shipped. It fails
-// the test if a line it must rewrite is missing.
-func shipped(t *testing.T, p *pki) func(port int, dataDir, logPath string) []byte {
-	t.Helper()
-	raw, err := os.ReadFile("mosquitto.conf")
-	if err != nil {
-		t.Fatal(err)
-	}
-	acl, err := filepath.Abs("gatewayd.acl")
-	if err != nil {
+	aclFile := filepath.Join(p.Dir, "gatewayd.acl")
+	if err := os.WriteFile(aclFile, []byte(acl), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return func(port int, dataDir, logPath string) []byte {
-		rewrite := map[string]string{
-			"listener":             fmt.Sprintf("listener %d 127.0.0.1", port),
-			"cafile":               "cafile " + filepath.Join(p.dir, "ca.crt"),
-			"certfile":             "certfile " + filepath.Join(p.dir, "server.crt"),
-			"keyfile":              "keyfile " + filepath.Join(p.dir, "server.key"),
-			"acl_file":             "acl_file " + acl,
-			"persistence_location": "persistence_location " + dataDir + "/",
-			"log_dest":             "log_dest file " + logPath,
+		conf, err := Configure(Site{Listen: fmt.Sprintf("%d 127.0.0.1", port), CAFile: p.CAFile(),
+			CertFile: p.CertFile("server"), KeyFile: p.KeyFile("server"), ACLFile: aclFile,
+			DataDir: dataDir, LogFile: logPath})
+		if err != nil {
+			t.Error(err)
 		}
 		var out bytes.Buffer
 		if u, err := user.Current(); err == nil {
 			fmt.Fprintf(&out, "user %s\n", u.Username) // as root, do not drop to "mosquitto"
 		}
-		sc := bufio.NewScanner(bytes.NewReader(raw))
-		for sc.Scan() {
-			line := sc.Text()
-			key, _, _ := strings.Cut(strings.TrimSpace(line), " ")
-			if r, ok := rewrite[key]; ok {
-				line = r
-				delete(rewrite, key)
-			}
-			out.WriteString(line + "\n")
-		}
+		out.WriteString(conf)
 		out.WriteString("log_type all\n")
-		if len(rewrite) > 0 {
-			t.Errorf("shipped mosquitto.conf lacks %v", rewrite)
-		}
 		return out.Bytes()
 	}
 }
@@ -153,13 +58,16 @@ func shipped(t *testing.T, p *pki) func(port int, dataDir, logPath string) []byt
 // fleetBroker is mosquitto running the shipped configuration.
 type fleetBroker struct {
 	b   *mosquittotest.Broker
-	pki *pki
+	pki *PKI
 	url string
 }
 
 func startFleetBroker(t *testing.T) *fleetBroker {
 	t.Helper()
-	p := newPKI(t)
+	p, err := NewPKI(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
 	b := mosquittotest.Start(t, mosquittotest.Options{Config: shipped(t, p)})
 	return &fleetBroker{b: b, pki: p, url: "ssl://" + b.Addr()}
 }
@@ -185,9 +93,13 @@ func (fb *fleetBroker) connect(t *testing.T, cn, clientID string) *client {
 func (fb *fleetBroker) dial(t *testing.T, cn, clientID string) (*client, error) {
 	t.Helper()
 	cl := &client{t: t, ch: make(chan mqtt.Message, 100)}
-	tc := &tls.Config{RootCAs: fb.pki.pool, MinVersion: tls.VersionTLS12}
+	tc := &tls.Config{RootCAs: fb.pki.Pool, MinVersion: tls.VersionTLS12}
 	if cn != "" {
-		tc.Certificates = []tls.Certificate{fb.pki.issue(cn, false)}
+		c, err := fb.pki.Issue(cn, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tc.Certificates = []tls.Certificate{c}
 	}
 	o := mqtt.NewClientOptions().AddBroker(fb.url).SetClientID(clientID).SetProtocolVersion(4).
 		SetCleanSession(false).SetTLSConfig(tc).SetAutoReconnect(false).SetConnectTimeout(wait).
@@ -428,11 +340,15 @@ func TestGatewaySessionWithShippedConfig(t *testing.T) {
 	backend := fb.connect(t, "@backend", "backend-1")
 	backend.subscribe(prefix+"+/result", prefix+"+/status")
 	got := make(chan *broker.Message, 10)
+	cert, err := fb.pki.Issue("dock-1", false)
+	if err != nil {
+		t.Fatal(err)
+	}
 	s, err := broker.New(broker.Options{
 		Brokers:  []string{fb.url},
 		ClientID: "gatewayd-dock-1",
-		TLSConfig: &tls.Config{RootCAs: fb.pki.pool, MinVersion: tls.VersionTLS12,
-			Certificates: []tls.Certificate{fb.pki.issue("dock-1", false)}},
+		TLSConfig: &tls.Config{RootCAs: fb.pki.Pool, MinVersion: tls.VersionTLS12,
+			Certificates: []tls.Certificate{cert}},
 		Subscribe:   []string{prefix + "dock-1/cmd"},
 		OnMessage:   func(m *broker.Message) { got <- m },
 		StatusTopic: prefix + "dock-1/status",
@@ -466,4 +382,20 @@ func TestGatewaySessionWithShippedConfig(t *testing.T) {
 	backend.expectNext(prefix+"dock-1/result", "result")
 	s.Close()
 	backend.expectNext(prefix+"dock-1/status", "offline")
+}
+
+// TestACLWith: a block per extra backend, each a copy of @backend's.
+func TestACLWith(t *testing.T) {
+	acl, err := ACLWith("@otto", "@ada")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []string{"@backend", "@otto", "@ada"} {
+		if !strings.Contains(acl, "user "+u+"\ntopic write gatewayd/v1/gw/+/cmd\n") {
+			t.Errorf("no block for %s:\n%s", u, acl)
+		}
+	}
+	if _, err := ACLWith("otto"); err == nil {
+		t.Error("a backend user without @ accepted")
+	}
 }
