@@ -60,8 +60,10 @@ Key ceremony (docs/operations.md):
 
 Commands (docs/mqtt.md):
   sign  -key OP.key -cred OP.cwt -lock ID [-valid D] [-o FILE] OP [ARGS]
-  send  -key OP.key -cred OP.cwt -broker URL -gateway G -lock ID [-prefix P] [-timeout D] OP [ARGS]
-  watch -broker URL -gateway G [-prefix P]
+  send  -key OP.key -cred OP.cwt -broker URL -gateway G -lock ID [-prefix P] [-timeout D] [TLS] OP [ARGS]
+  watch -broker URL -gateway G [-prefix P] [TLS]
+
+TLS (an ssl:// broker): [-ca CA.crt] [-cert CLIENT.crt -tlskey CLIENT.key]
 
 OP is lock, unlock, status, list-users, clear-bonds, read-audit,
 add-user USER_ID USER.pub [NOT_AFTER], or remove-user USER_ID.
