@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job. Three parts:
 #  1. the fleet (cmd/fleetdemo): the gateway exactly as a dock runs it, as
-#     real processes built from this repository: mosquitto as the broker, a
+#     real processes built from this repository: mosquitto as the broker
+#     (with deploy/mosquitto's configuration: TLS client certificates, ACLs), a
 #     private dbus-daemon, bluezemu as bluetoothd with reference locks,
 #     `gatewayd run` (READY=1 over NOTIFY_SOCKET), and an operator driving
 #     it with gatewayctl: the key ceremony, commands and their results, the

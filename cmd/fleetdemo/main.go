@@ -30,6 +30,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -41,6 +42,7 @@ import (
 
 	"github.com/gatewayd/gatewayd/bluez/emulator"
 	"github.com/gatewayd/gatewayd/config"
+	"github.com/gatewayd/gatewayd/deploy/mosquitto"
 	"github.com/gatewayd/gatewayd/firmware/channel/channeltest"
 )
 
@@ -222,11 +224,44 @@ func (d *demo) keys() error {
 	return nil
 }
 
+// backends are the backend identities of the demo's MQTT clients
+// (gatewayctl): @backend for plain publishing and watching, and one per
+// operator, whose commands may be in flight at the same time (one
+// identity is one session on the broker).
+var backends = []string{"@backend", "@otto", "@ada"}
+
+// mqtt returns gatewayctl's broker flags for the backend identity who.
+func (d *demo) mqtt(who string) []string {
+	return []string{"-broker", d.brokerURL, "-ca", "certs/ca.crt", "-cert", "certs/" + who + ".crt", "-tlskey", "certs/" + who + ".key"}
+}
+
 // 2. The broker.
 func (d *demo) broker(bin string) error {
-	d.say("\n== 2. the broker: mosquitto")
+	d.say("\n== 2. the broker: mosquitto with deploy/mosquitto's configuration")
 	mdir := d.path("mosquitto")
+	if err := os.MkdirAll(d.path("certs"), 0o700); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(mdir, 0o700); err != nil {
+		return err
+	}
+	// A throwaway CA: the broker's certificate, the gateway's (CN = its
+	// gateway ID) and one per backend identity (CN starting with "@").
+	pki, err := mosquitto.NewPKI(d.path("certs"))
+	if err != nil {
+		return err
+	}
+	for _, cn := range append([]string{gatewayID}, backends...) {
+		if _, err := pki.Issue(cn, false); err != nil {
+			return err
+		}
+	}
+	acl, err := mosquitto.ACLWith(backends[1:]...)
+	if err != nil {
+		return err
+	}
+	aclFile := filepath.Join(mdir, "gatewayd.acl")
+	if err := os.WriteFile(aclFile, []byte(acl), 0o600); err != nil {
 		return err
 	}
 	var lastErr error
@@ -235,10 +270,19 @@ func (d *demo) broker(bin string) error {
 		if err != nil {
 			return err
 		}
-		c := mosquittotest.Config(port, mdir, filepath.Join(mdir, "mosquitto.log"),
-			"log_type error", "log_type warning", "log_type notice", "log_type information")
+		c, err := mosquitto.Configure(mosquitto.Site{Listen: fmt.Sprintf("%d 127.0.0.1", port),
+			CAFile: pki.CAFile(), CertFile: pki.CertFile("server"), KeyFile: pki.KeyFile("server"),
+			ACLFile: aclFile, DataDir: mdir, LogFile: filepath.Join(mdir, "mosquitto.log")})
+		if err != nil {
+			return err
+		}
+		// Run as root, mosquitto drops to the user "mosquitto", which
+		// cannot read our directory; as anyone else it ignores this.
+		if u, err := user.Current(); err == nil {
+			c = "user " + u.Username + "\n" + c
+		}
 		conf := filepath.Join(mdir, "mosquitto.conf")
-		if err := os.WriteFile(conf, c, 0o600); err != nil {
+		if err := os.WriteFile(conf, []byte(c), 0o600); err != nil {
 			return err
 		}
 		p, err := d.start("mosquitto", exec.Command(bin, "-c", conf), nil, nil)
@@ -247,10 +291,13 @@ func (d *demo) broker(bin string) error {
 		}
 		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		if lastErr = waitTCP(d.ctx, addr, p); lastErr == nil {
-			d.brokerURL = "tcp://" + addr
+			d.brokerURL = "ssl://" + addr
 			d.say("   listening on %s (config %s)", d.brokerURL, conf)
-			d.say("   Anonymous and plain TCP for the demo; production uses TLS, a password per gateway and")
-			d.say("   per-gateway ACLs (docs/mqtt.md). Persistence is on: queued commands survive a broker restart.")
+			d.say("   deploy/mosquitto/mosquitto.conf with this machine's paths and port: TLS with a client")
+			d.say("   certificate for everyone (a throwaway CA in certs/), the certificate's CN as username and")
+			d.say("   as client ID (no other client can take the gateway's session over), the per-gateway ACL")
+			d.say("   (the gateway %s reads only its commands; @backend, @otto and @ada send them),", gatewayID)
+			d.say("   64 KiB packets at most, persistent sessions.")
 			return nil
 		}
 		_ = p.stop(syscall.SIGKILL, time.Second)
@@ -320,6 +367,9 @@ path = %q
 [mqtt]
 brokers   = [%q]
 keepalive = "5s"
+ca_file   = %q
+cert_file = %q
+key_file  = %q
 
 [bluetooth]
 adapter    = "hci0"
@@ -334,7 +384,8 @@ socket = %q
 [log]
 level = "debug"
 `, gatewayID, d.path("gateway.cwt"), d.path("gateway.key"), d.path("fleet-root.pem"), d.path("gatewayd.db"),
-		d.brokerURL, d.metricsAddr, d.path("run/admin.sock"))
+		d.brokerURL, d.path("certs/ca.crt"), d.path("certs/"+gatewayID+".crt"), d.path("certs/"+gatewayID+".key"),
+		d.metricsAddr, d.path("run/admin.sock"))
 	if err := os.WriteFile(d.path("gatewayd.toml"), []byte(toml), 0o644); err != nil {
 		return err
 	}
@@ -352,7 +403,7 @@ level = "debug"
 		d.say("   the daemon's log: %s (-v streams it)", d.daemonLog)
 	}
 	d.say("   Its MQTT session is persistent; it publishes its retained status once subscribed to its commands:")
-	out, err := d.ctlTimeout(20*time.Second, "watch", "-n", "1", "-broker", d.brokerURL, "-gateway", gatewayID)
+	out, err := d.ctlTimeout(20*time.Second, append(append([]string{"watch", "-n", "1"}, d.mqtt("@backend")...), "-gateway", gatewayID)...)
 	if err != nil {
 		return err
 	}
@@ -465,8 +516,8 @@ func parseResult(out string) (result, error) {
 
 // sendArgs is the command line of a gatewayctl send by who to lock n.
 func (d *demo) sendArgs(who string, n int, op ...string) []string {
-	return append([]string{"send", "-key", who + ".key", "-cred", who + ".cwt", "-broker", d.brokerURL,
-		"-gateway", gatewayID, "-lock", lockID(n), "-root", "fleet-root.pem"}, op...)
+	args := append([]string{"send", "-key", who + ".key", "-cred", who + ".cwt"}, d.mqtt("@"+who)...)
+	return append(append(args, "-gateway", gatewayID, "-lock", lockID(n), "-root", "fleet-root.pem"), op...)
 }
 
 // send runs a gatewayctl send that must succeed and returns its output.
@@ -512,7 +563,7 @@ func (d *demo) refusals() error {
 	if _, err := d.ctlOK("sign", "-key", "otto.key", "-cred", "otto.cwt", "-lock", lockID(2), "-o", "cmd.bin", "unlock"); err != nil {
 		return err
 	}
-	raw := []string{"send", "-payload", "cmd.bin", "-broker", d.brokerURL, "-gateway", gatewayID, "-root", "fleet-root.pem"}
+	raw := append(append([]string{"send", "-payload", "cmd.bin"}, d.mqtt("@backend")...), "-gateway", gatewayID, "-root", "fleet-root.pem")
 	if err := d.sendRaw(raw); err != nil {
 		return err
 	}
@@ -533,7 +584,7 @@ func (d *demo) refusals() error {
 	if err := os.WriteFile(d.path("cmd2.bin"), b, 0o600); err != nil {
 		return err
 	}
-	if err := d.refused("bad_signature", "send", "-payload", "cmd2.bin", "-broker", d.brokerURL, "-gateway", gatewayID); err != nil {
+	if err := d.refused("bad_signature", append(append([]string{"send", "-payload", "cmd2.bin"}, d.mqtt("@backend")...), "-gateway", gatewayID)...); err != nil {
 		return err
 	}
 
@@ -546,7 +597,7 @@ func (d *demo) refusals() error {
 	if err := os.WriteFile(d.path("garbage.bin"), []byte("unlock everything, please\x00\xff"), 0o600); err != nil {
 		return err
 	}
-	return d.refused("malformed", "send", "-payload", "garbage.bin", "-broker", d.brokerURL, "-gateway", gatewayID)
+	return d.refused("malformed", append(append([]string{"send", "-payload", "garbage.bin"}, d.mqtt("@backend")...), "-gateway", gatewayID)...)
 }
 
 // sendRaw sends cmd.bin, an authentic command, with `gatewayctl send
@@ -719,7 +770,7 @@ func (d *demo) stop() error {
 		return fmt.Errorf("gatewayd after SIGTERM: %v, want exit status 0", err)
 	}
 	d.say("   Its retained status, as any subscriber now receives it:")
-	out, err := d.ctlTimeout(20*time.Second, "watch", "-n", "1", "-broker", d.brokerURL, "-gateway", gatewayID)
+	out, err := d.ctlTimeout(20*time.Second, append(append([]string{"watch", "-n", "1"}, d.mqtt("@backend")...), "-gateway", gatewayID)...)
 	if err != nil {
 		return err
 	}

@@ -65,8 +65,8 @@ Key ceremony (docs/operations.md):
 
 Commands (docs/mqtt.md):
   sign  -key OP.key -cred OP.cwt -lock ID [-valid D] [-o FILE] OP [ARGS]
-  send  -key OP.key -cred OP.cwt -broker URL -gateway G -lock ID [-prefix P] [-timeout D] [-root ROOT.pub] OP [ARGS]
-  watch -broker URL -gateway G [-prefix P] [-root ROOT.pub]
+  send  -key OP.key -cred OP.cwt -broker URL -gateway G -lock ID [-prefix P] [-timeout D] [-root ROOT.pub] [TLS] OP [ARGS]
+  watch -broker URL -gateway G [-prefix P] [-root ROOT.pub] [TLS]
   verify -root ROOT.pub [-command-id ID] [-counter N] [-lock-cred LOCK.cwt] [RESULT.json]
 
 With -root (repeatable: one per trusted fleet root), send and watch check
@@ -77,8 +77,10 @@ verify reads one result message (a file or stdin) and exits 0 only when
 verified.
 
 Revocation (docs/mqtt.md, run where the fleet root key is):
-  revoke -root ROOT.key [-serial N] [-o FILE|-] [-broker URL [-prefix P]] KIND:SUBJECT...
+  revoke -root ROOT.key [-serial N] [-o FILE|-] [-broker URL [-prefix P] [TLS]] KIND:SUBJECT...
                                       a revocation list naming every credential to revoke
+
+TLS (an ssl:// broker): [-ca CA.crt] [-cert CLIENT.crt -tlskey CLIENT.key]
 
 OP is lock, unlock, status, list-users, clear-bonds, read-audit,
 add-user USER_ID USER.pub [NOT_AFTER], or remove-user USER_ID.

@@ -111,3 +111,21 @@ func TestUsage(t *testing.T) {
 		}
 	}
 }
+
+// TestTLSFlags: -cert without -tlskey is a usage error, and a -ca file
+// without a certificate in it is refused before any connection.
+func TestTLSFlags(t *testing.T) {
+	dir := t.TempDir()
+	notPEM := filepath.Join(dir, "ca.crt")
+	if err := os.WriteFile(notPEM, []byte("not a certificate"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"watch", "-broker", "ssl://127.0.0.1:1", "-gateway", "g", "-cert", "c.crt"},
+		{"watch", "-broker", "ssl://127.0.0.1:1", "-gateway", "g", "-ca", notPEM},
+	} {
+		if _, err := runT(t, args...); !errors.Is(err, errUsage) {
+			t.Errorf("%q: %v, want a usage error", args, err)
+		}
+	}
+}

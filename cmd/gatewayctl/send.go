@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -165,6 +167,7 @@ func sign(args []string, stdout, stderr io.Writer) error {
 // mqttFlags are the flags send and watch share.
 type mqttFlags struct {
 	broker, gateway, prefix *string
+	ca, cert, key           *string
 }
 
 func addMQTTFlags(fs interface {
@@ -174,7 +177,42 @@ func addMQTTFlags(fs interface {
 		broker:  fs.String("broker", "tcp://127.0.0.1:1883", "MQTT broker URL"),
 		gateway: fs.String("gateway", "", "the gateway's ID"),
 		prefix:  fs.String("prefix", operator.DefaultPrefix, "topic prefix"),
+		ca:      fs.String("ca", "", "CA certificate (PEM) to verify an ssl:// broker with (default: the system's)"),
+		cert:    fs.String("cert", "", "client certificate (PEM) for the broker, with -tlskey (deploy/mosquitto)"),
+		key:     fs.String("tlskey", "", "the client certificate's private key (PEM, mode 0600)"),
 	}
+}
+
+// tlsConfig is the TLS configuration the flags ask for, nil for none.
+func (mf mqttFlags) tlsConfig() (*tls.Config, error) {
+	if *mf.ca == "" && *mf.cert == "" && *mf.key == "" {
+		return nil, nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if *mf.ca != "" {
+		pem, err := os.ReadFile(*mf.ca)
+		if err != nil {
+			return nil, fmt.Errorf("-ca: %w", err)
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("-ca %s: no PEM certificate in it: %w", *mf.ca, errUsage)
+		}
+	}
+	if (*mf.cert == "") != (*mf.key == "") {
+		return nil, fmt.Errorf("-cert and -tlskey go together: %w", errUsage)
+	}
+	if *mf.cert != "" {
+		if _, err := config.ReadSecret(*mf.key); err != nil {
+			return nil, fmt.Errorf("-tlskey: %w", err)
+		}
+		c, err := tls.LoadX509KeyPair(*mf.cert, *mf.key)
+		if err != nil {
+			return nil, fmt.Errorf("-cert: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{c}
+	}
+	return tc, nil
 }
 
 func (mf mqttFlags) connect(ctx context.Context) (mqtt.Client, operator.Topics, error) {
@@ -186,6 +224,13 @@ func (mf mqttFlags) connect(ctx context.Context) (mqtt.Client, operator.Topics, 
 	_, _ = rand.Read(rnd[:])
 	o := mqtt.NewClientOptions().AddBroker(*mf.broker).SetClientID("gatewayctl-" + hex.EncodeToString(rnd[:])).
 		SetCleanSession(true).SetAutoReconnect(false).SetConnectTimeout(10 * time.Second)
+	tc, err := mf.tlsConfig()
+	if err != nil {
+		return nil, t, err
+	}
+	if tc != nil {
+		o.SetTLSConfig(tc)
+	}
 	c := mqtt.NewClient(o)
 	if err := wait(ctx, c.Connect()); err != nil {
 		return nil, t, fmt.Errorf("connect to %s: %w", *mf.broker, err)

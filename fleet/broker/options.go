@@ -10,6 +10,13 @@ import (
 	"time"
 )
 
+// MaxPacketSize is the broker's packet size limit the gateway expects
+// (deploy/mosquitto's max_packet_size): a message received above it means
+// the broker has no such limit, which the session logs and counts
+// (gatewayd_mqtt_messages_oversized_total). MQTT 3.1.1 cannot tell the
+// broker a limit of the client's; the broker must enforce one.
+const MaxPacketSize = 64 << 10
+
 // Options configures a Session. Zero durations take the defaults named.
 type Options struct {
 	// Brokers are the broker URLs paho tries in order: "tcp://host:1883",
@@ -32,9 +39,11 @@ type Options struct {
 	// on the session's delivery goroutine. It must not block for long; it
 	// may call Publish and Ack. Required when Subscribe is not empty.
 	OnMessage func(*Message)
-	// MaxQueued caps messages received but not yet handed to OnMessage
-	// (default 1000); beyond it a message is dropped unacknowledged and the
-	// broker redelivers it after the next reconnect.
+	// MaxQueued caps the QoS 0 messages received but not yet handed to
+	// OnMessage (default 1000); beyond it a QoS 0 message is dropped and
+	// counted. QoS 1 messages are never dropped: the broker sends at most
+	// its in-flight window (mosquitto's max_inflight_messages) of them
+	// before a PUBACK, which bounds them.
 	MaxQueued int
 
 	// StatusTopic, optional: on every connect the session publishes

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/url"
@@ -49,10 +50,21 @@ type Session struct {
 
 	qmu   sync.Mutex
 	queue []*Message
+	q0    int // QoS 0 messages in queue
 	qsig  chan struct{}
 
 	ackMu   sync.Mutex
 	pending []*Message // delivered QoS 1 messages whose PUBACK is not released, in arrival order
+
+	// Session takeover detection: see checkTakeover.
+	attempts  atomic.Int64 // connection attempts since the last connect
+	tkMu      sync.Mutex
+	lostAt    time.Time // the last connection loss
+	lostEOF   bool      // it was the broker closing the connection
+	connAt    time.Time // the last connect
+	connFirst bool      // it succeeded at the first attempt
+	lossSeen  bool      // the last loss was already judged
+	takeovers int       // suspected so far
 }
 
 // Message is one message from the broker.
@@ -67,7 +79,8 @@ type Message struct {
 	s     *Session
 	pm    mqtt.Message
 	gen   uint64
-	acked bool // guarded by s.ackMu
+	recv  time.Time // when paho handed it over, for the age of the oldest pending PUBACK
+	acked bool      // guarded by s.ackMu
 }
 
 // Ack acknowledges the message: the broker will not redeliver it. Call it
@@ -90,11 +103,11 @@ func New(opts Options) (*Session, error) {
 		opts:    opts,
 		log:     opts.Logger.With("client_id", opts.ClientID),
 		store:   newTrackStore(),
-		m:       newMetrics(),
 		readyCh: make(chan struct{}),
 		closing: make(chan struct{}),
 		qsig:    make(chan struct{}, 1),
 	}
+	s.m = newMetrics(s.unackedStats)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.pace = newPacer(opts.MaxReconnectInterval, s.closing)
 
@@ -129,6 +142,7 @@ func New(opts Options) (*Session, error) {
 	po.SetConnectionLostHandler(s.onConnectionLost)
 	po.SetConnectionAttemptHandler(func(broker *url.URL, cfg *tls.Config) *tls.Config {
 		s.gen.Add(1)
+		s.attempts.Add(1)
 		s.log.Debug("mqtt connecting", "broker", broker.Redacted())
 		return cfg
 	})
@@ -175,6 +189,7 @@ func (s *Session) Start(ctx context.Context) error {
 		return ErrStarted
 	}
 	s.started = true
+	s.warnBrokerSetup()
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -182,6 +197,19 @@ func (s *Session) Start(ctx context.Context) error {
 	}()
 	s.client.Connect() // with ConnectRetry its token completes only once connected or closed
 	return nil
+}
+
+// warnBrokerSetup warns about what the session can tell of a broker set
+// up without the protections docs/mqtt.md asks for: without a client
+// certificate or a username, the broker cannot know which gateway this
+// is, so it can neither keep others off its topics nor tie the client ID
+// to it (session takeover).
+func (s *Session) warnBrokerSetup() {
+	hasCert := s.opts.TLSConfig != nil && (len(s.opts.TLSConfig.Certificates) > 0 || s.opts.TLSConfig.GetClientCertificate != nil)
+	if !hasCert && s.opts.Username == "" {
+		s.log.Warn("mqtt: no client certificate and no username: the broker cannot authenticate this gateway, so any client may read its commands, publish junk on its command topic or take its session over; use the broker configuration of deploy/mosquitto (docs/mqtt.md, \"The broker\")",
+			"reason", "broker_unauthenticated")
+	}
 }
 
 // Connected reports whether the session is connected, subscribed and has
@@ -372,6 +400,11 @@ func (s *Session) onConnect(mqtt.Client) {
 	s.pace.connected()
 	s.m.connects.Inc()
 	s.log.Info("mqtt connected")
+	first := s.attempts.Swap(0) == 1
+	s.tkMu.Lock()
+	s.connAt, s.connFirst = time.Now(), first
+	s.checkTakeover()
+	s.tkMu.Unlock()
 	s.goTracked(s.afterConnect)
 }
 
@@ -415,15 +448,52 @@ func (s *Session) afterConnect() {
 func (s *Session) onConnectionLost(_ mqtt.Client, err error) {
 	s.m.connectionLost.Inc()
 	s.log.Warn("mqtt connection lost; reconnecting", "err", err)
+	s.tkMu.Lock()
+	s.lostAt, s.lostEOF, s.lossSeen = time.Now(), errors.Is(err, io.EOF), false
+	s.checkTakeover()
+	s.tkMu.Unlock()
 	if !s.client.IsConnectionOpen() { // a reconnect may already have won the race
 		s.setReady(false)
 	}
+}
+
+// checkTakeover counts a suspected session takeover: the broker closed
+// the connection (EOF, no network error) and accepted the very next
+// connection attempt at once. That is what a broker does when another
+// client connects with this ClientID (MQTT 3.1.1 section 3.1.4): it
+// closes the older connection; a broker that stops refuses the next
+// attempt, and a network fault is not an EOF. paho runs the two handlers
+// on goroutines of their own, so whichever comes second decides; the
+// loss handler starts long before the reconnect's round trip ends, and
+// should it not, a takeover goes uncounted (never a restart counted).
+// Called with tkMu.
+func (s *Session) checkTakeover() {
+	if s.lossSeen || !s.lostEOF || !s.connFirst || s.lostAt.IsZero() || s.connAt.IsZero() {
+		return
+	}
+	// paho sleeps before the first attempt when connections keep being
+	// lost (backoff up to MaxReconnectInterval): the window allows that.
+	window := s.opts.MaxReconnectInterval + s.opts.ConnectTimeout + 5*time.Second
+	if d := s.connAt.Sub(s.lostAt); d < 0 || d > window {
+		return // the connect is older than the loss, or came late
+	}
+	s.lossSeen = true
+	s.takeovers++
+	s.m.takeovers.Inc()
+	s.log.Warn("mqtt connection closed by the broker and accepted again at once: another client may be using this gateway's client ID (session takeover); the broker must authenticate each gateway and tie its client ID to it (docs/mqtt.md)",
+		"reason", "session_takeover", "suspected_total", s.takeovers)
 }
 
 // onPublish is paho's message handler. It runs on paho's incoming
 // goroutine and must never block: it queues the message for deliver.
 func (s *Session) onPublish(_ mqtt.Client, pm mqtt.Message) {
 	s.m.received.Inc()
+	if n := len(pm.Payload()); n > MaxPacketSize {
+		// paho has read it whole already: only the broker can stop it.
+		s.m.oversized.Inc()
+		s.log.Warn("mqtt message larger than the broker's packet limit should allow: the broker has no max_packet_size (deploy/mosquitto), so a client can make this gateway buffer up to 256 MB per message",
+			"reason", "broker_no_size_limit", "topic", pm.Topic(), "payload_size", n, "limit", MaxPacketSize)
+	}
 	m := &Message{
 		Topic:     pm.Topic(),
 		Payload:   pm.Payload(), // paho decodes every packet into a fresh slice
@@ -434,14 +504,25 @@ func (s *Session) onPublish(_ mqtt.Client, pm mqtt.Message) {
 		s:         s,
 		pm:        pm,
 		gen:       s.gen.Load(),
+		recv:      time.Now(),
 	}
 	s.qmu.Lock()
-	if len(s.queue) >= s.opts.MaxQueued {
-		s.qmu.Unlock()
-		s.m.dropped.Inc()
-		s.log.Warn("mqtt queue full: message dropped unacknowledged; the broker redelivers it after a reconnect",
-			"topic", m.Topic, "max_queued", s.opts.MaxQueued)
-		return
+	// Only QoS 0 messages are ever dropped: they hold no PUBACK, so a
+	// flood of them cannot hold up the acknowledgement of anything else.
+	// QoS 1 messages are bounded by the broker's in-flight window
+	// (max_inflight_messages): the broker sends the next one only after
+	// a PUBACK, so it holds the rest of a flood in its own queue. Dropping
+	// one would hold back, until the next reconnect, the PUBACK of every
+	// message after it (PUBACKs are released in order).
+	if m.QoS == 0 {
+		if s.q0 >= s.opts.MaxQueued {
+			s.qmu.Unlock()
+			s.m.dropped.Inc()
+			s.log.Warn("mqtt queue full: QoS 0 message dropped (QoS 0 has no redelivery; send commands with QoS 1)",
+				"topic", m.Topic, "max_queued", s.opts.MaxQueued)
+			return
+		}
+		s.q0++
 	}
 	s.queue = append(s.queue, m)
 	s.qmu.Unlock()
@@ -460,6 +541,9 @@ func (s *Session) deliver() {
 			m = s.queue[0]
 			s.queue[0] = nil
 			s.queue = s.queue[1:]
+			if m.QoS == 0 {
+				s.q0--
+			}
 		}
 		s.qmu.Unlock()
 		if m == nil {
@@ -494,6 +578,25 @@ func (s *Session) deliver() {
 			s.opts.OnMessage(m)
 		}
 	}
+}
+
+// unackedStats returns how many QoS 1 messages of the current connection
+// were delivered and wait for their PUBACK, and how long ago the oldest
+// of them arrived (0 when none).
+func (s *Session) unackedStats() (n int, oldest time.Duration) {
+	gen := s.gen.Load()
+	s.ackMu.Lock()
+	defer s.ackMu.Unlock()
+	for _, m := range s.pending {
+		if m.gen != gen {
+			continue
+		}
+		if n == 0 {
+			oldest = time.Since(m.recv)
+		}
+		n++
+	}
+	return n, oldest
 }
 
 func (s *Session) ack(m *Message) {

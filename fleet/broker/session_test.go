@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"runtime"
 	"strings"
@@ -97,7 +98,12 @@ func newOperator(t *testing.T, b *mosquittotest.Broker, id string, persistent bo
 
 func (op *operator) publish(t *testing.T, topic, payload string, retain bool) {
 	t.Helper()
-	tok := op.c.Publish(topic, 1, retain, payload)
+	op.publishQoS(t, 1, topic, payload, retain)
+}
+
+func (op *operator) publishQoS(t *testing.T, qos byte, topic, payload string, retain bool) {
+	t.Helper()
+	tok := op.c.Publish(topic, qos, retain, payload)
 	if !tok.WaitTimeout(wait) || tok.Error() != nil {
 		t.Fatalf("operator publish: %v", tok.Error())
 	}
@@ -283,6 +289,9 @@ func TestBrokerRestart(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(s.m.connectionLost); got < 1 {
 		t.Fatalf("connection_lost_total = %v", got)
+	}
+	if got := testutil.ToFloat64(s.m.takeovers); got != 0 {
+		t.Fatalf("takeovers_suspected_total = %v after a broker restart, want 0", got)
 	}
 }
 
@@ -510,24 +519,40 @@ func TestMetrics(t *testing.T) {
 			return nil
 		}
 	}
-	// 0 is held in OnMessage, then 1 waits in the queue and 2 finds it full.
+	// 0 (QoS 1) is held in OnMessage, then 1 (QoS 0) waits in the queue,
+	// 2 (QoS 0) finds the QoS 0 share full and is dropped, and 3 (QoS 1)
+	// is queued regardless.
 	op.publish(t, "gw/1/cmd/x", "0", false)
 	m0 := next()
-	op.publish(t, "gw/1/cmd/x", "1", false)
-	op.publish(t, "gw/1/cmd/x", "2", false)
+	op.publishQoS(t, 0, "gw/1/cmd/x", "1", false)
+	op.publishQoS(t, 0, "gw/1/cmd/x", "2", false)
+	op.publish(t, "gw/1/cmd/x", "3", false)
 	deadline := time.Now().Add(wait)
-	for testutil.ToFloat64(s.m.received) < 3 {
+	for testutil.ToFloat64(s.m.received) < 4 {
 		if time.Now().After(deadline) {
 			t.Fatalf("received %v", testutil.ToFloat64(s.m.received))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	if n := testutil.ToFloat64(s.m.unacked); n != 1 {
+		t.Fatalf("unacked_messages = %v with message 0 held, want 1", n)
+	}
+	time.Sleep(20 * time.Millisecond)
+	if age := testutil.ToFloat64(s.m.oldestUnacked); age < 0.02 {
+		t.Fatalf("oldest_unacked_age_seconds = %v with message 0 held for 20 ms", age)
+	}
 	close(release)
 	m0.Ack()
 	if m1 := next(); string(m1.Payload) != "1" {
-		t.Fatalf("second delivery %q, want 1 (2 was dropped)", m1.Payload)
+		t.Fatalf("second delivery %q, want 1", m1.Payload)
+	}
+	if m3 := next(); string(m3.Payload) != "3" {
+		t.Fatalf("third delivery %q, want 3 (2 was dropped)", m3.Payload)
 	} else {
-		m1.Ack()
+		m3.Ack()
+	}
+	if n, age := testutil.ToFloat64(s.m.unacked), testutil.ToFloat64(s.m.oldestUnacked); n != 0 || age != 0 {
+		t.Fatalf("unacked_messages %v, oldest_unacked_age_seconds %v after every ack", n, age)
 	}
 	if err := s.Publish(ctxT(t), "gw/1/result", []byte("r"), false); err != nil {
 		t.Fatal(err)
@@ -547,12 +572,12 @@ gatewayd_mqtt_connects_total 1
 # HELP gatewayd_mqtt_messages_acked_total PUBACKs released to the broker for received QoS 1 messages.
 # TYPE gatewayd_mqtt_messages_acked_total counter
 gatewayd_mqtt_messages_acked_total 2
-# HELP gatewayd_mqtt_messages_dropped_total Messages neither delivered nor acknowledged because the session's queue was full (MaxQueued); the broker redelivers them after a reconnect.
+# HELP gatewayd_mqtt_messages_dropped_total QoS 0 messages dropped because MaxQueued QoS 0 messages were already waiting for delivery (QoS 1 messages are never dropped: the broker's in-flight window bounds them).
 # TYPE gatewayd_mqtt_messages_dropped_total counter
 gatewayd_mqtt_messages_dropped_total 1
 # HELP gatewayd_mqtt_messages_received_total MQTT messages received from the broker (redeliveries included).
 # TYPE gatewayd_mqtt_messages_received_total counter
-gatewayd_mqtt_messages_received_total 3
+gatewayd_mqtt_messages_received_total 4
 # HELP gatewayd_mqtt_publishes_total QoS 1 publishes the broker acknowledged.
 # TYPE gatewayd_mqtt_publishes_total counter
 gatewayd_mqtt_publishes_total 1
@@ -562,8 +587,8 @@ gatewayd_mqtt_publishes_total 1
 	if err := testutil.CollectAndCompare(s.Collector(), strings.NewReader(want), names...); err != nil {
 		t.Fatal(err)
 	}
-	if n := testutil.CollectAndCount(s.Collector()); n != 9 {
-		t.Fatalf("%d metrics, want 9", n)
+	if n := testutil.CollectAndCount(s.Collector()); n != 13 {
+		t.Fatalf("%d metrics, want 13", n)
 	}
 	s.Close()
 	if v := testutil.ToFloat64(s.m.connected); v != 0 {
@@ -598,5 +623,155 @@ func TestNewValidates(t *testing.T) {
 	}
 	if _, err := New(ok); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestAttackQoS0FloodKeepsAcksFlowing: 10,000 junk messages at QoS 0,
+// with valid ones at QoS 1 between them, arrive while the consumer is
+// busy, so that the session's queue overflows. Only QoS 0 messages are
+// dropped: every QoS 1 message is delivered once, on the same connection,
+// and acknowledged, without a reconnect.
+func TestAttackQoS0FloodKeepsAcksFlowing(t *testing.T) {
+	b := mosquittotest.Start(t, mosquittotest.Options{})
+	gate := make(chan struct{})
+	var once sync.Once
+	valid := make(chan *Message, 100)
+	const id = "gatewayd-qos0-flood"
+	s := session(t, b, id, nil, func(o *Options) {
+		o.MaxQueued = 10
+		o.OnMessage = func(m *Message) {
+			once.Do(func() { <-gate }) // busy until the flood is queued
+			if m.QoS == 1 {
+				m.Ack()
+				valid <- m
+			}
+		}
+	})
+	op := newOperator(t, b, "operator-qos0-flood", false)
+	const junk, every = 10000, 1000
+	nValid := 0
+	for i := range junk {
+		if i%every == every/2 {
+			op.publish(t, "gw/1/cmd/x", fmt.Sprintf("valid-%d", nValid), false)
+			nValid++
+		}
+		op.c.Publish("gw/1/cmd/x", 0, false, "junk") // QoS 0: nothing to wait for
+	}
+	op.publish(t, "gw/1/cmd/x", fmt.Sprintf("valid-%d", nValid), false)
+	nValid++
+	deadline := time.Now().Add(wait)
+	for testutil.ToFloat64(s.m.dropped) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the flood never overflowed the queue: the test proves nothing")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(gate)
+	for i := range nValid {
+		select {
+		case m := <-valid:
+			if want := fmt.Sprintf("valid-%d", i); string(m.Payload) != want || m.Duplicate {
+				t.Fatalf("delivery %d: %q (dup %v), want %q", i, m.Payload, m.Duplicate, want)
+			}
+		case <-time.After(wait):
+			t.Fatalf("valid message %d of %d not delivered (dropped %v, connects %v)", i, nValid,
+				testutil.ToFloat64(s.m.dropped), testutil.ToFloat64(s.m.connects))
+		}
+	}
+	if got := testutil.ToFloat64(s.m.acked); got != float64(nValid) {
+		t.Fatalf("messages_acked_total = %v, want %d", got, nValid)
+	}
+	if got := testutil.ToFloat64(s.m.connects); got != 1 {
+		t.Fatalf("connects_total = %v: the session needed a reconnect", got)
+	}
+	// (No check for redeliveries after Close: paho may send its
+	// DISCONNECT ahead of PUBACKs released just before, which the broker
+	// then redelivers; the journal deduplicates them.)
+}
+
+// TestAttackSessionTakeoverDetected: on a broker that does not tie client
+// IDs to identities, another client connects with the gateway's client
+// ID, three times. Each time the broker closes the gateway's connection
+// and the gateway takes its session back at once; each is counted and
+// logged as a suspected takeover (the broker configuration of
+// deploy/mosquitto prevents the takeover itself).
+func TestAttackSessionTakeoverDetected(t *testing.T) {
+	b := mosquittotest.Start(t, mosquittotest.Options{})
+	var logs syncBuffer
+	const id = "gatewayd-takeover"
+	s := session(t, b, id, newRecorder(), func(o *Options) {
+		o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	})
+	for i := 1; i <= 3; i++ {
+		o := mqtt.NewClientOptions().AddBroker(b.URL()).SetClientID(id).SetCleanSession(false).
+			SetProtocolVersion(4).SetAutoReconnect(false)
+		intruder := mqtt.NewClient(o)
+		if tok := intruder.Connect(); !tok.WaitTimeout(wait) || tok.Error() != nil {
+			t.Fatalf("intruder connect: %v", tok.Error())
+		}
+		deadline := time.Now().Add(wait)
+		for testutil.ToFloat64(s.m.takeovers) < float64(i) {
+			if time.Now().After(deadline) {
+				t.Fatalf("takeover %d not detected (connects %v, lost %v)", i,
+					testutil.ToFloat64(s.m.connects), testutil.ToFloat64(s.m.connectionLost))
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		intruder.Disconnect(0)
+		if err := s.WaitConnected(ctxT(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := testutil.ToFloat64(s.m.takeovers); got != 3 {
+		t.Fatalf("takeovers_suspected_total = %v, want 3", got)
+	}
+	if !strings.Contains(logs.String(), "reason=session_takeover suspected_total=3") {
+		t.Fatalf("no takeover log line:\n%s", logs.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestAttackOversizedMessageWarns: a broker without a packet size limit
+// forwards a 100 KiB message; paho has buffered it whole by the time the
+// session sees it, so the session can only tell: it counts it and warns
+// that the broker lacks max_packet_size. It also warns at start that the
+// broker cannot authenticate a gateway without a certificate or username.
+func TestAttackOversizedMessageWarns(t *testing.T) {
+	b := mosquittotest.Start(t, mosquittotest.Options{})
+	var logs syncBuffer
+	r := newRecorder()
+	s := session(t, b, "gatewayd-oversized", r, func(o *Options) {
+		o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	})
+	if !strings.Contains(logs.String(), "reason=broker_unauthenticated") {
+		t.Fatalf("no warning about an unauthenticated session at start:\n%s", logs.String())
+	}
+	op := newOperator(t, b, "operator-oversized", false)
+	op.publish(t, "gw/1/cmd/x", strings.Repeat("x", 100<<10), false)
+	op.publish(t, "gw/1/cmd/x", "small", false)
+	r.next(t).Ack()
+	r.next(t).Ack()
+	if got := testutil.ToFloat64(s.m.oversized); got != 1 {
+		t.Fatalf("messages_oversized_total = %v, want 1", got)
+	}
+	if !strings.Contains(logs.String(), "reason=broker_no_size_limit") || !strings.Contains(logs.String(), "payload_size=102400") {
+		t.Fatalf("no warning about the missing broker limit:\n%s", logs.String())
 	}
 }

@@ -20,9 +20,14 @@ import (
 
 // Defaults for the zero values of IntakeOptions and OutboxOptions.
 const (
-	DefaultConcurrency    = 8
-	DefaultMaxQueued      = 1000
+	DefaultConcurrency = 8
+	DefaultMaxQueued   = 1000
+	// DefaultMaxInflight is the MQTT packet identifier space: a broker
+	// cannot have more QoS 1 messages unacknowledged on one connection.
+	DefaultMaxInflight    = 65535
 	DefaultPublishTimeout = 30 * time.Second
+	DefaultNoticeRate     = 20  // rejection notices per second, sustained
+	DefaultNoticeBurst    = 100 // rejection notices in a burst
 )
 
 // IntakeOptions configures NewIntake. Journal, Publisher and Topics are
@@ -54,26 +59,47 @@ type IntakeOptions struct {
 	// batches: everything verified while the previous batch committed
 	// shares the next commit (one fsync).
 	Concurrency int
-	// MaxQueued bounds the messages enqueued and not yet acknowledged
-	// (default 1000). Beyond it a message is dropped unacknowledged (the
-	// broker redelivers it after the next reconnect) and counted. Keep it
-	// above the broker's in-flight window, which is the real bound.
+	// MaxQueued bounds the QoS 0 messages (Ack nil) enqueued and not yet
+	// released (default 1000). Beyond it a QoS 0 message is dropped and
+	// counted: QoS 0 has no redelivery, and nothing waits for it.
 	MaxQueued int
+	// MaxInflight bounds the QoS 1 messages enqueued and not yet released
+	// (default DefaultMaxInflight, which no broker can exceed on one
+	// connection). A QoS 1 message is never dropped: PUBACKs are released
+	// in order, so one left unacknowledged would hold back every later
+	// one until a reconnect. Brokers do not reliably keep to their
+	// in-flight window (mosquitto 2.0.11 sends up to
+	// max_inflight_messages more after every PUBACK), so a flood arrives
+	// here; a payload above command.MaxSignedSize is refused on arrival
+	// and not kept, so the queue holds at most MaxInflight × 1 KiB. Beyond
+	// MaxInflight a message is acknowledged and refused as "overloaded".
+	MaxInflight int
 	// PublishTimeout bounds the publication of one rejection notice
 	// (default 30s).
 	PublishTimeout time.Duration
+	// NoticeRate and NoticeBurst rate-limit rejection notices (defaults
+	// DefaultNoticeRate per second, DefaultNoticeBurst at once): a flood
+	// of junk must not make the gateway wait for the broker's PUBACK of a
+	// notice per message. A refusal beyond the limit is acknowledged
+	// without a notice, logged (rate-limited) and counted in
+	// gatewayd_intake_notices_suppressed_total.
+	NoticeRate  float64
+	NoticeBurst int
+
+	// clock paces the notice limiter (nil: time.Now); a test seam, since
+	// Now is the validity clock tests hold still.
+	clock func() time.Time
 }
 
 // Causes of messages left unacknowledged (gatewayd_intake_unacked_total).
 const (
-	causeQueueFull = iota
-	causeClosed
+	causeClosed = iota
 	causeJournal
 	causeNotice
 	nCauses
 )
 
-var causeNames = [nCauses]string{"queue_full", "closed", "journal_error", "notice_unpublished"}
+var causeNames = [nCauses]string{"closed", "journal_error", "notice_unpublished"}
 
 // Intake verifies, journals and acknowledges the messages of the command
 // topic (see the package doc and docs/mqtt.md). Its methods are safe for
@@ -106,21 +132,31 @@ type Intake struct {
 	relNext uint64
 	done    map[uint64]outcome
 
-	depth                          atomic.Int64
+	depth, depth0, depth1          atomic.Int64 // all, QoS 0, QoS 1
 	journaled, duplicates, refused atomic.Uint64
+	qos0Dropped, suppressed        atomic.Uint64
+	notices                        *bucket
 	byReason                       map[Reason]*atomic.Uint64
 	unacked                        [nCauses]atomic.Uint64
 
 	descCommands, descRejected, descDepth, descUnacked *prometheus.Desc
+	descDropped, descSuppressed                        *prometheus.Desc
 }
 
 type item struct {
 	seq uint64
 	msg Message
+	// overload, when set, is the notice of a message refused on arrival
+	// (oversized, or QoS 1 beyond MaxInflight), whose payload was not kept.
+	overload *Rejected
 }
 
 // outcome is a decided message: before runs, then ack, in enqueue order.
-type outcome struct{ before, ack func() }
+// qos0 tells which depth it counted in.
+type outcome struct {
+	before, ack func()
+	qos0        bool
+}
 
 // decision is what a worker decided about message seq, for the journaler:
 // either nothing to journal (refused: its worker publishes the notice and
@@ -142,8 +178,11 @@ func NewIntake(o IntakeOptions) (*Intake, error) {
 	if o.Journal == nil || o.Publisher == nil || o.Topics.Rejected == "" {
 		return nil, fmt.Errorf("%w: intake needs a Journal, a Publisher and Topics", ErrOptions)
 	}
-	if o.Concurrency < 0 || o.MaxQueued < 0 || o.PublishTimeout < 0 {
-		return nil, fmt.Errorf("%w: negative Concurrency, MaxQueued or PublishTimeout", ErrOptions)
+	if o.Concurrency < 0 || o.MaxQueued < 0 || o.MaxInflight < 0 || o.PublishTimeout < 0 {
+		return nil, fmt.Errorf("%w: negative Concurrency, MaxQueued, MaxInflight or PublishTimeout", ErrOptions)
+	}
+	if o.MaxInflight == 0 {
+		o.MaxInflight = DefaultMaxInflight
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -160,33 +199,66 @@ func NewIntake(o IntakeOptions) (*Intake, error) {
 	if o.PublishTimeout == 0 {
 		o.PublishTimeout = DefaultPublishTimeout
 	}
+	if o.NoticeRate < 0 || o.NoticeBurst < 0 {
+		return nil, fmt.Errorf("%w: negative NoticeRate or NoticeBurst", ErrOptions)
+	}
+	if o.NoticeRate == 0 {
+		o.NoticeRate = DefaultNoticeRate
+	}
+	if o.NoticeBurst == 0 {
+		o.NoticeBurst = DefaultNoticeBurst
+	}
+	if o.clock == nil {
+		o.clock = time.Now
+	}
 	in := &Intake{opts: o, log: o.Logger.With("subsystem", "intake", "gateway", o.Topics.GatewayID),
 		done: map[uint64]outcome{}, decided: map[uint64]decision{}, byReason: map[Reason]*atomic.Uint64{}}
 	for _, r := range reasons {
 		in.byReason[r] = new(atomic.Uint64)
 	}
+	in.notices = newBucket(o.NoticeRate, o.NoticeBurst, o.clock)
 	in.cond = sync.NewCond(&in.mu)
 	in.seqCond = sync.NewCond(&in.seqMu)
 	in.initMetrics()
 	return in, nil
 }
 
-// Enqueue hands over one message of the command topic. It never blocks:
-// the queue is bounded by MaxQueued (beyond it, and after Close, the
-// message is dropped without acknowledgement and counted). Messages may be
-// enqueued before Start.
+// Enqueue hands over one message of the command topic. It never blocks.
+// After Close the message is left unacknowledged and counted. Beyond
+// MaxQueued a QoS 0 message (Ack nil) is dropped and counted, and a QoS 1
+// message is acknowledged and refused as overloaded (see
+// IntakeOptions.MaxQueued). Messages may be enqueued before Start.
 func (in *Intake) Enqueue(m Message) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
+	qos0 := m.Ack == nil
+	if m.ReceivedAt.IsZero() {
+		m.ReceivedAt = in.opts.Now()
+	}
+	var overload *Rejected
 	switch {
 	case in.closed:
 		in.unacked[causeClosed].Add(1)
 		return
-	case in.depth.Load() >= int64(in.opts.MaxQueued):
-		in.unacked[causeQueueFull].Add(1)
-		in.log.Warn("intake queue full: message dropped unacknowledged, the broker redelivers it",
-			"max_queued", in.opts.MaxQueued)
+	case qos0 && in.depth0.Load() >= int64(in.opts.MaxQueued):
+		in.qos0Dropped.Add(1)
+		in.log.Warn("intake queue full: QoS 0 message dropped (send commands with QoS 1)",
+			"max_queued", in.opts.MaxQueued, "payload_size", len(m.Payload))
 		return
+	case !qos0 && in.depth1.Load() >= int64(in.opts.MaxInflight):
+		// Not dropped: that would hold back every later PUBACK. Its
+		// payload is not kept, only what the notice needs.
+		n := newRejected(ReasonOverloaded, fmt.Sprintf("more than %d QoS 1 messages in flight; send again", in.opts.MaxInflight),
+			m.Payload, nil, m.ReceivedAt)
+		overload = &n
+		m.Payload = nil
+	case len(m.Payload) > command.MaxSignedSize:
+		// Refused at once, and the payload not kept: the queue holds
+		// nothing larger than a command.
+		n := newRejected(ReasonOversized, fmt.Sprintf("payload of %d bytes, limit %d", len(m.Payload), command.MaxSignedSize),
+			m.Payload, nil, m.ReceivedAt)
+		overload = &n
+		m.Payload = nil
 	}
 	// The arrival time orders the journal (bonds.DB.AppendBatch): strictly
 	// increasing in delivery order, even when the clock is coarse or
@@ -198,9 +270,14 @@ func (in *Intake) Enqueue(m Message) {
 		m.ReceivedAt = in.lastArrival.Add(time.Nanosecond)
 	}
 	in.lastArrival = m.ReceivedAt
-	in.queue = append(in.queue, item{seq: in.nextSeq, msg: m})
+	in.queue = append(in.queue, item{seq: in.nextSeq, msg: m, overload: overload})
 	in.nextSeq++
 	in.depth.Add(1)
+	if qos0 {
+		in.depth0.Add(1)
+	} else {
+		in.depth1.Add(1)
+	}
 	in.cond.Signal()
 }
 
@@ -246,8 +323,21 @@ func (in *Intake) stop() {
 	}
 	in.closed = true
 	in.unacked[causeClosed].Add(uint64(len(in.queue)))
+	for _, it := range in.queue {
+		in.undepth(it.msg.Ack == nil)
+	}
 	in.queue = nil
 	in.cond.Broadcast()
+}
+
+// undepth counts a message out of the depths.
+func (in *Intake) undepth(qos0 bool) {
+	in.depth.Add(-1)
+	if qos0 {
+		in.depth0.Add(-1)
+	} else {
+		in.depth1.Add(-1)
+	}
 }
 
 // Close stops the intake and waits for its goroutines: messages being
@@ -441,10 +531,11 @@ func journalRetry(attempt int) time.Duration {
 func (in *Intake) release(seq uint64, ack bool, before, fn func()) {
 	in.relMu.Lock()
 	defer in.relMu.Unlock()
+	qos0 := fn == nil
 	if !ack {
 		fn = nil
 	}
-	in.done[seq] = outcome{before: before, ack: fn}
+	in.done[seq] = outcome{before: before, ack: fn, qos0: qos0}
 	for {
 		o, ok := in.done[in.relNext]
 		if !ok {
@@ -452,7 +543,7 @@ func (in *Intake) release(seq uint64, ack bool, before, fn func()) {
 		}
 		delete(in.done, in.relNext)
 		in.relNext++
-		in.depth.Add(-1)
+		in.undepth(o.qos0)
 		if o.before != nil {
 			o.before()
 		}
@@ -467,9 +558,15 @@ func (in *Intake) release(seq uint64, ack bool, before, fn func()) {
 // command to journal is handed to the journaler.
 func (in *Intake) handle(ctx, journal context.Context, it item) {
 	m := it.msg
+	if it.overload != nil {
+		in.decide(it.seq, decision{refused: true})
+		ok := in.refuseNotice(ctx, *it.overload, unverified)
+		in.release(it.seq, ok, nil, m.Ack)
+		return
+	}
 	refuse := func(p []byte, recv time.Time, reason Reason, detail string, body *command.Body) {
 		in.decide(it.seq, decision{refused: true})
-		ok := in.refuse(ctx, p, recv, reason, detail, body)
+		ok := in.refuseNotice(ctx, newRejected(reason, detail, p, body, recv), in.claimedSigner(p))
 		in.release(it.seq, ok, nil, m.Ack)
 	}
 	recv := m.ReceivedAt
@@ -572,15 +669,41 @@ func (in *Intake) submit(e bonds.Entry) func() {
 	return func() { in.opts.OnJournaled(e) }
 }
 
-// refuse publishes a rejection notice for input that is not journaled,
-// and reports whether the broker acknowledged it (then the message may be
-// acknowledged).
-func (in *Intake) refuse(ctx context.Context, p []byte, recv time.Time, reason Reason, detail string, body *command.Body) bool {
+// unverified is the signer logged for a refusal whose credential does not
+// chain to a trusted root (or that has none): whatever it claims is the
+// sender's choice, so it is not a key of the log's rate limit.
+const unverified = "unverified"
+
+// claimedSigner names the signer p claims, for the log: see
+// command.Verifier.Signer; unverified if its credential is not of a
+// trusted root.
+func (in *Intake) claimedSigner(p []byte) string {
+	v := command.Verifier{Roots: in.opts.Roots}
+	if name, ok := v.Signer(p); ok {
+		return name
+	}
+	return unverified
+}
+
+// refuseNotice counts and logs a refusal of input that is not
+// journaled and publishes its notice n, and reports whether the message
+// may be acknowledged: the broker acknowledged the notice, or the notice
+// was suppressed by the rate limit (NoticeRate). The log line carries
+// reason and signer, which key internal/ratelog's limit: the first
+// refusal of each reason by each signer is logged every minute, however
+// many others there are; reason_total counts that reason since start.
+func (in *Intake) refuseNotice(ctx context.Context, n Rejected, signer string) bool {
 	in.refused.Add(1)
-	in.byReason[reason].Add(1)
-	n := newRejected(reason, detail, p, body, recv)
-	in.log.Warn("command refused", "reason", reason, "detail", n.Detail, "command_id", n.CommandID,
-		"lock_id", n.LockID, "op", n.Operation, "payload_size", n.PayloadSize)
+	total := in.byReason[n.Reason].Add(1)
+	notice := in.notices.take()
+	in.log.Warn("command refused", "reason", n.Reason, "signer", signer, "reason_total", total,
+		"detail", n.Detail, "command_id", n.CommandID, "lock_id", n.LockID, "op", n.Operation,
+		"payload_size", n.PayloadSize, "notice", notice)
+	if !notice {
+		// Rate-limited (a flood): acknowledged without a notice, counted.
+		in.suppressed.Add(1)
+		return true
+	}
 	if err := in.notify(ctx, n); err != nil {
 		in.unacked[causeNotice].Add(1)
 		return false
@@ -649,4 +772,34 @@ func reasonOf(err error) Reason {
 	// ErrMalformed, ErrUnknownOp; ErrWrongLock cannot happen (the verifier
 	// takes the lock ID from the body).
 	return ReasonMalformed
+}
+
+// bucket is a token bucket: take succeeds at most burst times at once and
+// rate times a second on average.
+type bucket struct {
+	mu     sync.Mutex
+	rate   float64
+	burst  float64
+	tokens float64
+	last   time.Time
+	now    func() time.Time
+}
+
+func newBucket(rate float64, burst int, now func() time.Time) *bucket {
+	return &bucket{rate: rate, burst: float64(burst), tokens: float64(burst), now: now, last: now()}
+}
+
+func (b *bucket) take() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	t := b.now()
+	if el := t.Sub(b.last); el > 0 {
+		b.tokens = min(b.burst, b.tokens+el.Seconds()*b.rate)
+	}
+	b.last = t
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
 }

@@ -600,25 +600,97 @@ func TestAcksInEnqueueOrder(t *testing.T) {
 	}
 }
 
-// TestQueueFull: beyond MaxQueued a message is dropped unacknowledged and
-// counted; Enqueue does not block.
-func TestQueueFull(t *testing.T) {
+// TestQueueFullDropsOnlyQoS0: beyond MaxQueued a QoS 0 message is
+// dropped and counted; Enqueue does not block, and a QoS 1 message is
+// still taken, journaled and acknowledged.
+func TestQueueFullDropsOnlyQoS0(t *testing.T) {
 	e := newEnv(t)
 	g := &gateJournal{gates: map[bonds.CommandID]chan struct{}{}, entered: make(chan []bonds.CommandID, 4), ev: e.events}
 	in := e.intake(t, g, func(o *IntakeOptions) { o.Concurrency = 1; o.MaxQueued = 2 })
+	b1, b2, b3 := e.body(command.OpUnlock, 1), e.body(command.OpUnlock, 2), e.body(command.OpUnlock, 3)
+	q0 := func(p []byte) Message { return Message{Payload: p, ReceivedAt: e.clock.Now()} }
+	in.Enqueue(q0(e.sign(t, e.operator, b1)))
+	in.Enqueue(q0(e.sign(t, e.operator, b2)))
+	in.Enqueue(q0(e.sign(t, e.operator, e.body(command.OpUnlock, 9))))
+	in.Enqueue(e.msg("3", e.sign(t, e.operator, b3)))
+	if got := in.qos0Dropped.Load(); got != 1 {
+		t.Fatalf("qos0_dropped %d, want 1", got)
+	}
+	close(g.gate(cidOf(b1)))
+	close(g.gate(cidOf(b2)))
+	close(g.gate(cidOf(b3)))
+	waitFor(t, "the QoS 1 message acknowledged", func() bool { return e.events.count("ack 3") == 1 })
+	if n := len(e.journaled()); n != 3 {
+		t.Fatalf("%d journaled, want 3", n)
+	}
+}
+
+// TestAttackQoS1BeyondMaxInflight: a broker that sends more QoS 1
+// messages than MaxInflight gets the excess acknowledged and refused as
+// overloaded, in order: nothing is left unacknowledged to hold back the
+// PUBACKs after it, and the messages within the limit are journaled.
+func TestAttackQoS1BeyondMaxInflight(t *testing.T) {
+	e := newEnv(t)
+	g := &gateJournal{gates: map[bonds.CommandID]chan struct{}{}, entered: make(chan []bonds.CommandID, 4), ev: e.events}
+	in := e.intake(t, g, func(o *IntakeOptions) { o.Concurrency = 1; o.MaxInflight = 2 })
 	b1, b2 := e.body(command.OpUnlock, 1), e.body(command.OpUnlock, 2)
 	in.Enqueue(e.msg("1", e.sign(t, e.operator, b1)))
 	in.Enqueue(e.msg("2", e.sign(t, e.operator, b2)))
 	in.Enqueue(e.msg("3", e.sign(t, e.operator, e.body(command.OpUnlock, 3))))
-	if in.unacked[causeQueueFull].Load() != 1 {
-		t.Fatalf("queue_full %d", in.unacked[causeQueueFull].Load())
-	}
 	close(g.gate(cidOf(b1)))
 	close(g.gate(cidOf(b2)))
-	waitFor(t, "acks", func() bool { return e.events.count("ack 1")+e.events.count("ack 2") == 2 })
-	if e.events.count("ack 3") != 0 {
-		t.Fatal("dropped message acknowledged")
+	waitFor(t, "three acks", func() bool { return e.events.count("ack 1")+e.events.count("ack 2")+e.events.count("ack 3") == 3 })
+	if a1, a3 := e.events.index("ack 1"), e.events.index("ack 3"); a3 < a1 {
+		t.Fatalf("acks out of order: %v", e.events.all())
 	}
+	ns := e.notices(t)
+	if len(ns) != 1 || ns[0].Reason != ReasonOverloaded || ns[0].PayloadSize == 0 {
+		t.Fatalf("notices %+v, want one overloaded", ns)
+	}
+	if n := len(e.journaled()); n != 2 {
+		t.Fatalf("%d journaled, want 2", n)
+	}
+	if got := in.byReason[ReasonOverloaded].Load(); got != 1 {
+		t.Fatalf("rejected{overloaded} %d", got)
+	}
+}
+
+// TestAttackJunkFloodNoticesRateLimited: a flood of junk gets its
+// notices rate-limited: beyond the burst, refusals are acknowledged
+// without a notice and counted, and a valid command after the flood is
+// journaled and acknowledged.
+func TestAttackJunkFloodNoticesRateLimited(t *testing.T) {
+	e := newEnv(t)
+	var limiter clock
+	limiter.Set(e.clock.Now())
+	db := openDB(t, "", e.clock.Now)
+	in := e.intake(t, db, func(o *IntakeOptions) { o.NoticeRate, o.NoticeBurst, o.clock = 1, 5, limiter.Now })
+	const junk = 200
+	for i := range junk {
+		in.Enqueue(e.msg(fmt.Sprint("junk-", i), []byte("junk")))
+	}
+	b := e.body(command.OpUnlock, 1)
+	in.Enqueue(e.msg("valid", e.sign(t, e.operator, b)))
+	waitFor(t, "every message acknowledged", func() bool { return len(e.events.all()) == junk+1 })
+	if e.events.index("ack valid") != junk {
+		t.Fatalf("valid command acknowledged at %d, want last", e.events.index("ack valid"))
+	}
+	if n := len(e.notices(t)); n != 5 {
+		t.Fatalf("%d notices, want the burst of 5", n)
+	}
+	if got := in.suppressed.Load(); got != junk-5 {
+		t.Fatalf("notices_suppressed %d, want %d", got, junk-5)
+	}
+	if got := in.byReason[ReasonMalformed].Load(); got != junk {
+		t.Fatalf("rejected{malformed} %d, want %d", got, junk)
+	}
+	if j := e.journaled(); len(j) != 1 || j[0].ID != cidOf(b) {
+		t.Fatalf("journaled %+v", j)
+	}
+	// The bucket refills with time.
+	limiter.Set(limiter.Now().Add(2 * time.Second))
+	in.Enqueue(e.msg("late junk", []byte("junk")))
+	waitFor(t, "a notice again", func() bool { return len(e.notices(t)) == 6 })
 }
 
 // failJournal fails every AppendBatch.

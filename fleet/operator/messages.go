@@ -38,10 +38,15 @@ const (
 	// ReasonDuplicate: the command ID is already in the journal; its one
 	// result is (or will be) on the result topic.
 	ReasonDuplicate Reason = "duplicate"
+	// ReasonOverloaded: more QoS 1 messages were in flight than the
+	// gateway holds (65535, the MQTT packet identifier space, unless
+	// configured lower); the message was acknowledged unread. Send it
+	// again.
+	ReasonOverloaded Reason = "overloaded"
 )
 
 var reasons = []Reason{ReasonOversized, ReasonMalformed, ReasonSignerRejected, ReasonBadSignature,
-	ReasonForbidden, ReasonDuplicate}
+	ReasonForbidden, ReasonDuplicate, ReasonOverloaded}
 
 // Gateway statuses of results for commands the gateway refused after
 // journaling them (Result.Status): the lock's status names of the same

@@ -18,8 +18,14 @@ func (in *Intake) initMetrics() {
 		"Messages of the command topic received and not yet released (acknowledged or left for redelivery).",
 		nil, l)
 	in.descUnacked = prometheus.NewDesc("gatewayd_intake_unacked_total",
-		"Messages left unacknowledged for the broker to redeliver, by cause: queue_full, closed, notice_unpublished; and journal_error: failed attempts to journal a batch, whose messages (and all after them) wait unacknowledged until a retry succeeds.",
+		"Messages left unacknowledged for the broker to redeliver, by cause: closed, notice_unpublished; and journal_error: failed attempts to journal a batch, whose messages (and all after them) wait unacknowledged until a retry succeeds.",
 		[]string{"cause"}, l)
+	in.descDropped = prometheus.NewDesc("gatewayd_intake_qos0_dropped_total",
+		"QoS 0 messages of the command topic dropped because MaxQueued QoS 0 messages were waiting (QoS 0 has no redelivery: commands are sent with QoS 1).",
+		nil, l)
+	in.descSuppressed = prometheus.NewDesc("gatewayd_intake_notices_suppressed_total",
+		"Refusals acknowledged without a rejection notice because notices were rate-limited (a flood of invalid messages); counted by reason in gatewayd_intake_rejected_total.",
+		nil, l)
 }
 
 // Describe implements prometheus.Collector.
@@ -28,6 +34,8 @@ func (in *Intake) Describe(ch chan<- *prometheus.Desc) {
 	ch <- in.descRejected
 	ch <- in.descDepth
 	ch <- in.descUnacked
+	ch <- in.descDropped
+	ch <- in.descSuppressed
 }
 
 // Collect implements prometheus.Collector.
@@ -45,6 +53,8 @@ func (in *Intake) Collect(ch chan<- prometheus.Metric) {
 	for c := range nCauses {
 		counter(in.descUnacked, in.unacked[c].Load(), causeNames[c])
 	}
+	ch <- prometheus.MustNewConstMetric(in.descDropped, prometheus.CounterValue, float64(in.qos0Dropped.Load()))
+	ch <- prometheus.MustNewConstMetric(in.descSuppressed, prometheus.CounterValue, float64(in.suppressed.Load()))
 }
 
 func (o *Outbox) initMetrics() {

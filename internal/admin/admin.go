@@ -154,7 +154,7 @@ func (s *Server) authorize(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		uid, _ := r.Context().Value(credKey{}).(int64)
 		if uid != 0 && uid != int64(*s.opts.AllowUID) {
-			s.log.Warn("admin request refused", "uid", uid, "path", r.URL.Path)
+			s.log.Warn("admin request refused", "reason", "uid_not_allowed", "uid", uid, "path", r.URL.Path)
 			http.Error(w, "forbidden: only root and the gatewayd user may use this socket", http.StatusForbidden)
 			return
 		}

@@ -183,7 +183,11 @@ func Run(ctx context.Context, opts Options) (err error) {
 				return
 			}
 			if in := intake.Load(); in != nil {
-				in.Enqueue(operator.Message{Payload: m.Payload, Duplicate: m.Duplicate, ReceivedAt: now(), Ack: m.Ack})
+				var ack func() // nil for QoS 0: the intake bounds those apart
+				if m.QoS > 0 {
+					ack = m.Ack
+				}
+				in.Enqueue(operator.Message{Payload: m.Payload, Duplicate: m.Duplicate, ReceivedAt: now(), Ack: ack})
 			}
 		},
 		StatusTopic: topics.Status, OnlinePayload: status("online"), OfflinePayload: status("offline"),

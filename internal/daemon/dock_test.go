@@ -71,11 +71,17 @@ func (d *dock) now() time.Time { return d.fleet.Now.Add(time.Since(d.start)) }
 
 func newDock(t *testing.T, nLocks int, emuOpts emulator.Options, opts ...func(*dock)) *dock {
 	t.Helper()
+	return newDockBroker(t, nLocks, emuOpts, mosquittotest.Options{}, opts...)
+}
+
+// newDockBroker is newDock with a broker run with brokerOpts.
+func newDockBroker(t *testing.T, nLocks int, emuOpts emulator.Options, brokerOpts mosquittotest.Options, opts ...func(*dock)) *dock {
+	t.Helper()
 	d := &dock{t: t, dir: t.TempDir(), fleet: channeltest.NewFleet(t, "acme"), start: time.Now()}
 	for _, o := range opts {
 		o(d)
 	}
-	d.broker = mosquittotest.Start(t, mosquittotest.Options{})
+	d.broker = mosquittotest.Start(t, brokerOpts)
 	ctx := t.Context()
 	var err error
 	if d.bus, err = emulator.StartBus(ctx, d.dir); err != nil {

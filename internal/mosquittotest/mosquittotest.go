@@ -35,6 +35,11 @@ type Options struct {
 	// StartTimeout bounds the wait for the port to accept connections
 	// (default 20 s, generous for a loaded machine).
 	StartTimeout time.Duration
+	// Config, when set, makes the whole mosquitto.conf instead of Config
+	// and the options above, for a broker listening on 127.0.0.1:port
+	// with its persistence in dataDir and its log in logPath (a test of
+	// a shipped configuration rewrites its paths and port).
+	Config func(port int, dataDir, logPath string) []byte
 }
 
 // Broker is one mosquitto process (and its successors after Restart).
@@ -199,6 +204,9 @@ func Config(port int, dataDir, logPath string, extra ...string) []byte {
 }
 
 func (b *Broker) writeConf() error {
+	if b.opts.Config != nil {
+		return os.WriteFile(b.conf, b.opts.Config(b.port, filepath.Join(b.dir, "data"), b.logPath), 0o600)
+	}
 	var c bytes.Buffer
 	c.Write(Config(b.port, filepath.Join(b.dir, "data"), b.logPath, "log_type all", "log_timestamp_format %H:%M:%S"))
 	if b.opts.MaxInflightMessages > 0 {
