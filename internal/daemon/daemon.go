@@ -19,7 +19,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"runtime/debug"
 	"sync/atomic"
 	"time"
@@ -369,7 +368,7 @@ func mqttSecrets(m config.MQTT) (*tls.Config, string, error) {
 	}
 	tc := &tls.Config{MinVersion: tls.VersionTLS12}
 	if m.CAFile != "" {
-		pem, err := os.ReadFile(m.CAFile)
+		pem, err := config.ReadPublic(m.CAFile, config.MaxCertFile)
 		if err != nil {
 			return nil, "", fmt.Errorf("mqtt.ca_file: %w", err)
 		}
@@ -379,10 +378,15 @@ func mqttSecrets(m config.MQTT) (*tls.Config, string, error) {
 		}
 	}
 	if m.CertFile != "" {
-		if _, err := config.ReadSecret(m.KeyFile); err != nil {
+		key, err := config.ReadSecret(m.KeyFile)
+		if err != nil {
 			return nil, "", fmt.Errorf("mqtt.key_file: %w", err)
 		}
-		c, err := tls.LoadX509KeyPair(m.CertFile, m.KeyFile)
+		cert, err := config.ReadPublic(m.CertFile, config.MaxCertFile)
+		if err != nil {
+			return nil, "", fmt.Errorf("mqtt.cert_file: %w", err)
+		}
+		c, err := tls.X509KeyPair(cert, key)
 		if err != nil {
 			return nil, "", fmt.Errorf("mqtt.cert_file: %w", err)
 		}
