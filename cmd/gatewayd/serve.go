@@ -17,10 +17,16 @@ import (
 // refused; main exits 78 (EX_CONFIG), which the unit does not restart.
 var errConfig = errors.New("configuration refused")
 
-const runUsage = `usage: gatewayd run [-config PATH]
+const runUsage = `usage: gatewayd run [-config PATH] [-init]
 
 Runs the daemon (under systemd: systemd/gatewayd.service). The
 configuration is described in config/gatewayd.example.toml.
+
+A missing database is created only on a first start: when its directory
+is empty (as systemd's StateDirectory= creates it), or with -init. In a
+directory that held one, a missing database was lost, and gatewayd
+refuses to start (exit 78): restore a backup, or pass -init once to
+start afresh, forgetting every journalled command.
 `
 
 func runDaemon(ctx context.Context, args []string, stderr io.Writer) error {
@@ -28,6 +34,7 @@ func runDaemon(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, runUsage) }
 	path := fs.String("config", config.DefaultPath, "configuration file")
+	init := fs.Bool("init", false, "create a missing database even if its directory is not empty (a deliberate fresh start)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -39,7 +46,7 @@ func runDaemon(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", errConfig, err)
 	}
-	err = daemon.Run(ctx, daemon.Options{Config: cfg, Logger: newLogger(cfg.Log, stderr)})
+	err = daemon.Run(ctx, daemon.Options{Config: cfg, Logger: newLogger(cfg.Log, stderr), Init: *init})
 	if errors.Is(err, daemon.ErrConfig) {
 		return fmt.Errorf("%w: %w", errConfig, err)
 	}

@@ -68,11 +68,23 @@ type Options struct {
 	// Adapter are extra adapter options for tests (sweep interval,
 	// wedge detection); Name, AwayTimeout and Logger come from Config.
 	Adapter bluez.Options
+	// Init allows creating a missing database in a state directory that
+	// is not empty (`gatewayd run -init`); without it, a missing database
+	// is created only in an empty directory (a first start), and refused
+	// otherwise (it was lost: restore a backup).
+	Init bool
 }
 
 // Run runs the daemon until ctx ends (a clean stop, nil) or a part fails
 // for good.
 func Run(ctx context.Context, opts Options) (err error) {
+	defer func() {
+		// A database found corrupt, at start or while running, is the
+		// operator's to fix (db check, restore): no restart loop.
+		if errors.Is(err, bonds.ErrCorrupt) && !errors.Is(err, ErrConfig) {
+			err = fmt.Errorf("%w: %w", ErrConfig, err)
+		}
+	}()
 	cfg := opts.Config
 	log := opts.Logger
 	if log == nil {
@@ -106,8 +118,14 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrConfig, err)
 	}
-	db, err := bonds.Open(cfg.Database.Path, bonds.Options{Logger: log, ReplayWindow: cfg.Database.ReplayWindow.D(), Now: now})
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	db, err := openDatabase(cfg.Database.Path, opts.Init, bonds.Options{Logger: log, ReplayWindow: cfg.Database.ReplayWindow.D(), Now: now}, log)
 	if err != nil {
+		if errors.Is(err, ErrConfig) {
+			return err
+		}
 		if errors.Is(err, bonds.ErrLocked) {
 			return fmt.Errorf("%w (is another gatewayd running?)", err)
 		}
@@ -264,6 +282,14 @@ func Run(ctx context.Context, opts Options) (err error) {
 		})
 	}
 	g.Go(func() error { presence(gctx, ad, db, sched, pres, log); return nil })
+	g.Go(func() error {
+		select {
+		case <-db.Failed(): // bbolt could not read the file: stop in order
+			return db.Err()
+		case <-gctx.Done():
+			return nil
+		}
+	})
 	g.Go(func() error {
 		return notify.Watchdog(gctx, func() error {
 			if !ad.Ready() {
