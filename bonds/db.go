@@ -160,8 +160,11 @@ func (db *DB) Path() string { return db.path }
 // written beside it and linked in) if it does not exist; its directory must
 // exist. It refuses, and never modifies, a file the group or others can
 // access (ErrPermissions), a file it cannot read as a bbolt database of
-// this schema, including an empty one (ErrCorrupt), and a newer schema
-// (ErrSchemaTooNew). An older schema is migrated in one transaction.
+// this schema, including an empty one or one with a garbled page anywhere
+// in its tree or freelist (ErrCorrupt: it reads the whole file, see
+// readCheck), and a newer schema (ErrSchemaTooNew). An older schema is
+// migrated in one transaction. Whether a missing file may be created is
+// the caller's policy (the daemon allows it only on a first start).
 //
 // Open starts the committer (group commit) and the background loop (seen
 // flushes, pruning); Close stops them.
