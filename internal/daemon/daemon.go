@@ -43,8 +43,10 @@ import (
 )
 
 // ErrConfig is returned by Run when the configuration, the keys or the
-// database are refused: restarting will not help, so the command exits
-// with EX_CONFIG (78) and systemd's RestartPreventExitStatus stops.
+// database are refused, or the database turned out corrupt while running
+// (it then wraps bonds.ErrCorrupt): restarting will not help, so the
+// command exits with EX_CONFIG (78) and systemd's RestartPreventExitStatus
+// stops.
 var ErrConfig = errors.New("refused to start")
 
 // Options configures Run. Config is required; the rest are seams.
