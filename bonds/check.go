@@ -88,10 +88,14 @@ func checkTx(ctx context.Context, tx *bolt.Tx, version int) []error {
 		errs = append(errs, fmt.Errorf(format, a...))
 		return len(errs) < maxCheckErrors
 	}
-	for err := range tx.Check() {
-		if !add("bbolt: %v", err) {
-			return errs
+	full := false
+	for err := range tx.Check() { // drained: its goroutine reads the transaction's pages until done
+		if !full {
+			full = !add("bbolt: %v", err)
 		}
+	}
+	if full {
+		return errs
 	}
 	v, err := readVersion(tx)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"os"
+	"syscall"
 )
 
 // checkPages walks the file's page structure the way bbolt will, but
@@ -32,16 +33,28 @@ func checkPages(path string) error {
 	if !ok {
 		return nil
 	}
-	w := &pageWalker{f: f, ps: int64(m.pageSize), hwm: m.pgid, seen: make(map[uint64]bool)}
-	if w.hwm < 2 || int64(w.hwm)*w.ps > fi.Size() {
-		return fmt.Errorf("meta page: high-water mark %d pages of %d bytes, file %d bytes", w.hwm, w.ps, fi.Size())
+	ps := int64(m.pageSize)
+	if m.pgid < 2 || m.pgid > uint64(fi.Size()/ps) {
+		return fmt.Errorf("meta page: high-water mark %d pages of %d bytes, file %d bytes", m.pgid, ps, fi.Size())
 	}
-	if m.freelist != ^uint64(0) {
-		if err := w.freelist(m.freelist); err != nil {
-			return err
+	// Read through a private read-only mapping of the pages below the
+	// high-water mark: every access below is bounds-checked against it,
+	// the file lock keeps it from shrinking meanwhile, and guard turns a
+	// fault (the file cut short under us regardless) into an error.
+	data, err := syscall.Mmap(int(f.Fd()), 0, int(int64(m.pgid)*ps), syscall.PROT_READ, syscall.MAP_SHARED)
+	if err != nil {
+		return fmt.Errorf("mmap: %w", err)
+	}
+	defer func() { _ = syscall.Munmap(data) }()
+	w := &pageWalker{data: data, ps: ps, hwm: m.pgid, seen: make(map[uint64]bool)}
+	return guard(func() error {
+		if m.freelist != ^uint64(0) {
+			if err := w.freelist(m.freelist); err != nil {
+				return err
+			}
 		}
-	}
-	return w.tree(m.root, 0)
+		return w.tree(m.root, 0)
+	})
 }
 
 // meta is what checkPages and checkLength need of a bbolt meta page.
@@ -105,7 +118,7 @@ func bestMeta(f *os.File) (meta, bool) {
 }
 
 type pageWalker struct {
-	f    *os.File
+	data []byte // the pages below hwm
 	ps   int64
 	hwm  uint64
 	seen map[uint64]bool
@@ -117,10 +130,8 @@ func (w *pageWalker) page(id uint64) ([]byte, error) {
 	if id < 2 || id >= w.hwm {
 		return nil, fmt.Errorf("page %d: out of range [2, %d)", id, w.hwm)
 	}
-	var hdr [pageHeaderSize]byte
-	if _, err := w.f.ReadAt(hdr[:], int64(id)*w.ps); err != nil {
-		return nil, fmt.Errorf("page %d: %w", id, err)
-	}
+	off := int64(id) * w.ps
+	hdr := w.data[off : off+pageHeaderSize]
 	ne := binary.NativeEndian
 	if got := ne.Uint64(hdr[0:]); got != id {
 		return nil, fmt.Errorf("page %d: header says page %d", id, got)
@@ -135,11 +146,7 @@ func (w *pageWalker) page(id uint64) ([]byte, error) {
 		}
 		w.seen[i] = true
 	}
-	b := make([]byte, int64(over+1)*w.ps)
-	if _, err := w.f.ReadAt(b, int64(id)*w.ps); err != nil {
-		return nil, fmt.Errorf("page %d: %w", id, err)
-	}
-	return b, nil
+	return w.data[off : off+int64(over+1)*w.ps], nil
 }
 
 func (w *pageWalker) freelist(id uint64) error {
