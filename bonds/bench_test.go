@@ -22,7 +22,8 @@ import (
 //     commit keeps below 1.
 //   - BoltBatchSingle: bbolt's db.Batch with one writer, to show why it is
 //     not used: each call waits out MaxBatchDelay.
-//   - Open100kLocks, LockLookup100k: a file with 100,000 locks.
+//   - Open100kLocks, LockLookup100k: a file with 100,000 locks; Open
+//     reads and checks the whole file (readCheck), so it is linear in it.
 
 func benchCommand(n uint64) Command {
 	c := testCommand(n)

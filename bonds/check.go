@@ -28,10 +28,18 @@ func (db *DB) Check(ctx context.Context) error {
 	if db.closed {
 		return fmt.Errorf("bonds: check %s: %w", db.path, ErrClosed)
 	}
-	err := db.bolt.Update(func(tx *bolt.Tx) error {
-		errs = checkTx(ctx, tx, schemaVersion)
-		return errRollback
+	if err := db.Err(); err != nil {
+		return err
+	}
+	err := guard(func() error {
+		return db.bolt.Update(func(tx *bolt.Tx) error {
+			errs = checkTx(ctx, tx, schemaVersion)
+			return errRollback
+		})
 	})
+	if errors.Is(err, errPanicked) {
+		return db.fail(err)
+	}
 	if err != nil && !errors.Is(err, errRollback) {
 		return fmt.Errorf("bonds: check %s: %w", db.path, err)
 	}
@@ -54,14 +62,11 @@ func checkFile(ctx context.Context, path string, opts Options, version int) erro
 	}
 	defer func() { _ = b.Close() }()
 	var errs []error
-	err = b.View(func(tx *bolt.Tx) (err error) {
-		defer func() {
-			if p := recover(); p != nil {
-				err = fmt.Errorf("bbolt panicked: %v", p)
-			}
-		}()
-		errs = checkTx(ctx, tx, version)
-		return nil
+	err = guard(func() error {
+		return b.View(func(tx *bolt.Tx) error {
+			errs = checkTx(ctx, tx, version)
+			return nil
+		})
 	})
 	if err != nil {
 		return fmt.Errorf("bonds: check %s: %w: %w", path, ErrCheck, err)
@@ -83,10 +88,14 @@ func checkTx(ctx context.Context, tx *bolt.Tx, version int) []error {
 		errs = append(errs, fmt.Errorf(format, a...))
 		return len(errs) < maxCheckErrors
 	}
-	for err := range tx.Check() {
-		if !add("bbolt: %v", err) {
-			return errs
+	full := false
+	for err := range tx.Check() { // drained: its goroutine reads the transaction's pages until done
+		if !full {
+			full = !add("bbolt: %v", err)
 		}
+	}
+	if full {
+		return errs
 	}
 	v, err := readVersion(tx)
 	if err != nil {

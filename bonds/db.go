@@ -2,11 +2,9 @@ package bonds
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"github.com/gatewayd/gatewayd/internal/atomicfile"
-	"hash/fnv"
 	"io"
 	"log/slog"
 	"os"
@@ -120,6 +118,11 @@ type DB struct {
 	stop chan struct{} // closes the background loop
 	wg   sync.WaitGroup
 
+	// Set once bbolt panicked on the open file (see fail in guard.go).
+	failOnce sync.Once
+	failErr  atomic.Pointer[error]
+	failed   chan struct{}
+
 	commits, writes, seenFlushes atomic.Uint64
 	enqueued                     atomic.Uint64 // writes handed to the committer (tests wait on it)
 	inflight                     atomic.Int64  // writes waiting for their commit (Progress)
@@ -165,8 +168,11 @@ func (db *DB) Path() string { return db.path }
 // written beside it and linked in) if it does not exist; its directory must
 // exist. It refuses, and never modifies, a file the group or others can
 // access (ErrPermissions), a file it cannot read as a bbolt database of
-// this schema, including an empty one (ErrCorrupt), and a newer schema
-// (ErrSchemaTooNew). An older schema is migrated in one transaction.
+// this schema, including an empty one or one with a garbled page anywhere
+// in its tree or freelist (ErrCorrupt: it reads the whole file, see
+// readCheck), and a newer schema (ErrSchemaTooNew). An older schema is
+// migrated in one transaction. Whether a missing file may be created is
+// the caller's policy (the daemon allows it only on a first start).
 //
 // Open starts the committer (group commit) and the background loop (seen
 // flushes, pruning); Close stops them.
@@ -180,6 +186,10 @@ func Open(path string, opts Options) (*DB, error) {
 		_ = b.Close()
 		return nil, err
 	}
+	if err := readCheck(b, path); err != nil {
+		_ = b.Close()
+		return nil, err
+	}
 	ids, err := loadIDs(b, path)
 	if err != nil {
 		_ = b.Close()
@@ -189,8 +199,9 @@ func Open(path string, opts Options) (*DB, error) {
 		path: path, opts: opts, log: opts.Logger, bolt: b,
 		reqs: make(chan *request, maxBatch),
 		ids:  ids, txIDs: make(map[CommandID]int64),
-		seen: make(map[LockID]seenUpdate),
-		stop: make(chan struct{}),
+		seen:   make(map[LockID]seenUpdate),
+		stop:   make(chan struct{}),
+		failed: make(chan struct{}),
 	}
 	db.wg.Add(2)
 	go db.committer()
@@ -235,6 +246,9 @@ func (db *DB) write(ctx context.Context, fn func(tx *bolt.Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if err := db.Err(); err != nil {
+		return err
+	}
 	db.inflight.Add(1)
 	defer db.inflight.Add(-1)
 	r := &request{fn: fn, done: make(chan error, 1)}
@@ -271,14 +285,22 @@ func (db *DB) write(ctx context.Context, fn func(tx *bolt.Tx) error) error {
 	}
 }
 
-// view runs fn in a read transaction, after checking db is open.
+// view runs fn in a read transaction, after checking db is open and not
+// failed, under guard: a panic fails the database (fail).
 func (db *DB) view(fn func(tx *bolt.Tx) error) error {
 	db.mu.RLock()
 	defer db.mu.RUnlock()
 	if db.closed {
 		return ErrClosed
 	}
-	return db.bolt.View(fn)
+	if err := db.Err(); err != nil {
+		return err
+	}
+	err := guard(func() error { return db.bolt.View(fn) })
+	if errors.Is(err, errPanicked) {
+		return db.fail(err)
+	}
+	return err
 }
 
 // committer is group commit. It blocks for one request, then takes every
@@ -318,25 +340,42 @@ var errFnFailed = errors.New("a write in the batch failed")
 
 // commitBatch commits batch in one transaction. A write whose fn fails is
 // taken out and run alone after the others, so one bad write (a duplicate,
-// a bad transition) costs its batch-mates nothing but a re-run.
+// a bad transition) costs its batch-mates nothing but a re-run. A panic
+// (a page bbolt cannot read) fails the database: every write of the batch
+// gets ErrCorrupt, and nothing of it commits.
 func (db *DB) commitBatch(batch []*request) {
+	if err := db.Err(); err != nil {
+		for _, r := range batch {
+			r.done <- err
+		}
+		return
+	}
 	var solo []*request
 	for len(batch) > 0 {
 		failed := -1
-		err := db.bolt.Update(func(tx *bolt.Tx) error {
-			clear(db.txIDs)
-			for i, r := range batch {
-				if err := safeCall(r.fn, tx); err != nil {
-					failed = i
-					return errFnFailed
+		err := guard(func() error {
+			return db.bolt.Update(func(tx *bolt.Tx) error {
+				clear(db.txIDs)
+				for i, r := range batch {
+					if err := r.fn(tx); err != nil {
+						failed = i
+						return errFnFailed
+					}
 				}
-			}
-			if err := db.commitFault(); err != nil {
-				return err
-			}
-			tx.OnCommit(db.committed)
-			return nil
+				if err := db.commitFault(); err != nil {
+					return err
+				}
+				tx.OnCommit(db.committed)
+				return nil
+			})
 		})
+		if errors.Is(err, errPanicked) {
+			err = db.fail(err)
+			for _, r := range append(batch, solo...) {
+				r.done <- err
+			}
+			return
+		}
 		if failed >= 0 {
 			solo = append(solo, batch[failed])
 			batch = append(batch[:failed:failed], batch[failed+1:]...)
@@ -352,18 +391,27 @@ func (db *DB) commitBatch(batch []*request) {
 		}
 		break
 	}
-	for _, r := range solo {
-		err := db.bolt.Update(func(tx *bolt.Tx) error {
-			clear(db.txIDs)
-			if err := safeCall(r.fn, tx); err != nil {
-				return err
-			}
-			if err := db.commitFault(); err != nil {
-				return err
-			}
-			tx.OnCommit(db.committed)
-			return nil
+	for i, r := range solo {
+		err := guard(func() error {
+			return db.bolt.Update(func(tx *bolt.Tx) error {
+				clear(db.txIDs)
+				if err := r.fn(tx); err != nil {
+					return err
+				}
+				if err := db.commitFault(); err != nil {
+					return err
+				}
+				tx.OnCommit(db.committed)
+				return nil
+			})
 		})
+		if errors.Is(err, errPanicked) {
+			err = db.fail(err)
+			for _, r := range solo[i:] {
+				r.done <- err
+			}
+			return
+		}
 		if err == nil {
 			db.writes.Add(1)
 		}
@@ -399,15 +447,6 @@ func (db *DB) committed() {
 	}
 	db.idxMu.Unlock()
 	clear(db.txIDs)
-}
-
-func safeCall(fn func(*bolt.Tx) error, tx *bolt.Tx) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("bonds: write panicked: %v", p)
-		}
-	}()
-	return fn(tx)
 }
 
 // background flushes coalesced seen values and prunes the journal.
@@ -461,8 +500,8 @@ func openFile(path string, opts Options, readOnly bool) (*bolt.DB, error) {
 		if fi.Size() == 0 {
 			return nil, corrupt(path, errors.New("the file is empty (0 bytes): gatewayd creates its database atomically, so an empty file was not written by it or was cut off by the file system"))
 		}
-		if err := checkLength(path, fi.Size()); err != nil {
-			return nil, corrupt(path, err)
+		if err := checkStructure(path, fi.Size(), readOnly, opts.Timeout); err != nil {
+			return nil, err
 		}
 	}
 	b, err := boltOpen(path, &bolt.Options{Timeout: opts.Timeout, ReadOnly: readOnly, NoSync: opts.NoSync, FreelistType: bolt.FreelistMapType})
@@ -470,6 +509,47 @@ func openFile(path string, opts Options, readOnly bool) (*bolt.DB, error) {
 		return nil, err
 	}
 	return b, nil
+}
+
+// checkStructure runs checkLength and checkPages while holding the file
+// lock bbolt is about to take (shared for readOnly, else exclusive), so
+// that a running gatewayd's writes are never read half done: with the
+// lock held elsewhere for timeout, it returns ErrLocked as bbolt would.
+// The lock is released before bbolt takes its own (a second flock on
+// another descriptor would conflict with it); another process writing in
+// between writes sound pages.
+func checkStructure(path string, size int64, readOnly bool, timeout time.Duration) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("bonds: open %s: %w", path, err)
+	}
+	defer f.Close()
+	how := syscall.LOCK_EX
+	if readOnly {
+		how = syscall.LOCK_SH
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		err := syscall.Flock(int(f.Fd()), how|syscall.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if err != syscall.EWOULDBLOCK {
+			return fmt.Errorf("bonds: open %s: flock: %w", path, err)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("bonds: open %s: no lock after %v (is gatewayd running? stop it first): %w", path, timeout, ErrLocked)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	defer func() { _ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN) }()
+	if err := checkLength(path, size); err != nil {
+		return corrupt(path, err)
+	}
+	if err := checkPages(path); err != nil {
+		return corrupt(path, err)
+	}
+	return nil
 }
 
 // checkLength refuses a file shorter than its own meta page says, before
@@ -486,40 +566,8 @@ func checkLength(path string, size int64) error {
 		return err
 	}
 	defer f.Close()
-	const hdr = 16 // bbolt's page header: id, flags, count, overflow
-	type meta struct {
-		pageSize   uint32
-		pgid, txid uint64
-		ok         bool
-	}
-	read := func(off int64) meta {
-		var b [hdr + 64]byte
-		if _, err := f.ReadAt(b[:], off); err != nil {
-			return meta{}
-		}
-		m := b[hdr:]
-		ne := binary.NativeEndian
-		if ne.Uint32(m[0:]) != 0xED0CDAED || ne.Uint32(m[4:]) != 2 {
-			return meta{}
-		}
-		h := fnv.New64a()
-		_, _ = h.Write(m[:56])
-		if h.Sum64() != ne.Uint64(m[56:]) {
-			return meta{}
-		}
-		return meta{pageSize: ne.Uint32(m[8:]), pgid: ne.Uint64(m[40:]), txid: ne.Uint64(m[48:]), ok: true}
-	}
-	m0 := read(0)
-	ps := int64(m0.pageSize)
-	if !m0.ok || ps < 512 || ps > 1<<20 {
-		ps = int64(os.Getpagesize())
-	}
-	m1 := read(ps)
-	best := m0
-	if m1.ok && (!m0.ok || m1.txid > m0.txid) {
-		best = m1
-	}
-	if !best.ok {
+	best, ok := bestMeta(f)
+	if !ok {
 		return nil
 	}
 	if need := int64(best.pgid) * int64(best.pageSize); size < need {
@@ -530,13 +578,13 @@ func checkLength(path string, size int64) error {
 
 // boltOpen maps bbolt's open errors (and panics on garbled pages) onto ours.
 func boltOpen(path string, o *bolt.Options) (b *bolt.DB, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			b, err = nil, corrupt(path, fmt.Errorf("bbolt panicked: %v", p))
-		}
-	}()
-	b, err = bolt.Open(path, 0o600, o)
+	err = guard(func() error {
+		b, err = bolt.Open(path, 0o600, o)
+		return err
+	})
 	switch {
+	case errors.Is(err, errPanicked):
+		return nil, corrupt(path, err)
 	case err == nil:
 		return b, nil
 	case errors.Is(err, bolterr.ErrTimeout):

@@ -49,19 +49,21 @@ func (db *DB) lookup(id CommandID) ([]byte, bool) {
 // loadIDs builds the ID index from the journal's keys.
 func loadIDs(b *bolt.DB, path string) (map[CommandID]int64, error) {
 	ids := make(map[CommandID]int64)
-	err := b.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketJournal).Cursor()
-		for k, _ := c.First(); k != nil; k, _ = c.Next() {
-			ns, id, ok := splitJournalKey(k)
-			if !ok {
-				return fmt.Errorf("journal key %x is %d bytes, want %d", k, len(k), journalKeyLen)
+	err := guard(func() error {
+		return b.View(func(tx *bolt.Tx) error {
+			c := tx.Bucket(bucketJournal).Cursor()
+			for k, _ := c.First(); k != nil; k, _ = c.Next() {
+				ns, id, ok := splitJournalKey(k)
+				if !ok {
+					return fmt.Errorf("journal key %x is %d bytes, want %d", k, len(k), journalKeyLen)
+				}
+				if _, dup := ids[id]; dup {
+					return fmt.Errorf("command %s is in the journal twice", id)
+				}
+				ids[id] = ns
 			}
-			if _, dup := ids[id]; dup {
-				return fmt.Errorf("command %s is in the journal twice", id)
-			}
-			ids[id] = ns
-		}
-		return nil
+			return nil
+		})
 	})
 	if err != nil {
 		return nil, corrupt(path, err)

@@ -58,10 +58,12 @@ func BackupFile(ctx context.Context, path, dst string, opts Options) (int64, err
 	defer func() { _ = b.Close() }()
 	var n int64
 	err = writeFileAtomic(dst, func(w io.Writer) error {
-		return b.View(func(tx *bolt.Tx) error {
-			var err error
-			n, err = tx.WriteTo(w)
-			return err
+		return guard(func() error {
+			return b.View(func(tx *bolt.Tx) error {
+				var err error
+				n, err = tx.WriteTo(w)
+				return err
+			})
 		})
 	})
 	if err != nil {
@@ -111,7 +113,7 @@ func Compact(ctx context.Context, src, dst string, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("bonds: compact %s: %w", src, err)
 	}
-	err = bolt.Compact(to, from, 64<<20)
+	err = guard(func() error { return bolt.Compact(to, from, 64<<20) })
 	if err == nil {
 		err = to.View(func(tx *bolt.Tx) error {
 			v, err := readVersion(tx)
@@ -235,7 +237,18 @@ func ExportFile(ctx context.Context, path string, w io.Writer, opts Options) err
 	}
 	defer func() { _ = b.Close() }()
 	var x export
-	err = b.View(func(tx *bolt.Tx) error {
+	err = guard(func() error { return exportView(ctx, b, path, opts, &x) })
+	if err == nil {
+		err = writeJSON(w, &x)
+	}
+	if err != nil {
+		return fmt.Errorf("bonds: export %s: %w", path, err)
+	}
+	return nil
+}
+
+func exportView(ctx context.Context, b *bolt.DB, path string, opts Options, x *export) error {
+	return b.View(func(tx *bolt.Tx) error {
 		v, err := readVersion(tx)
 		if err != nil {
 			return corrupt(path, err)
@@ -245,16 +258,9 @@ func ExportFile(ctx context.Context, path string, w io.Writer, opts Options) err
 		} else if v < schemaVersion {
 			return fmt.Errorf("schema version %d: start gatewayd once to migrate it to %d", v, schemaVersion)
 		}
-		x, err = exportTx(ctx, tx, opts.Now().Round(0).UTC())
+		*x, err = exportTx(ctx, tx, opts.Now().Round(0).UTC())
 		return err
 	})
-	if err == nil {
-		err = writeJSON(w, &x)
-	}
-	if err != nil {
-		return fmt.Errorf("bonds: export %s: %w", path, err)
-	}
-	return nil
 }
 
 func writeJSON(w io.Writer, x *export) error {

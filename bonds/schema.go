@@ -82,12 +82,15 @@ func readVersion(tx *bolt.Tx) (int, error) {
 // migrations from it to target in one write transaction: either every
 // step and the new version commit, or nothing does. A file that already is
 // at target is not written to at all.
-func migrateOpen(b *bolt.DB, path string, table []migration, target int, now func() time.Time) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = corrupt(path, fmt.Errorf("bbolt panicked: %v", p))
-		}
-	}()
+func migrateOpen(b *bolt.DB, path string, table []migration, target int, now func() time.Time) error {
+	err := guard(func() error { return migrate(b, path, table, target) })
+	if errors.Is(err, errPanicked) {
+		return corrupt(path, err)
+	}
+	return err
+}
+
+func migrate(b *bolt.DB, path string, table []migration, target int) (err error) {
 	var v int
 	if err := b.View(func(tx *bolt.Tx) error {
 		var err error

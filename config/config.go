@@ -3,13 +3,14 @@ package config
 import (
 	"bytes"
 	"fmt"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/gatewayd/gatewayd/internal/filetrust"
 )
 
 // DefaultPath is where systemd's unit points gatewayd.
@@ -126,9 +127,11 @@ type Log struct {
 	Format string `toml:"format"`
 }
 
-// Load reads and parses the file at path.
+// Load reads and parses the file at path: a regular file of at most
+// MaxConfigFile bytes that only root or gatewayd's user can change, in
+// directories only they can write (internal/filetrust).
 func Load(path string) (*Config, error) {
-	b, err := os.ReadFile(path)
+	b, err := filetrust.ReadFile(path, filetrust.Public, MaxConfigFile)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}

@@ -9,13 +9,16 @@ var (
 	// TOML, has a key this build does not know, or a value out of range.
 	ErrInvalid = errors.New("invalid configuration")
 
-	// ErrPermissions is returned by LoadKeys when a private key or password
-	// file can be read by its group or by others, or is not a regular
-	// file.
-	ErrPermissions = errors.New("secret file permissions too open")
+	// ErrPermissions is returned by LoadKeys, ReadSecret and ReadPublic
+	// when a file is not a regular file (a FIFO, a device), when a private
+	// key or password file can be read by its group or by others or is
+	// owned by another user than gatewayd's, or when a key, credential or
+	// certificate file or a directory above it can be changed by a user
+	// other than root and gatewayd's (internal/filetrust).
+	ErrPermissions = errors.New("file permissions or type refused")
 
 	// ErrKeys is returned by LoadKeys when a key or credential file is
-	// missing, malformed, or does not match the others (the credential
+	// missing, larger than it can be, malformed, or does not match the others (the credential
 	// is not for this gateway, not issued by a configured root, expired,
 	// or certifies a different public key than the private key's).
 	ErrKeys = errors.New("gateway keys unusable")

@@ -1,20 +1,20 @@
 package config
 
 import (
-	"io"
-
 	"bytes"
 	"crypto/ed25519"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
-	"github.com/gatewayd/gatewayd/internal/atomicfile"
+	"io"
 	"io/fs"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/gatewayd/gatewayd/firmware/cred"
+	"github.com/gatewayd/gatewayd/internal/atomicfile"
+	"github.com/gatewayd/gatewayd/internal/filetrust"
 )
 
 // GatewayKeys are the gateway's identity and the fleet roots it trusts,
@@ -47,9 +47,9 @@ func LoadKeys(k Keys, gatewayID string, now time.Time) (*GatewayKeys, error) {
 		}
 		roots.Add(cred.RootKID(pub), pub)
 	}
-	raw, err := os.ReadFile(k.Credential)
+	raw, err := ReadPublic(k.Credential, MaxKeyFile)
 	if err != nil {
-		return nil, fmt.Errorf("%w: gateway credential: %w", ErrKeys, err)
+		return nil, fmt.Errorf("gateway credential: %w", err)
 	}
 	c, err := cred.Parse(raw, roots)
 	if err != nil {
@@ -72,31 +72,54 @@ func LoadKeys(k Keys, gatewayID string, now time.Time) (*GatewayKeys, error) {
 	return &GatewayKeys{Cert: c, Key: key, Roots: roots}, nil
 }
 
-// ReadSecret reads a secret file (a private key, a password), refusing one
-// its group or others may read. The content is returned without a
-// trailing newline.
+// Bounds of what a file can hold; a larger one is refused before it is
+// read (a misconfigured path to /dev/zero or a log file).
+const (
+	// MaxKeyFile bounds a key, a password, a credential or a fleet root.
+	MaxKeyFile = 64 << 10
+	// MaxCertFile bounds a PEM file of certificates (a CA bundle).
+	MaxCertFile = 1 << 20
+	// MaxConfigFile bounds the configuration file.
+	MaxConfigFile = 1 << 20
+)
+
+// readFile reads a file gatewayd must be able to trust (internal/filetrust):
+// a regular file (never a FIFO or a device: it is checked before it is
+// opened, opened without blocking and checked again), at most max bytes,
+// owned by root or the user gatewayd runs as (a secret: by that user, mode
+// 0600), in directories nobody else can write. Errors wrap ErrPermissions
+// for the file's type, owner or mode, else ErrKeys, and name the file and
+// the command that fixes it.
+func readFile(path string, kind filetrust.Kind, max int64) ([]byte, error) {
+	b, err := filetrust.ReadFile(path, kind, max)
+	switch {
+	case err == nil:
+		return b, nil
+	case errors.Is(err, filetrust.ErrUntrusted), errors.Is(err, filetrust.ErrNotRegular):
+		return nil, fmt.Errorf("%w: %w", ErrPermissions, err)
+	default:
+		return nil, fmt.Errorf("%w: %w", ErrKeys, err)
+	}
+}
+
+// ReadSecret reads a secret file (a private key, a password): a regular
+// file of at most MaxKeyFile bytes, owned by the user gatewayd runs as, that
+// its group and others cannot read (see readFile). The content is
+// returned without a trailing newline.
 func ReadSecret(path string) ([]byte, error) {
-	f, err := os.Open(path)
+	b, err := readFile(path, filetrust.Secret, MaxKeyFile)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrKeys, err)
+		return nil, err
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrKeys, err)
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%w: %s is not a regular file", ErrPermissions, path)
-	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("%w: %s is mode %04o; run: chmod 600 %s", ErrPermissions, path, st.Mode().Perm(), path)
-	}
-	b := make([]byte, st.Size()+1)
-	n, err := f.Read(b)
-	if err != nil && n == 0 {
-		return nil, fmt.Errorf("%w: read %s: %w", ErrKeys, path, err)
-	}
-	return bytes.TrimRight(b[:n], "\r\n"), nil
+	return bytes.TrimRight(b, "\r\n"), nil
+}
+
+// ReadPublic reads a file that is not secret but must not be changed by
+// anyone else (a fleet root, a credential, a certificate): a regular file
+// of at most max bytes, owned by root or the user gatewayd runs as, that
+// its group and others cannot write (see readFile).
+func ReadPublic(path string, max int64) ([]byte, error) {
+	return readFile(path, filetrust.Public, max)
 }
 
 // ReadPrivateKey reads an Ed25519 private key in PEM PKCS #8 from a file
@@ -122,12 +145,13 @@ func ReadPrivateKey(path string) (ed25519.PrivateKey, error) {
 	return ek, nil
 }
 
-// ReadPublicKey reads an Ed25519 public key in PEM PKIX. Errors wrap
-// ErrKeys.
+// ReadPublicKey reads an Ed25519 public key in PEM PKIX from a file only
+// root or gatewayd's user can change (ReadPublic). Errors wrap ErrKeys or
+// ErrPermissions.
 func ReadPublicKey(path string) (ed25519.PublicKey, error) {
-	b, err := os.ReadFile(path)
+	b, err := ReadPublic(path, MaxKeyFile)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrKeys, err)
+		return nil, err
 	}
 	blk, _ := pem.Decode(b)
 	if blk == nil || blk.Type != "PUBLIC KEY" {

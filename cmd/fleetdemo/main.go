@@ -391,7 +391,9 @@ level = "debug"
 	}
 	d.say("   gatewayd.toml: keys from step 1, database gatewayd.db, broker %s,", d.brokerURL)
 	d.say("   metrics on %s, admin socket run/admin.sock", d.metricsAddr)
-	d.say("   $ DBUS_SYSTEM_BUS_ADDRESS=%s NOTIFY_SOCKET=notify.sock gatewayd run -config gatewayd.toml", d.bus.Addr)
+	d.say("   $ DBUS_SYSTEM_BUS_ADDRESS=%s NOTIFY_SOCKET=notify.sock gatewayd run -init -config gatewayd.toml", d.bus.Addr)
+	d.say("   (-init: the first start creates the database in a directory that holds other files;")
+	d.say("   later starts refuse to run without it, since a lost database loses the journal)")
 	msg, err := d.runDaemon()
 	if err != nil {
 		return err
@@ -431,7 +433,11 @@ func (d *demo) runDaemon() (string, error) {
 	if d.verbose {
 		w = io.MultiWriter(logf, d.errOut)
 	}
-	cmd := exec.Command(filepath.Join(d.bin, "gatewayd"), "run", "-config", d.path("gatewayd.toml"))
+	args := []string{"run", "-config", d.path("gatewayd.toml")}
+	if _, err := os.Stat(d.path("gatewayd.db")); errors.Is(err, os.ErrNotExist) {
+		args = append(args, "-init") // the first start: the directory holds the keys too
+	}
+	cmd := exec.Command(filepath.Join(d.bin, "gatewayd"), args...)
 	cmd.Dir = d.dir
 	cmd.Env = append(os.Environ(), "DBUS_SYSTEM_BUS_ADDRESS="+d.bus.Addr, "NOTIFY_SOCKET="+sock)
 	p, err := d.start("gatewayd", cmd, w, logf)

@@ -20,6 +20,10 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// The first SIGTERM stops gatewayd in order; after it, the signals'
+	// default action is back, so a second one ends a start or a stop
+	// that is stuck at once, instead of being caught and ignored.
+	go func() { <-ctx.Done(); stop() }()
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	switch {
@@ -47,7 +51,8 @@ var errUsage = errors.New("usage")
 const rootUsage = `usage: gatewayd COMMAND [ARGS]
 
 Commands:
-  run [-config PATH]         run the daemon (default config /etc/gatewayd/gatewayd.toml)
+  run [-config PATH] [-init] run the daemon (default config /etc/gatewayd/gatewayd.toml);
+                             -init: create a missing database in a directory that is not empty
   db backup  -db PATH FILE   copy the database consistently to FILE (mode 0600)
   db check   -db PATH        bbolt's consistency check and the schema's invariants
   db export  -db PATH        the database as JSON on stdout, without secrets

@@ -22,10 +22,16 @@ var errConfig = errors.New("configuration refused")
 // failing); main exits 75 (EX_TEMPFAIL), which the unit restarts.
 var errTemporary = errors.New("temporarily unable to start")
 
-const runUsage = `usage: gatewayd run [-config PATH]
+const runUsage = `usage: gatewayd run [-config PATH] [-init]
 
 Runs the daemon (under systemd: systemd/gatewayd.service). The
 configuration is described in config/gatewayd.example.toml.
+
+A missing database is created only on a first start: when its directory
+is empty (as systemd's StateDirectory= creates it), or with -init. In a
+directory that held one, a missing database was lost, and gatewayd
+refuses to start (exit 78): restore a backup, or pass -init once to
+start afresh, forgetting every journalled command.
 `
 
 func runDaemon(ctx context.Context, args []string, stderr io.Writer) error {
@@ -33,6 +39,7 @@ func runDaemon(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, runUsage) }
 	path := fs.String("config", config.DefaultPath, "configuration file")
+	init := fs.Bool("init", false, "create a missing database even if its directory is not empty (a deliberate fresh start)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -44,7 +51,7 @@ func runDaemon(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", errConfig, err)
 	}
-	err = daemon.Run(ctx, daemon.Options{Config: cfg, Logger: newLogger(cfg.Log, stderr)})
+	err = daemon.Run(ctx, daemon.Options{Config: cfg, Logger: newLogger(cfg.Log, stderr), Init: *init})
 	switch {
 	case errors.Is(err, daemon.ErrConfig):
 		return fmt.Errorf("%w: %w", errConfig, err)

@@ -19,7 +19,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"runtime/debug"
 	"sync/atomic"
@@ -45,8 +44,10 @@ import (
 )
 
 // ErrConfig is returned by Run when the configuration, the keys or the
-// database are refused: restarting will not help, so the command exits
-// with EX_CONFIG (78) and systemd's RestartPreventExitStatus stops.
+// database are refused, or the database turned out corrupt while running
+// (it then wraps bonds.ErrCorrupt): restarting will not help, so the
+// command exits with EX_CONFIG (78) and systemd's RestartPreventExitStatus
+// stops.
 var ErrConfig = errors.New("refused to start")
 
 // Options configures Run. Config is required; the rest are seams.
@@ -81,11 +82,23 @@ type Options struct {
 	// progress before the watchdog withholds systemd's ping (default
 	// DefaultStallAfter).
 	StallAfter time.Duration
+	// Init allows creating a missing database in a state directory that
+	// is not empty (`gatewayd run -init`); without it, a missing database
+	// is created only in an empty directory (a first start), and refused
+	// otherwise (it was lost: restore a backup).
+	Init bool
 }
 
 // Run runs the daemon until ctx ends (a clean stop, nil) or a part fails
 // for good.
 func Run(ctx context.Context, opts Options) (err error) {
+	defer func() {
+		// A database found corrupt, at start or while running, is the
+		// operator's to fix (db check, restore): no restart loop.
+		if errors.Is(err, bonds.ErrCorrupt) && !errors.Is(err, ErrConfig) {
+			err = fmt.Errorf("%w: %w", ErrConfig, err)
+		}
+	}()
 	cfg := opts.Config
 	log := opts.Logger
 	if log == nil {
@@ -118,6 +131,9 @@ func Run(ctx context.Context, opts Options) (err error) {
 	tlsCfg, password, err := mqttSecrets(cfg.MQTT)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
 	}
 	// A read-only, full or failing file system is waited for, not refused.
 	db, err := openDatabase(ctx, opts, cfg.Database.Path,
@@ -315,6 +331,14 @@ func Run(ctx context.Context, opts Options) (err error) {
 	g.Go(func() error { presence(gctx, ad, db, sched, pres, log); return nil })
 	g.Go(func() error { sweepUnverified(gctx, db, now, log.With("subsystem", "bookkeeping")); return nil })
 	g.Go(func() error {
+		select {
+		case <-db.Failed(): // bbolt could not read the file: stop in order
+			return db.Err()
+		case <-gctx.Done():
+			return nil
+		}
+	})
+	g.Go(func() error {
 		// Alive is not enough: the main loops must make progress when
 		// they have work (progressWatch).
 		return notify.Watchdog(gctx, func() error {
@@ -420,7 +444,7 @@ func mqttSecrets(m config.MQTT) (*tls.Config, string, error) {
 	}
 	tc := &tls.Config{MinVersion: tls.VersionTLS12}
 	if m.CAFile != "" {
-		pem, err := os.ReadFile(m.CAFile)
+		pem, err := config.ReadPublic(m.CAFile, config.MaxCertFile)
 		if err != nil {
 			return nil, "", fmt.Errorf("mqtt.ca_file: %w", err)
 		}
@@ -430,10 +454,15 @@ func mqttSecrets(m config.MQTT) (*tls.Config, string, error) {
 		}
 	}
 	if m.CertFile != "" {
-		if _, err := config.ReadSecret(m.KeyFile); err != nil {
+		key, err := config.ReadSecret(m.KeyFile)
+		if err != nil {
 			return nil, "", fmt.Errorf("mqtt.key_file: %w", err)
 		}
-		c, err := tls.LoadX509KeyPair(m.CertFile, m.KeyFile)
+		cert, err := config.ReadPublic(m.CertFile, config.MaxCertFile)
+		if err != nil {
+			return nil, "", fmt.Errorf("mqtt.cert_file: %w", err)
+		}
+		c, err := tls.X509KeyPair(cert, key)
 		if err != nil {
 			return nil, "", fmt.Errorf("mqtt.cert_file: %w", err)
 		}

@@ -126,6 +126,9 @@ func newDockBroker(t *testing.T, nLocks int, emuOpts emulator.Options, brokerOpt
 	must(t, config.WritePublicKey(p("fleet-root.pem"), d.fleet.Root.Public().(ed25519.PublicKey)))
 	must(t, config.WritePrivateKey(p("gateway.key"), gw.Key))
 	must(t, config.WriteFile(p("gateway.cwt"), gw.Cert.Raw, 0o644))
+	// The state directory as systemd's StateDirectory= makes it: empty,
+	// so the first start creates the database.
+	must(t, os.Mkdir(p("state"), 0o700))
 	toml := fmt.Sprintf(`gateway_id = "dock-1"
 [keys]
 credential = %q
@@ -144,7 +147,7 @@ listen = "127.0.0.1:0"
 socket = %q
 [log]
 level = "debug"
-`, p("gateway.cwt"), p("gateway.key"), p("fleet-root.pem"), p("gatewayd.db"), d.broker.URL(), p("run/admin.sock"))
+`, p("gateway.cwt"), p("gateway.key"), p("fleet-root.pem"), p("state/gatewayd.db"), d.broker.URL(), p("run/admin.sock"))
 	must(t, os.WriteFile(p("gatewayd.toml"), []byte(toml), 0o644))
 	if d.cfg, err = config.Load(p("gatewayd.toml")); err != nil {
 		t.Fatal(err)

@@ -4,7 +4,10 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/gatewayd/gatewayd/config"
 )
@@ -33,5 +36,44 @@ func TestMQTTSecrets(t *testing.T) {
 	}
 	if _, _, err := mqttSecrets(config.MQTT{CAFile: ca}); err == nil {
 		t.Error("a CA file without a certificate was accepted")
+	}
+}
+
+// TestAttackTLSFilesNotRegular: a CA, certificate or key file that is a
+// FIFO is refused before it is opened (opening it would block the start
+// until something writes to it), and a CA file larger than a certificate
+// bundle can be is refused before it is read.
+func TestAttackTLSFilesNotRegular(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []config.MQTT{{CAFile: fifo}, {CertFile: fifo, KeyFile: fifo}} {
+		done := make(chan error, 1)
+		go func() { _, _, err := mqttSecrets(m); done <- err }()
+		var err error
+		select {
+		case err = <-done:
+		case <-time.After(20 * time.Second): // a safety net: the fix returns at once
+			if f, oerr := os.OpenFile(fifo, os.O_WRONLY, 0); oerr == nil {
+				_ = f.Close()
+			}
+			<-done
+			t.Fatalf("%+v: blocked on the FIFO", m)
+		}
+		if !errors.Is(err, config.ErrPermissions) || !strings.Contains(err.Error(), fifo+" is a FIFO") {
+			t.Errorf("%+v: %v", m, err)
+		}
+	}
+	big := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(big, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(big, 64<<20); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := mqttSecrets(config.MQTT{CAFile: big}); !errors.Is(err, config.ErrKeys) || !strings.Contains(err.Error(), "larger than") {
+		t.Errorf("64 MiB CA file: %v", err)
 	}
 }

@@ -39,7 +39,8 @@ func transientFS(err error) bool {
 // openDatabase opens the database, retrying while its file system is
 // read-only, full or failing (transientFS), for up to opts.OpenRetryFor;
 // it says so in the log and in systemd's STATUS=. Any other refusal is
-// final (ErrConfig).
+// final (ErrConfig), as are those of the state directory's checks
+// (openStateDB).
 func openDatabase(ctx context.Context, opts Options, path string, bo bonds.Options, notify *systemd.Notifier, log *slog.Logger) (*bonds.DB, error) {
 	open := opts.OpenDB
 	if open == nil {
@@ -51,7 +52,7 @@ func openDatabase(ctx context.Context, opts Options, path string, bo bonds.Optio
 	}
 	start := time.Now()
 	for attempt := 0; ; attempt++ {
-		db, err := open(path, bo)
+		db, err := openStateDB(path, opts.Init, open, bo, log)
 		switch {
 		case err == nil:
 			if attempt > 0 {
@@ -59,6 +60,8 @@ func openDatabase(ctx context.Context, opts Options, path string, bo bonds.Optio
 				_ = notify.Notify("STATUS=starting")
 			}
 			return db, nil
+		case errors.Is(err, ErrConfig):
+			return nil, err
 		case errors.Is(err, bonds.ErrLocked):
 			return nil, fmt.Errorf("%w (is another gatewayd running?)", err)
 		case !transientFS(err):

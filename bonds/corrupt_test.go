@@ -1,0 +1,203 @@
+package bonds
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// corruptFixture writes a database with enough in it for branch, leaf and
+// overflow pages in several buckets, closes it and returns its bytes and
+// page size.
+func corruptFixture(t *testing.T) ([]byte, int) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "gatewayd.db")
+	db, err := Open(path, Options{NoSync: true, PruneInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 300 {
+		c := testCommand(uint64(i + 1))
+		if i%50 == 0 {
+			c.Payload = bytes.Repeat([]byte{byte(i)}, 9000) // overflow pages
+		}
+		if _, err := db.Append(bg, c); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.PutLock(bg, Lock{ID: lid(uint64(i + 100)), Address: "C0:00:00:00:00:01", Bond: BondNone}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, int(binary.NativeEndian.Uint32(b[16+8:]))
+}
+
+// corruptions are ways a page goes bad on an SD card or in a bad copy:
+// its header's flags, its element count, its elements (page numbers,
+// offsets, key sizes), or the whole page.
+var corruptions = []struct {
+	name string
+	fn   func(p []byte)
+}{
+	{"flags", func(p []byte) { binary.NativeEndian.PutUint16(p[8:], 0x77) }},
+	{"count", func(p []byte) { binary.NativeEndian.PutUint16(p[10:], 0xffff) }},
+	{"elements", func(p []byte) {
+		for i := 16; i < 16+200 && i < len(p); i++ {
+			p[i] = 0xee
+		}
+	}},
+	{"overflow", func(p []byte) { binary.NativeEndian.PutUint32(p[12:], 0x7fffffff) }},
+	{"page", func(p []byte) {
+		for i := range p {
+			p[i] = 0xff
+		}
+	}},
+}
+
+// TestAttackCorruptPageRefusedAtOpen: every page of a real database
+// (branch, leaf, overflow, freelist), garbled in each of the ways above:
+// Open never panics or dies of a fault; it either refuses the file with
+// ErrCorrupt and the commands that fix it, or the page was not in use
+// (a free page) and the database reads and checks clean. db check and db
+// export on the same file report, never crash.
+func TestAttackCorruptPageRefusedAtOpen(t *testing.T) {
+	good, ps := corruptFixture(t)
+	pages := len(good) / ps
+	if pages < 20 {
+		t.Fatalf("fixture has %d pages; want branch and overflow pages", pages)
+	}
+	dir := t.TempDir()
+	refused := map[string]int{}
+	for _, c := range corruptions {
+		for pg := 2; pg < pages; pg++ {
+			b := bytes.Clone(good)
+			c.fn(b[pg*ps : (pg+1)*ps])
+			// A file of its own: a panic inside bolt.Open leaves bbolt's
+			// descriptor, and with it the file lock, behind.
+			path := filepath.Join(dir, fmt.Sprintf("%s-%d.db", c.name, pg))
+			if err := os.WriteFile(path, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			db, err := Open(path, Options{NoSync: true, PruneInterval: -1, Timeout: -1})
+			if err != nil {
+				if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "gatewayd db check -db "+path) ||
+					!strings.Contains(err.Error(), "restore") {
+					t.Fatalf("%s of page %d: Open = %v, want ErrCorrupt naming db check and restore", c.name, pg, err)
+				}
+				refused[c.name]++
+				if got, _ := os.ReadFile(path); !bytes.Equal(got, b) {
+					t.Fatalf("%s of page %d: the refused file was modified", c.name, pg)
+				}
+				if err := CheckFile(bg, path, Options{Timeout: -1}); err == nil {
+					t.Errorf("%s of page %d: Open refuses the file but db check passes it", c.name, pg)
+				}
+				_ = ExportFile(bg, path, io.Discard, Options{Timeout: -1})
+				continue
+			}
+			// A free page, which nothing reads, or garbled bytes inside a
+			// value (an overflow page has no header): the structure is
+			// sound, bbolt keeps no checksums of values, and a record that
+			// no longer decodes or holds a value out of range is an error
+			// of the call that reads it, and a problem db check reports.
+			_, _ = db.Pending(bg)
+			if err := db.Check(bg); err != nil && !errors.Is(err, ErrCheck) {
+				t.Errorf("%s of page %d: opened; Check = %v, want nil or ErrCheck", c.name, pg, err)
+			}
+			select {
+			case <-db.Failed():
+				t.Errorf("%s of page %d: opened, then failed: %v", c.name, pg, db.Err())
+			default:
+			}
+			if err := db.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, c := range corruptions {
+		if refused[c.name] < pages/2 {
+			t.Errorf("%s: only %d of %d pages refused", c.name, refused[c.name], pages-2)
+		}
+	}
+	t.Logf("%d pages; refused: %v", pages, refused)
+}
+
+// TestAttackCorruptPageWhileOpen: pages that go bad under a running
+// daemon (the file is changed behind bbolt's back) make the reads and
+// writes that meet them return ErrCorrupt, not panic; the database then
+// fails as a whole (Failed closes, every later call returns the same
+// error naming db check), and Close still works.
+func TestAttackCorruptPageWhileOpen(t *testing.T) {
+	db, path := openTest(t, Options{NoSync: true, PruneInterval: -1})
+	for i := range 100 {
+		if _, err := db.Append(bg, testCommand(uint64(i+1))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, _ := f.Stat()
+	ps := int64(os.Getpagesize())
+	var hdr [16]byte
+	for off := 2 * ps; off < fi.Size(); off += ps {
+		if _, err := f.ReadAt(hdr[:], off); err != nil {
+			t.Fatal(err)
+		}
+		binary.NativeEndian.PutUint16(hdr[8:], 0x77) // no page type
+		if _, err := f.WriteAt(hdr[:], off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-db.Failed():
+		t.Fatal("failed before anything read the bad pages")
+	default:
+	}
+	_, err = db.Pending(bg)
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "gatewayd db check -db "+path) {
+		t.Fatalf("Pending over bad pages = %v, want ErrCorrupt naming db check", err)
+	}
+	select {
+	case <-db.Failed():
+	default:
+		t.Fatal("Failed not closed")
+	}
+	if _, err := db.Append(bg, testCommand(1000)); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("Append after the failure = %v, want ErrCorrupt", err)
+	}
+	if err := db.Check(bg); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("Check after the failure = %v, want ErrCorrupt", err)
+	}
+	if err := db.Close(); err != nil {
+		t.Errorf("Close = %v", err)
+	}
+	// The file stays corrupt: the cleanup's check would fail; a fresh
+	// one for it.
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	good, err := Open(path, Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = good.Close()
+}

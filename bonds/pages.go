@@ -1,0 +1,239 @@
+package bonds
+
+import (
+	"encoding/binary"
+	"fmt"
+	"hash/fnv"
+	"os"
+	"syscall"
+)
+
+// checkPages walks the file's page structure the way bbolt will, but
+// reading with ReadAt and checking every bound first, so it can neither
+// panic nor fault: from the meta page bbolt would use, every branch and
+// leaf page of every bucket (page numbers below the high-water mark, no
+// page reached twice, a known page type, element counts and key and value
+// extents inside the page and its overflow) and the freelist page. bbolt
+// itself trusts all of this; its check (tx.Check) runs in a goroutine of
+// its own, where a fault on a garbled key extent kills the process. So
+// Open and db check run checkPages first, and hand the file to bbolt only
+// once its structure is sound. It returns nil for a file with no valid
+// meta page: bbolt refuses those itself.
+func checkPages(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	m, ok := bestMeta(f)
+	if !ok {
+		return nil
+	}
+	ps := int64(m.pageSize)
+	if m.pgid < 2 || m.pgid > uint64(fi.Size()/ps) {
+		return fmt.Errorf("meta page: high-water mark %d pages of %d bytes, file %d bytes", m.pgid, ps, fi.Size())
+	}
+	// Read through a private read-only mapping of the pages below the
+	// high-water mark: every access below is bounds-checked against it,
+	// the file lock keeps it from shrinking meanwhile, and guard turns a
+	// fault (the file cut short under us regardless) into an error.
+	data, err := syscall.Mmap(int(f.Fd()), 0, int(int64(m.pgid)*ps), syscall.PROT_READ, syscall.MAP_SHARED)
+	if err != nil {
+		return fmt.Errorf("mmap: %w", err)
+	}
+	defer func() { _ = syscall.Munmap(data) }()
+	w := &pageWalker{data: data, ps: ps, hwm: m.pgid, seen: make(map[uint64]bool)}
+	return guard(func() error {
+		if m.freelist != ^uint64(0) {
+			if err := w.freelist(m.freelist); err != nil {
+				return err
+			}
+		}
+		return w.tree(m.root, 0)
+	})
+}
+
+// meta is what checkPages and checkLength need of a bbolt meta page.
+type meta struct {
+	pageSize                   uint32
+	root, freelist, pgid, txid uint64
+	ok                         bool
+}
+
+// bbolt's on-disk layout (go.etcd.io/bbolt/internal/common), native byte
+// order.
+const (
+	pageHeaderSize = 16 // id u64, flags u16, count u16, overflow u32
+	elementSize    = 16 // branch: pos u32, ksize u32, pgid u64; leaf: flags, pos, ksize, vsize u32
+	bucketHeader   = 16 // root pgid u64, sequence u64
+	flagBranch     = 0x01
+	flagLeaf       = 0x02
+	flagFreelist   = 0x10
+	leafBucketFlag = 0x01
+	maxTreeDepth   = 64
+)
+
+// readMeta reads the meta page at off; ok is false unless its magic,
+// version and checksum are right.
+func readMeta(f *os.File, off int64) meta {
+	var b [pageHeaderSize + 64]byte
+	if _, err := f.ReadAt(b[:], off); err != nil {
+		return meta{}
+	}
+	m := b[pageHeaderSize:]
+	ne := binary.NativeEndian
+	if ne.Uint32(m[0:]) != 0xED0CDAED || ne.Uint32(m[4:]) != 2 {
+		return meta{}
+	}
+	h := fnv.New64a()
+	_, _ = h.Write(m[:56])
+	if h.Sum64() != ne.Uint64(m[56:]) {
+		return meta{}
+	}
+	return meta{pageSize: ne.Uint32(m[8:]), root: ne.Uint64(m[16:]), freelist: ne.Uint64(m[32:]),
+		pgid: ne.Uint64(m[40:]), txid: ne.Uint64(m[48:]), ok: true}
+}
+
+// bestMeta is the meta page bbolt uses: of the two valid ones, the one
+// with the higher transaction ID.
+func bestMeta(f *os.File) (meta, bool) {
+	m0 := readMeta(f, 0)
+	ps := int64(m0.pageSize)
+	if !m0.ok || ps < 512 || ps > 1<<20 {
+		ps = int64(os.Getpagesize())
+	}
+	m1 := readMeta(f, ps)
+	best := m0
+	if m1.ok && (!m0.ok || m1.txid > m0.txid) {
+		best = m1
+	}
+	if !best.ok || best.pageSize < 512 || best.pageSize > 1<<20 {
+		return meta{}, false
+	}
+	return best, true
+}
+
+type pageWalker struct {
+	data []byte // the pages below hwm
+	ps   int64
+	hwm  uint64
+	seen map[uint64]bool
+}
+
+// page reads page id with its overflow pages, after checking they lie
+// below the high-water mark and were not reached before.
+func (w *pageWalker) page(id uint64) ([]byte, error) {
+	if id < 2 || id >= w.hwm {
+		return nil, fmt.Errorf("page %d: out of range [2, %d)", id, w.hwm)
+	}
+	off := int64(id) * w.ps
+	hdr := w.data[off : off+pageHeaderSize]
+	ne := binary.NativeEndian
+	if got := ne.Uint64(hdr[0:]); got != id {
+		return nil, fmt.Errorf("page %d: header says page %d", id, got)
+	}
+	over := uint64(ne.Uint32(hdr[12:]))
+	if id+over >= w.hwm {
+		return nil, fmt.Errorf("page %d: %d overflow pages run past the high-water mark %d", id, over, w.hwm)
+	}
+	for i := id; i <= id+over; i++ {
+		if w.seen[i] {
+			return nil, fmt.Errorf("page %d: reached twice", i)
+		}
+		w.seen[i] = true
+	}
+	return w.data[off : off+int64(over+1)*w.ps], nil
+}
+
+func (w *pageWalker) freelist(id uint64) error {
+	b, err := w.page(id)
+	if err != nil {
+		return fmt.Errorf("freelist: %w", err)
+	}
+	ne := binary.NativeEndian
+	if fl := ne.Uint16(b[8:]); fl != flagFreelist {
+		return fmt.Errorf("freelist page %d: flags %#x", id, fl)
+	}
+	idx, n := uint64(0), uint64(ne.Uint16(b[10:]))
+	if n == 0xFFFF {
+		if len(b) < pageHeaderSize+8 {
+			return fmt.Errorf("freelist page %d: too short", id)
+		}
+		idx, n = 1, ne.Uint64(b[pageHeaderSize:])
+	}
+	if (idx+n)*8 > uint64(len(b)-pageHeaderSize) {
+		return fmt.Errorf("freelist page %d: %d entries do not fit in %d bytes", id, n, len(b))
+	}
+	for i := idx; i < idx+n; i++ {
+		if p := ne.Uint64(b[pageHeaderSize+8*i:]); p < 2 || p >= w.hwm {
+			return fmt.Errorf("freelist page %d: free page %d out of range [2, %d)", id, p, w.hwm)
+		}
+	}
+	return nil
+}
+
+// tree checks the bucket tree whose root page is id.
+func (w *pageWalker) tree(id uint64, depth int) error {
+	if depth > maxTreeDepth {
+		return fmt.Errorf("page %d: tree deeper than %d", id, maxTreeDepth)
+	}
+	b, err := w.page(id)
+	if err != nil {
+		return err
+	}
+	return w.node(b, id, depth)
+}
+
+// node checks one branch or leaf page (b, whole with its overflow; or an
+// inline bucket's page inside a value) and what it points to.
+func (w *pageWalker) node(b []byte, id uint64, depth int) error {
+	ne := binary.NativeEndian
+	if len(b) < pageHeaderSize {
+		return fmt.Errorf("page %d: %d bytes, shorter than a page header", id, len(b))
+	}
+	flags, n := ne.Uint16(b[8:]), uint64(ne.Uint16(b[10:]))
+	size := uint64(len(b))
+	if pageHeaderSize+n*elementSize > size {
+		return fmt.Errorf("page %d: %d elements do not fit in %d bytes", id, n, size)
+	}
+	for i := range n {
+		off := pageHeaderSize + i*elementSize
+		e := b[off : off+elementSize]
+		switch flags {
+		case flagBranch:
+			pos, ks, child := uint64(ne.Uint32(e[0:])), uint64(ne.Uint32(e[4:])), ne.Uint64(e[8:])
+			if off+pos+ks > size {
+				return fmt.Errorf("page %d: branch element %d's key runs past the page", id, i)
+			}
+			if err := w.tree(child, depth+1); err != nil {
+				return err
+			}
+		case flagLeaf:
+			fl, pos, ks, vs := ne.Uint32(e[0:]), uint64(ne.Uint32(e[4:])), uint64(ne.Uint32(e[8:])), uint64(ne.Uint32(e[12:]))
+			if off+pos+ks+vs > size {
+				return fmt.Errorf("page %d: leaf element %d's key and value run past the page", id, i)
+			}
+			if fl&leafBucketFlag == 0 {
+				continue
+			}
+			v := b[off+pos+ks : off+pos+ks+vs]
+			if len(v) < bucketHeader {
+				return fmt.Errorf("page %d: bucket element %d is %d bytes", id, i, len(v))
+			}
+			if root := ne.Uint64(v); root != 0 {
+				if err := w.tree(root, depth+1); err != nil {
+					return err
+				}
+			} else if err := w.node(v[bucketHeader:], id, depth+1); err != nil {
+				return fmt.Errorf("inline bucket: %w", err)
+			}
+		default:
+			return fmt.Errorf("page %d: flags %#x, not a branch or leaf page", id, flags)
+		}
+	}
+	return nil
+}
