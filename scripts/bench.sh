@@ -63,7 +63,7 @@ metric() {
 }
 
 pair ./firmware/edhoc Handshake HandshakePrimitives 1.3
-pair ./firmware/frame SealOpen64 RawCCM64 1.5
+metric ./firmware/frame SealOpen64Interleaved sealopen/ccm 1.5
 pair ./firmware/command Verify VerifyFloor 1.3
 # A connect-write-notify-disconnect cycle needs 7.5 D-Bus round trips (see
 # bluez/bench_test.go); each benchmark starts a private bus and an emulator.
