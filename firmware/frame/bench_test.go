@@ -4,47 +4,24 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"testing"
-	"time"
 
 	"github.com/gatewayd/gatewayd/firmware/internal/ccm"
+	"github.com/gatewayd/gatewayd/firmware/internal/interleave"
 )
 
 // BenchmarkSealOpen64Interleaved is the one scripts/bench.sh judges: it
 // runs a session's Seal+Open of a 64-byte frame (BenchmarkSealOpen64) and
 // its floor, bare CCM Seal+Open of the same bytes (BenchmarkRawCCM64), in
-// one loop, in batches of benchBatch, alternating which goes first, and
-// reports the session's time as a multiple of the floor's
-// ("sealopen/ccm"). Measured side by side at the microsecond, both see the
-// same machine; two benchmarks run one after the other may not.
+// one loop, in batches of benchBatch, and reports the median per-round
+// ratio of the session's time to the floor's ("sealopen/ccm"; see
+// firmware/internal/interleave).
 //
 //	go test -run='^$' -bench='SealOpen64Interleaved' -count=6 ./firmware/frame/
 func BenchmarkSealOpen64Interleaved(b *testing.B) {
 	s := newSealOpenBench(b)
 	r := newRawCCMBench(b)
-	var session, raw time.Duration
-	timed := func(f func(), d *time.Duration) {
-		t0 := time.Now()
-		for range benchBatch {
-			f()
-		}
-		*d += time.Since(t0)
-	}
-	i := 0
 	b.ReportAllocs()
-	for b.Loop() {
-		if i%2 == 0 {
-			timed(s.run, &session)
-			timed(r.run, &raw)
-		} else {
-			timed(r.run, &raw)
-			timed(s.run, &session)
-		}
-		i++
-	}
-	n := float64(i * benchBatch)
-	b.ReportMetric(float64(session)/n, "session-ns")
-	b.ReportMetric(float64(raw)/n, "ccm-ns")
-	b.ReportMetric(float64(session)/float64(raw), "sealopen/ccm")
+	interleave.Run(b, benchBatch, "session", s.run, "ccm", r.run, "sealopen/ccm")
 }
 
 // benchBatch is how many Seal+Open pairs each side runs between two clock

@@ -228,7 +228,8 @@ func newAEAD(key []byte) (cipher.AEAD, error) {
 // has that much spare capacity, Seal does not allocate.
 //
 // plaintext must not overlap the spare capacity of dst, except that it may
-// start exactly at dst[len(dst)+HeaderLen:] to seal in place.
+// start exactly at dst[len(dst)+HeaderLen:] to seal in place; the AEAD
+// panics on any other overlap rather than write over its own input.
 //
 // typ must be allowed from the local role (Initiator: Request, Close;
 // Responder: Response, Event, Close), or Seal returns ErrBadType. A Close
