@@ -2,12 +2,13 @@ package edhoc
 
 import (
 	"crypto/aes"
+	"crypto/cipher"
 	"crypto/hkdf"
 	"crypto/hmac"
 	"crypto/sha256"
 	"fmt"
 
-	"github.com/pion/dtls/v3/pkg/crypto/ccm"
+	"github.com/gatewayd/gatewayd/firmware/internal/ccm"
 )
 
 // Key schedule (RFC 9528 §4.1), suite 0: SHA-256.
@@ -59,12 +60,12 @@ func encrypt0AAD(th []byte) []byte {
 }
 
 // newAEAD returns AES-CCM-16-64-128 (COSE algorithm 10) for key.
-func newAEAD(key []byte) (ccm.CCM, error) {
+func newAEAD(key []byte) (cipher.AEAD, error) {
 	b, err := aes.NewCipher(key)
 	if err != nil {
 		return nil, fmt.Errorf("edhoc: aes.NewCipher: %w", err)
 	}
-	return ccm.NewCCM(b, tagLen, ivLen)
+	return ccm.New(b, tagLen, ivLen)
 }
 
 // sigStructure is the COSE Sig_structure that EDHOC signs for

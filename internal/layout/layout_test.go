@@ -48,7 +48,6 @@ const module = "github.com/gatewayd/gatewayd/"
 func TestFirmwareImportsNoGatewayCode(t *testing.T) {
 	allowedExternal := []string{
 		"golang.org/x/crypto", "github.com/fxamacker/cbor/v2", "github.com/veraison/go-cose",
-		"github.com/pion/dtls/v3/pkg/crypto/ccm",
 	}
 	for _, p := range list(t, "./firmware/...") {
 		for _, imp := range p.Imports {

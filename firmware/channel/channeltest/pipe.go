@@ -125,8 +125,15 @@ func (l *PacketLink) Inject(ctx context.Context, p []byte) error {
 	}
 }
 
-// ReadPacket implements channel.Link.
+// ReadPacket implements channel.Link. Packets written before the pipe
+// closed are still delivered, as a real link delivers what it received
+// before the disconnection: a select on both would pick at random.
 func (l *PacketLink) ReadPacket(ctx context.Context) ([]byte, error) {
+	select {
+	case p := <-l.in:
+		return p, nil
+	default:
+	}
 	select {
 	case p := <-l.in:
 		return p, nil
