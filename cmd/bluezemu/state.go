@@ -217,7 +217,7 @@ func control(emu *emulator.Emulator, f []string) error {
 	if len(f) == 3 {
 		var err error
 		if n, err = strconv.Atoi(f[2]); err != nil {
-			return fmt.Errorf("N: %w", err)
+			return fmt.Errorf("count %q: %w", f[2], err)
 		}
 	}
 	switch f[0] {

@@ -210,7 +210,7 @@ func (r *rig) inject(kind string, n, idx int) (*faultRec, error) {
 		if err = r.sup.kill(); err != nil {
 			return f, err
 		}
-		at, err := r.sup.waitReady(f.Start, r.unit.restartSec+r.unit.startTimeout+10*time.Second)
+		at, err := r.sup.waitReady(f.Start, r.unit.restartDelay+r.unit.startTimeout+10*time.Second)
 		if err != nil {
 			f.Note += " " + err.Error() + ";"
 			f.End = time.Now()
@@ -278,7 +278,7 @@ func (r *rig) inject(kind string, n, idx int) (*faultRec, error) {
 			return f, err
 		}
 		rw := time.Now()
-		at, err := r.sup.waitReady(f.Start, r.unit.restartSec+r.unit.startTimeout+10*time.Second)
+		at, err := r.sup.waitReady(f.Start, r.unit.restartDelay+r.unit.startTimeout+10*time.Second)
 		if err != nil {
 			f.Note += " " + err.Error() + ";"
 			r.probe(f, idx)

@@ -94,7 +94,7 @@ func check(cmds []cmdRec, ledger []ledgerEntry) checkResult {
 		if c == nil || (e.Kind != "ok" && e.Kind != "refused") {
 			continue
 		}
-		if e.Kind == "ok" {
+		if e.Kind == "ok" && oks[e.CommandID] == 1 {
 			k := c.Signer + "@" + e.Lock
 			if c.Counter <= lastCounter[k] {
 				bad("order: %s's command %s (counter %d) ran at lock %s after counter %d", c.Signer, c.ID, c.Counter, e.Lock, lastCounter[k])
@@ -154,6 +154,30 @@ func check(cmds []cmdRec, ledger []ledgerEntry) checkResult {
 	return res
 }
 
+// compact keeps the first n violations of each kind (the text before the
+// first colon) and says how many more there are; the JSON has them all.
+func compact(vs []string, n int) []string {
+	seen := map[string]int{}
+	var out []string
+	var kinds []string
+	for _, v := range vs {
+		k, _, _ := strings.Cut(v, ":")
+		if seen[k] == 0 {
+			kinds = append(kinds, k)
+		}
+		seen[k]++
+		if seen[k] <= n {
+			out = append(out, v)
+		}
+	}
+	for _, k := range kinds {
+		if seen[k] > n {
+			out = append(out, fmt.Sprintf("%s: %d more (in the JSON report)", k, seen[k]-n))
+		}
+	}
+	return out
+}
+
 func terminal(state string) bool {
 	return state == "succeeded" || state == "failed" || state == "expired" || state == "rejected"
 }
@@ -196,12 +220,12 @@ type row struct {
 	P99     float64 `json:"-"`
 	Max     float64 `json:"-"`
 	// The same for JSON, absent when no fault of the kind reached it.
-	P50s *float64 `json:"p50_s,omitempty"`
-	P99s *float64 `json:"p99_s,omitempty"`
-	Maxs *float64 `json:"max_s,omitempty"`
-	Goal    string  `json:"goal"`
-	Bound   float64 `json:"bound_s,omitempty"`
-	Over    bool    `json:"over_goal"`
+	P50s  *float64 `json:"p50_s,omitempty"`
+	P99s  *float64 `json:"p99_s,omitempty"`
+	Maxs  *float64 `json:"max_s,omitempty"`
+	Goal  string   `json:"goal"`
+	Bound float64  `json:"bound_s,omitempty"`
+	Over  bool     `json:"over_goal"`
 }
 
 func measureOf(f *faultRec, m string) *float64 {
@@ -398,7 +422,7 @@ func (rep *report) conclude(r *rig, o options) error {
 	if len(rep.Violations) == 0 {
 		r.say("   all hold")
 	}
-	for _, v := range rep.Violations {
+	for _, v := range compact(rep.Violations, 5) {
 		r.say("   VIOLATION: %s", v)
 	}
 	switch {

@@ -17,7 +17,7 @@ import (
 // unitRules are the parts of the systemd unit the supervisor applies.
 type unitRules struct {
 	restart      string // Restart=
-	restartSec   time.Duration
+	restartDelay   time.Duration
 	prevent      []int // RestartPreventExitStatus=
 	watchdog     time.Duration
 	startTimeout time.Duration
@@ -26,7 +26,7 @@ type unitRules struct {
 
 func (u unitRules) String() string {
 	return fmt.Sprintf("Restart=%s RestartSec=%v RestartPreventExitStatus=%v WatchdogSec=%v TimeoutStartSec=%v TimeoutStopSec=%v",
-		u.restart, u.restartSec, u.prevent, u.watchdog, u.startTimeout, u.stopTimeout)
+		u.restart, u.restartDelay, u.prevent, u.watchdog, u.startTimeout, u.stopTimeout)
 }
 
 // readUnit reads the [Service] rules of the unit file at path.
@@ -40,7 +40,7 @@ func readUnit(path string) (unitRules, error) {
 }
 
 func parseUnit(sc *bufio.Scanner) (unitRules, error) {
-	u := unitRules{restart: "no", restartSec: 100 * time.Millisecond, startTimeout: 90 * time.Second, stopTimeout: 90 * time.Second}
+	u := unitRules{restart: "no", restartDelay: 100 * time.Millisecond, startTimeout: 90 * time.Second, stopTimeout: 90 * time.Second}
 	for sc.Scan() {
 		k, v, ok := strings.Cut(strings.TrimSpace(sc.Text()), "=")
 		if !ok || strings.HasPrefix(k, "#") {
@@ -51,7 +51,7 @@ func parseUnit(sc *bufio.Scanner) (unitRules, error) {
 		case "Restart":
 			u.restart = v
 		case "RestartSec":
-			u.restartSec, err = unitDuration(v)
+			u.restartDelay, err = unitDuration(v)
 		case "WatchdogSec":
 			u.watchdog, err = unitDuration(v)
 		case "TimeoutStartSec":
@@ -180,7 +180,7 @@ func (s *supervisor) loop() {
 		}
 		if wanted {
 			select {
-			case <-time.After(s.u.restartSec):
+			case <-time.After(s.u.restartDelay):
 			case <-s.r.ctx.Done():
 				return
 			}
