@@ -113,6 +113,11 @@ func soak(r *rig, o options) error {
 	rep := r.finish(faults, nil, o)
 	sr := &soakReport{Duration: o.soak.String(), Samples: samples, Growth: growth(samples)}
 	rep.Soak = sr
+	r.say("\n== growth after warm-up (median of the last third against the second third; goroutines, fds,")
+	r.say("   match rules within +2, RSS within +20%% + 4 MiB)")
+	if len(sr.Growth) == 0 {
+		r.say("   none over tolerance in %d samples", len(samples))
+	}
 	if ferr != nil {
 		rep.Violations = append(rep.Violations, ferr.Error())
 	}
