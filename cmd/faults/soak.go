@@ -100,7 +100,7 @@ func soak(r *rig, o options) error {
 	}
 	wg.Wait()
 	tr.end()
-	lastEnd := time.Now()
+	// Drain: nothing accepted may stay unanswered a minute after the end.
 	r.back.waitFor(60*time.Second, func() bool {
 		for _, c := range r.back.order {
 			if !c.Accepted.IsZero() && len(c.Results) == 0 && c.Refused == "" {
@@ -109,7 +109,6 @@ func soak(r *rig, o options) error {
 		}
 		return true
 	})
-	_ = lastEnd
 	rep := r.finish(faults, nil, o)
 	sr := &soakReport{Duration: o.soak.String(), Samples: samples, Growth: growth(samples)}
 	rep.Soak = sr
