@@ -332,8 +332,11 @@ func (r *rig) daemonCmd(notify string) (*exec.Cmd, io.Writer, *os.File, error) {
 	}
 	cmd := exec.Command(filepath.Join(r.bin, "gatewayd"), "run", "-config", r.path("gatewayd.toml"))
 	cmd.Dir = r.dir
-	cmd.Env = append(os.Environ(), "DBUS_SYSTEM_BUS_ADDRESS="+r.bus.Addr, "NOTIFY_SOCKET="+notify,
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify,
 		"WATCHDOG_USEC="+strconv.FormatInt(r.unit.watchdog.Microseconds(), 10))
+	if r.bus != nil {
+		cmd.Env = append(cmd.Env, "DBUS_SYSTEM_BUS_ADDRESS="+r.bus.Addr)
+	}
 	return cmd, w, logf, nil
 }
 

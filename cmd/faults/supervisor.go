@@ -17,7 +17,7 @@ import (
 // unitRules are the parts of the systemd unit the supervisor applies.
 type unitRules struct {
 	restart      string // Restart=
-	restartDelay   time.Duration
+	restartDelay time.Duration
 	prevent      []int // RestartPreventExitStatus=
 	watchdog     time.Duration
 	startTimeout time.Duration
