@@ -116,6 +116,7 @@ type supervisor struct {
 	readyAt  time.Time
 	events   []supEvent
 	wanted   bool // the daemon should run (false: stopped on purpose)
+	running  bool // a gatewayd started and its exit not yet recorded
 	quit     bool
 	kick     chan struct{}
 	finished chan struct{}
@@ -160,11 +161,16 @@ func (s *supervisor) loop() {
 			s.mu.Lock()
 		}
 		quit := s.quit
+		s.running = !quit // under the same lock as the wanted check: stopDaemon waits for this run
 		s.mu.Unlock()
 		if quit {
 			return
 		}
 		restart, deliberate := s.runOnce()
+		s.mu.Lock()
+		s.running = false
+		s.cond.Broadcast()
+		s.mu.Unlock()
 		if deliberate {
 			continue // stopped on purpose: wait to be wanted again
 		}
@@ -263,6 +269,8 @@ func (s *supervisor) runOnce() (restart, deliberate bool) {
 	}
 	s.event("exit", p.Pid(), note)
 	s.mu.Lock()
+	s.running = false
+	s.cond.Broadcast()
 	quit := s.quit
 	s.mu.Unlock()
 	if deliberate || quit {
@@ -329,11 +337,10 @@ func (s *supervisor) waitReady(after time.Time, timeout time.Duration) (time.Tim
 // stopped until startDaemon.
 func (s *supervisor) stopDaemon() {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.wanted = false
-	p := s.cur
-	s.mu.Unlock()
-	if p != nil {
-		<-p.Done()
+	for s.running {
+		s.cond.Wait()
 	}
 }
 
