@@ -301,6 +301,19 @@ func (b *backend) waitFor(timeout time.Duration, pred func() bool) bool {
 	return true
 }
 
+// drain waits until every accepted command has a result or a refusal, or
+// deadline passes.
+func (b *backend) drain(deadline time.Time) {
+	b.waitFor(time.Until(deadline), func() bool {
+		for _, c := range b.order {
+			if !c.Accepted.IsZero() && len(c.Results) == 0 && c.Refused == "" {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // snapshot returns a copy of every record.
 func (b *backend) snapshot() []cmdRec {
 	b.mu.Lock()

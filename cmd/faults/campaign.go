@@ -87,6 +87,21 @@ func startTraffic(r *rig, every time.Duration) *traffic {
 	return t
 }
 
+// warmUp starts the traffic, one command every every, and waits until
+// every lock has answered once (bonding included).
+func (r *rig) warmUp(every time.Duration) (*traffic, error) {
+	tr := startTraffic(r, every)
+	warm := &faultRec{Kind: "warm-up", Locks: allLocks(r.nLocks)}
+	r.probe(warm, -1)
+	r.awaitRecovery(warm)
+	if warm.AllResults == nil {
+		tr.end()
+		return nil, fmt.Errorf("warm-up: the locks did not all answer within %v:%s", recoveryBudget, warm.Note)
+	}
+	r.say("   warm-up: every lock answered within %.1f s", *warm.AllResults)
+	return tr, nil
+}
+
 func (t *traffic) end() {
 	t.stop()
 	t.wg.Wait()
@@ -177,12 +192,12 @@ func (r *rig) inject(kind string, n, idx int) (*faultRec, error) {
 	switch kind {
 	case kindBroker:
 		f.Locks = allLocks(r.nLocks)
-		if err = r.killBroker(); err != nil {
+		if err = r.broker.Kill(); err != nil {
 			return f, err
 		}
 		down, sawDown := r.waitConnected(0, 5*time.Second)
 		time.Sleep(time.Until(f.Start.Add(outage())))
-		if err = r.restartBroker(); err != nil {
+		if err = r.broker.Restart(r.ctx); err != nil {
 			return f, err
 		}
 		back := time.Now()
@@ -358,16 +373,10 @@ func campaign(r *rig, o options) error {
 	for _, k := range skipped {
 		r.say("   NOT RUN: %s: %v", k, r.tmpfsErr)
 	}
-	tr := startTraffic(r, 700*time.Millisecond)
-	// Warm-up: every lock answers once (bonding included).
-	warm := &faultRec{Kind: "warm-up", Locks: allLocks(r.nLocks)}
-	r.probe(warm, -1)
-	r.awaitRecovery(warm)
-	if warm.AllResults == nil {
-		tr.end()
-		return fmt.Errorf("warm-up: the locks did not all answer within %v:%s", recoveryBudget, warm.Note)
+	tr, err := r.warmUp(700 * time.Millisecond)
+	if err != nil {
+		return err
 	}
-	r.say("   warm-up: every lock answered within %.1f s", *warm.AllResults)
 	var faults []*faultRec
 	count := map[string]int{}
 	var injectErr error
@@ -389,14 +398,7 @@ func campaign(r *rig, o options) error {
 		lastEnd = faults[len(faults)-1].End
 	}
 	// Drain: nothing accepted may stay unanswered 60 s after the last fault.
-	r.back.waitFor(time.Until(lastEnd.Add(60*time.Second)), func() bool {
-		for _, c := range r.back.order {
-			if !c.Accepted.IsZero() && len(c.Results) == 0 && c.Refused == "" {
-				return false
-			}
-		}
-		return true
-	})
+	r.back.drain(lastEnd.Add(60 * time.Second))
 	rep := r.finish(faults, skipped, o)
 	if injectErr != nil {
 		rep.Violations = append(rep.Violations, injectErr.Error())

@@ -22,7 +22,6 @@ import (
 	"github.com/gatewayd/gatewayd/config"
 	"github.com/gatewayd/gatewayd/firmware/channel/channeltest"
 	"github.com/gatewayd/gatewayd/internal/fleetproc"
-	"github.com/gatewayd/gatewayd/internal/mosquittotest"
 )
 
 const (
@@ -57,12 +56,10 @@ type rig struct {
 
 	procs fleetproc.Group
 
-	brokerConf string
-	brokerAddr string
-	brokerURL  string
-	mu         sync.Mutex
-	broker     *fleetproc.Proc
-	emu        *fleetproc.Proc
+	broker    *fleetproc.Broker
+	brokerURL string
+	mu        sync.Mutex
+	emu       *fleetproc.Proc
 
 	bus      *emulator.Bus
 	emuArgs  []string
@@ -159,45 +156,13 @@ func (r *rig) runBin(timeout time.Duration, name string, args ...string) (string
 // startBroker starts mosquitto on a free port, with persistence.
 func (r *rig) startBroker() error {
 	mdir := r.path("mosquitto")
-	if err := os.MkdirAll(mdir, 0o700); err != nil {
-		return err
-	}
-	var lastErr error
-	for range 5 {
-		port, err := fleetproc.FreePort()
-		if err != nil {
-			return err
-		}
-		c := mosquittotest.Config(port, mdir, filepath.Join(mdir, "mosquitto.log"), "log_type error", "log_type warning",
-			"log_type notice", "log_type information", "log_timestamp_format %H:%M:%S")
-		r.brokerConf = filepath.Join(mdir, "mosquitto.conf")
-		if err := os.WriteFile(r.brokerConf, c, 0o600); err != nil {
-			return err
-		}
-		r.brokerAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		if lastErr = r.restartBroker(); lastErr == nil {
-			r.brokerURL = "tcp://" + r.brokerAddr
-			r.say("   mosquitto on %s (persistence in %s)", r.brokerURL, mdir)
-			return nil
-		}
-	}
-	return fmt.Errorf("mosquitto: %w", lastErr)
-}
-
-// restartBroker starts mosquitto with its configuration (same port, same
-// persistence) and waits for its listener.
-func (r *rig) restartBroker() error {
-	p, err := r.procs.Start("mosquitto", exec.Command(r.mosq, "-c", r.brokerConf), nil, nil)
+	b, err := fleetproc.StartBroker(r.ctx, &r.procs, r.mosq, mdir, "log_type error", "log_type warning",
+		"log_type notice", "log_type information", "log_timestamp_format %H:%M:%S")
 	if err != nil {
 		return err
 	}
-	if err := fleetproc.WaitTCP(r.ctx, r.brokerAddr, p); err != nil {
-		_ = p.Stop(syscall.SIGKILL, time.Second)
-		return err
-	}
-	r.mu.Lock()
-	r.broker = p
-	r.mu.Unlock()
+	r.broker, r.brokerURL = b, b.URL()
+	r.say("   mosquitto on %s (persistence in %s)", r.brokerURL, mdir)
 	return nil
 }
 
@@ -293,17 +258,12 @@ func (r *rig) startState() error {
 func (r *rig) dbPath() string { return filepath.Join(r.stateDir, "gatewayd.db") }
 
 func (r *rig) startDaemon() error {
-	port, err := fleetproc.FreePort()
+	c, err := fleetproc.NewGatewayConfig(r.dir, gatewayID, r.dbPath(), r.brokerURL)
 	if err != nil {
 		return err
 	}
-	r.metrics = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	if err := os.MkdirAll(r.path("run"), 0o700); err != nil {
-		return err
-	}
-	toml := fleetproc.GatewayConfig{GatewayID: gatewayID, Credential: r.path("gateway.cwt"), PrivateKey: r.path("gateway.key"),
-		Root: r.path("fleet-root.pem"), Database: r.dbPath(), Broker: r.brokerURL, Metrics: r.metrics,
-		AdminSocket: r.path("run/admin.sock")}.TOML()
+	r.metrics = c.Metrics
+	toml := c.TOML()
 	if err := os.WriteFile(r.path("gatewayd.toml"), toml, 0o644); err != nil {
 		return err
 	}
@@ -369,14 +329,6 @@ func metric(body, name string) (float64, bool) {
 		}
 	}
 	return 0, false
-}
-
-// killBroker SIGKILLs mosquitto.
-func (r *rig) killBroker() error {
-	r.mu.Lock()
-	p := r.broker
-	r.mu.Unlock()
-	return p.Stop(syscall.SIGKILL, 10*time.Second)
 }
 
 // killBluez SIGKILLs bluezemu.

@@ -49,13 +49,9 @@ func soak(r *rig, o options) error {
 		return fmt.Errorf("soak: the bus: %w", err)
 	}
 	defer conn.Close()
-	tr := startTraffic(r, 500*time.Millisecond)
-	warm := &faultRec{Kind: "warm-up", Locks: allLocks(r.nLocks)}
-	r.probe(warm, -1)
-	r.awaitRecovery(warm)
-	if warm.AllResults == nil {
-		tr.end()
-		return fmt.Errorf("warm-up: the locks did not all answer within %v:%s", recoveryBudget, warm.Note)
+	tr, err := r.warmUp(500 * time.Millisecond)
+	if err != nil {
+		return err
 	}
 	start := time.Now()
 	end := start.Add(o.soak)
@@ -101,14 +97,7 @@ func soak(r *rig, o options) error {
 	wg.Wait()
 	tr.end()
 	// Drain: nothing accepted may stay unanswered a minute after the end.
-	r.back.waitFor(60*time.Second, func() bool {
-		for _, c := range r.back.order {
-			if !c.Accepted.IsZero() && len(c.Results) == 0 && c.Refused == "" {
-				return false
-			}
-		}
-		return true
-	})
+	r.back.drain(time.Now().Add(60 * time.Second))
 	rep := r.finish(faults, nil, o)
 	sr := &soakReport{Duration: o.soak.String(), Samples: samples, Growth: growth(samples)}
 	rep.Soak = sr

@@ -24,7 +24,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -225,37 +224,16 @@ func (d *demo) keys() error {
 // 2. The broker.
 func (d *demo) broker(bin string) error {
 	d.say("\n== 2. the broker: mosquitto")
-	mdir := d.path("mosquitto")
-	if err := os.MkdirAll(mdir, 0o700); err != nil {
+	b, err := fleetproc.StartBroker(d.ctx, &d.procs, bin, d.path("mosquitto"),
+		"log_type error", "log_type warning", "log_type notice", "log_type information")
+	if err != nil {
 		return err
 	}
-	var lastErr error
-	for range 5 {
-		port, err := fleetproc.FreePort()
-		if err != nil {
-			return err
-		}
-		c := mosquittotest.Config(port, mdir, filepath.Join(mdir, "mosquitto.log"),
-			"log_type error", "log_type warning", "log_type notice", "log_type information")
-		conf := filepath.Join(mdir, "mosquitto.conf")
-		if err := os.WriteFile(conf, c, 0o600); err != nil {
-			return err
-		}
-		p, err := d.procs.Start("mosquitto", exec.Command(bin, "-c", conf), nil, nil)
-		if err != nil {
-			return err
-		}
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		if lastErr = fleetproc.WaitTCP(d.ctx, addr, p); lastErr == nil {
-			d.brokerURL = "tcp://" + addr
-			d.say("   listening on %s (config %s)", d.brokerURL, conf)
-			d.say("   Anonymous and plain TCP for the demo; production uses TLS, a password per gateway and")
-			d.say("   per-gateway ACLs (docs/mqtt.md). Persistence is on: queued commands survive a broker restart.")
-			return nil
-		}
-		_ = p.Stop(syscall.SIGKILL, time.Second)
-	}
-	return fmt.Errorf("mosquitto: %w", lastErr)
+	d.brokerURL = b.URL()
+	d.say("   listening on %s (config %s)", d.brokerURL, b.Conf)
+	d.say("   Anonymous and plain TCP for the demo; production uses TLS, a password per gateway and")
+	d.say("   per-gateway ACLs (docs/mqtt.md). Persistence is on: queued commands survive a broker restart.")
+	return nil
 }
 
 // 3. The emulated BlueZ.
@@ -299,17 +277,12 @@ func (d *demo) bluez() error {
 // 4. The daemon.
 func (d *demo) startDaemon() error {
 	d.say("\n== 4. the daemon: gatewayd run")
-	port, err := fleetproc.FreePort()
+	c, err := fleetproc.NewGatewayConfig(d.dir, gatewayID, d.path("gatewayd.db"), d.brokerURL)
 	if err != nil {
 		return err
 	}
-	d.metricsAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	if err := os.MkdirAll(d.path("run"), 0o700); err != nil {
-		return err
-	}
-	toml := fleetproc.GatewayConfig{GatewayID: gatewayID, Credential: d.path("gateway.cwt"), PrivateKey: d.path("gateway.key"),
-		Root: d.path("fleet-root.pem"), Database: d.path("gatewayd.db"), Broker: d.brokerURL, Metrics: d.metricsAddr,
-		AdminSocket: d.path("run/admin.sock")}.TOML()
+	d.metricsAddr = c.Metrics
+	toml := c.TOML()
 	if err := os.WriteFile(d.path("gatewayd.toml"), toml, 0o644); err != nil {
 		return err
 	}

@@ -1,8 +1,9 @@
 // Package fleetproc runs the dock's processes for the programs that drive
 // them as a dock runs them (cmd/fleetdemo, cmd/faults): child processes with
 // their logs and an owner that stops them, a free port and the wait for a
-// listener, gatewayd's configuration file, and the notify socket systemd
-// gives a Type=notify service. It imports only the standard library.
+// listener, mosquitto as the broker (restartable on its port), gatewayd's
+// configuration file, and the notify socket systemd gives a Type=notify
+// service. It imports the standard library and internal/mosquittotest.
 package fleetproc
 
 import (
@@ -13,6 +14,8 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -165,6 +168,23 @@ type GatewayConfig struct {
 	Metrics                        string // host:port
 	AdminSocket                    string
 	KeepAlive, AwayAfter, LogLevel string // defaults "5s", "10s", "debug"
+}
+
+// NewGatewayConfig is the configuration of gateway id whose key files
+// are in dir as the key ceremony leaves them (gateway.cwt, gateway.key,
+// fleet-root.pem), with its database at database, broker at broker,
+// metrics on a free port of 127.0.0.1 and the admin socket in dir/run.
+func NewGatewayConfig(dir, id, database, broker string) (GatewayConfig, error) {
+	port, err := FreePort()
+	if err != nil {
+		return GatewayConfig{}, err
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "run"), 0o700); err != nil {
+		return GatewayConfig{}, err
+	}
+	return GatewayConfig{GatewayID: id, Credential: filepath.Join(dir, "gateway.cwt"), PrivateKey: filepath.Join(dir, "gateway.key"),
+		Root: filepath.Join(dir, "fleet-root.pem"), Database: database, Broker: broker,
+		Metrics: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), AdminSocket: filepath.Join(dir, "run", "admin.sock")}, nil
 }
 
 // TOML is the configuration file.
