@@ -139,6 +139,13 @@ func check(cmds []cmdRec, ledger []ledgerEntry) checkResult {
 			if c.Sends > 1 {
 				res.Counts["resent"]++
 			}
+			if c.Sends > 1 && r.State == "rejected" && r.Status == "replay" {
+				// The broker lost the first copy (a SIGKILL within its
+				// autosave interval) and the resend came after later
+				// counters of the signer had run: refused, not run.
+				res.Counts["resent_refused_as_replay"]++
+				res.Notes = append(res.Notes, fmt.Sprintf("command %s: the broker lost it, and its resend was refused as a replay (a later counter had run)", c.ID))
+			}
 			switch {
 			case r.State == "succeeded" && oks[c.ID] == 0:
 				bad("succeeded without running: command %s has a succeeded result but its lock has no record of running it", c.ID)
