@@ -29,3 +29,11 @@ go tool staticcheck ./...
 
 echo "== go test"
 go test -count=1 -race ./...
+
+# The fault campaign's short form and a 3-minute soak (cmd/faults): real
+# processes, faults injected, invariants and resource growth checked.
+# Recovery times over goal are reported, not failed on (no -strict).
+echo "== fault campaign (short)"
+scripts/faults.sh -short
+echo "== soak (3 minutes)"
+scripts/soak.sh -duration 3m

@@ -18,14 +18,19 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/gatewayd/gatewayd/bluez/emulator"
 	"github.com/gatewayd/gatewayd/firmware/channel/channeltest"
+	"github.com/gatewayd/gatewayd/firmware/command"
 	"github.com/gatewayd/gatewayd/firmware/lock"
+	"github.com/gatewayd/gatewayd/firmware/lock/flash"
 	"github.com/gatewayd/gatewayd/firmware/lock/locktest"
 )
 
@@ -63,6 +68,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) (err error) {
 	exchange := fs.Duration("exchange-latency", 0, "delay of each GATT write to Inbox and each notification from Outbox")
 	dropRate := fs.Float64("drop-rate", 0, "probability in [0,1] that a GATT write is the last before the connection drops")
 	abortRate := fs.Float64("abort-rate", 0, "probability in [0,1] that a Connect fails with le-connection-abort-by-local")
+	stateDir := fs.String("state", "", "keep the locks' flash, the adapter's bonds and the locks' ledger of bolt moves and commands in this directory, across restarts (default: in memory)")
+	ctlPath := fs.String("control", "", "listen on this unix socket for fault commands (abort, drop, leave, enter, clear ADDR)")
 	verbose := fs.Bool("v", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -89,16 +96,51 @@ func run(ctx context.Context, args []string, stderr io.Writer) (err error) {
 		}
 	}()
 	fleet := channeltest.NewFleet(fatal{}, *fleetName)
-	emu, err := emulator.Start(ctx, emulator.Options{Addr: *bus, Adapter: *adapter, Seed: *seed,
+	var (
+		led   *ledger
+		bf    bondsFile
+		saved []string
+	)
+	if *stateDir != "" {
+		if err := os.MkdirAll(*stateDir, 0o700); err != nil {
+			return err
+		}
+		if led, err = openLedger(filepath.Join(*stateDir, "ledger.jsonl")); err != nil {
+			return err
+		}
+		defer led.Close()
+		bf = bondsFile{filepath.Join(*stateDir, "adapter-bonds")}
+		if saved, err = bf.load(); err != nil {
+			return err
+		}
+	}
+	emu, err := emulator.Start(ctx, emulator.Options{Addr: *bus, Adapter: *adapter, Seed: *seed, Bonds: saved,
 		Logger: log, MTU: *mtu, RadioInterval: *radio, ExchangeLatency: *exchange, DropRate: *dropRate, AbortRate: *abortRate})
 	if err != nil {
 		return err
 	}
 	defer func() { _ = emu.Close() }()
 	for i := range *n {
-		p := fleet.Lock(fatal{}, FirstLockID+uint64(i))
-		l, err := lock.New(lock.Options{Cert: p.Cert, Key: p.Key, Roots: fleet.Roots, Store: locktest.NewStore(),
-			Actuator: &locktest.Actuator{}, RTC: time.Now, Rand: rand.Reader, Logger: log})
+		id := FirstLockID + uint64(i)
+		p := fleet.Lock(fatal{}, id)
+		opts := lock.Options{Cert: p.Cert, Key: p.Key, Roots: fleet.Roots, Store: locktest.NewStore(),
+			Actuator: &locktest.Actuator{}, RTC: time.Now, Rand: rand.Reader, Logger: log}
+		if led != nil {
+			f, err := flash.Open(flashPath(*stateDir, id), flash.Options{})
+			if err != nil {
+				return fmt.Errorf("lock %d: %w", i, err)
+			}
+			defer f.Close()
+			opts.Store = f
+			hexID := fmt.Sprintf("%016x", id)
+			opts.Audit = ledgerAudit{led: led, lock: hexID}
+			act := &locktest.Actuator{}
+			act.SetBeforeMove(func(target command.LockState) error {
+				return led.add(LedgerEntry{Lock: hexID, Kind: "move", Target: target.String()})
+			})
+			opts.Actuator = act
+		}
+		l, err := lock.New(opts)
 		if err != nil {
 			return fmt.Errorf("lock %d: %w", i, err)
 		}
@@ -108,8 +150,25 @@ func run(ctx context.Context, args []string, stderr io.Writer) (err error) {
 		if err := emu.AddLock(l, addr, emulator.LockOptions{}); err != nil {
 			return err
 		}
-		id := l.ID()
-		log.Info("hosting lock", "address", addr, "id", fmt.Sprintf("%x", id[:]))
+		lid := l.ID()
+		log.Info("hosting lock", "address", addr, "id", fmt.Sprintf("%x", lid[:]))
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if led != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); keepBonds(ctx, emu, bf, saved, log) }()
+	}
+	if *ctlPath != "" {
+		_ = os.Remove(*ctlPath)
+		ln, err := net.Listen("unix", *ctlPath)
+		if err != nil {
+			return err
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); serveControl(ctx, ln, emu, log) }()
 	}
 	log.Info("org.bluez is up", "bus", *bus, "adapter", emu.AdapterPath(), "locks", *n)
 	<-ctx.Done()

@@ -23,7 +23,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/gatewayd/gatewayd/internal/mosquittotest"
 	"io"
 	"net"
 	"net/http"
@@ -44,6 +43,8 @@ import (
 	"github.com/gatewayd/gatewayd/config"
 	"github.com/gatewayd/gatewayd/deploy/mosquitto"
 	"github.com/gatewayd/gatewayd/firmware/channel/channeltest"
+	"github.com/gatewayd/gatewayd/internal/fleetproc"
+	"github.com/gatewayd/gatewayd/internal/mosquittotest"
 )
 
 func main() {
@@ -88,13 +89,12 @@ type demo struct {
 	bus         *emulator.Bus
 	metricsAddr string
 	daemonLog   string
-	daemon      *proc
+	daemon      *fleetproc.Proc
 	// lastScrape is /metrics of the first daemon process, just before it
 	// was killed (its counters die with it).
 	lastScrape string
 
-	mu    sync.Mutex
-	procs []*proc
+	procs fleetproc.Group
 }
 
 func (d *demo) say(format string, a ...any) { fmt.Fprintf(d.out, format+"\n", a...) }
@@ -266,7 +266,7 @@ func (d *demo) broker(bin string) error {
 	}
 	var lastErr error
 	for range 5 {
-		port, err := freePort()
+		port, err := fleetproc.FreePort()
 		if err != nil {
 			return err
 		}
@@ -285,12 +285,16 @@ func (d *demo) broker(bin string) error {
 		if err := os.WriteFile(conf, []byte(c), 0o600); err != nil {
 			return err
 		}
-		p, err := d.start("mosquitto", exec.Command(bin, "-c", conf), nil, nil)
+		logf, err := os.Create(filepath.Join(mdir, "stderr.log"))
+		if err != nil {
+			return err
+		}
+		p, err := d.procs.Start("mosquitto", exec.Command(bin, "-c", conf), logf, logf)
 		if err != nil {
 			return err
 		}
 		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		if lastErr = waitTCP(d.ctx, addr, p); lastErr == nil {
+		if lastErr = fleetproc.WaitTCP(d.ctx, addr, p); lastErr == nil {
 			d.brokerURL = "ssl://" + addr
 			d.say("   listening on %s (config %s)", d.brokerURL, conf)
 			d.say("   deploy/mosquitto/mosquitto.conf with this machine's paths and port: TLS with a client")
@@ -300,7 +304,7 @@ func (d *demo) broker(bin string) error {
 			d.say("   64 KiB packets at most, persistent sessions.")
 			return nil
 		}
-		_ = p.stop(syscall.SIGKILL, time.Second)
+		_ = p.Stop(syscall.SIGKILL, time.Second)
 	}
 	return fmt.Errorf("mosquitto: %w", lastErr)
 }
@@ -323,7 +327,7 @@ func (d *demo) bluez() error {
 	}
 	args := []string{"-bus", d.bus.Addr, "-locks", strconv.Itoa(d.nLocks)}
 	d.say("   $ bluezemu %s", strings.Join(args, " "))
-	p, err := d.start("bluezemu", exec.Command(filepath.Join(d.bin, "bluezemu"), args...), logf, logf)
+	p, err := d.procs.Start("bluezemu", exec.Command(filepath.Join(d.bin, "bluezemu"), args...), logf, logf)
 	if err != nil {
 		return err
 	}
@@ -346,47 +350,14 @@ func (d *demo) bluez() error {
 // 4. The daemon.
 func (d *demo) startDaemon() error {
 	d.say("\n== 4. the daemon: gatewayd run")
-	port, err := freePort()
+	c, err := fleetproc.NewGatewayConfig(d.dir, gatewayID, d.path("gatewayd.db"), d.brokerURL)
 	if err != nil {
 		return err
 	}
-	d.metricsAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	if err := os.MkdirAll(d.path("run"), 0o700); err != nil {
-		return err
-	}
-	toml := fmt.Sprintf(`gateway_id = %q
-
-[keys]
-credential  = %q
-private_key = %q
-fleet_roots = [%q]
-
-[database]
-path = %q
-
-[mqtt]
-brokers   = [%q]
-keepalive = "5s"
-ca_file   = %q
-cert_file = %q
-key_file  = %q
-
-[bluetooth]
-adapter    = "hci0"
-away_after = "10s"
-
-[metrics]
-listen = %q
-
-[admin]
-socket = %q
-
-[log]
-level = "debug"
-`, gatewayID, d.path("gateway.cwt"), d.path("gateway.key"), d.path("fleet-root.pem"), d.path("gatewayd.db"),
-		d.brokerURL, d.path("certs/ca.crt"), d.path("certs/"+gatewayID+".crt"), d.path("certs/"+gatewayID+".key"),
-		d.metricsAddr, d.path("run/admin.sock"))
-	if err := os.WriteFile(d.path("gatewayd.toml"), []byte(toml), 0o644); err != nil {
+	d.metricsAddr = c.Metrics
+	c.CAFile, c.CertFile, c.KeyFile = d.path("certs/ca.crt"), d.path("certs/"+gatewayID+".crt"), d.path("certs/"+gatewayID+".key")
+	toml := c.TOML()
+	if err := os.WriteFile(d.path("gatewayd.toml"), toml, 0o644); err != nil {
 		return err
 	}
 	d.say("   gatewayd.toml: keys from step 1, database gatewayd.db, broker %s,", d.brokerURL)
@@ -418,13 +389,11 @@ level = "debug"
 // runDaemon starts gatewayd and waits for its READY=1, as systemd does.
 // It returns the notification.
 func (d *demo) runDaemon() (string, error) {
-	sock := d.path("notify.sock")
-	_ = os.Remove(sock)
-	ln, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	ns, err := fleetproc.ListenNotify(d.path("notify.sock"))
 	if err != nil {
 		return "", err
 	}
-	defer ln.Close()
+	defer ns.Close()
 	logf, err := os.OpenFile(d.daemonLog, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		return "", err
@@ -439,32 +408,19 @@ func (d *demo) runDaemon() (string, error) {
 	}
 	cmd := exec.Command(filepath.Join(d.bin, "gatewayd"), args...)
 	cmd.Dir = d.dir
-	cmd.Env = append(os.Environ(), "DBUS_SYSTEM_BUS_ADDRESS="+d.bus.Addr, "NOTIFY_SOCKET="+sock)
-	p, err := d.start("gatewayd", cmd, w, logf)
+	cmd.Env = append(os.Environ(), "DBUS_SYSTEM_BUS_ADDRESS="+d.bus.Addr, "NOTIFY_SOCKET="+ns.Path)
+	p, err := d.procs.Start("gatewayd", cmd, w, logf)
 	if err != nil {
 		return "", err
 	}
 	d.daemon = p
 	start := time.Now()
-	buf := make([]byte, 512)
-	deadline := start.Add(60 * time.Second)
-	for {
-		if p.exited() {
-			return "", fmt.Errorf("gatewayd exited before READY=1: %v", p.err)
-		}
-		if time.Now().After(deadline) || d.ctx.Err() != nil {
-			return "", errors.New("no READY=1 from gatewayd within 60 s")
-		}
-		_ = ln.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-		n, err := ln.Read(buf)
-		if err != nil {
-			continue
-		}
-		if m := string(buf[:n]); strings.Contains(m, "READY=1") {
-			d.say("   ready after %v", time.Since(start).Round(time.Millisecond))
-			return m, nil
-		}
+	m, err := ns.WaitReady(d.ctx, p, 60*time.Second)
+	if err != nil {
+		return "", err
 	}
+	d.say("   ready after %v", time.Since(start).Round(time.Millisecond))
+	return m, nil
 }
 
 // 5. Operator commands.
@@ -628,7 +584,7 @@ func (d *demo) crash() error {
 	d.say("\n== 7. crash and recovery")
 	d.lastScrape, _ = d.scrape()
 	d.say("   SIGKILL gatewayd (no clean shutdown, no offline status of its own: the broker publishes its will)")
-	if err := d.daemon.stop(syscall.SIGKILL, 10*time.Second); err != nil {
+	if err := d.daemon.Stop(syscall.SIGKILL, 10*time.Second); err != nil {
 		return err
 	}
 	d.say("   while it is down, two operators send commands; the broker acknowledges them and queues them")
@@ -766,10 +722,10 @@ func (d *demo) scrape() (string, error) {
 // 9. A clean stop.
 func (d *demo) stop() error {
 	d.say("\n== 9. stop: SIGTERM, as systemctl stop sends")
-	if err := d.daemon.stop(syscall.SIGTERM, 60*time.Second); err != nil {
+	if err := d.daemon.Stop(syscall.SIGTERM, 60*time.Second); err != nil {
 		return err
 	}
-	switch err := d.daemon.err; {
+	switch err := d.daemon.Err(); {
 	case err == nil:
 		d.say("   gatewayd exited with status 0.")
 	default:
@@ -787,10 +743,10 @@ func (d *demo) stop() error {
 }
 
 // until polls cond every 20 ms for up to 30 s, failing early when p exits.
-func (d *demo) until(what string, p *proc, cond func() bool) error {
+func (d *demo) until(what string, p *fleetproc.Proc, cond func() bool) error {
 	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
-		if p != nil && p.exited() {
-			return fmt.Errorf("%s exited while waiting for %s: %v", p.name, what, p.err)
+		if p != nil && p.Exited() {
+			return fmt.Errorf("%s exited while waiting for %s: %v", p.Name, what, p.Err())
 		}
 		if time.Now().After(deadline) || d.ctx.Err() != nil {
 			return fmt.Errorf("timed out waiting for %s", what)
@@ -799,103 +755,9 @@ func (d *demo) until(what string, p *proc, cond func() bool) error {
 	return nil
 }
 
-func waitTCP(ctx context.Context, addr string, p *proc) error {
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if p.exited() {
-			return fmt.Errorf("exited at start: %v", p.err)
-		}
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			_ = c.Close()
-			return nil
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("no connection to %s: %w", addr, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// proc is a long-running child process.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error // the exit status, once done is closed
-}
-
-// start starts cmd, with its output to w (nil: discarded), and registers
-// it for stopAll. It closes logf, if not nil, once cmd has exited: w may
-// write to it until then.
-func (d *demo) start(name string, cmd *exec.Cmd, w io.Writer, logf *os.File) (*proc, error) {
-	if w == nil {
-		w = io.Discard
-	}
-	cmd.Stdout, cmd.Stderr = w, w
-	if err := cmd.Start(); err != nil {
-		if logf != nil {
-			_ = logf.Close()
-		}
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		if logf != nil {
-			_ = logf.Close()
-		}
-		close(p.done)
-	}()
-	d.mu.Lock()
-	d.procs = append(d.procs, p)
-	d.mu.Unlock()
-	return p, nil
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// stop signals p and waits for it to exit, killing it after timeout.
-func (p *proc) stop(sig syscall.Signal, timeout time.Duration) error {
-	if p.exited() {
-		return nil
-	}
-	_ = p.cmd.Process.Signal(sig)
-	select {
-	case <-p.done:
-		return nil
-	case <-time.After(timeout):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		return fmt.Errorf("%s did not exit within %v of %v; killed", p.name, timeout, sig)
-	}
-}
-
 // stopAll stops every process the demo started, newest first, and the bus.
 func (d *demo) stopAll() {
-	d.mu.Lock()
-	procs := d.procs
-	d.procs = nil
-	d.mu.Unlock()
-	for i := len(procs) - 1; i >= 0; i-- {
-		_ = procs[i].stop(syscall.SIGTERM, 20*time.Second)
-	}
+	d.procs.StopAll()
 	if d.bus != nil {
 		_ = d.bus.Close()
 	}
