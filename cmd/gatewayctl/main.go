@@ -26,6 +26,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/gatewayd/gatewayd/internal/version"
 )
 
 func main() {
@@ -70,6 +72,8 @@ Revocation (docs/mqtt.md, run where the fleet root key is):
   revoke -root ROOT.key [-serial N] [-o FILE|-] [-broker URL [-prefix P]] KIND:SUBJECT...
                                       a revocation list naming every credential to revoke
 
+version, --version: version, commit, build date and Go version.
+
 OP is lock, unlock, status, list-users, clear-bonds, read-audit,
 add-user USER_ID USER.pub [NOT_AFTER], or remove-user USER_ID.
 `
@@ -92,6 +96,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return watch(ctx, args[1:], stdout, stderr)
 	case "revoke":
 		return revoke(ctx, args[1:], stdout, stderr)
+	case "version", "-version", "--version":
+		fmt.Fprintf(stdout, "%s %s\n", "gatewayctl", version.Get())
+		return nil
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

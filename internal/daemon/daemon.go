@@ -21,7 +21,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"sync/atomic"
 	"time"
 
@@ -41,6 +40,7 @@ import (
 	"github.com/gatewayd/gatewayd/fleet/operator"
 	"github.com/gatewayd/gatewayd/internal/admin"
 	"github.com/gatewayd/gatewayd/internal/bluelink"
+	"github.com/gatewayd/gatewayd/internal/version"
 	"github.com/gatewayd/gatewayd/systemd"
 )
 
@@ -76,6 +76,7 @@ type Options struct {
 // for good.
 func Run(ctx context.Context, opts Options) (err error) {
 	cfg := opts.Config
+	build := version.Get()
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -159,8 +160,17 @@ func Run(ctx context.Context, opts Options) (err error) {
 
 	// 3. The MQTT session; the outbox, the scheduler and the intake.
 	var intake atomic.Pointer[operator.Intake]
-	status := func(state string) []byte {
-		b, _ := json.Marshal(map[string]any{"state": state, "gateway_id": cfg.GatewayID, "version": version(), "since": now().UTC()})
+	// The retained status (docs/mqtt.md): online since the start; the Will,
+	// fixed at connect, can only say since when the gateway was online; a
+	// clean stop says when it went offline.
+	started := now().UTC()
+	status := func(state string, since time.Time) []byte {
+		m := map[string]any{"state": state, "gateway_id": cfg.GatewayID, "version": build.Version, "commit": build.Commit,
+			"online_since": started}
+		if !since.IsZero() {
+			m["since"] = since.UTC()
+		}
+		b, _ := json.Marshal(m)
 		return b
 	}
 	sess, err := broker.New(broker.Options{
@@ -176,8 +186,9 @@ func Run(ctx context.Context, opts Options) (err error) {
 				in.Enqueue(operator.Message{Payload: m.Payload, Duplicate: m.Duplicate, ReceivedAt: now(), Ack: m.Ack})
 			}
 		},
-		StatusTopic: topics.Status, OnlinePayload: status("online"), OfflinePayload: status("offline"),
-		KeepAlive: cfg.MQTT.KeepAlive.D(), Logger: log,
+		StatusTopic: topics.Status, OnlinePayload: status("online", started), OfflinePayload: status("offline", time.Time{}),
+		ClosePayload: func() []byte { return status("offline", now()) },
+		KeepAlive:    cfg.MQTT.KeepAlive.D(), Logger: log,
 	})
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrConfig, err)
@@ -212,7 +223,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 
 	reg.MustRegister(bluez.NewCollector(ad), link, sched, in, ob, auditPub, pres, revs, sess.Collector(), newBondsCollector(db),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		collectors.NewBuildInfoCollector())
+		collectors.NewBuildInfoCollector(), newBuildInfo(build))
 
 	// 4. Start, in dependency order; stop in reverse (deferred).
 	if err := sched.Start(ctx); err != nil {
@@ -252,7 +263,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 
 	adm, err := admin.New(admin.Options{Socket: cfg.Admin.Socket, DB: db, Logger: log, Status: func() any {
 		return map[string]any{
-			"gateway_id": cfg.GatewayID, "version": version(),
+			"gateway_id": cfg.GatewayID, "version": build.Version, "commit": build.Commit,
 			"adapter_ready": ad.Ready(), "locks_in_range": len(ad.Locks()),
 			"mqtt_connected": sess.Connected(), "database": db.Path(),
 		}
@@ -301,7 +312,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	})
 
 	_ = notify.Notify("READY=1\nSTATUS=running")
-	log.Info("gatewayd running", "gateway_id", cfg.GatewayID, "version", version(), "metrics", metricsAddr, "admin", cfg.Admin.Socket)
+	log.Info("gatewayd running", "gateway_id", cfg.GatewayID, "version", build.Version, "commit", build.Commit, "metrics", metricsAddr, "admin", cfg.Admin.Socket)
 	if opts.OnReady != nil {
 		opts.OnReady(metricsAddr)
 	}
@@ -408,11 +419,4 @@ func mqttSecrets(m config.MQTT) (*tls.Config, string, error) {
 		tc.Certificates = []tls.Certificate{c}
 	}
 	return tc, password, nil
-}
-
-func version() string {
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		return bi.Main.Version
-	}
-	return "devel"
 }
