@@ -11,15 +11,12 @@ package daemon
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"sync/atomic"
 	"time"
@@ -105,7 +102,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrConfig, err)
 	}
-	tlsCfg, password, err := mqttSecrets(cfg.MQTT)
+	tlsCfg, password, err := config.MQTTSecrets(cfg.MQTT)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrConfig, err)
 	}
@@ -383,40 +380,4 @@ func seenLocks(ad *bluez.Adapter) []operator.SeenLock {
 			Battery: int(li.Battery), Locked: li.Flags&bluez.FlagLocked != 0, LastSeen: li.LastSeen})
 	}
 	return out
-}
-
-func mqttSecrets(m config.MQTT) (*tls.Config, string, error) {
-	var password string
-	if m.PasswordFile != "" {
-		b, err := config.ReadSecret(m.PasswordFile)
-		if err != nil {
-			return nil, "", fmt.Errorf("mqtt.password_file: %w", err)
-		}
-		password = string(b)
-	}
-	if m.CAFile == "" && m.CertFile == "" {
-		return nil, password, nil
-	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12}
-	if m.CAFile != "" {
-		pem, err := os.ReadFile(m.CAFile)
-		if err != nil {
-			return nil, "", fmt.Errorf("mqtt.ca_file: %w", err)
-		}
-		tc.RootCAs = x509.NewCertPool()
-		if !tc.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, "", fmt.Errorf("mqtt.ca_file %s: no PEM certificate in it", m.CAFile)
-		}
-	}
-	if m.CertFile != "" {
-		if _, err := config.ReadSecret(m.KeyFile); err != nil {
-			return nil, "", fmt.Errorf("mqtt.key_file: %w", err)
-		}
-		c, err := tls.LoadX509KeyPair(m.CertFile, m.KeyFile)
-		if err != nil {
-			return nil, "", fmt.Errorf("mqtt.cert_file: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{c}
-	}
-	return tc, password, nil
 }
