@@ -234,12 +234,11 @@ func KnownKeys() []Key {
 		t := v.Type()
 		for i := range t.NumField() {
 			name, _, _ := strings.Cut(t.Field(i).Tag.Get("toml"), ",")
-			fv := v.Field(i)
-			if fv.Kind() == reflect.Struct {
+			if fv := v.Field(i); fv.Kind() == reflect.Struct {
 				walk(prefix+name+".", fv)
-				continue
+			} else {
+				out = append(out, Key{Name: prefix + name, Default: tomlValue(fv)})
 			}
-			out = append(out, Key{Name: prefix + name, Default: tomlValue(fv)})
 		}
 	}
 	walk("", reflect.ValueOf(c))
@@ -381,4 +380,36 @@ func KeysTable() string {
 		fmt.Fprintf(&b, "| `%s` | %s |\n", k.Name, d)
 	}
 	return b.String()
+}
+
+// Changed lists the keys whose values differ between a and b (both with
+// their defaults filled in, as Parse returns them), in KnownKeys' order.
+func Changed(a, b *Config) []string {
+	va, vb := values(a), values(b)
+	var out []string
+	for _, k := range KnownKeys() {
+		if va[k.Name] != vb[k.Name] {
+			out = append(out, k.Name)
+		}
+	}
+	return out
+}
+
+// values maps each key of c to its value in TOML.
+func values(c *Config) map[string]string {
+	out := map[string]string{}
+	var walk func(prefix string, v reflect.Value)
+	walk = func(prefix string, v reflect.Value) {
+		t := v.Type()
+		for i := range t.NumField() {
+			name, _, _ := strings.Cut(t.Field(i).Tag.Get("toml"), ",")
+			if fv := v.Field(i); fv.Kind() == reflect.Struct {
+				walk(prefix+name+".", fv)
+			} else {
+				out[prefix+name] = tomlValue(fv)
+			}
+		}
+	}
+	walk("", reflect.ValueOf(*c))
+	return out
 }

@@ -160,3 +160,29 @@ func TestExampleMentionsEveryKey(t *testing.T) {
 		}
 	}
 }
+
+// TestChanged names exactly the keys whose values differ.
+func TestChanged(t *testing.T) {
+	base := "gateway_id = \"g\"\n[mqtt]\nbrokers = [\"tcp://a:1883\"]\n"
+	a, err := Parse([]byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Parse([]byte(base + "[log]\nlevel = \"debug\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := Changed(a, b); len(got) != 1 || got[0] != "log.level" {
+		t.Errorf("%q", got)
+	}
+	c, err := Parse([]byte("gateway_id = \"g\"\n[mqtt]\nbrokers = [\"tcp://b:1883\"]\n[keys]\nfleet_roots = [\"/r1\", \"/r2\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := Changed(a, c); strings.Join(got, " ") != "keys.fleet_roots mqtt.brokers" {
+		t.Errorf("%q", got)
+	}
+	if got := Changed(a, a); len(got) != 0 {
+		t.Errorf("%q", got)
+	}
+}

@@ -60,6 +60,7 @@ func TestUnitPolicy(t *testing.T) {
 		"StateDirectoryMode=0700", "RuntimeDirectoryMode=0700", "UMask=0077", "NoNewPrivileges=yes",
 		"ProtectSystem=strict", "CapabilityBoundingSet=\n", "RestartPreventExitStatus=78",
 		"ExecStart=/usr/bin/gatewayd run -config /etc/gatewayd/gatewayd.toml",
+		"ExecReload=/bin/kill -HUP $MAINPID", // SIGHUP reloads (internal/daemon reload.go); it no longer kills
 	} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("unit lacks %q", want)

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sync/atomic"
 	"time"
@@ -67,6 +68,13 @@ type Options struct {
 	// Adapter are extra adapter options for tests (sweep interval,
 	// wedge detection); Name, AwayTimeout and Logger come from Config.
 	Adapter bluez.Options
+	// Reload, if set, reloads the configuration on each signal received
+	// (cmd/gatewayd: SIGHUP) from LoadConfig: LogLevel, the level of
+	// Logger, is set from log.level; any other changed key is logged as
+	// needing a restart (reload.go).
+	Reload     <-chan os.Signal
+	LoadConfig func() (*config.Config, error)
+	LogLevel   *slog.LevelVar
 }
 
 // Run runs the daemon until ctx ends (a clean stop, nil) or a part fails
@@ -218,7 +226,8 @@ func Run(ctx context.Context, opts Options) (err error) {
 	}
 	intake.Store(in)
 
-	reg.MustRegister(bluez.NewCollector(ad), link, sched, in, ob, auditPub, pres, revs, sess.Collector(), newBondsCollector(db),
+	rl := newReloader(opts, log)
+	reg.MustRegister(rl.total, bluez.NewCollector(ad), link, sched, in, ob, auditPub, pres, revs, sess.Collector(), newBondsCollector(db),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewBuildInfoCollector(), newBuildInfo(build))
 
@@ -298,6 +307,9 @@ func Run(ctx context.Context, opts Options) (err error) {
 		})
 	}
 	g.Go(func() error { presence(gctx, ad, db, sched, pres, log); return nil })
+	if opts.Reload != nil {
+		g.Go(func() error { rl.run(gctx, opts.Reload); return nil })
+	}
 	g.Go(func() error { sweepUnverified(gctx, db, now, log.With("subsystem", "bookkeeping")); return nil })
 	g.Go(func() error {
 		return notify.Watchdog(gctx, func() error {
