@@ -122,9 +122,13 @@ func TestNotify(t *testing.T) {
 			}
 		})
 	}()
-	// The first tick is unhealthy: a STATUS and no ping; then pings.
+	// The first tick is unhealthy: a STATUS and no ping; then a ping that
+	// sets the status back to running, then pings alone.
 	if got := read(t, c); !strings.HasPrefix(got, "STATUS=unhealthy: adapter gone") {
 		t.Errorf("got %q", got)
+	}
+	if got := read(t, c); got != "WATCHDOG=1\nSTATUS=running" {
+		t.Errorf("got %q, want the recovery's status", got)
 	}
 	if got := read(t, c); got != "WATCHDOG=1" {
 		t.Errorf("got %q", got)

@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"html"
 	"log/slog"
 	"net"
 	"net/http"
@@ -25,7 +26,6 @@ import (
 	"github.com/godbus/dbus/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/gatewayd/gatewayd/bluez"
@@ -290,8 +290,8 @@ func Run(ctx context.Context, opts Options) (err error) {
 			return fmt.Errorf("metrics: %w", err)
 		}
 		metricsAddr = ln.Addr().String()
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}))
+		mux := newMux(reg, log, readiness{mqtt: sess.Connected, adapter: ad.Ready, db: &dbHealth{db: db, now: now}},
+			html.EscapeString(build.Version))
 		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		g.Go(func() error {
 			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
