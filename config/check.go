@@ -26,6 +26,8 @@ type Problem struct {
 	Msg       string
 }
 
+// String is the problem as gatewayd config check prints it: "line 3,
+// column 1: mqtt.brokrs: unknown key (did you mean mqtt.brokers?)".
 func (p Problem) String() string {
 	var b strings.Builder
 	if p.Line > 0 {
