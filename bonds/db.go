@@ -126,6 +126,9 @@ type DB struct {
 	commits, writes, seenFlushes atomic.Uint64
 	enqueued                     atomic.Uint64 // writes handed to the committer (tests wait on it)
 	inflight                     atomic.Int64  // writes waiting for their commit (Progress)
+
+	// health is the outcome of the last commit (health.go).
+	health atomic.Pointer[writeHealth]
 }
 
 // request is one write for the committer: fn runs inside a write
@@ -385,6 +388,7 @@ func (db *DB) commitBatch(batch []*request) {
 			db.writes.Add(uint64(len(batch)))
 		} else {
 			db.log.Error("commit failed", "writes", len(batch), "err", err)
+			db.recordCommit(err)
 		}
 		for _, r := range batch {
 			r.done <- err
@@ -434,6 +438,7 @@ func (db *DB) commitFault() error {
 // committed runs in the committer when a transaction has committed.
 func (db *DB) committed() {
 	db.commits.Add(1)
+	db.recordCommit(nil)
 	if len(db.txIDs) == 0 {
 		return
 	}

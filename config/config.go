@@ -1,14 +1,11 @@
 package config
 
 import (
-	"bytes"
 	"fmt"
 	"regexp"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/BurntSushi/toml"
 
 	"github.com/gatewayd/gatewayd/internal/filetrust"
 )
@@ -145,25 +142,17 @@ func Load(path string) (*Config, error) {
 var gatewayIDRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 
 // Parse decodes a configuration strictly, fills in the defaults and
-// validates it.
+// validates it. Its error, ErrInvalid, names every problem Check finds.
 func Parse(b []byte) (*Config, error) {
-	var c Config
-	md, err := toml.NewDecoder(bytes.NewReader(b)).Decode(&c)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
-	}
-	if und := md.Undecoded(); len(und) > 0 {
-		keys := make([]string, len(und))
-		for i, k := range und {
-			keys[i] = k.String()
+	c, ps := Check(b)
+	if len(ps) > 0 {
+		msgs := make([]string, len(ps))
+		for i, p := range ps {
+			msgs[i] = p.String()
 		}
-		return nil, fmt.Errorf("%w: unknown key %s (check its spelling against docs/operations.md)", ErrInvalid, strings.Join(keys, ", "))
+		return nil, fmt.Errorf("%w: %s", ErrInvalid, strings.Join(msgs, "; "))
 	}
-	c.defaults()
-	if err := c.validate(); err != nil {
-		return nil, err
-	}
-	return &c, nil
+	return c, nil
 }
 
 func (c *Config) defaults() {
@@ -208,72 +197,75 @@ func (c *Config) defaults() {
 	def(&c.Log.Format, "text")
 }
 
-func invalid(key, format string, a ...any) error {
-	return fmt.Errorf("%w: %s: %s", ErrInvalid, key, fmt.Sprintf(format, a...))
-}
-
-func (c *Config) validate() error {
+// problems are the values out of range, each naming its key and what to
+// change.
+func (c *Config) problems() []Problem {
+	var ps []Problem
+	invalid := func(key, format string, a ...any) {
+		ps = append(ps, Problem{Key: key, Msg: fmt.Sprintf(format, a...)})
+	}
 	if !gatewayIDRE.MatchString(c.GatewayID) {
-		return invalid("gateway_id", "%q: want 1 to 64 of A-Z a-z 0-9 . _ - (it is the subject of the gateway credential)", c.GatewayID)
+		invalid("gateway_id", "%q: want 1 to 64 of A-Z a-z 0-9 . _ - (it is the subject of the gateway credential)", c.GatewayID)
 	}
 	if len(c.MQTT.Brokers) == 0 {
-		return invalid("mqtt.brokers", "at least one broker URL is required, e.g. [\"tcp://broker.example:1883\"]")
+		invalid("mqtt.brokers", "at least one broker URL is required, e.g. [\"tcp://broker.example:1883\"]")
 	}
 	for _, u := range c.MQTT.Brokers {
 		if !strings.HasPrefix(u, "tcp://") && !strings.HasPrefix(u, "ssl://") && !strings.HasPrefix(u, "tls://") &&
 			!strings.HasPrefix(u, "mqtt://") && !strings.HasPrefix(u, "mqtts://") && !strings.HasPrefix(u, "ws://") && !strings.HasPrefix(u, "wss://") {
-			return invalid("mqtt.brokers", "%q: want tcp://, ssl://, tls://, mqtt://, mqtts://, ws:// or wss://", u)
+			invalid("mqtt.brokers", "%q: want tcp://, ssl://, tls://, mqtt://, mqtts://, ws:// or wss://", u)
 		}
 	}
 	if p := c.MQTT.TopicPrefix; strings.ContainsAny(p, "+#\x00") || strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/") {
-		return invalid("mqtt.topic_prefix", "%q: no wildcards (+ #), no leading or trailing /", p)
+		invalid("mqtt.topic_prefix", "%q: no wildcards (+ #), no leading or trailing /", p)
 	}
 	if (c.MQTT.CertFile == "") != (c.MQTT.KeyFile == "") {
-		return invalid("mqtt.cert_file", "cert_file and key_file go together")
+		invalid("mqtt.cert_file", "cert_file and key_file go together")
 	}
 	if c.MQTT.PasswordFile != "" && c.MQTT.Username == "" {
-		return invalid("mqtt.password_file", "a password needs mqtt.username")
+		invalid("mqtt.password_file", "a password needs mqtt.username")
 	}
 	if c.MQTT.KeepAlive < Duration(time.Second) {
-		return invalid("mqtt.keepalive", "%v: at least 1s", c.MQTT.KeepAlive)
+		invalid("mqtt.keepalive", "%v: at least 1s", c.MQTT.KeepAlive)
 	}
 	if n := c.Bluetooth.MaxConnections; n < 1 || n > 32 {
-		return invalid("bluetooth.max_connections", "%d: want 1..32 (a Pi's controller holds about 4 to 10)", n)
+		invalid("bluetooth.max_connections", "%d: want 1..32 (a Pi's controller holds about 4 to 10)", n)
 	}
 	if c.Database.ReplayWindow < Duration(time.Hour) {
-		return invalid("database.replay_window", "%v: at least 1h, and at least the longest validity of a signed command", c.Database.ReplayWindow)
+		invalid("database.replay_window", "%v: at least 1h, and at least the longest validity of a signed command", c.Database.ReplayWindow)
 	}
 	if *c.Database.EvictAfter < 0 {
-		return invalid("database.evict_after", "negative")
+		invalid("database.evict_after", "negative")
 	}
 	if c.Database.ReconcileInterval < Duration(time.Second) {
-		return invalid("database.reconcile_interval", "%v: at least 1s", c.Database.ReconcileInterval)
+		invalid("database.reconcile_interval", "%v: at least 1s", c.Database.ReconcileInterval)
 	}
 	if c.Audit.Interval < Duration(10*time.Second) {
-		return invalid("audit.interval", "%v: at least 10s", c.Audit.Interval)
+		invalid("audit.interval", "%v: at least 10s", c.Audit.Interval)
 	}
 	if n := c.Audit.PagesPerSession; n < 1 || n > 16 {
-		return invalid("audit.pages_per_session", "%d: want 1..16 (pages of 16 entries)", n)
+		invalid("audit.pages_per_session", "%d: want 1..16 (pages of 16 entries)", n)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
-		return invalid("log.level", "%q: want debug, info, warn or error", c.Log.Level)
+		invalid("log.level", "%q: want debug, info, warn or error", c.Log.Level)
 	}
 	switch c.Log.Format {
 	case "text", "json":
 	default:
-		return invalid("log.format", "%q: want text or json", c.Log.Format)
+		invalid("log.format", "%q: want text or json", c.Log.Format)
 	}
-	for key, p := range map[string]string{
-		"keys.credential": c.Keys.Credential, "keys.private_key": c.Keys.PrivateKey,
-		"database.path": c.Database.Path, "admin.socket": c.Admin.Socket,
+	for _, kp := range [][2]string{
+		{"keys.credential", c.Keys.Credential}, {"keys.private_key", c.Keys.PrivateKey},
+		{"database.path", c.Database.Path}, {"admin.socket", c.Admin.Socket},
 	} {
+		key, p := kp[0], kp[1]
 		if !strings.HasPrefix(p, "/") {
-			return invalid(key, "%q: want an absolute path", p)
+			invalid(key, "%q: want an absolute path", p)
 		}
 	}
-	return nil
+	return ps
 }
 
 // Duration is a time.Duration written as Go writes one ("90s", "24h"),

@@ -9,6 +9,12 @@
 // (the private key, the MQTT password) are read from files, never from the
 // TOML itself, and never appear in an error or a log line.
 //
+// Check reports every problem of a file at once, each with its line and
+// column and, for an unknown key, the known key it is nearest to;
+// CheckFiles makes the daemon's start checks of the files the
+// configuration names (gatewayd config check). KnownKeys lists every key
+// with its default, from which docs/operations.md's table is made.
+//
 // It may import the standard library, github.com/BurntSushi/toml,
 // firmware/cred and internal/atomicfile; nothing else of the module.
 package config

@@ -28,6 +28,10 @@ need=(
   "apt-get:apt"               # apt-get download, apt-cache depends
 )
 
+# Another apt (unattended-upgrades on a fresh machine) may hold the lock:
+# wait for it up to 5 minutes rather than fail.
+apt_wait=(-o DPkg::Lock::Timeout=300)
+
 missing=()
 for pair in "${need[@]}"; do
   cmd=${pair%%:*} pkg=${pair#*:}
@@ -40,8 +44,8 @@ if ((${#missing[@]})); then
     exit 1
   fi
   echo "deps: installing ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  apt-get "${apt_wait[@]}" update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get "${apt_wait[@]}" install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
 # The real-BlueZ tier downloads its guest's Debian packages: apt needs
@@ -51,7 +55,7 @@ if [[ $profile != demo ]] && ! apt-cache show linux-image-amd64 >/dev/null 2>&1;
     echo "deps: apt has no package lists; run as root or: sudo apt-get update" >&2
     exit 1
   fi
-  apt-get update -qq
+  apt-get "${apt_wait[@]}" update -qq
 fi
 
 command -v go >/dev/null 2>&1 || { echo "deps: Go 1.26 is required (see README)" >&2; exit 1; }

@@ -27,8 +27,14 @@ go vet ./...
 echo "== staticcheck"
 go tool staticcheck ./...
 
+echo "== go mod tidy"
+go mod tidy -diff || { echo "go.mod/go.sum are not tidy: run go mod tidy and commit"; exit 1; }
+
+# Each package's ok/FAIL line as it completes, the full output of failed
+# tests, and every minute the packages still running (internal/testsummary).
 echo "== go test"
-go test -count=1 -race ./...
+go build -o "$prefetch/testsummary" ./internal/testsummary
+go test -json -count=1 -race ./... | "$prefetch/testsummary"
 
 # The fault campaign's short form and a 3-minute soak (cmd/faults): real
 # processes, faults injected, invariants and resource growth checked.

@@ -70,8 +70,9 @@ func (n *Notifier) WatchdogInterval() time.Duration {
 
 // Watchdog sends WATCHDOG=1 at half the watchdog interval while healthy()
 // is nil, until ctx ends. A failing health check withholds the ping, so
-// systemd restarts a daemon that is wedged rather than dead. Without a
-// watchdog it returns at once.
+// systemd restarts a daemon that is wedged rather than dead; once healthy()
+// is nil again, the ping carries STATUS=running. Without a watchdog it returns at
+// once.
 func (n *Notifier) Watchdog(ctx context.Context, healthy func() error) error {
 	iv := n.WatchdogInterval()
 	if iv == 0 {
@@ -79,6 +80,7 @@ func (n *Notifier) Watchdog(ctx context.Context, healthy func() error) error {
 	}
 	t := time.NewTicker(iv / 2)
 	defer t.Stop()
+	unhealthy := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -87,12 +89,19 @@ func (n *Notifier) Watchdog(ctx context.Context, healthy func() error) error {
 		}
 		if healthy != nil {
 			if err := healthy(); err != nil {
+				unhealthy = true
 				_ = n.Notify("STATUS=unhealthy: " + err.Error())
 				continue
 			}
 		}
-		if err := n.Notify("WATCHDOG=1"); err != nil && !errors.Is(err, context.Canceled) {
+		msg := "WATCHDOG=1"
+		if unhealthy {
+			// Recovered: the status says so again, as at READY=1.
+			msg += "\nSTATUS=running"
+		}
+		if err := n.Notify(msg); err != nil && !errors.Is(err, context.Canceled) {
 			return err
 		}
+		unhealthy = false
 	}
 }

@@ -60,6 +60,7 @@ func TestUnitPolicy(t *testing.T) {
 		"StateDirectoryMode=0700", "RuntimeDirectoryMode=0700", "UMask=0077", "NoNewPrivileges=yes",
 		"ProtectSystem=strict", "CapabilityBoundingSet=\n", "RestartPreventExitStatus=78",
 		"ExecStart=/usr/bin/gatewayd run -config /etc/gatewayd/gatewayd.toml",
+		"ExecReload=/bin/kill -HUP $MAINPID", // SIGHUP reloads (internal/daemon reload.go); it no longer kills
 	} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("unit lacks %q", want)
@@ -128,9 +129,13 @@ func TestNotify(t *testing.T) {
 			}
 		})
 	}()
-	// The first tick is unhealthy: a STATUS and no ping; then pings.
+	// The first tick is unhealthy: a STATUS and no ping; then a ping that
+	// sets the status back to running, then pings alone.
 	if got := read(t, c); !strings.HasPrefix(got, "STATUS=unhealthy: adapter gone") {
 		t.Errorf("got %q", got)
+	}
+	if got := read(t, c); got != "WATCHDOG=1\nSTATUS=running" {
+		t.Errorf("got %q, want the recovery's status", got)
 	}
 	if got := read(t, c); got != "WATCHDOG=1" {
 		t.Errorf("got %q", got)

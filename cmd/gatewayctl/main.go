@@ -28,6 +28,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/gatewayd/gatewayd/internal/version"
 )
 
 func main() {
@@ -82,6 +84,8 @@ Revocation (docs/mqtt.md, run where the fleet root key is):
 
 TLS (an ssl:// broker): [-ca CA.crt] [-cert CLIENT.crt -tlskey CLIENT.key]
 
+version, --version: version, commit, build date and Go version.
+
 OP is lock, unlock, status, list-users, clear-bonds, read-audit,
 add-user USER_ID USER.pub [NOT_AFTER], or remove-user USER_ID.
 `
@@ -106,6 +110,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return revoke(ctx, args[1:], stdout, stderr)
 	case "verify":
 		return verify(args[1:], os.Stdin, stdout, stderr)
+	case "version", "-version", "--version":
+		fmt.Fprintf(stdout, "%s %s\n", "gatewayctl", version.Get())
+		return nil
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

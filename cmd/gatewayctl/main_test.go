@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/hex"
 	"errors"
 	"github.com/gatewayd/gatewayd/config"
@@ -126,6 +127,26 @@ func TestTLSFlags(t *testing.T) {
 	} {
 		if _, err := runT(t, args...); !errors.Is(err, errUsage) {
 			t.Errorf("%q: %v, want a usage error", args, err)
+		}
+	}
+}
+
+// TestVersion: `gatewayctl version` and `--version` print the version,
+// commit, build date and Go version, never a bare "(devel)".
+func TestVersion(t *testing.T) {
+	for _, arg := range []string{"version", "--version"} {
+		var out, errb bytes.Buffer
+		if err := run(context.Background(), []string{arg}, &out, &errb); err != nil {
+			t.Fatalf("%s: %v", arg, err)
+		}
+		s := out.String()
+		for _, want := range []string{"gatewayctl version ", "\ncommit ", "\nbuilt ", "\ngo go1."} {
+			if !strings.Contains(s, want) {
+				t.Errorf("%s: %q lacks %q", arg, s, want)
+			}
+		}
+		if strings.Contains(s, "(devel)") {
+			t.Errorf("%s: %q", arg, s)
 		}
 	}
 }

@@ -16,6 +16,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/gatewayd/gatewayd/internal/version"
 )
 
 func main() {
@@ -53,6 +55,8 @@ const rootUsage = `usage: gatewayd COMMAND [ARGS]
 Commands:
   run [-config PATH] [-init] run the daemon (default config /etc/gatewayd/gatewayd.toml);
                              -init: create a missing database in a directory that is not empty
+  config check [-config PATH]  every problem of a configuration, its keys and files; exit 78 if any
+  version, --version         version, commit, build date and Go version of this binary
   db backup  -db PATH FILE   copy the database consistently to FILE (mode 0600)
   db check   -db PATH        bbolt's consistency check and the schema's invariants
   db export  -db PATH        the database as JSON on stdout, without secrets
@@ -72,6 +76,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runDaemon(ctx, args[1:], stderr)
 	case "db":
 		return runDB(ctx, args[1:], stdout, stderr)
+	case "config":
+		return runConfig(args[1:], stdout, stderr)
+	case "version", "-version", "--version":
+		fmt.Fprintf(stdout, "%s %s\n", "gatewayd", version.Get())
+		return nil
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, rootUsage)
 		return nil

@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/gatewayd/gatewayd/config"
 	"github.com/gatewayd/gatewayd/internal/daemon"
@@ -51,7 +54,14 @@ func runDaemon(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", errConfig, err)
 	}
-	err = daemon.Run(ctx, daemon.Options{Config: cfg, Logger: newLogger(cfg.Log, stderr), Init: *init})
+	// SIGHUP (systemctl reload) reloads what can be reloaded; before
+	// this, it killed the daemon.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	level := new(slog.LevelVar)
+	err = daemon.Run(ctx, daemon.Options{Config: cfg, Logger: newLogger(cfg.Log, level, stderr),
+		Init: *init, Reload: hup, LogLevel: level, LoadConfig: func() (*config.Config, error) { return config.Load(*path) }})
 	switch {
 	case errors.Is(err, daemon.ErrConfig):
 		return fmt.Errorf("%w: %w", errConfig, err)
@@ -63,10 +73,11 @@ func runDaemon(ctx context.Context, args []string, stderr io.Writer) error {
 
 // newLogger logs to stderr (journald under systemd), holding back repeats
 // of the same line for a minute: an SD card wears out.
-func newLogger(c config.Log, w io.Writer) *slog.Logger {
+func newLogger(c config.Log, level *slog.LevelVar, w io.Writer) *slog.Logger {
 	var lvl slog.Level
 	_ = lvl.UnmarshalText([]byte(c.Level))
-	ho := &slog.HandlerOptions{Level: lvl}
+	level.Set(lvl)
+	ho := &slog.HandlerOptions{Level: level}
 	var h slog.Handler = slog.NewTextHandler(w, ho)
 	if c.Format == "json" {
 		h = slog.NewJSONHandler(w, ho)

@@ -53,6 +53,10 @@ type Options struct {
 	StatusTopic    string
 	OnlinePayload  []byte // default "online"
 	OfflinePayload []byte // default "offline"
+	// ClosePayload, optional, makes the offline status Close publishes
+	// (the Will is fixed at connect; this one can say when the stop was).
+	// Nil publishes OfflinePayload.
+	ClosePayload func() []byte
 
 	// KeepAlive is the MQTT keepalive (default 30 s; paho pings at this
 	// interval and drops a connection whose ping is not answered).

@@ -345,7 +345,11 @@ func (s *Session) Close() error {
 			deadline := time.Now().Add(s.opts.CloseTimeout)
 			if s.opts.StatusTopic != "" && s.client.IsConnectionOpen() {
 				ctx, cancel := context.WithDeadline(context.Background(), deadline)
-				if err := s.publish(ctx, s.opts.StatusTopic, s.opts.OfflinePayload, true, nil); err != nil {
+				payload := s.opts.OfflinePayload
+				if s.opts.ClosePayload != nil {
+					payload = s.opts.ClosePayload()
+				}
+				if err := s.publish(ctx, s.opts.StatusTopic, payload, true, nil); err != nil {
 					s.log.Warn("mqtt offline status not acknowledged before close", "err", err)
 				}
 				cancel()

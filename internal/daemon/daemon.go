@@ -11,23 +11,21 @@ package daemon
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"html"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
-	"runtime/debug"
 	"sync/atomic"
 	"time"
 
 	"github.com/godbus/dbus/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/gatewayd/gatewayd/bluez"
@@ -40,6 +38,7 @@ import (
 	"github.com/gatewayd/gatewayd/fleet/operator"
 	"github.com/gatewayd/gatewayd/internal/admin"
 	"github.com/gatewayd/gatewayd/internal/bluelink"
+	"github.com/gatewayd/gatewayd/internal/version"
 	"github.com/gatewayd/gatewayd/systemd"
 )
 
@@ -87,6 +86,13 @@ type Options struct {
 	// is created only in an empty directory (a first start), and refused
 	// otherwise (it was lost: restore a backup).
 	Init bool
+	// Reload, if set, reloads the configuration on each signal received
+	// (cmd/gatewayd: SIGHUP) from LoadConfig: LogLevel, the level of
+	// Logger, is set from log.level; any other changed key is logged as
+	// needing a restart (reload.go).
+	Reload     <-chan os.Signal
+	LoadConfig func() (*config.Config, error)
+	LogLevel   *slog.LevelVar
 }
 
 // Run runs the daemon until ctx ends (a clean stop, nil) or a part fails
@@ -100,6 +106,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 		}
 	}()
 	cfg := opts.Config
+	build := version.Get()
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -128,7 +135,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrConfig, err)
 	}
-	tlsCfg, password, err := mqttSecrets(cfg.MQTT)
+	tlsCfg, password, err := config.MQTTSecrets(cfg.MQTT)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrConfig, err)
 	}
@@ -185,8 +192,17 @@ func Run(ctx context.Context, opts Options) (err error) {
 
 	// 3. The MQTT session; the outbox, the scheduler and the intake.
 	var intake atomic.Pointer[operator.Intake]
-	status := func(state string) []byte {
-		b, _ := json.Marshal(map[string]any{"state": state, "gateway_id": cfg.GatewayID, "version": version(), "since": now().UTC()})
+	// The retained status (docs/mqtt.md): online since the start; the Will,
+	// fixed at connect, can only say since when the gateway was online; a
+	// clean stop says when it went offline.
+	started := now().UTC()
+	status := func(state string, since time.Time) []byte {
+		m := map[string]any{"state": state, "gateway_id": cfg.GatewayID, "version": build.Version, "commit": build.Commit,
+			"online_since": started}
+		if !since.IsZero() {
+			m["since"] = since.UTC()
+		}
+		b, _ := json.Marshal(m)
 		return b
 	}
 	sess, err := broker.New(broker.Options{
@@ -206,8 +222,9 @@ func Run(ctx context.Context, opts Options) (err error) {
 				in.Enqueue(operator.Message{Payload: m.Payload, Duplicate: m.Duplicate, ReceivedAt: now(), Ack: ack})
 			}
 		},
-		StatusTopic: topics.Status, OnlinePayload: status("online"), OfflinePayload: status("offline"),
-		KeepAlive: cfg.MQTT.KeepAlive.D(), Logger: log,
+		StatusTopic: topics.Status, OnlinePayload: status("online", started), OfflinePayload: status("offline", time.Time{}),
+		ClosePayload: func() []byte { return status("offline", now()) },
+		KeepAlive:    cfg.MQTT.KeepAlive.D(), Logger: log,
 	})
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrConfig, err)
@@ -249,9 +266,10 @@ func Run(ctx context.Context, opts Options) (err error) {
 		loopProbe{"outbox", whileConnected(sess.Connected, ob.Progress)},
 		loopProbe{"presence", whileConnected(sess.Connected, pres.Progress)})
 
-	reg.MustRegister(bluez.NewCollector(ad), link, sched, in, ob, auditPub, pres, revs, sess.Collector(), newBondsCollector(db), watch,
+	rl := newReloader(opts, log)
+	reg.MustRegister(rl.total, bluez.NewCollector(ad), link, sched, in, ob, auditPub, pres, revs, sess.Collector(), newBondsCollector(db), watch,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		collectors.NewBuildInfoCollector())
+		collectors.NewBuildInfoCollector(), newBuildInfo(build))
 
 	// 4. Start, in dependency order; stop in reverse (deferred).
 	if err := sched.Start(ctx); err != nil {
@@ -291,7 +309,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 
 	adm, err := admin.New(admin.Options{Socket: cfg.Admin.Socket, DB: db, Logger: log, Status: func() any {
 		return map[string]any{
-			"gateway_id": cfg.GatewayID, "version": version(),
+			"gateway_id": cfg.GatewayID, "version": build.Version, "commit": build.Commit,
 			"adapter_ready": ad.Ready(), "locks_in_range": len(ad.Locks()),
 			"mqtt_connected": sess.Connected(), "database": db.Path(),
 		}
@@ -312,8 +330,8 @@ func Run(ctx context.Context, opts Options) (err error) {
 			return fmt.Errorf("metrics: %w", err)
 		}
 		metricsAddr = ln.Addr().String()
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}))
+		mux := newMux(reg, log, readiness{mqtt: sess.Connected, adapter: ad.Ready, db: &dbHealth{db: db, now: now}},
+			html.EscapeString(build.Version))
 		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		g.Go(func() error {
 			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
@@ -329,6 +347,9 @@ func Run(ctx context.Context, opts Options) (err error) {
 		})
 	}
 	g.Go(func() error { presence(gctx, ad, db, sched, pres, log); return nil })
+	if opts.Reload != nil {
+		g.Go(func() error { rl.run(gctx, opts.Reload); return nil })
+	}
 	g.Go(func() error { sweepUnverified(gctx, db, now, log.With("subsystem", "bookkeeping")); return nil })
 	g.Go(func() error {
 		select {
@@ -354,7 +375,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	})
 
 	_ = notify.Notify("READY=1\nSTATUS=running")
-	log.Info("gatewayd running", "gateway_id", cfg.GatewayID, "version", version(), "metrics", metricsAddr, "admin", cfg.Admin.Socket)
+	log.Info("gatewayd running", "gateway_id", cfg.GatewayID, "version", build.Version, "commit", build.Commit, "metrics", metricsAddr, "admin", cfg.Admin.Socket)
 	if opts.OnReady != nil {
 		opts.OnReady(metricsAddr)
 	}
@@ -428,52 +449,4 @@ func seenLocks(ad *bluez.Adapter) []operator.SeenLock {
 			Battery: int(li.Battery), Locked: li.Flags&bluez.FlagLocked != 0, LastSeen: li.LastSeen})
 	}
 	return out
-}
-
-func mqttSecrets(m config.MQTT) (*tls.Config, string, error) {
-	var password string
-	if m.PasswordFile != "" {
-		b, err := config.ReadSecret(m.PasswordFile)
-		if err != nil {
-			return nil, "", fmt.Errorf("mqtt.password_file: %w", err)
-		}
-		password = string(b)
-	}
-	if m.CAFile == "" && m.CertFile == "" {
-		return nil, password, nil
-	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12}
-	if m.CAFile != "" {
-		pem, err := config.ReadPublic(m.CAFile, config.MaxCertFile)
-		if err != nil {
-			return nil, "", fmt.Errorf("mqtt.ca_file: %w", err)
-		}
-		tc.RootCAs = x509.NewCertPool()
-		if !tc.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, "", fmt.Errorf("mqtt.ca_file %s: no PEM certificate in it", m.CAFile)
-		}
-	}
-	if m.CertFile != "" {
-		key, err := config.ReadSecret(m.KeyFile)
-		if err != nil {
-			return nil, "", fmt.Errorf("mqtt.key_file: %w", err)
-		}
-		cert, err := config.ReadPublic(m.CertFile, config.MaxCertFile)
-		if err != nil {
-			return nil, "", fmt.Errorf("mqtt.cert_file: %w", err)
-		}
-		c, err := tls.X509KeyPair(cert, key)
-		if err != nil {
-			return nil, "", fmt.Errorf("mqtt.cert_file: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{c}
-	}
-	return tc, password, nil
-}
-
-func version() string {
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		return bi.Main.Version
-	}
-	return "devel"
 }

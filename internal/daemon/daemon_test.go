@@ -3,6 +3,7 @@ package daemon
 import (
 	"bytes"
 	"crypto/ed25519"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -132,6 +133,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 		`gatewayd_mqtt_connected 1`,
 		`gatewayd_bluez_adapter_up 1`,
 		`gatewayd_bonds_commits_total`,
+		`gatewayd_build_info{commit="`,
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %q", want)
@@ -179,6 +181,34 @@ func TestDaemonEndToEnd(t *testing.T) {
 	oc.until("retained status offline", func() bool {
 		return strings.Contains(oc.status[len(oc.status)-1], `"offline"`)
 	})
+	// The status says which build runs; the clean stop's says when it went
+	// offline, after the start it was online since.
+	oc.mu.Lock()
+	online, offline := oc.status[0], oc.status[len(oc.status)-1]
+	oc.mu.Unlock()
+	var on, off struct {
+		State, Version, Commit string
+		SinceS                 string `json:"since"`
+		OnlineSinceS           string `json:"online_since"`
+	}
+	if err := json.Unmarshal([]byte(online), &on); err != nil || on.State != "online" || on.Version == "" || on.Commit == "" || on.OnlineSinceS == "" {
+		t.Errorf("online status %s: %v", online, err)
+	}
+	if err := json.Unmarshal([]byte(offline), &off); err != nil || off.SinceS == "" || off.OnlineSinceS != on.OnlineSinceS {
+		t.Errorf("offline status %s: %v", offline, err)
+	}
+	if a, b := parseTime(t, off.SinceS), parseTime(t, off.OnlineSinceS); !a.After(b) {
+		t.Errorf("offline since %v, not after online since %v", a, b)
+	}
+}
+
+func parseTime(t *testing.T, s string) time.Time {
+	t.Helper()
+	v, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		t.Errorf("time %q: %v", s, err)
+	}
+	return v
 }
 
 // TestRefusesToStart: a configuration the daemon cannot run with stops it

@@ -175,8 +175,9 @@ type running struct {
 	logs    *logBuf // the daemon's log
 }
 
-// run starts the daemon and waits until it is ready.
-func (d *dock) run() *running {
+// run starts the daemon and waits until it is ready; mods change its
+// options (with LogLevel set, the log honours it).
+func (d *dock) run(mods ...func(*Options)) *running {
 	d.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	conn, err := dbus.Connect(d.bus.Addr)
@@ -186,10 +187,16 @@ func (d *dock) run() *running {
 	logger, logs := testLogBuf(d.t)
 	r := &running{cancel: cancel, done: make(chan error, 1), conn: conn, logs: logs}
 	ready := make(chan string, 1)
+	o := Options{Config: d.cfg, Bus: conn, Now: d.now, Logger: logger, OnReady: func(addr string) { ready <- addr }}
+	for _, m := range mods {
+		m(&o)
+	}
+	if o.LogLevel != nil {
+		o.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: o.LogLevel}))
+	}
 	go func() {
 		defer conn.Close()
-		r.done <- Run(ctx, Options{Config: d.cfg, Bus: conn, Now: d.now, Logger: logger,
-			OnReady: func(addr string) { ready <- addr }})
+		r.done <- Run(ctx, o)
 	}()
 	select {
 	case r.metrics = <-ready:

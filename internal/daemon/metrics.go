@@ -4,7 +4,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gatewayd/gatewayd/bonds"
+	"github.com/gatewayd/gatewayd/internal/version"
 )
+
+// newBuildInfo is gatewayd_build_info: 1, labelled with what runs, so a
+// dashboard or an alert can tell which docks run which build.
+func newBuildInfo(in version.Info) prometheus.Collector {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "gatewayd_build_info",
+		Help:        "Always 1; its labels say which build of gatewayd runs (version, commit, Go version).",
+		ConstLabels: prometheus.Labels{"version": in.Version, "commit": in.Commit, "goversion": in.GoVersion}})
+	g.Set(1)
+	return g
+}
 
 // bondsCollector exports the database's counters (bonds.Stats).
 type bondsCollector struct {

@@ -1,4 +1,4 @@
-package daemon
+package config
 
 import (
 	"errors"
@@ -8,8 +8,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/gatewayd/gatewayd/config"
 )
 
 // TestMQTTSecrets: the password comes from a 0600 file and a looser one
@@ -20,21 +18,21 @@ func TestMQTTSecrets(t *testing.T) {
 	if err := os.WriteFile(pw, []byte("hunter2\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	tc, got, err := mqttSecrets(config.MQTT{Username: "u", PasswordFile: pw})
+	tc, got, err := MQTTSecrets(MQTT{Username: "u", PasswordFile: pw})
 	if err != nil || got != "hunter2" || tc != nil {
 		t.Fatalf("password file: %q %v %v", got, tc, err)
 	}
 	if err := os.Chmod(pw, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := mqttSecrets(config.MQTT{Username: "u", PasswordFile: pw}); !errors.Is(err, config.ErrPermissions) {
+	if _, _, err := MQTTSecrets(MQTT{Username: "u", PasswordFile: pw}); !errors.Is(err, ErrPermissions) {
 		t.Errorf("world-readable password file: %v", err)
 	}
 	ca := filepath.Join(dir, "ca.pem")
 	if err := os.WriteFile(ca, []byte("not a certificate"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := mqttSecrets(config.MQTT{CAFile: ca}); err == nil {
+	if _, _, err := MQTTSecrets(MQTT{CAFile: ca}); err == nil {
 		t.Error("a CA file without a certificate was accepted")
 	}
 }
@@ -49,9 +47,9 @@ func TestAttackTLSFilesNotRegular(t *testing.T) {
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for _, m := range []config.MQTT{{CAFile: fifo}, {CertFile: fifo, KeyFile: fifo}} {
+	for _, m := range []MQTT{{CAFile: fifo}, {CertFile: fifo, KeyFile: fifo}} {
 		done := make(chan error, 1)
-		go func() { _, _, err := mqttSecrets(m); done <- err }()
+		go func() { _, _, err := MQTTSecrets(m); done <- err }()
 		var err error
 		select {
 		case err = <-done:
@@ -62,7 +60,7 @@ func TestAttackTLSFilesNotRegular(t *testing.T) {
 			<-done
 			t.Fatalf("%+v: blocked on the FIFO", m)
 		}
-		if !errors.Is(err, config.ErrPermissions) || !strings.Contains(err.Error(), fifo+" is a FIFO") {
+		if !errors.Is(err, ErrPermissions) || !strings.Contains(err.Error(), fifo+" is a FIFO") {
 			t.Errorf("%+v: %v", m, err)
 		}
 	}
@@ -73,7 +71,7 @@ func TestAttackTLSFilesNotRegular(t *testing.T) {
 	if err := os.Truncate(big, 64<<20); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := mqttSecrets(config.MQTT{CAFile: big}); !errors.Is(err, config.ErrKeys) || !strings.Contains(err.Error(), "larger than") {
+	if _, _, err := MQTTSecrets(MQTT{CAFile: big}); !errors.Is(err, ErrKeys) || !strings.Contains(err.Error(), "larger than") {
 		t.Errorf("64 MiB CA file: %v", err)
 	}
 }
