@@ -266,9 +266,17 @@ func (e *Emulator) connectLocked(d *device, l *lock.Lock) {
 	// src/device.c gatt_client_ready_cb: btd_gatt_client_ready (the
 	// export above), then device_svc_resolved → ServicesResolved.
 	e.setProps(d.path, ifaceDevice, map[string]dbus.Variant{"ServicesResolved": v(true)})
-	addr := e.opts.AdapterAddress
+	// The gateway's bluetoothd connects to a device it is bonded with at
+	// security level medium (5.66 src/device.c device_connect_le: sec_level
+	// BT_IO_SEC_MEDIUM when paired), so the kernel encrypts the link with
+	// the bond's key before the first ATT exchange; that succeeds only if
+	// the lock holds the bond too (otherwise the lock has no key and the
+	// link stays unencrypted). A bond made during this connection counts
+	// from the next one.
+	peer := lock.Peer{Address: e.opts.AdapterAddress,
+		Encrypted: e.bonds[d.addr] && l.Bonded(e.opts.AdapterAddress)}
 	e.wg.Go(func() {
-		err := locklink.Serve(ctx, l, c.lk, addr)
+		err := locklink.Serve(ctx, l, c.lk, peer)
 		e.log.Debug("lock connection ended", "device", d.addr, "err", err)
 	})
 	e.log.Debug("connected", "device", d.addr)

@@ -519,7 +519,11 @@ func (p *Peripheral) sessionFor(dev dbus.ObjectPath, mtu int) (*session, error) 
 	p.sessions[dev] = s
 	p.stats.connections.Add(1)
 	p.wg.Go(func() {
-		err := locklink.Serve(ctx, p.opts.Lock, link, addr)
+		// Encrypted stays false: bluetoothd 5.66 tells a GATT application
+		// nothing of the link's security (docs/real-bluez.md, "What the
+		// lock peripheral cannot learn"), and Device1 Paired is the same
+		// for a device that copies a bonded peer's address.
+		err := locklink.Serve(ctx, p.opts.Lock, link, lock.Peer{Address: addr})
 		p.log.Debug("lock connection ended", "peer", addr, "err", err)
 	})
 	p.log.Debug("connection", "peer", addr, "mtu", mtu)

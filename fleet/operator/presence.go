@@ -43,6 +43,12 @@ type SeenLock struct {
 	Locked bool `json:"locked"`
 	// LastSeen is when the adapter last heard the lock.
 	LastSeen time.Time `json:"last_seen"`
+	// Verified is set when Address is the address the lock last proved
+	// its identity from, in a handshake with this gateway. Anyone can
+	// advertise any lock ID: an entry that is not verified is only what a
+	// device claims (an impostor, or the lock before its first handshake
+	// with this gateway).
+	Verified bool `json:"verified"`
 }
 
 // LocksMessage is the JSON a [Presence] publishes, retained, on the locks
@@ -162,7 +168,8 @@ func NewPresence(o PresenceOptions) (*Presence, error) {
 // Update replaces the snapshot with locks, the locks the gateway hears
 // now (all of them, not a change), and wakes the publisher. It never
 // blocks and does not keep locks. Entries with a zero lock ID are dropped;
-// of several entries with one lock ID, the most recently seen is kept.
+// of several entries with one lock ID, a verified one is kept, else the
+// most recently seen.
 // Updates after Close are ignored.
 func (p *Presence) Update(locks []SeenLock) {
 	s := newSnapshot(locks, p.opts.MaxLocks)
@@ -282,7 +289,9 @@ func (p *Presence) backoff(n int) time.Duration {
 }
 
 // newSnapshot normalizes locks: zero IDs dropped, one entry per lock ID
-// (the latest LastSeen, then the strongest RSSI), the maxLocks strongest
+// (a verified one, then the latest LastSeen, then the strongest RSSI: an
+// impostor advertising a lock's ID never hides the lock's verified entry,
+// however loud or recent it is), the maxLocks strongest
 // by RSSI (unknown RSSI is the weakest), sorted by lock ID, times in UTC.
 func newSnapshot(locks []SeenLock, maxLocks int) *snapshot {
 	byID := make(map[bonds.LockID]SeenLock, len(locks))
@@ -290,8 +299,9 @@ func newSnapshot(locks []SeenLock, maxLocks int) *snapshot {
 		if l.LockID.IsZero() {
 			continue
 		}
-		if o, ok := byID[l.LockID]; ok && (o.LastSeen.After(l.LastSeen) ||
-			o.LastSeen.Equal(l.LastSeen) && rssiRank(o.RSSI) >= rssiRank(l.RSSI)) {
+		if o, ok := byID[l.LockID]; ok && (o.Verified && !l.Verified ||
+			o.Verified == l.Verified && (o.LastSeen.After(l.LastSeen) ||
+				o.LastSeen.Equal(l.LastSeen) && rssiRank(o.RSSI) >= rssiRank(l.RSSI))) {
 			continue
 		}
 		l.LastSeen = l.LastSeen.UTC()
@@ -321,11 +331,12 @@ func rssiRank(rssi int) int {
 }
 
 // sameAs reports whether s and o hold the same lock IDs with the same
-// locked flags and batteries, and the same truncation: what makes a
-// publication necessary.
+// verification, locked flags and batteries, and the same truncation: what
+// makes a publication necessary. An address alone is not (unverified
+// devices taking turns would make a publication each).
 func (s *snapshot) sameAs(o *snapshot) bool {
 	return s.truncated == o.truncated && slices.EqualFunc(s.locks, o.locks, func(a, b SeenLock) bool {
-		return a.LockID == b.LockID && a.Locked == b.Locked && a.Battery == b.Battery
+		return a.LockID == b.LockID && a.Verified == b.Verified && a.Locked == b.Locked && a.Battery == b.Battery
 	})
 }
 

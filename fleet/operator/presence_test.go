@@ -105,12 +105,13 @@ func TestPresenceFirstSnapshot(t *testing.T) {
 	}
 	b := lk(0x0b, 0, 12, false)
 	b.LastSeen = time.Date(2026, 11, 25, 13, 0, 0, 500e6, time.FixedZone("CET", 3600))
+	b.Verified = true
 	e.p.Update([]SeenLock{b, lk(0x0a, -60, 87, true), {Address: "zero ID: dropped"}})
 	waitFor(t, "the first snapshot", func() bool { return len(e.pub.Messages("")) == 1 })
 	m := e.pub.Messages("")[0]
 	const want = `{"gateway_id":"gw-dock-7","updated_at":"2026-11-25T12:00:00Z","locks":[` +
-		`{"lock_id":"010203040506070a","address":"C0:00:00:00:00:0A","rssi":-60,"battery":87,"locked":true,"last_seen":"2026-11-25T11:59:59Z"},` +
-		`{"lock_id":"010203040506070b","address":"C0:00:00:00:00:0B","battery":12,"locked":false,"last_seen":"2026-11-25T12:00:00.5Z"}` +
+		`{"lock_id":"010203040506070a","address":"C0:00:00:00:00:0A","rssi":-60,"battery":87,"locked":true,"last_seen":"2026-11-25T11:59:59Z","verified":false},` +
+		`{"lock_id":"010203040506070b","address":"C0:00:00:00:00:0B","battery":12,"locked":false,"last_seen":"2026-11-25T12:00:00.5Z","verified":true}` +
 		`],"truncated":false}`
 	if m.Topic != e.topics.Locks || !m.Retain || string(m.Payload) != want {
 		t.Fatalf("published %q retain=%v:\n%s\nwant\n%s", m.Topic, m.Retain, m.Payload, want)
@@ -187,6 +188,40 @@ func TestPresenceChangesPublished(t *testing.T) {
 			t.Fatalf("%s: %d publications, want %d", s.name, len(ms), i+1)
 		}
 	}
+}
+
+// TestAttackImpostorEntryInPresence: a device advertising a lock's ID
+// from another address, louder, more recently and with another battery,
+// never replaces the lock's verified entry in the snapshot; with only the
+// impostor in range its entry is published, marked unverified, and the
+// real lock's return is published at once (verified changed).
+func TestAttackImpostorEntryInPresence(t *testing.T) {
+	e := newPresenceEnv(t, nil)
+	real := lk(1, -80, 87, true)
+	real.Verified = true
+	imp := lk(1, -30, 5, false)
+	imp.Address, imp.LastSeen = "A0:00:00:00:00:01", presenceT0
+	for _, order := range [][]SeenLock{{real, imp}, {imp, real}} {
+		s := newSnapshot(order, 10)
+		if len(s.locks) != 1 || s.locks[0] != real {
+			t.Fatalf("snapshot of %+v: %+v, want only the verified entry", order, s.locks)
+		}
+	}
+	e.p.Update([]SeenLock{imp, real})
+	e.waitMsg(t, "the verified entry", func(m LocksMessage) bool {
+		return len(m.Locks) == 1 && m.Locks[0].Verified && m.Locks[0].Address == real.Address && m.Locks[0].Battery == 87
+	})
+	e.p.Update([]SeenLock{imp})
+	e.waitMsg(t, "the impostor's entry, unverified", func(m LocksMessage) bool {
+		return len(m.Locks) == 1 && !m.Locks[0].Verified && m.Locks[0].Address == imp.Address
+	})
+	// The same battery and flag as the impostor's: verified alone is a change.
+	back := real
+	back.Battery, back.Locked = imp.Battery, imp.Locked
+	e.p.Update([]SeenLock{imp, back})
+	e.waitMsg(t, "the verified entry again", func(m LocksMessage) bool {
+		return len(m.Locks) == 1 && m.Locks[0].Verified && m.Locks[0].Address == real.Address
+	})
 }
 
 func TestPresenceBurstCoalesced(t *testing.T) {

@@ -45,8 +45,8 @@ type Revocations struct {
 	mu  sync.Mutex // serialises Offer
 	cur atomic.Pointer[cred.Revocations]
 
-	installed, refused     atomic.Uint64
-	descSerial, descOffers *prometheus.Desc
+	installed, refused                  atomic.Uint64
+	descSerial, descOffers, descRevoked *prometheus.Desc
 }
 
 // NewRevocations returns the store, with the list from Path if there is
@@ -67,6 +67,8 @@ func NewRevocations(o RevocationsOptions) (*Revocations, error) {
 	r.descOffers = prometheus.NewDesc("gatewayd_revocations_offers_total",
 		"Revocation lists received, by outcome: installed (newer, verified and stored), refused (not signed by a fleet root, malformed, or older than the one held, or not stored).",
 		[]string{"outcome"}, l)
+	r.descRevoked = prometheus.NewDesc("gatewayd_revocations_gateway_revoked",
+		"1 if the revocation list the gateway holds revokes this gateway's own credential (locks refuse its handshakes; issue it a new credential), else 0.", nil, l)
 	if o.Path == "" {
 		return r, nil
 	}
@@ -88,6 +90,13 @@ func NewRevocations(o RevocationsOptions) (*Revocations, error) {
 
 // Current returns the list held, or nil.
 func (r *Revocations) Current() *cred.Revocations { return r.cur.Load() }
+
+// OwnRevoked reports whether the held list revokes the gateway's own
+// credential (RevocationsOptions.OwnKID).
+func (r *Revocations) OwnRevoked() bool {
+	l := r.cur.Load()
+	return l != nil && len(r.opts.OwnKID) > 0 && l.IsRevoked(r.opts.OwnKID)
+}
 
 // Revoked reports whether the held list revokes kid, and the list's serial.
 func (r *Revocations) Revoked(kid []byte) (serial uint64, revoked bool) {
@@ -165,6 +174,7 @@ func (r *Revocations) Handle(m Message) {
 func (r *Revocations) Describe(ch chan<- *prometheus.Desc) {
 	ch <- r.descSerial
 	ch <- r.descOffers
+	ch <- r.descRevoked
 }
 
 // Collect implements prometheus.Collector.
@@ -176,4 +186,9 @@ func (r *Revocations) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(r.descSerial, prometheus.GaugeValue, float64(serial))
 	ch <- prometheus.MustNewConstMetric(r.descOffers, prometheus.CounterValue, float64(r.installed.Load()), "installed")
 	ch <- prometheus.MustNewConstMetric(r.descOffers, prometheus.CounterValue, float64(r.refused.Load()), "refused")
+	revoked := 0.0
+	if r.OwnRevoked() {
+		revoked = 1
+	}
+	ch <- prometheus.MustNewConstMetric(r.descRevoked, prometheus.GaugeValue, revoked)
 }

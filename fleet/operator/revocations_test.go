@@ -144,14 +144,61 @@ func TestAttackRevokedOperatorAtIntake(t *testing.T) {
 type serialGauge struct{ r *Revocations }
 
 func (g serialGauge) Describe(ch chan<- *prometheus.Desc) { ch <- g.r.descSerial }
-func (g serialGauge) Collect(ch chan<- prometheus.Metric) {
+func (g serialGauge) Collect(ch chan<- prometheus.Metric) { collectOnly(g.r, g.r.descSerial, ch) }
+
+// revokedGauge collects only gatewayd_revocations_gateway_revoked.
+type revokedGauge struct{ r *Revocations }
+
+func (g revokedGauge) Describe(ch chan<- *prometheus.Desc) { ch <- g.r.descRevoked }
+func (g revokedGauge) Collect(ch chan<- prometheus.Metric) { collectOnly(g.r, g.r.descRevoked, ch) }
+
+func collectOnly(r *Revocations, d *prometheus.Desc, ch chan<- prometheus.Metric) {
 	all := make(chan prometheus.Metric, 8)
-	g.r.Collect(all)
+	r.Collect(all)
 	close(all)
 	for m := range all {
-		if m.Desc() == g.r.descSerial {
+		if m.Desc() == d {
 			ch <- m
 		}
+	}
+}
+
+// TestAttackGatewayRevokedGauge: a list that revokes this gateway's own
+// credential sets gatewayd_revocations_gateway_revoked to 1 (the alert
+// GatewaydCredentialRevoked), also when the list is loaded from disk at
+// start; a list that revokes others leaves it at 0.
+func TestAttackGatewayRevokedGauge(t *testing.T) {
+	e := newEnv(t)
+	path := filepath.Join(t.TempDir(), "revocations.cbor")
+	r := e.revocations(t, path)
+	if got := testutil.ToFloat64(revokedGauge{r}); got != 0 || r.OwnRevoked() {
+		t.Fatalf("no list: gauge %v", got)
+	}
+	if _, err := r.Offer(e.revocationList(t, 1, e.operator)); err != nil {
+		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(revokedGauge{r}); got != 0 || r.OwnRevoked() {
+		t.Fatalf("a list revoking an operator: gauge %v", got)
+	}
+	if _, err := r.Offer(e.revocationList(t, 2, e.operator, e.gateway)); err != nil {
+		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(revokedGauge{r}); got != 1 || !r.OwnRevoked() {
+		t.Fatalf("a list revoking this gateway: gauge %v", got)
+	}
+	if got := testutil.ToFloat64(revokedGauge{e.revocations(t, path)}); got != 1 {
+		t.Fatalf("after a restart: gauge %v", got)
+	}
+	if probs, err := testutil.CollectAndLint(r); err != nil || len(probs) > 0 {
+		t.Fatalf("metric lint: %v %v", probs, err)
+	}
+	// Without its own kid the gateway cannot tell, and claims nothing.
+	blind, err := NewRevocations(RevocationsOptions{Roots: e.fleet.Roots, Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(revokedGauge{blind}); got != 0 {
+		t.Fatalf("without OwnKID: gauge %v", got)
 	}
 }
 

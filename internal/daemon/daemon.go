@@ -398,7 +398,7 @@ type waker interface{ Wake(bonds.LockID) }
 // comes into range. An advertised ID without a record writes nothing.
 func presence(ctx context.Context, ad *bluez.Adapter, db *bonds.DB, sched waker, pres *operator.Presence, log *slog.Logger) {
 	// The first view, even empty, replaces the previous run's retained one.
-	pres.Update(seenLocks(ad))
+	pres.Update(seenLocks(ctx, ad, db))
 	// Every advertisement is an event; the view (a copy of the adapter's
 	// table, sorted) is rebuilt at most once a second after one, and once
 	// a minute regardless, since the adapter drops events when its queue
@@ -412,7 +412,7 @@ func presence(ctx context.Context, ad *bluez.Adapter, db *bonds.DB, sched waker,
 			return
 		case <-tick.C:
 			if ticks++; dirty || ticks%60 == 0 {
-				pres.Update(seenLocks(ad))
+				pres.Update(seenLocks(ctx, ad, db))
 				dirty = false
 			}
 		case ev, ok := <-ad.Events():
@@ -437,16 +437,26 @@ func heardLocks(ad *bluez.Adapter) []bonds.LockID {
 	return out
 }
 
-// seenLocks is what the adapter hears now, for the lock presence.
-func seenLocks(ad *bluez.Adapter) []operator.SeenLock {
+// seenLocks is what the adapter hears now, for the lock presence: an
+// entry is verified when it comes from the address the lock proved its
+// identity from (provenAddress).
+func seenLocks(ctx context.Context, ad *bluez.Adapter, db *bonds.DB) []operator.SeenLock {
 	infos := ad.Locks()
 	out := make([]operator.SeenLock, 0, len(infos))
+	proven := map[bonds.LockID]string{}
 	for _, li := range infos {
 		if li.Err != nil || li.LockID == ([8]byte{}) {
 			continue
 		}
-		out = append(out, operator.SeenLock{LockID: bonds.LockID(li.LockID), Address: li.Address, RSSI: int(li.RSSI),
-			Battery: int(li.Battery), Locked: li.Flags&bluez.FlagLocked != 0, LastSeen: li.LastSeen})
+		id := bonds.LockID(li.LockID)
+		p, ok := proven[id]
+		if !ok {
+			p = provenAddress(ctx, db, id)
+			proven[id] = p
+		}
+		out = append(out, operator.SeenLock{LockID: id, Address: li.Address, RSSI: int(li.RSSI),
+			Battery: int(li.Battery), Locked: li.Flags&bluez.FlagLocked != 0, LastSeen: li.LastSeen,
+			Verified: p != "" && p == normAddr(li.Address)})
 	}
 	return out
 }

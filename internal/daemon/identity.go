@@ -184,19 +184,39 @@ func sweepUnverified(ctx context.Context, db *bonds.DB, now func() time.Time, lo
 	}
 }
 
+// provenAddress returns the address lock id last proved its identity
+// from (its record's address, which onVerified sets from the handshake and
+// onRefused clears), or "" when nothing proved one: no record, a record
+// without the lock's credential (an older version's, from an
+// advertisement), or an address forgotten. The presence marks the entries
+// from this address verified.
+func provenAddress(ctx context.Context, db *bonds.DB, id bonds.LockID) string {
+	l, err := db.Lock(ctx, id)
+	if err != nil || len(l.Credential) == 0 {
+		return ""
+	}
+	return normAddr(l.Address)
+}
+
 // recordSighting handles one of the adapter's events: the last-seen
 // values of a recorded lock are updated (in memory, coalesced: no fsync),
 // an advertised ID without a record writes nothing, and a lock coming
 // into range wakes the scheduler (wake), which may hold commands for it.
+// Once the lock proved its identity from an address, only advertisements
+// from that address update its last-seen values: another device
+// advertising its ID (an impostor) cannot set its battery, signal or
+// last-seen time.
 func recordSighting(ctx context.Context, db *bonds.DB, ev bluez.Event, wake func(bonds.LockID), log *slog.Logger) {
 	li := ev.Lock
 	if li.Err != nil || li.LockID == ([8]byte{}) || ev.Kind == bluez.Gone {
 		return
 	}
 	id := bonds.LockID(li.LockID)
-	err := db.UpdateSeen(id, li.LastSeen, int(li.RSSI), int(li.Battery), "")
-	if err != nil && !errors.Is(err, bonds.ErrNotFound) && ctx.Err() == nil && log != nil {
-		log.Warn("recording a lock's presence", "lock", id, "err", err)
+	if p := provenAddress(ctx, db, id); p == "" || p == normAddr(li.Address) {
+		err := db.UpdateSeen(id, li.LastSeen, int(li.RSSI), int(li.Battery), "")
+		if err != nil && !errors.Is(err, bonds.ErrNotFound) && ctx.Err() == nil && log != nil {
+			log.Warn("recording a lock's presence", "lock", id, "err", err)
+		}
 	}
 	// Appeared or Updated: heard now. A lock that stays in range never
 	// appears again, however long its backoff (the scheduler retries a

@@ -133,9 +133,14 @@ func (l *Link) Close() {
 func (l *Link) Done() <-chan struct{} { return l.done }
 
 // Serve runs the lock on the link until ctx ends or the link goes down,
-// as lock.Serve over a channel.FragmentTransport; addr is the peer's BLE
-// address ("AA:BB:CC:DD:EE:FF"), which bond windows and lockouts key on.
-func Serve(ctx context.Context, lk *lock.Lock, l *Link, addr string) error {
+// as lock.Serve over a channel.FragmentTransport. peer is what the BLE
+// stack knows of the connected device: its address ("AA:BB:CC:DD:EE:FF"),
+// which bond windows and lockouts key on, and whether the stack encrypted
+// the link with the key of a bond (lock.Peer.Encrypted: such a peer, if
+// the lock holds its bond, is not held back by the global throttle,
+// docs/protocol.md §13.8). A stack that cannot tell leaves Encrypted
+// false.
+func Serve(ctx context.Context, lk *lock.Lock, l *Link, peer lock.Peer) error {
 	t := channel.NewFragmentTransport(l, fragment.Options{})
-	return lk.Serve(ctx, t, lock.Peer{Address: addr})
+	return lk.Serve(ctx, t, peer)
 }

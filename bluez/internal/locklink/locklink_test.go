@@ -181,7 +181,7 @@ func TestServeRunsTheLock(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	served := make(chan error, 1)
-	go func() { served <- locklink.Serve(ctx, lk, l, "00:AA:01:00:00:00") }()
+	go func() { served <- locklink.Serve(ctx, lk, l, lock.Peer{Address: "00:AA:01:00:00:00"}) }()
 	ch, err := channel.Dial(ctx, channel.NewFragmentTransport(gatewayEnd{l, notes}, fragment.Options{}), fleet.GatewayConfig(gw))
 	if err != nil {
 		t.Fatalf("handshake: %v", err)

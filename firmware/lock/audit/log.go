@@ -34,8 +34,8 @@ type Options struct {
 	// It is fixed when the log is created: Open refuses another size.
 	// Budget 68..96 bytes of flash per entry with 8-byte kids (at most
 	// 116), record header included: the default ring holds up to some
-	// 25 KiB of live records, so the lock's store needs 12 pages of 4 KiB
-	// (docs/protocol.md §14.7).
+	// 25 KiB of live records, so the lock's store needs 13 pages of 4 KiB
+	// with the lock's records (docs/protocol.md §14.7).
 	Size int
 	// LockID is the lock's ID (its 8-byte kid); it selects the genesis hash.
 	LockID []byte
