@@ -111,7 +111,7 @@ func (s *Scheduler) readAudit(lq *lockQueue, sess Session) {
 		return // it refused read-audit lately: not once per session
 	}
 	for range s.opts.Audit.Pages {
-		if s.ctx.Err() != nil || s.commandWaiting(lq) || s.yield(lq) {
+		if s.ctx.Err() != nil || s.commandWaiting(lq) || s.yield(lq, classBackground) {
 			return
 		}
 		if !s.readAuditPage(lq.id, ar, sess) {

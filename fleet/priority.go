@@ -137,17 +137,23 @@ func (s *Scheduler) releaseLocked(p *pool) {
 }
 
 // yield reports whether the session with lq should end at this command
-// boundary: a lock whose queue is of a more urgent class than what lq
-// has left waits for a session slot. A session is never cut within a
-// command; its lock waits for a slot again, its commands in their order.
-func (s *Scheduler) yield(lq *lockQueue) bool {
+// boundary: a lock whose queue is of a more urgent class than the
+// session's waits for a session slot. The session's class is the more
+// urgent of its class when it began (granted) and what lq has left: a
+// session begun for urgent work carries its lock's following commands
+// too (up to MaxPerSession), as ending it would cost a second connect
+// (the scarcest resource: one at a time) for a lock already connected;
+// a session begun for background work yields as soon as more urgent work
+// waits. A session is never cut within a command; a yielding lock waits
+// for a slot again, its commands in their order.
+func (s *Scheduler) yield(lq *lockQueue, granted class) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.slots.waiters) == 0 {
+	if len(s.slots.waiters) == 0 || granted == classUrgent {
 		return false
 	}
 	now := time.Now()
-	mine := s.queueClass(lq, now)
+	mine := min(granted, s.queueClass(lq, now))
 	if mine == classUrgent {
 		return false
 	}
@@ -158,4 +164,11 @@ func (s *Scheduler) yield(lq *lockQueue) bool {
 		}
 	}
 	return false
+}
+
+// sessionClass is lq's class as its session begins.
+func (s *Scheduler) sessionClass(lq *lockQueue) class {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.queueClass(lq, time.Now())
 }
