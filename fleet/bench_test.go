@@ -21,8 +21,13 @@ import (
 func inBubble(b *testing.B, f func(t *testing.T)) {
 	b.Helper()
 	all := func(string, string) (bool, error) { return true, nil }
-	if !testing.RunTests(all, []testing.InternalTest{{Name: b.Name() + "/virtual", F: func(t *testing.T) { synctest.Test(t, f) }}}) {
+	ran := false
+	sim := func(t *testing.T) { ran = true; synctest.Test(t, f) }
+	if !testing.RunTests(all, []testing.InternalTest{{Name: b.Name() + "/virtual", F: sim}}) {
 		b.Fatal("the simulation failed (its log is above)")
+	}
+	if !ran {
+		b.Fatal("the simulation did not run (-test.skip?)")
 	}
 }
 
