@@ -689,7 +689,7 @@ func (s *Scheduler) session(lq *lockQueue) {
 		s.remove(lq, j)
 		// A command boundary: more urgent work for another lock
 		// waiting for a slot ends a session with less urgent work left.
-		yielded := n < s.opts.MaxPerSession && s.ctx.Err() == nil && s.yield(lq, granted)
+		yielded := n < s.opts.MaxPerSession && s.ctx.Err() == nil && s.commandWaiting(lq) && s.yield(lq, granted)
 		more := n < s.opts.MaxPerSession && s.ctx.Err() == nil && !yielded
 		// The result of j and the start of the next job are one write.
 		var w writes
