@@ -111,7 +111,7 @@ func (s *Scheduler) readAudit(lq *lockQueue, sess Session) {
 		return // it refused read-audit lately: not once per session
 	}
 	for range s.opts.Audit.Pages {
-		if s.ctx.Err() != nil || s.commandWaiting(lq) {
+		if s.ctx.Err() != nil || s.commandWaiting(lq) || s.yield(lq, classBackground) {
 			return
 		}
 		if !s.readAuditPage(lq.id, ar, sess) {
@@ -345,7 +345,7 @@ func (s *Scheduler) auditTurn(lq *lockQueue) (auditOnly, run bool) {
 
 // auditSession runs a session with lq's lock only to read its log.
 func (s *Scheduler) auditSession(lq *lockQueue) {
-	sess, err := s.dial(lq.id)
+	sess, err := s.dial(lq)
 	if err != nil {
 		// No backoff of its own: the next read is a session's or the
 		// next Interval's.

@@ -58,7 +58,8 @@
 // time: one goroutine per lock that has work owns its queue, so a lock
 // never has two sessions and a command never runs twice at once.
 // Different locks run in parallel, up to MaxSessions sessions (a Raspberry
-// Pi's controller holds about 4 to 10 connections). The kernel allows one
+// Pi's controller holds about 4 to 10 connections), granted by priority
+// (below). The kernel allows one
 // LE connection attempt per adapter at a time, so Link.Dial (the connect)
 // runs under one "connect slot", a mutex; a Session that implements
 // [Handshaker] has its secure-channel handshake run after the connect slot
@@ -69,6 +70,37 @@
 // calls for every advertisement) is tried again [Options].HeardRetry (1 s)
 // after it, however long the backoff has grown through repeated radio
 // faults.
+//
+// # Priorities
+//
+// Session slots and the connect slot are granted by class, not in arrival
+// order (see docs/mqtt.md, "Order and priority"): lock and unlock
+// (urgent) before user management (add-user, remove-user, list-users,
+// and the other operator operations) before status and audit reads
+// (background). A freed slot goes to the waiting lock whose queue has the
+// most urgent class, the longest waiting first among equals.
+//
+// A lock's commands are never reordered by class: a signer's commands for
+// one lock reach it in counter order, and the lock refuses a counter
+// below one it accepted (replay), so running an unlock before the status
+// queued ahead of it would not be faster, only wrong. A lock's queue
+// therefore has the class of its most urgent command, running or
+// waiting, not its head's (priority inheritance): the status ahead of an
+// unlock runs at the unlock's priority, instead of leaving the unlock
+// behind every other lock's background work.
+//
+// A session begun for less urgent work ends at a command boundary, never
+// within a command, when a lock of a more urgent class waits for a slot
+// (gatewayd_fleet_session_yields_total); its lock waits for a slot again,
+// its commands in order. A session begun for urgent work carries its
+// lock's following commands (up to MaxPerSession): ending it would cost a
+// second connect, the serial resource, for a lock already connected. The
+// audit read at a session's end is background and stops for more urgent
+// work.
+//
+// Background work is never starved: a command that waited
+// [Options].AgeAfter (30 s) in its lock's queue counts as urgent, and,
+// having waited longest, takes the next slot.
 //
 // # Audit logs
 //

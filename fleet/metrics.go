@@ -23,6 +23,9 @@ type metrics struct {
 	// journalErrors counts journal writes that failed as a whole (each
 	// is retried: see Scheduler.write).
 	journalErrors prometheus.Counter
+	// yields counts sessions ended at a command boundary for more urgent
+	// work (see Scheduler.yield).
+	yields prometheus.Counter
 }
 
 func newMetrics(s *Scheduler) *metrics {
@@ -57,6 +60,10 @@ func newMetrics(s *Scheduler) *metrics {
 			Help: "Journal writes of the scheduler that failed (a full or read-only disk, EIO); each is retried with a short backoff, the commands waiting in order.",
 		}),
 	}
+	m.yields = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "gatewayd_fleet_session_yields_total",
+		Help: "Sessions ended at a command boundary, their lock's remaining commands waiting again, because a lock with more urgent commands (lock, unlock before user management before status and audit reads) waited for a session slot.",
+	})
 	m.chainBreaks = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "gatewayd_audit_chain_breaks_total",
 		Help: "Audit pages from locks that did not extend the hash chain the gateway holds, by reason (altered, reordered, gap, rewound, malformed, signature); the cursor stays.",
@@ -89,14 +96,14 @@ func newMetrics(s *Scheduler) *metrics {
 
 func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.queued, m.sessions, m.results, m.attempts, m.linkErrors, m.duration,
-		m.chainBreaks, m.auditEntries, m.auditMissed, m.auditFailures, m.journalErrors}
+		m.chainBreaks, m.auditEntries, m.auditMissed, m.auditFailures, m.journalErrors, m.yields}
 }
 
 // Describe implements prometheus.Collector: register the Scheduler with a
 // prometheus.Registerer to export gatewayd_fleet_commands_queued,
 // sessions_active, results_total{state}, attempts_total,
 // link_errors_total{retryable}, command_duration_seconds,
-// journal_write_failures_total, and the audit reader's
+// journal_write_failures_total, session_yields_total, and the audit reader's
 // gatewayd_audit_chain_breaks_total{reason}, entries_read_total,
 // entries_missed_total and read_failures_total{cause}.
 func (s *Scheduler) Describe(ch chan<- *prometheus.Desc) {

@@ -22,6 +22,8 @@ const (
 	// DefaultMinBackoff and DefaultMaxBackoff bound DefaultBackoff.
 	DefaultMinBackoff = time.Second
 	DefaultMaxBackoff = time.Minute
+	// DefaultAgeAfter is the default of Options.AgeAfter.
+	DefaultAgeAfter = 30 * time.Second
 	// DefaultHeardRetry is the default of Options.HeardRetry.
 	DefaultHeardRetry = time.Second
 )
@@ -75,6 +77,11 @@ type Options struct {
 	// command up (default 10 s); Rescan is how often it does so
 	// regardless, as a safety net (default 10 min).
 	RescanAfterDrop, Rescan time.Duration
+	// AgeAfter is how long a command waits in its lock's queue before it
+	// counts as urgent whatever its operation (default 30 s), so that
+	// status and user management get through a continuous load of locks
+	// and unlocks (see the package doc, "Priorities").
+	AgeAfter time.Duration
 	// Audit configures reading the locks' audit logs; its zero value
 	// reads none.
 	Audit AuditOptions
@@ -113,6 +120,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.MaxAge == 0 {
 		o.MaxAge = DefaultMaxAge
+	}
+	if o.AgeAfter <= 0 {
+		o.AgeAfter = DefaultAgeAfter
 	}
 	if o.RescanAfterDrop <= 0 {
 		o.RescanAfterDrop = DefaultRescanAfterDrop

@@ -42,8 +42,8 @@ type Scheduler struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
-	connect chan struct{} // the connect slot: one Dial at a time
-	slots   chan struct{} // session slots: MaxSessions
+	connect *pool         // the connect slot: one Dial at a time, granted by priority
+	slots   *pool         // session slots: MaxSessions, granted by priority
 	active  atomic.Int64  // open sessions
 	written atomic.Uint64 // journal writes made (Progress)
 
@@ -71,6 +71,7 @@ type job struct {
 	received time.Time
 	deadline time.Time // zero: none
 	running  bool      // in state running (guarded by Scheduler.mu)
+	enqueued time.Time // monotonic: when it entered its lock's queue (for ageing)
 }
 
 // lockQueue is one lock's FIFO of jobs, owned by one worker goroutine.
@@ -103,8 +104,8 @@ func New(opts Options) (*Scheduler, error) {
 		log:     o.Logger.With("subsystem", "fleet"),
 		ctx:     ctx,
 		cancel:  cancel,
-		connect: make(chan struct{}, 1),
-		slots:   make(chan struct{}, o.MaxSessions),
+		connect: newPool(1),
+		slots:   newPool(o.MaxSessions),
 		wakeIn:  make(chan struct{}, 1),
 		rescan:  make(chan struct{}, 1),
 		known:   map[bonds.CommandID]bool{},
@@ -480,6 +481,7 @@ func (s *Scheduler) enqueue(j *job) {
 		s.wg.Add(1)
 		go s.worker(lq)
 	}
+	j.enqueued = time.Now()
 	i := len(lq.jobs)
 	for i > 0 && !lq.jobs[i-1].running && lq.jobs[i-1].received.After(j.received) {
 		i--
@@ -510,16 +512,14 @@ func (s *Scheduler) worker(lq *lockQueue) {
 		if !run {
 			continue
 		}
-		select {
-		case s.slots <- struct{}{}:
-		case <-s.ctx.Done():
+		if s.acquire(s.ctx, s.slots, lq) != nil {
 			if auditOnly {
 				<-s.auditSlot
 			}
 			return
 		}
 		s.session(lq)
-		<-s.slots
+		s.release(s.slots)
 		if auditOnly {
 			<-s.auditSlot
 		}
@@ -663,10 +663,11 @@ func (s *Scheduler) session(lq *lockQueue) {
 		}
 		return
 	}
+	granted := s.sessionClass(lq)
 	if !s.begin(lq, j) {
 		return
 	}
-	sess, err := s.dial(lq.id)
+	sess, err := s.dial(lq)
 	if err != nil {
 		s.linkError(lq, j, err)
 		return
@@ -686,7 +687,10 @@ func (s *Scheduler) session(lq *lockQueue) {
 		}
 		lq.failures = 0
 		s.remove(lq, j)
-		more := n < s.opts.MaxPerSession && s.ctx.Err() == nil
+		// A command boundary: more urgent work for another lock
+		// waiting for a slot ends a session with less urgent work left.
+		yielded := n < s.opts.MaxPerSession && s.ctx.Err() == nil && s.commandWaiting(lq) && s.yield(lq, granted)
+		more := n < s.opts.MaxPerSession && s.ctx.Err() == nil && !yielded
 		// The result of j and the start of the next job are one write.
 		var w writes
 		w.add(s.finishReq(j, res))
@@ -707,7 +711,7 @@ func (s *Scheduler) session(lq *lockQueue) {
 			}
 		}
 		if !started {
-			if s.ctx.Err() == nil {
+			if s.ctx.Err() == nil && !yielded {
 				// After the commands: the lock's audit log.
 				s.readAudit(lq, sess)
 			}
@@ -719,16 +723,15 @@ func (s *Scheduler) session(lq *lockQueue) {
 
 // dial takes the connect slot for the Link's Dial, and runs the handshake
 // (if the Session has its own) after releasing it.
-func (s *Scheduler) dial(lock bonds.LockID) (Session, error) {
+func (s *Scheduler) dial(lq *lockQueue) (Session, error) {
+	lock := lq.id
 	ctx, cancel := context.WithTimeout(s.ctx, s.opts.AttemptTimeout)
 	defer cancel()
-	select {
-	case s.connect <- struct{}{}:
-	case <-ctx.Done():
-		return nil, fmt.Errorf("fleet: waiting to connect to lock %s: %w", lock, ctx.Err())
+	if err := s.acquire(ctx, s.connect, lq); err != nil {
+		return nil, fmt.Errorf("fleet: waiting to connect to lock %s: %w", lock, err)
 	}
 	sess, err := s.opts.Link.Dial(ctx, lock)
-	<-s.connect
+	s.release(s.connect)
 	if err != nil {
 		return nil, fmt.Errorf("fleet: connect to lock %s: %w", lock, err)
 	}

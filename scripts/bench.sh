@@ -39,10 +39,12 @@ pair() {
     }' "$log"
 }
 
-# metric PACKAGE BENCH UNIT GOAL: the median over COUNT runs of a ratio the
-# benchmark measures itself, interleaving the work and its floor in one loop.
+# metric PACKAGE BENCH UNIT GOAL [at-least]: the median over COUNT runs of a
+# ratio the benchmark measures itself, interleaving the work and its floor in
+# one loop (or, for fleet, simulating it in virtual time). The goal is a
+# ceiling, or a floor with at-least (a throughput against its bound).
 metric() {
-  local pkg=$1 bench=$2 unit=$3 goal=$4 log="$out/$(basename "$1")-$2.txt"
+  local pkg=$1 bench=$2 unit=$3 goal=$4 dir=${5:-at-most} log="$out/$(basename "$1")-$2.txt"
   [[ -z ${ONLY:-} || "$pkg $bench" == *"$ONLY"* ]] || return 0
   go test -c -o "$out/bench.test" "$pkg"
   : >"$log"
@@ -50,7 +52,7 @@ metric() {
     (cd "$pkg" && "$out/bench.test" -test.run='^$' -test.bench="^Benchmark${bench}\$" -test.benchmem ${BENCHTIME:+-test.benchtime=$BENCHTIME}) |
       grep -E "^Benchmark${bench}-" | tee -a "$log"
   done
-  awk -v b="$bench" -v u="$unit" -v goal="$goal" '
+  awk -v b="$bench" -v u="$unit" -v goal="$goal" -v dir="$dir" '
     function median(a, n,   i, j, t) {
       for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
       return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
@@ -58,7 +60,10 @@ metric() {
     { for (i = 2; i <= NF; i++) if ($i == u) { n++; x[n] = $(i - 1) } }
     END {
       m = median(x, n)
-      printf "%s %s: median of %d runs = %.2fx (goal <= %.1fx: %s)\n\n", b, u, n, m, goal, (m <= goal ? "met" : "MISSED")
+      if (dir == "at-least")
+        printf "%s %s: median of %d runs = %.3f (goal >= %.2f: %s)\n\n", b, u, n, m, goal, (m >= goal ? "met" : "MISSED")
+      else
+        printf "%s %s: median of %d runs = %.2fx (goal <= %.1fx: %s)\n\n", b, u, n, m, goal, (m <= goal ? "met" : "MISSED")
     }' "$log"
 }
 
@@ -82,3 +87,13 @@ metric ./bluez LinkCycleInterleaved cycle/7.5rt 1.3
 pair ./bluez LinkCycle DBusRoundTrip 1.3 7.5
 pair ./bluez LinkCycle LinkCycleTraffic 1.3
 pair ./bonds JournalAppend FloorUpdateFsync 1.2
+# The scheduler's priorities and throughput, over the link model of issue 14
+# (4 session slots, connect 100 ms, exchange 30 ms) in virtual time
+# (testing/synctest): no machine noise (the throughput varies by under 1%
+# with the goroutines' order at one virtual instant). An unlock behind
+# 600 status commands on 200 other locks against an unloaded unlock (the old
+# FIFO scheduler: 146x and 153x in this model; 56x and 66x measured; its
+# lines show p50 too, the goal is on p99); 1,000 commands over 200 locks
+# against the bound of the slots and delays.
+metric ./fleet PriorityUnlock p99/unloaded 2
+metric ./fleet PriorityThroughput bound/makespan 0.97 at-least

@@ -1,8 +1,10 @@
 // Package fleettest holds Links for tests of the fleet scheduler: Fake, a
 // scripted link that counts what the scheduler does with it (dials and
-// sessions in progress, requests per lock in order), and RefLink, which
+// sessions in progress, requests per lock in order); RefLink, which
 // hosts real reference locks (firmware/lock) reached over in-memory pipes
-// with the real secure channel and command protocol. It is never used by
+// with the real secure channel and command protocol; and Model, the link
+// model of the scheduler's priority tests and benchmarks (fixed connect
+// and exchange times, run in virtual time). It is never used by
 // production code.
 package fleettest
 
