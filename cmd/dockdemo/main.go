@@ -439,12 +439,19 @@ func (d *demo) wedge() error {
 	if err := d.emu.Wedge(); err != nil {
 		return err
 	}
+	// Connects abort until the client power-cycles the adapter (after
+	// consecutive aborts); from then on they find it not ready, and once
+	// the cycle is over they may succeed, so the demo stops trying at the
+	// first "not ready".
 	for range 3 {
 		_, err := d.ad.Connect(d.ctx, bluez.DeviceOptions{Path: d.emu.DevicePath(h.addr)})
 		if err == nil {
 			return errors.New("connected through a wedged adapter")
 		}
 		d.say("   connect %s: %s", h.addr, short(err))
+		if errors.Is(err, bluez.ErrNotReady) {
+			break
+		}
 	}
 	if err := d.until("the power cycle", func() bool { return d.ad.PowerCycles() == 1 && d.ad.Ready() }); err != nil {
 		return err
