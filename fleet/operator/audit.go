@@ -13,7 +13,6 @@ import (
 	"github.com/gatewayd/gatewayd/bonds"
 	"github.com/gatewayd/gatewayd/firmware/command"
 	"github.com/gatewayd/gatewayd/firmware/lock/audit"
-	"github.com/gatewayd/gatewayd/internal/backoff"
 )
 
 // Types of the messages on the events topic (AuditMessage.Type).
@@ -133,24 +132,13 @@ func NewAuditPublisher(o AuditOptions) (*AuditPublisher, error) {
 	if o.Journal == nil || o.Publisher == nil || o.Topics.Events == "" {
 		return nil, fmt.Errorf("%w: audit publisher needs a Journal, a Publisher and Topics", ErrOptions)
 	}
-	if o.MinBackoff < 0 || o.MaxBackoff < 0 || o.PublishTimeout < 0 || o.Rescan < 0 {
-		return nil, fmt.Errorf("%w: negative duration", ErrOptions)
+	t, err := publishTiming{o.MinBackoff, o.MaxBackoff, o.PublishTimeout, o.Rescan}.withDefaults()
+	if err != nil {
+		return nil, err
 	}
+	o.MinBackoff, o.MaxBackoff, o.PublishTimeout, o.Rescan = t.MinBackoff, t.MaxBackoff, t.PublishTimeout, t.Rescan
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
-	}
-	if o.MinBackoff == 0 {
-		o.MinBackoff = DefaultMinBackoff
-	}
-	if o.MaxBackoff == 0 {
-		o.MaxBackoff = DefaultMaxBackoff
-	}
-	o.MaxBackoff = max(o.MaxBackoff, o.MinBackoff)
-	if o.PublishTimeout == 0 {
-		o.PublishTimeout = DefaultPublishTimeout
-	}
-	if o.Rescan == 0 {
-		o.Rescan = DefaultRescan
 	}
 	a := &AuditPublisher{opts: o, log: o.Logger.With("subsystem", "audit", "gateway", o.Topics.GatewayID),
 		kick: make(chan struct{}, 1)}
@@ -183,32 +171,11 @@ func (a *AuditPublisher) Start(ctx context.Context) error { return a.run.start(c
 func (a *AuditPublisher) Close() { a.run.close() }
 
 func (a *AuditPublisher) loop(ctx context.Context) {
-	t := time.NewTicker(a.opts.Rescan)
-	defer t.Stop()
-	failed := 0
-	for {
-		err := a.pass(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		if err != nil {
-			a.failures.Add(1)
-			d := backoff.Delay(a.opts.MinBackoff, a.opts.MaxBackoff, failed)
-			failed++
-			a.log.Warn("audit record not published: retrying", "err", err, "retry_in", d)
-			if !sleep(ctx, d) {
-				return
-			}
-			continue
-		}
-		failed = 0
-		select {
-		case <-ctx.Done():
-			return
-		case <-a.kick:
-		case <-t.C:
-		}
-	}
+	publishLoop{
+		MinBackoff: a.opts.MinBackoff, MaxBackoff: a.opts.MaxBackoff, Rescan: a.opts.Rescan,
+		Kick: a.kick, Log: a.log, Failures: &a.failures,
+		Retrying: "audit record not published: retrying",
+	}.run(ctx, a.pass)
 }
 
 // auditBatch is how many records one read of the database returns, and
@@ -233,9 +200,7 @@ func (a *AuditPublisher) pass(ctx context.Context) error {
 			if err != nil {
 				a.log.Error("audit entry not decoded: published without its fields", "lock", it.LockID, "seq", it.Seq, "err", err)
 			}
-			pctx, cancel := context.WithTimeout(ctx, a.opts.PublishTimeout)
-			err = a.opts.Publisher.Publish(pctx, a.opts.Topics.Events, mustJSON(m), false)
-			cancel()
+			err = publishAcked(ctx, a.opts.Publisher, a.opts.PublishTimeout, a.opts.Topics.Events, mustJSON(m))
 			if err != nil {
 				if aerr := a.ack(ctx, done); aerr != nil {
 					a.log.Warn("published audit records not removed: they are published again", "records", len(done), "err", aerr)

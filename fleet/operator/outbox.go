@@ -66,24 +66,13 @@ func NewOutbox(o OutboxOptions) (*Outbox, error) {
 	if o.Journal == nil || o.Publisher == nil || o.Topics.Result == "" {
 		return nil, fmt.Errorf("%w: outbox needs a Journal, a Publisher and Topics", ErrOptions)
 	}
-	if o.MinBackoff < 0 || o.MaxBackoff < 0 || o.PublishTimeout < 0 || o.Rescan < 0 {
-		return nil, fmt.Errorf("%w: negative duration", ErrOptions)
+	t, err := publishTiming{o.MinBackoff, o.MaxBackoff, o.PublishTimeout, o.Rescan}.withDefaults()
+	if err != nil {
+		return nil, err
 	}
+	o.MinBackoff, o.MaxBackoff, o.PublishTimeout, o.Rescan = t.MinBackoff, t.MaxBackoff, t.PublishTimeout, t.Rescan
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
-	}
-	if o.MinBackoff == 0 {
-		o.MinBackoff = DefaultMinBackoff
-	}
-	if o.MaxBackoff == 0 {
-		o.MaxBackoff = DefaultMaxBackoff
-	}
-	o.MaxBackoff = max(o.MaxBackoff, o.MinBackoff)
-	if o.PublishTimeout == 0 {
-		o.PublishTimeout = DefaultPublishTimeout
-	}
-	if o.Rescan == 0 {
-		o.Rescan = DefaultRescan
 	}
 	ob := &Outbox{opts: o, log: o.Logger.With("subsystem", "outbox", "gateway", o.Topics.GatewayID),
 		kick: make(chan struct{}, 1), unremoved: map[bonds.CommandID]struct{}{}}
@@ -111,54 +100,25 @@ func (o *Outbox) Start(ctx context.Context) error { return o.run.start(ctx, o.lo
 func (o *Outbox) Close() { o.run.close() }
 
 func (o *Outbox) loop(ctx context.Context) {
-	t := time.NewTicker(o.opts.Rescan)
-	defer t.Stop()
-	failed := 0
-	for {
-		err := o.pass(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		if err != nil {
-			o.failures.Add(1)
-			d := o.backoff(failed)
+	publishLoop{
+		MinBackoff: o.opts.MinBackoff, MaxBackoff: o.opts.MaxBackoff, Rescan: o.opts.Rescan,
+		Kick: o.kick, Log: o.log, Failures: &o.failures,
+		Retrying: "result not published: retrying",
+		Wait: func(err error, d time.Duration) time.Duration {
 			if errors.Is(err, errRemove) {
 				// The disk, not the broker: results go on within
 				// about a second of its recovery.
-				d = min(d, maxRemoveBackoff)
+				return min(d, maxRemoveBackoff)
 			}
-			failed++
-			o.log.Warn("result not published: retrying", "err", err, "retry_in", d)
-			if !sleep(ctx, d) {
-				return
-			}
-			continue
-		}
-		failed = 0
-		select {
-		case <-ctx.Done():
-			return
-		case <-o.kick:
-		case <-t.C:
-		}
-	}
+			return d
+		},
+	}.run(ctx, o.pass)
 }
 
 // backoff returns the wait after n+1 failures in a row: MinBackoff·2^n up
 // to MaxBackoff, jittered to [d/2, d].
 func (o *Outbox) backoff(n int) time.Duration {
 	return backoff.Delay(o.opts.MinBackoff, o.opts.MaxBackoff, n)
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 // AckBatcher is implemented by a Journal that removes several published
@@ -210,9 +170,7 @@ func (o *Outbox) pass(ctx context.Context) error {
 			o.log.Error("lock result not decoded: published without it", "command_id", r.CommandID, "err", err)
 		}
 		o.attachCredential(ctx, &m)
-		pctx, cancel := context.WithTimeout(ctx, o.opts.PublishTimeout)
-		err = o.opts.Publisher.Publish(pctx, o.opts.Topics.Result, mustJSON(m), false)
-		cancel()
+		err = publishAcked(ctx, o.opts.Publisher, o.opts.PublishTimeout, o.opts.Topics.Result, mustJSON(m))
 		if err != nil {
 			if aerr := o.ack(ctx, done); aerr != nil {
 				o.log.Warn("published results not removed from the outbox: they are published again", "results", len(done), "err", aerr)
