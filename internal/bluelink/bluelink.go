@@ -605,24 +605,32 @@ func (s *session) PeerKey() ed25519.PublicKey {
 	return s.conn.Peer().PublicKey
 }
 
-// Do sends one request (signed, or for the gateway's own permissions when
-// signed is nil).
-func (s *session) Do(ctx context.Context, op command.Op, signed []byte) (*command.Result, error) {
+// client returns the session's lock client, after a handshake if there
+// is none yet.
+func (s *session) client(ctx context.Context) (*lockclient.Client, error) {
 	s.mu.Lock()
 	lc := s.lc
 	s.mu.Unlock()
-	if lc == nil {
-		if err := s.Handshake(ctx); err != nil {
-			return nil, err
-		}
-		s.mu.Lock()
-		lc = s.lc
-		s.mu.Unlock()
+	if lc != nil {
+		return lc, nil
 	}
-	var (
-		r   *command.Result
-		err error
-	)
+	if err := s.Handshake(ctx); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	lc = s.lc
+	s.mu.Unlock()
+	return lc, nil
+}
+
+// Do sends one request (signed, or for the gateway's own permissions when
+// signed is nil).
+func (s *session) Do(ctx context.Context, op command.Op, signed []byte) (*command.Result, error) {
+	lc, err := s.client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var r *command.Result
 	if signed == nil {
 		r, err = lc.Do(ctx, command.Request{Op: op})
 	} else {
@@ -642,16 +650,9 @@ func (s *session) ReadAudit(ctx context.Context, fromSeq uint64, max int) (*comm
 	if fromSeq > math.MaxUint32 || max < 1 || max > command.MaxAuditEntries {
 		return nil, fmt.Errorf("bluelink: read-audit on %s from %d, max %d: out of the protocol's range", s.id, fromSeq, max)
 	}
-	s.mu.Lock()
-	lc := s.lc
-	s.mu.Unlock()
-	if lc == nil {
-		if err := s.Handshake(ctx); err != nil {
-			return nil, err
-		}
-		s.mu.Lock()
-		lc = s.lc
-		s.mu.Unlock()
+	lc, err := s.client(ctx)
+	if err != nil {
+		return nil, err
 	}
 	r, err := lc.ReadAudit(ctx, uint32(fromSeq), uint8(max))
 	if err != nil {
