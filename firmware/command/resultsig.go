@@ -3,7 +3,6 @@ package command
 import (
 	"bytes"
 	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -222,24 +221,12 @@ func SignResult(key ed25519.PrivateKey, lockKID []byte, op Op, counter uint64, r
 	if err != nil {
 		return err
 	}
-	signer, err := cose.NewSigner(cose.AlgorithmEdDSA, key)
+	raw, err := coseSign1(key,
+		cose.ProtectedHeader{cose.HeaderLabelAlgorithm: cose.AlgorithmEdDSA, cose.HeaderLabelType: ResultSignatureType},
+		cose.UnprotectedHeader{cose.HeaderLabelKeyID: bytes.Clone(lockKID)},
+		payload, "signing a result", "encoding a result signature")
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrMalformed, err)
-	}
-	msg := cose.UntaggedSign1Message{
-		Headers: cose.Headers{
-			Protected: cose.ProtectedHeader{cose.HeaderLabelAlgorithm: cose.AlgorithmEdDSA,
-				cose.HeaderLabelType: ResultSignatureType},
-			Unprotected: cose.UnprotectedHeader{cose.HeaderLabelKeyID: bytes.Clone(lockKID)},
-		},
-		Payload: payload,
-	}
-	if err := msg.Sign(rand.Reader, nil, signer); err != nil {
-		return fmt.Errorf("%w: signing a result: %w", ErrInternal, err)
-	}
-	raw, err := msg.MarshalCBOR()
-	if err != nil {
-		return fmt.Errorf("%w: encoding a result signature: %w", ErrMalformed, err)
+		return err
 	}
 	// Self-check: never hand out a signature a verifier would refuse.
 	env, err := parseResultSign1(raw)
@@ -338,11 +325,8 @@ func VerifyResultSignature(sig []byte, lock *cred.Cert) (*ResultStatement, error
 		return nil, fmt.Errorf("%w: result signature does not verify under lock %x's key", ErrBadSignature, lock.KID)
 	}
 	var s ResultStatement
-	if err := statementSchema.decode(env.Payload, &s); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
-	}
-	if err := sameEncoding(env.Payload, func() ([]byte, error) { return statementSchema.marshal(&s) }); err != nil {
-		return nil, fmt.Errorf("%w: result statement: %w", ErrMalformed, err)
+	if err := decodeData(statementSchema, env.Payload, &s); err != nil {
+		return nil, err
 	}
 	if !bytes.Equal(s.LockID[:], lock.KID) {
 		return nil, fmt.Errorf("%w: statement names lock %x, signed with lock %x's key", ErrWrongLock, s.LockID, lock.KID)

@@ -144,11 +144,8 @@ func MarshalBody(b *Body) ([]byte, error) {
 // its deterministic encoding. Errors wrap ErrMalformed.
 func parseBody(p []byte) (Body, error) {
 	var b Body
-	if err := bodySchema.decode(p, &b); err != nil {
-		return Body{}, fmt.Errorf("%w: %w", ErrMalformed, err)
-	}
-	if err := sameEncoding(p, func() ([]byte, error) { return bodySchema.marshal(&b) }); err != nil {
-		return Body{}, fmt.Errorf("%w: body: %w", ErrMalformed, err)
+	if err := decodeData(bodySchema, p, &b); err != nil {
+		return Body{}, err
 	}
 	return b, nil
 }
@@ -268,23 +265,10 @@ func sign(key ed25519.PrivateKey, unprotected cose.UnprotectedHeader, b *Body) (
 // signPayload signs payload as it is (tests use it to sign bodies that
 // MarshalBody would refuse).
 func signPayload(key ed25519.PrivateKey, unprotected cose.UnprotectedHeader, payload []byte) ([]byte, error) {
-	signer, err := cose.NewSigner(cose.AlgorithmEdDSA, key)
+	raw, err := coseSign1(key, cose.ProtectedHeader{cose.HeaderLabelAlgorithm: cose.AlgorithmEdDSA}, unprotected,
+		payload, "signing", "encoding COSE_Sign1")
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
-	}
-	msg := cose.UntaggedSign1Message{
-		Headers: cose.Headers{
-			Protected:   cose.ProtectedHeader{cose.HeaderLabelAlgorithm: cose.AlgorithmEdDSA},
-			Unprotected: unprotected,
-		},
-		Payload: payload,
-	}
-	if err := msg.Sign(rand.Reader, nil, signer); err != nil {
-		return nil, fmt.Errorf("%w: signing: %w", ErrInternal, err)
-	}
-	raw, err := msg.MarshalCBOR()
-	if err != nil {
-		return nil, fmt.Errorf("%w: encoding COSE_Sign1: %w", ErrMalformed, err)
+		return nil, err
 	}
 	if len(raw) > MaxSignedSize {
 		return nil, fmt.Errorf("%w: signed command of %d bytes, limit %d", ErrMalformed, len(raw), MaxSignedSize)
@@ -298,6 +282,31 @@ func signPayload(key ed25519.PrivateKey, unprotected cose.UnprotectedHeader, pay
 	pub, _ := key.Public().(ed25519.PublicKey)
 	if err := cred.VerifySign1(pub, env.Payload, env.Signature); err != nil {
 		return nil, fmt.Errorf("%w: go-cose signature: %w", ErrInternal, err)
+	}
+	return raw, nil
+}
+
+// coseSign1 returns the untagged COSE_Sign1 of payload with the headers
+// given, signed with Ed25519 by key (signed commands and result
+// signatures; each its own protected header). signing and encoding name
+// the steps in its errors, which wrap ErrInternal (signing) or
+// ErrMalformed.
+func coseSign1(key ed25519.PrivateKey, protected cose.ProtectedHeader, unprotected cose.UnprotectedHeader,
+	payload []byte, signing, encoding string) ([]byte, error) {
+	signer, err := cose.NewSigner(cose.AlgorithmEdDSA, key)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	msg := cose.UntaggedSign1Message{
+		Headers: cose.Headers{Protected: protected, Unprotected: unprotected},
+		Payload: payload,
+	}
+	if err := msg.Sign(rand.Reader, nil, signer); err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrInternal, signing, err)
+	}
+	raw, err := msg.MarshalCBOR()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrMalformed, encoding, err)
 	}
 	return raw, nil
 }
