@@ -1,14 +1,11 @@
 package daemon
 
 import (
-	"context"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/godbus/dbus/v5"
 
 	"github.com/gatewayd/gatewayd/bluez/emulator"
 	"github.com/gatewayd/gatewayd/bonds"
@@ -35,31 +32,7 @@ func TestDiskFullMidStream(t *testing.T) {
 		}
 		return bonds.Open(path, o)
 	}
-	conn, err := dbus.Connect(d.bus.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	ready := make(chan struct{})
-	go func() {
-		done <- Run(ctx, Options{Config: d.cfg, Bus: conn, Now: d.now, Logger: testLogger(t), OpenDB: open,
-			OnReady: func(string) { close(ready) }})
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("daemon stopped with %v", err)
-		}
-	}()
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("daemon stopped before it was ready: %v", err)
-	case <-time.After(60 * time.Second):
-		t.Fatal("daemon not ready within 60 s")
-	}
+	d.run(func(o *Options) { o.OpenDB = open })
 	oc := d.client
 	// Subscribed: commands published before would have no subscriber.
 	oc.until("retained status online", func() bool {

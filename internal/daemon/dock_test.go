@@ -179,15 +179,37 @@ type running struct {
 // options (with LogLevel set, the log honours it).
 func (d *dock) run(mods ...func(*Options)) *running {
 	d.t.Helper()
+	ready := make(chan string, 1)
+	onReady := func(o *Options) { o.OnReady = func(addr string) { ready <- addr } }
+	r := d.launch(append([]func(*Options){onReady}, mods...)...)
+	select {
+	case r.metrics = <-ready:
+	case err := <-r.done:
+		r.cancel()
+		r.cancel = nil
+		d.t.Fatalf("daemon stopped before it was ready: %v", err)
+	case <-time.After(60 * time.Second):
+		r.cancel()
+		r.cancel = nil
+		d.t.Fatal("daemon not ready within 60 s")
+	}
+	return r
+}
+
+// launch starts the daemon without waiting until it is ready; mods change
+// its options (with LogLevel set, the log honours it). The test's cleanup
+// stops it (running.stop).
+func (d *dock) launch(mods ...func(*Options)) *running {
+	d.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	conn, err := dbus.Connect(d.bus.Addr)
 	if err != nil {
+		cancel()
 		d.t.Fatal(err)
 	}
 	logger, logs := testLogBuf(d.t)
 	r := &running{cancel: cancel, done: make(chan error, 1), conn: conn, logs: logs}
-	ready := make(chan string, 1)
-	o := Options{Config: d.cfg, Bus: conn, Now: d.now, Logger: logger, OnReady: func(addr string) { ready <- addr }}
+	o := Options{Config: d.cfg, Bus: conn, Now: d.now, Logger: logger}
 	for _, m := range mods {
 		m(&o)
 	}
@@ -198,15 +220,6 @@ func (d *dock) run(mods ...func(*Options)) *running {
 		defer conn.Close()
 		r.done <- Run(ctx, o)
 	}()
-	select {
-	case r.metrics = <-ready:
-	case err := <-r.done:
-		cancel()
-		d.t.Fatalf("daemon stopped before it was ready: %v", err)
-	case <-time.After(60 * time.Second):
-		cancel()
-		d.t.Fatal("daemon not ready within 60 s")
-	}
 	d.t.Cleanup(func() { r.stop(d.t) })
 	return r
 }

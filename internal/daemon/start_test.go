@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -12,8 +11,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/godbus/dbus/v5"
 
 	"github.com/gatewayd/gatewayd/bluez/emulator"
 	"github.com/gatewayd/gatewayd/bonds"
@@ -67,22 +64,7 @@ func notifySocketWatchdog(t *testing.T, dir, usec string) (*net.UnixConn, *syste
 func TestStartWaitsForReadOnlyDatabase(t *testing.T) {
 	d := newDock(t, 1, emulator.Options{})
 	ln, n := notifySocket(t, d.dir)
-	conn, err := dbus.Connect(d.bus.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Options{Config: d.cfg, Bus: conn, Now: d.now, Logger: testLogger(t), Notifier: n, OpenDB: readOnly(2)})
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("daemon stopped with %v", err)
-		}
-	}()
+	d.launch(func(o *Options) { o.Notifier, o.OpenDB = n, readOnly(2) })
 	var got []string
 	buf := make([]byte, 512)
 	_ = ln.SetReadDeadline(time.Now().Add(60 * time.Second))

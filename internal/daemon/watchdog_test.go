@@ -1,14 +1,11 @@
 package daemon
 
 import (
-	"context"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/godbus/dbus/v5"
 
 	"github.com/gatewayd/gatewayd/bluez/emulator"
 	"github.com/gatewayd/gatewayd/bonds"
@@ -34,23 +31,7 @@ func TestWatchdogWithheldWhileStalled(t *testing.T) {
 		}
 		return bonds.Open(path, o)
 	}
-	conn, err := dbus.Connect(d.bus.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Options{Config: d.cfg, Bus: conn, Now: d.now, Logger: testLogger(t), Notifier: n,
-			OpenDB: open, StallAfter: time.Second})
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("daemon stopped with %v", err)
-		}
-	}()
+	d.launch(func(o *Options) { o.Notifier, o.OpenDB, o.StallAfter = n, open, time.Second })
 	msgs := make(chan string, 1000)
 	go func() {
 		buf := make([]byte, 512)
