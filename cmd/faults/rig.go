@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -187,7 +186,7 @@ func (r *rig) startBluez() error {
 // restartBluez starts bluezemu with the same state directory and waits
 // for its control socket.
 func (r *rig) restartBluez() error {
-	logf, err := os.OpenFile(r.path("bluezemu.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	_, logf, err := fleetproc.OpenLog(r.path("bluezemu.log"), nil)
 	if err != nil {
 		return err
 	}
@@ -282,13 +281,13 @@ func (r *rig) startDaemon() error {
 
 // daemonCmd is gatewayd run as the unit runs it.
 func (r *rig) daemonCmd(notify string) (*exec.Cmd, io.Writer, *os.File, error) {
-	logf, err := os.OpenFile(r.path("gatewayd.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	var echo io.Writer
+	if r.verbose {
+		echo = r.errOut
+	}
+	w, logf, err := fleetproc.OpenLog(r.path("gatewayd.log"), echo)
 	if err != nil {
 		return nil, nil, nil, err
-	}
-	var w io.Writer = logf
-	if r.verbose {
-		w = io.MultiWriter(logf, r.errOut)
 	}
 	cmd := exec.Command(filepath.Join(r.bin, "gatewayd"), "run", "-config", r.path("gatewayd.toml"))
 	cmd.Dir = r.dir
@@ -301,24 +300,7 @@ func (r *rig) daemonCmd(notify string) (*exec.Cmd, io.Writer, *os.File, error) {
 }
 
 // scrape returns gatewayd's /metrics.
-func (r *rig) scrape() (string, error) {
-	ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+r.metrics+"/metrics", nil)
-	if err != nil {
-		return "", err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("metrics: %s %v", resp.Status, err)
-	}
-	return string(b), nil
-}
+func (r *rig) scrape() (string, error) { return fleetproc.Scrape(r.ctx, r.metrics, 5*time.Second) }
 
 // metric is the value of the sample named exactly name in body.
 func metric(body, name string) (float64, bool) {

@@ -25,7 +25,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -394,13 +393,13 @@ func (d *demo) runDaemon() (string, error) {
 		return "", err
 	}
 	defer ns.Close()
-	logf, err := os.OpenFile(d.daemonLog, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	var echo io.Writer
+	if d.verbose {
+		echo = d.errOut
+	}
+	w, logf, err := fleetproc.OpenLog(d.daemonLog, echo)
 	if err != nil {
 		return "", err
-	}
-	var w io.Writer = logf
-	if d.verbose {
-		w = io.MultiWriter(logf, d.errOut)
 	}
 	args := []string{"run", "-config", d.path("gatewayd.toml")}
 	if _, err := os.Stat(d.path("gatewayd.db")); errors.Is(err, os.ErrNotExist) {
@@ -701,22 +700,7 @@ func metricLines(body, prefix string) []string {
 }
 
 func (d *demo) scrape() (string, error) {
-	ctx, cancel := context.WithTimeout(d.ctx, 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+d.metricsAddr+"/metrics", nil)
-	if err != nil {
-		return "", err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return "", fmt.Errorf("metrics: %w", err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("metrics: %s %v", resp.Status, err)
-	}
-	return string(b), nil
+	return fleetproc.Scrape(d.ctx, d.metricsAddr, 10*time.Second)
 }
 
 // 9. A clean stop.

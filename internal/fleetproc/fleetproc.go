@@ -2,8 +2,8 @@
 // them as a dock runs them (cmd/fleetdemo, cmd/faults): child processes with
 // their logs and an owner that stops them, a free port and the wait for a
 // listener, mosquitto as the broker (restartable on its port), gatewayd's
-// configuration file, and the notify socket systemd gives a Type=notify
-// service. It imports the standard library and internal/mosquittotest.
+// configuration file, the notify socket systemd gives a Type=notify
+// service, log files and the scrape of /metrics. It imports the standard library and internal/mosquittotest.
 package fleetproc
 
 import (
