@@ -3,7 +3,6 @@ package daemon
 import (
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,17 +21,7 @@ func TestDiskFullMidStream(t *testing.T) {
 	d := newDock(t, 2, emulator.Options{})
 	var full atomic.Bool
 	var failed atomic.Int64
-	open := func(path string, o bonds.Options) (*bonds.DB, error) {
-		o.FailCommit = func() error {
-			if full.Load() {
-				failed.Add(1)
-				return syscall.ENOSPC
-			}
-			return nil
-		}
-		return bonds.Open(path, o)
-	}
-	d.run(func(o *Options) { o.OpenDB = open })
+	d.run(func(o *Options) { o.OpenDB = diskFull(&full, &failed) })
 	oc := d.client
 	// Subscribed: commands published before would have no subscriber.
 	oc.until("retained status online", func() bool {

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -163,6 +165,23 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// diskFull is bonds.Open on a disk that is full while full is set: every
+// commit fails with ENOSPC, counted in failed (if not nil).
+func diskFull(full *atomic.Bool, failed *atomic.Int64) func(string, bonds.Options) (*bonds.DB, error) {
+	return func(path string, o bonds.Options) (*bonds.DB, error) {
+		o.FailCommit = func() error {
+			if full.Load() {
+				if failed != nil {
+					failed.Add(1)
+				}
+				return syscall.ENOSPC
+			}
+			return nil
+		}
+		return bonds.Open(path, o)
 	}
 }
 

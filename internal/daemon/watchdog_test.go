@@ -3,7 +3,6 @@ package daemon
 import (
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,16 +21,7 @@ func TestWatchdogWithheldWhileStalled(t *testing.T) {
 	d := newDock(t, 1, emulator.Options{})
 	ln, n := notifySocketWatchdog(t, d.dir, "200000") // a ping every 100 ms
 	var full atomic.Bool
-	open := func(path string, o bonds.Options) (*bonds.DB, error) {
-		o.FailCommit = func() error {
-			if full.Load() {
-				return syscall.ENOSPC
-			}
-			return nil
-		}
-		return bonds.Open(path, o)
-	}
-	d.launch(func(o *Options) { o.Notifier, o.OpenDB, o.StallAfter = n, open, time.Second })
+	d.launch(func(o *Options) { o.Notifier, o.OpenDB, o.StallAfter = n, diskFull(&full, nil), time.Second })
 	msgs := make(chan string, 1000)
 	go func() {
 		buf := make([]byte, 512)
