@@ -87,32 +87,9 @@ type ResultStatement struct {
 var statementSchema = &schema[ResultStatement]{
 	name: "result statement",
 	fields: []field[ResultStatement]{
-		{key: 1, name: "lock_id", required: true,
-			enc: func(s *ResultStatement) (any, bool, error) { return s.LockID[:], true, nil },
-			dec: func(s *ResultStatement, raw cbor.RawMessage) error {
-				id, err := decBytes(raw, len(s.LockID))
-				copy(s.LockID[:], id)
-				return err
-			}},
-		{key: 2, name: "command_id", required: true,
-			enc: func(s *ResultStatement) (any, bool, error) { return s.CommandID[:], true, nil },
-			dec: func(s *ResultStatement, raw cbor.RawMessage) error {
-				id, err := decBytes(raw, len(s.CommandID))
-				copy(s.CommandID[:], id)
-				return err
-			}},
-		{key: 3, name: "op", required: true,
-			enc: func(s *ResultStatement) (any, bool, error) {
-				if !s.Op.Valid() {
-					return nil, false, fmt.Errorf("%w: %d", ErrUnknownOp, uint8(s.Op))
-				}
-				return uint64(s.Op), true, nil
-			},
-			dec: func(s *ResultStatement, raw cbor.RawMessage) error {
-				n, err := decUint(raw, uint64(OpLock), uint64(maxOp))
-				s.Op = Op(n)
-				return err
-			}},
+		idField(1, "lock_id", func(s *ResultStatement) []byte { return s.LockID[:] }),
+		idField(2, "command_id", func(s *ResultStatement) []byte { return s.CommandID[:] }),
+		opField(3, func(s *ResultStatement) *Op { return &s.Op }),
 		{key: 4, name: "status", required: true,
 			enc: func(s *ResultStatement) (any, bool, error) {
 				if !s.Status.Valid() {
@@ -137,17 +114,7 @@ var statementSchema = &schema[ResultStatement]{
 				s.LockState = LockState(n)
 				return err
 			}},
-		{key: 6, name: "counter", required: true,
-			enc: func(s *ResultStatement) (any, bool, error) {
-				if s.Counter < 1 || s.Counter > MaxCounter {
-					return nil, false, fmt.Errorf("counter %d, want 1..2^53", s.Counter)
-				}
-				return s.Counter, true, nil
-			},
-			dec: func(s *ResultStatement, raw cbor.RawMessage) (err error) {
-				s.Counter, err = decUint(raw, 1, MaxCounter)
-				return err
-			}},
+		counterField(6, func(s *ResultStatement) *uint64 { return &s.Counter }),
 		{key: 7, name: "clock", required: true,
 			enc: func(s *ResultStatement) (any, bool, error) {
 				t, err := encTime(s.Clock)

@@ -67,26 +67,9 @@ func (b *Body) Equal(c *Body) bool {
 var bodySchema = &schema[Body]{
 	name: "body",
 	fields: []field[Body]{
-		{key: 1, name: "lock_id", required: true,
-			enc: func(b *Body) (any, bool, error) { return b.LockID[:], true, nil },
-			dec: func(b *Body, raw cbor.RawMessage) error {
-				id, err := decBytes(raw, len(b.LockID))
-				copy(b.LockID[:], id)
-				return err
-			}},
+		idField(1, "lock_id", func(b *Body) []byte { return b.LockID[:] }),
 		// op before args: args are decoded by the op's table.
-		{key: 2, name: "op", required: true,
-			enc: func(b *Body) (any, bool, error) {
-				if !b.Op.Valid() {
-					return nil, false, fmt.Errorf("%w: %d", ErrUnknownOp, uint8(b.Op))
-				}
-				return uint64(b.Op), true, nil
-			},
-			dec: func(b *Body, raw cbor.RawMessage) error {
-				n, err := decUint(raw, uint64(OpLock), uint64(maxOp))
-				b.Op = Op(n)
-				return err
-			}},
+		opField(2, func(b *Body) *Op { return &b.Op }),
 		{key: 3, name: "args", required: true,
 			enc: func(b *Body) (any, bool, error) {
 				a, err := encodeArgs(b.Op, &b.Args)
@@ -96,13 +79,7 @@ var bodySchema = &schema[Body]{
 				b.Args, err = decodeArgs(b.Op, raw)
 				return err
 			}},
-		{key: 4, name: "command_id", required: true,
-			enc: func(b *Body) (any, bool, error) { return b.CommandID[:], true, nil },
-			dec: func(b *Body, raw cbor.RawMessage) error {
-				id, err := decBytes(raw, len(b.CommandID))
-				copy(b.CommandID[:], id)
-				return err
-			}},
+		idField(4, "command_id", func(b *Body) []byte { return b.CommandID[:] }),
 		{key: 5, name: "not_after", required: true,
 			enc: func(b *Body) (any, bool, error) {
 				if b.NotAfter.IsZero() {
@@ -116,18 +93,54 @@ var bodySchema = &schema[Body]{
 				b.NotAfter = timeOf(n)
 				return err
 			}},
-		{key: 6, name: "counter", required: true,
-			enc: func(b *Body) (any, bool, error) {
-				if b.Counter < 1 || b.Counter > MaxCounter {
-					return nil, false, fmt.Errorf("counter %d, want 1..2^53", b.Counter)
-				}
-				return b.Counter, true, nil
-			},
-			dec: func(b *Body, raw cbor.RawMessage) (err error) {
-				b.Counter, err = decUint(raw, 1, MaxCounter)
-				return err
-			}},
+		counterField(6, func(b *Body) *uint64 { return &b.Counter }),
 	},
+}
+
+// Fields that signed command bodies and result statements share.
+
+// idField is a required fixed-size byte string (a lock or command ID):
+// id returns the array of v it is, as a slice.
+func idField[T any](key uint64, name string, id func(v *T) []byte) field[T] {
+	return field[T]{key: key, name: name, required: true,
+		enc: func(v *T) (any, bool, error) { return id(v), true, nil },
+		dec: func(v *T, raw cbor.RawMessage) error {
+			dst := id(v)
+			b, err := decBytes(raw, len(dst))
+			copy(dst, b)
+			return err
+		}}
+}
+
+// opField is the required "op": a defined operation.
+func opField[T any](key uint64, op func(v *T) *Op) field[T] {
+	return field[T]{key: key, name: "op", required: true,
+		enc: func(v *T) (any, bool, error) {
+			if o := *op(v); !o.Valid() {
+				return nil, false, fmt.Errorf("%w: %d", ErrUnknownOp, uint8(o))
+			}
+			return uint64(*op(v)), true, nil
+		},
+		dec: func(v *T, raw cbor.RawMessage) error {
+			n, err := decUint(raw, uint64(OpLock), uint64(maxOp))
+			*op(v) = Op(n)
+			return err
+		}}
+}
+
+// counterField is the required "counter": 1..MaxCounter.
+func counterField[T any](key uint64, counter func(v *T) *uint64) field[T] {
+	return field[T]{key: key, name: "counter", required: true,
+		enc: func(v *T) (any, bool, error) {
+			if c := *counter(v); c < 1 || c > MaxCounter {
+				return nil, false, fmt.Errorf("counter %d, want 1..2^53", c)
+			}
+			return *counter(v), true, nil
+		},
+		dec: func(v *T, raw cbor.RawMessage) (err error) {
+			*counter(v), err = decUint(raw, 1, MaxCounter)
+			return err
+		}}
 }
 
 // MarshalBody returns the deterministic encoding of b: the payload that
