@@ -43,8 +43,13 @@ type Options struct {
 	// subscriptions; 0 is 4096. When signals are dropped the adapter
 	// resynchronises from GetManagedObjects.
 	SignalQueue int
-	Logger      *slog.Logger // nil discards
-	Now         func() time.Time
+	// MinRSSI, when not 0, is the discovery filter's RSSI threshold in
+	// dBm (-127..20): bluetoothd drops weaker advertisements before they
+	// become D-Bus signals, so a dock ignores locks at the next dock
+	// without spending CPU on them. 0 is off (every lock heard).
+	MinRSSI int16
+	Logger  *slog.Logger // nil discards
+	Now     func() time.Time
 	// Dispatcher to subscribe through (one per connection); nil makes one
 	// that Close closes.
 	Dispatcher *Dispatcher
@@ -180,6 +185,9 @@ func Open(ctx context.Context, conn *dbus.Conn, opts Options) (_ *Adapter, err e
 	if opts.CompanyID == 0 {
 		opts.CompanyID = TestCompanyID
 	}
+	if opts.MinRSSI < -127 || opts.MinRSSI > 20 {
+		return nil, fmt.Errorf("%w: MinRSSI %d dBm outside -127..20", ErrInvalidArguments, opts.MinRSSI)
+	}
 	if opts.AwayTimeout <= 0 {
 		opts.AwayTimeout = 30 * time.Second
 	}
@@ -293,10 +301,18 @@ func (a *Adapter) start(ctx context.Context, powered bool) error {
 		}
 	}
 	a.powered.Store(true)
+	// DuplicateData stays true: presence (AwayTimeout, LastSeen) and the
+	// scheduler's "heard" wake-ups need every advertisement, and with it
+	// false BlueZ sends a steady lock's ManufacturerData once only.
+	// UUIDs, Transport and RSSI make bluetoothd drop everything else
+	// before it costs a signal.
 	filter := map[string]dbus.Variant{
 		"UUIDs":         dbus.MakeVariant([]string{a.opts.ServiceUUID}),
 		"Transport":     dbus.MakeVariant("le"),
 		"DuplicateData": dbus.MakeVariant(true),
+	}
+	if a.opts.MinRSSI != 0 {
+		filter["RSSI"] = dbus.MakeVariant(a.opts.MinRSSI)
 	}
 	if err := a.call(ctx, IfaceAdapter+".SetDiscoveryFilter", filter); err != nil {
 		return fmt.Errorf("bluez: SetDiscoveryFilter: %w", err)

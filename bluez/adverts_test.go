@@ -1,0 +1,298 @@
+package bluez_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/godbus/dbus/v5"
+
+	"github.com/gatewayd/gatewayd/bluez"
+	"github.com/gatewayd/gatewayd/bluez/emulator"
+	"github.com/gatewayd/gatewayd/bluez/internal/dbustest"
+	"github.com/gatewayd/gatewayd/firmware/channel/channeltest"
+	"github.com/gatewayd/gatewayd/firmware/lock"
+	"github.com/gatewayd/gatewayd/firmware/lock/locktest"
+)
+
+// markerAddr sorts after every lockAddr: the emulator advertises in
+// address order, so the marker's advertisement is the last of a round.
+const markerAddr = "C0:FF:FF:FF:FF:FF"
+
+func lockAddr(i int) string { return fmt.Sprintf("C0:00:00:00:%02X:%02X", i/256, i%256) }
+
+// newLocks makes n reference locks of one fleet.
+func newLocks(tb testing.TB, n int) []*lock.Lock {
+	tb.Helper()
+	fleet := channeltest.NewFleet(tb, "acme")
+	ls := make([]*lock.Lock, n)
+	for i := range ls {
+		lp := fleet.Lock(tb, uint64(0x4c4b000000000000+i))
+		l, err := lock.New(lock.Options{Cert: lp.Cert, Key: lp.Key, Roots: fleet.Roots, Store: locktest.NewStore(),
+			Actuator: &locktest.Actuator{}, RTC: func() time.Time { return fleet.Now }})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		ls[i] = l
+	}
+	return ls
+}
+
+// radioWorld is a private bus and an emulator whose radio only runs when
+// told (Advertise), hosting the given locks at steady RSSIs.
+func radioWorld(tb testing.TB, locks []*lock.Lock, opts func(i int) emulator.LockOptions) (*dbustest.Bus, *emulator.Emulator) {
+	tb.Helper()
+	bus := dbustest.Start(tb)
+	emu, err := emulator.Start(context.Background(), emulator.Options{Addr: bus.Addr, Seed: 5, RadioInterval: time.Hour, AwayTimeout: time.Hour})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = emu.Close() })
+	for i, l := range locks {
+		o := emulator.LockOptions{Jitter: -1}
+		if opts != nil {
+			o = opts(i)
+		}
+		if err := emu.AddLock(l, lockAddr(i), o); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return bus, emu
+}
+
+// TestThousandLocksAppear: 1,000 locks appearing in one radio round (1,000
+// InterfacesAdded back to back) all reach the client as Appeared events,
+// with nothing dropped and no resynchronisation needed.
+func TestThousandLocksAppear(t *testing.T) {
+	const n = 1000
+	bus, emu := radioWorld(t, newLocks(t, n), nil)
+	ad, err := bluez.Open(context.Background(), bus.Conn(t), bluez.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ad.Close()
+	emu.Advertise()
+	seen := map[string]bool{}
+	timeout := time.After(time.Minute) // a safety net only
+	for len(seen) < n {
+		select {
+		case ev := <-ad.Events():
+			if ev.Kind != bluez.Appeared || ev.Lock.Err != nil {
+				t.Fatalf("event %v %+v", ev.Kind, ev.Lock)
+			}
+			seen[ev.Lock.Address] = true
+		case <-timeout:
+			t.Fatalf("%d of %d locks appeared", len(seen), n)
+		}
+	}
+	if got := len(ad.Locks()); got != n {
+		t.Fatalf("Locks lists %d, want %d", got, n)
+	}
+	if d, r := ad.DroppedEvents(), ad.Resyncs(); d != 0 || r != 0 {
+		t.Fatalf("%d events dropped, %d resyncs; want none", d, r)
+	}
+}
+
+// TestDiscoveryFilterRSSI: with Options.MinRSSI the client asks bluetoothd
+// (here the emulator, which applies the filter as BlueZ does) to drop
+// weaker advertisements: the lock at -90 dBm never appears, the one at
+// -50 dBm does; without it both appear.
+func TestDiscoveryFilterRSSI(t *testing.T) {
+	// In address order: near, far, and a marker advertised last.
+	locks := newLocks(t, 3)
+	rssi := func(i int) emulator.LockOptions {
+		return emulator.LockOptions{Jitter: -1, RSSI: []int16{-50, -90, -50}[i]}
+	}
+	for _, tc := range []struct {
+		min  int16
+		want int
+	}{{-70, 2}, {0, 3}} {
+		bus, emu := radioWorld(t, locks, rssi)
+		ad, err := bluez.Open(context.Background(), bus.Conn(t), bluez.Options{MinRSSI: tc.min})
+		if err != nil {
+			t.Fatal(err)
+		}
+		emu.Advertise()
+		emu.Advertise()
+		// Signals reach the client in the order sent: once the marker
+		// is listed, the far lock would be too had it passed.
+		waitFor(t, "the marker lock", func() bool {
+			for _, l := range ad.Locks() {
+				if l.Address == lockAddr(2) {
+					return true
+				}
+			}
+			return false
+		})
+		ls := ad.Locks()
+		far := false
+		for _, l := range ls {
+			far = far || l.Address == lockAddr(1)
+		}
+		if len(ls) != tc.want || far != (tc.min == 0) {
+			t.Fatalf("MinRSSI %d: locks %+v, want %d", tc.min, ls, tc.want)
+		}
+		_ = ad.Close()
+	}
+	if _, err := bluez.Open(context.Background(), nil, bluez.Options{MinRSSI: -128}); !errors.Is(err, bluez.ErrInvalidArguments) {
+		t.Fatalf("MinRSSI -128: %v, want ErrInvalidArguments", err)
+	}
+}
+
+// TestDuplicateDataEveryAdvertisement: the client asks for DuplicateData,
+// so a lock whose advertisement never changes is still heard at every
+// advertisement (its LastSeen moves on), which presence and the
+// scheduler's wake-ups depend on.
+func TestDuplicateDataEveryAdvertisement(t *testing.T) {
+	bus, emu := radioWorld(t, newLocks(t, 1), nil)
+	now := atomic.Int64{}
+	now.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
+	ad, err := bluez.Open(context.Background(), bus.Conn(t), bluez.Options{Now: func() time.Time { return time.Unix(0, now.Load()) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ad.Close()
+	emu.Advertise()
+	waitFor(t, "the lock", func() bool { return len(ad.Locks()) == 1 })
+	first := ad.Locks()[0].LastSeen
+	now.Add(int64(time.Second))
+	emu.Advertise()
+	waitFor(t, "the same advertisement heard again", func() bool { return ad.Locks()[0].LastSeen.After(first) })
+}
+
+// BenchmarkAdverts measures the client's cost per advertisement with 10,
+// 100 and 1,000 locks each advertising once a round, the advertisement
+// unchanged (DuplicateData: the common case at a dock, a
+// PropertiesChanged{ManufacturerData} per advertisement). Each iteration
+// runs one round through the Adapter (decode, dispatch, update: until it
+// reports the marker lock, advertised last, as Updated) and one round on
+// a second, identical bus and emulator read by a bare godbus connection
+// holding the adapter's match rule (the floor: the bus's cost to get the
+// signals decoded into the process, which any godbus client pays), in
+// alternating order. It reports wall time and process CPU (getrusage: it
+// includes the in-process emulator encoding the signals, the same on
+// both sides) per advertisement, and their ratios ("cpu/floor",
+// "wall/floor"), which scripts/bench.sh takes the median of.
+func BenchmarkAdverts(b *testing.B) {
+	for _, n := range []int{10, 100, 1000} {
+		b.Run(fmt.Sprintf("locks=%d", n), func(b *testing.B) { benchAdverts(b, n) })
+	}
+}
+
+func benchAdverts(b *testing.B, n int) {
+	ctx := context.Background()
+	locks := newLocks(b, n+1)
+	var round atomic.Uint32
+	opts := func(i int) emulator.LockOptions {
+		o := emulator.LockOptions{Jitter: -1}
+		if i == n {
+			o.Battery = func() uint8 { return uint8(round.Load()) }
+		}
+		return o
+	}
+	marker := func(tb testing.TB, emu *emulator.Emulator) {
+		tb.Helper()
+		if err := emu.AddLock(locks[n], markerAddr, opts(n)); err != nil {
+			tb.Fatal(err)
+		}
+	}
+
+	// The client's world.
+	cbus, cemu := radioWorld(b, locks[:n], opts)
+	marker(b, cemu)
+	ad, err := bluez.Open(ctx, cbus.Conn(b), bluez.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = ad.Close() })
+	cemu.Advertise()
+	for seen := 0; seen < n+1; {
+		if ev := <-ad.Events(); ev.Kind == bluez.Appeared {
+			seen++
+		}
+	}
+	clientRound := func() {
+		cemu.Advertise()
+		for {
+			ev := <-ad.Events()
+			if ev.Kind == bluez.Updated && ev.Lock.Address == markerAddr {
+				return
+			}
+		}
+	}
+
+	// The floor's world: a bare connection with the adapter's rule, its
+	// own discovery session with the adapter's filter.
+	fbus, femu := radioWorld(b, locks[:n], opts)
+	marker(b, femu)
+	raw := fbus.Conn(b)
+	rule := bluez.Match{Sender: bluez.BusName, PathNamespace: "/org/bluez", Interface: "org.freedesktop.DBus.Properties", Member: "PropertiesChanged"}.Rule()
+	if err := raw.BusObject().CallWithContext(ctx, "org.freedesktop.DBus.AddMatch", 0, rule).Err; err != nil {
+		b.Fatal(err)
+	}
+	sigs := make(chan *dbus.Signal, 4096)
+	raw.Signal(sigs)
+	adapter := raw.Object(bluez.BusName, femu.AdapterPath())
+	if err := adapter.CallWithContext(ctx, bluez.IfaceAdapter+".SetDiscoveryFilter", 0, map[string]dbus.Variant{
+		"UUIDs": dbus.MakeVariant([]string{bluez.LockServiceUUID}), "Transport": dbus.MakeVariant("le"),
+		"DuplicateData": dbus.MakeVariant(true)}).Err; err != nil {
+		b.Fatal(err)
+	}
+	if err := adapter.CallWithContext(ctx, bluez.IfaceAdapter+".StartDiscovery", 0).Err; err != nil {
+		b.Fatal(err)
+	}
+	femu.Advertise() // the devices appear (InterfacesAdded, not matched)
+	markerPath := femu.DevicePath(markerAddr)
+	floorRound := func() {
+		femu.Advertise()
+		for s := range sigs {
+			if s.Path == markerPath {
+				return
+			}
+		}
+	}
+	// Both worlds warm up.
+	round.Add(1)
+	clientRound()
+	floorRound()
+
+	var wallC, wallF, cpuC, cpuF time.Duration
+	rounds := 0
+	measure := func(f func(), wall, cpu *time.Duration) {
+		round.Add(1)
+		c0, t0 := cpuTime(), time.Now()
+		f()
+		*wall += time.Since(t0)
+		*cpu += cpuTime() - c0
+	}
+	for b.Loop() {
+		if rounds%2 == 0 {
+			measure(clientRound, &wallC, &cpuC)
+			measure(floorRound, &wallF, &cpuF)
+		} else {
+			measure(floorRound, &wallF, &cpuF)
+			measure(clientRound, &wallC, &cpuC)
+		}
+		rounds++
+	}
+	adverts := float64(rounds * (n + 1))
+	b.ReportMetric(float64(cpuC)/adverts, "cpu-ns/advert")
+	b.ReportMetric(float64(cpuF)/adverts, "floorcpu-ns/advert")
+	b.ReportMetric(float64(wallC)/adverts, "wall-ns/advert")
+	b.ReportMetric(float64(cpuC)/float64(cpuF), "cpu/floor")
+	b.ReportMetric(float64(wallC)/float64(wallF), "wall/floor")
+	raw.RemoveSignal(sigs)
+}
+
+// cpuTime is the process's user and system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		panic(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
