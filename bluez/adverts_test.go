@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -46,7 +47,18 @@ func newLocks(tb testing.TB, n int) []*lock.Lock {
 // told (Advertise), hosting the given locks at steady RSSIs.
 func radioWorld(tb testing.TB, locks []*lock.Lock, opts func(i int) emulator.LockOptions) (*dbustest.Bus, *emulator.Emulator) {
 	tb.Helper()
-	bus := dbustest.Start(tb)
+	// A short directory: a subtest's TempDir can make the socket's path
+	// longer than a sockaddr_un holds.
+	dir, err := os.MkdirTemp("", "adv")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = os.RemoveAll(dir) })
+	bus, err := dbustest.StartDaemon(context.Background(), dir)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = bus.Close() })
 	emu, err := emulator.Start(context.Background(), emulator.Options{Addr: bus.Addr, Seed: 5, RadioInterval: time.Hour, AwayTimeout: time.Hour})
 	if err != nil {
 		tb.Fatal(err)

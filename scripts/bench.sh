@@ -79,6 +79,12 @@ metric ./firmware/command VerifyInterleaved verify/floor 1.3
 # machine's noise changes from second to second (their per-round ratios
 # spread from 1.1 to 1.8).
 metric ./bluez LinkCycleInterleaved cycle/7.5rt 1.3
+# Advertisements (issue 14): the client's CPU per advertisement at 1,000
+# locks (decode, dispatch, update), as a multiple of a bare godbus
+# connection reading the same signals from an identical bus, rounds of the
+# two interleaved (see bluez/adverts_test.go; 10 and 100 locks are in the
+# log lines above the median).
+metric ./bluez 'Adverts/locks=1000' cpu/floor 1.3
 pair ./bluez LinkCycle DBusRoundTrip 1.3 7.5
 pair ./bluez LinkCycle LinkCycleTraffic 1.3
 pair ./bonds JournalAppend FloorUpdateFsync 1.2
