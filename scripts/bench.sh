@@ -42,7 +42,7 @@ pair() {
 # metric PACKAGE BENCH UNIT GOAL: the median over COUNT runs of a ratio the
 # benchmark measures itself, interleaving the work and its floor in one loop.
 metric() {
-  local pkg=$1 bench=$2 unit=$3 goal=$4 log="$out/$(basename "$1")-$2.txt"
+  local pkg=$1 bench=$2 unit=$3 goal=$4 log="$out/$(basename "$1")-${2//\//_}.txt"
   [[ -z ${ONLY:-} || "$pkg $bench" == *"$ONLY"* ]] || return 0
   go test -c -o "$out/bench.test" "$pkg"
   : >"$log"
@@ -82,8 +82,8 @@ metric ./bluez LinkCycleInterleaved cycle/7.5rt 1.3
 # Advertisements (issue 14): the client's CPU per advertisement at 1,000
 # locks (decode, dispatch, update), as a multiple of a bare godbus
 # connection reading the same signals from an identical bus, rounds of the
-# two interleaved (see bluez/adverts_test.go; 10 and 100 locks are in the
-# log lines above the median).
+# two interleaved (see bluez/adverts_test.go; `go test -bench Adverts
+# ./bluez/` gives 10 and 100 locks too).
 metric ./bluez 'Adverts/locks=1000' cpu/floor 1.3
 pair ./bluez LinkCycle DBusRoundTrip 1.3 7.5
 pair ./bluez LinkCycle LinkCycleTraffic 1.3
