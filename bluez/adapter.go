@@ -136,16 +136,20 @@ type device struct {
 // something powered it off, restarts discovery if it stopped, and
 // power-cycles an adapter found wedged (see Options).
 type Adapter struct {
-	conn     *dbus.Conn
-	obj      dbus.BusObject
-	path     dbus.ObjectPath
-	opts     Options
-	log      *slog.Logger
-	disp     *Dispatcher
-	ownDisp  bool
-	omSub    *Subscription
-	pcSub    *Subscription
-	nameSub  *Subscription // NameOwnerChanged of org.bluez: bluetoothd restarts
+	conn    *dbus.Conn
+	obj     dbus.BusObject
+	path    dbus.ObjectPath
+	opts    Options
+	log     *slog.Logger
+	disp    *Dispatcher
+	ownDisp bool
+	omSub   *Subscription
+	pcSub   *Subscription
+	nameSub *Subscription // NameOwnerChanged of org.bluez: bluetoothd restarts
+	// tap, on a connection made by DialBus, delivers advertisements
+	// decoded from the wire on adverts (nil otherwise).
+	tap      *tap
+	adverts  chan advert
 	restarts atomic.Uint64
 	events   chan Event
 	dropped  atomic.Uint64
@@ -286,6 +290,15 @@ func Open(ctx context.Context, conn *dbus.Conn, opts Options) (_ *Adapter, err e
 		return nil, err
 	}
 	a.load(objs, nil)
+	if t := tapOf(conn); t != nil {
+		// From now on the connection's reader takes this adapter's
+		// advertisements out of the stream; those it took before are
+		// in the tree just read or still queued on pcSub.
+		ch := make(chan advert, opts.SignalQueue)
+		if t.attach(string(a.path), ch) {
+			a.tap, a.adverts = t, ch
+		}
+	}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	go a.run()
 	return a, nil
@@ -488,6 +501,8 @@ func (a *Adapter) run() {
 				return
 			}
 			a.onPropertiesChanged(s)
+		case ad := <-a.adverts:
+			a.onAdvert(ad)
 		case s, ok := <-a.nameSub.C():
 			if !ok {
 				return
@@ -512,7 +527,11 @@ func (a *Adapter) run() {
 				a.resync()
 			}
 		}
-		if od, pd := a.omSub.Dropped(), a.pcSub.Dropped(); od != omDropped || pd != pcDropped {
+		pd := a.pcSub.Dropped()
+		if a.tap != nil {
+			pd += a.tap.dropped.Load()
+		}
+		if od := a.omSub.Dropped(); od != omDropped || pd != pcDropped {
 			omDropped, pcDropped = od, pd
 			a.resync()
 			// Signals emitted before the snapshot but still in flight
@@ -537,6 +556,7 @@ func (a *Adapter) drain() {
 			if !ok {
 				return
 			}
+		case <-a.adverts:
 		default:
 			return
 		}
@@ -694,6 +714,46 @@ func (a *Adapter) onPropertiesChanged(s *dbus.Signal) {
 	_, rssi := changed["RSSI"]
 	_, md := changed["ManufacturerData"]
 	a.update(s.Path, changed, invalidated, rssi || md)
+}
+
+var (
+	sigInt16 = dbus.ParseSignatureMust("n")
+	sigBytes = dbus.ParseSignatureMust("ay")
+	sigMD    = dbus.ParseSignatureMust("a{qv}")
+)
+
+// onAdvert is onPropertiesChanged for an advertisement the connection's
+// reader decoded. A device not known yet is skipped: its InterfacesAdded,
+// still on its way through godbus, carries the same data.
+func (a *Adapter) onAdvert(ad advert) {
+	p := dbus.ObjectPath(ad.path)
+	a.mu.RLock()
+	_, known := a.devices[p]
+	a.mu.RUnlock()
+	if !known {
+		return
+	}
+	props := make(map[string]dbus.Variant, 2)
+	if ad.hasRSSI {
+		props["RSSI"] = dbus.MakeVariantWithSignature(ad.rssi, sigInt16)
+	}
+	if ad.hasMD {
+		md := make(map[uint16]dbus.Variant, len(ad.md))
+		for _, e := range ad.md {
+			md[e.company] = dbus.MakeVariantWithSignature(e.data, sigBytes)
+		}
+		props["ManufacturerData"] = dbus.MakeVariantWithSignature(md, sigMD)
+	}
+	a.update(p, props, nil, true)
+}
+
+// DecodedAdverts counts the advertisements the connection's own reader
+// decoded (a connection made by DialBus), bypassing godbus's decoder.
+func (a *Adapter) DecodedAdverts() uint64 {
+	if a.tap == nil {
+		return 0
+	}
+	return a.tap.taken.Load()
 }
 
 // update merges props into the device at p, reparses it and emits.
@@ -969,6 +1029,9 @@ func (a *Adapter) Close() error {
 		close(a.done)
 		a.cancel()
 		<-a.stopped
+		if a.tap != nil {
+			a.tap.detach(a.adverts)
+		}
 		err := a.call(context.Background(), IfaceAdapter+".StopDiscovery")
 		if err != nil && !errors.Is(err, ErrNotReady) && !errors.Is(err, ErrFailed) {
 			a.closeErr = fmt.Errorf("bluez: StopDiscovery: %w", err)

@@ -76,33 +76,60 @@ func radioWorld(tb testing.TB, locks []*lock.Lock, opts func(i int) emulator.Loc
 	return bus, emu
 }
 
+// dialTap connects to bus through bluez.DialBus (the reader that decodes
+// advertisements itself).
+func dialTap(tb testing.TB, bus *dbustest.Bus) *dbus.Conn {
+	tb.Helper()
+	c, err := bluez.DialBus(bus.Addr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
 // TestThousandLocksAppear: 1,000 locks appearing in one radio round (1,000
-// InterfacesAdded back to back) all reach the client as Appeared events,
-// with nothing dropped and no resynchronisation needed.
+// InterfacesAdded back to back) all reach the client as Appeared events;
+// then one advertisement of each, all changed, comes through the
+// connection's own decoder (bluez.DialBus) as 1,000 Updated events; with
+// nothing dropped and no resynchronisation needed.
 func TestThousandLocksAppear(t *testing.T) {
 	const n = 1000
-	bus, emu := radioWorld(t, newLocks(t, n), nil)
-	ad, err := bluez.Open(context.Background(), bus.Conn(t), bluez.Options{})
+	var battery atomic.Uint32
+	battery.Store(90)
+	bus, emu := radioWorld(t, newLocks(t, n), func(int) emulator.LockOptions {
+		return emulator.LockOptions{Jitter: -1, Battery: func() uint8 { return uint8(battery.Load()) }}
+	})
+	ad, err := bluez.Open(context.Background(), dialTap(t, bus), bluez.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ad.Close()
-	emu.Advertise()
-	seen := map[string]bool{}
-	timeout := time.After(time.Minute) // a safety net only
-	for len(seen) < n {
-		select {
-		case ev := <-ad.Events():
-			if ev.Kind != bluez.Appeared || ev.Lock.Err != nil {
-				t.Fatalf("event %v %+v", ev.Kind, ev.Lock)
+	for _, want := range []struct {
+		kind    bluez.EventKind
+		battery uint8
+	}{{bluez.Appeared, 90}, {bluez.Updated, 80}} {
+		battery.Store(uint32(want.battery))
+		emu.Advertise()
+		seen := map[string]bool{}
+		timeout := time.After(time.Minute) // a safety net only
+		for len(seen) < n {
+			select {
+			case ev := <-ad.Events():
+				if ev.Kind != want.kind || ev.Lock.Err != nil || ev.Lock.Battery != want.battery {
+					t.Fatalf("event %v %+v, want %v at battery %d", ev.Kind, ev.Lock, want.kind, want.battery)
+				}
+				seen[ev.Lock.Address] = true
+			case <-timeout:
+				t.Fatalf("%d of %d locks %v", len(seen), n, want.kind)
 			}
-			seen[ev.Lock.Address] = true
-		case <-timeout:
-			t.Fatalf("%d of %d locks appeared", len(seen), n)
 		}
 	}
 	if got := len(ad.Locks()); got != n {
 		t.Fatalf("Locks lists %d, want %d", got, n)
+	}
+	if got := ad.DecodedAdverts(); got != n {
+		t.Fatalf("%d advertisements decoded from the wire, want %d", got, n)
 	}
 	if d, r := ad.DroppedEvents(), ad.Resyncs(); d != 0 || r != 0 {
 		t.Fatalf("%d events dropped, %d resyncs; want none", d, r)
@@ -159,43 +186,67 @@ func TestDiscoveryFilterRSSI(t *testing.T) {
 // so a lock whose advertisement never changes is still heard at every
 // advertisement (its LastSeen moves on), which presence and the
 // scheduler's wake-ups depend on.
+// Both on a godbus connection and on one made by bluez.DialBus.
 func TestDuplicateDataEveryAdvertisement(t *testing.T) {
-	bus, emu := radioWorld(t, newLocks(t, 1), nil)
-	now := atomic.Int64{}
-	now.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
-	ad, err := bluez.Open(context.Background(), bus.Conn(t), bluez.Options{Now: func() time.Time { return time.Unix(0, now.Load()) }})
-	if err != nil {
-		t.Fatal(err)
+	for name, dial := range map[string]func(testing.TB, *dbustest.Bus) *dbus.Conn{
+		"godbus": func(tb testing.TB, bus *dbustest.Bus) *dbus.Conn { return bus.Conn(tb) },
+		"tap":    dialTap,
+	} {
+		t.Run(name, func(t *testing.T) {
+			bus, emu := radioWorld(t, newLocks(t, 1), nil)
+			now := atomic.Int64{}
+			now.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
+			ad, err := bluez.Open(context.Background(), dial(t, bus), bluez.Options{Now: func() time.Time { return time.Unix(0, now.Load()) }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ad.Close()
+			emu.Advertise()
+			waitFor(t, "the lock", func() bool { return len(ad.Locks()) == 1 })
+			first := ad.Locks()[0].LastSeen
+			now.Add(int64(time.Second))
+			emu.Advertise()
+			waitFor(t, "the same advertisement heard again", func() bool { return ad.Locks()[0].LastSeen.After(first) })
+			if name == "tap" && ad.DecodedAdverts() == 0 {
+				t.Fatal("the advertisement went through godbus")
+			}
+		})
 	}
-	defer ad.Close()
-	emu.Advertise()
-	waitFor(t, "the lock", func() bool { return len(ad.Locks()) == 1 })
-	first := ad.Locks()[0].LastSeen
-	now.Add(int64(time.Second))
-	emu.Advertise()
-	waitFor(t, "the same advertisement heard again", func() bool { return ad.Locks()[0].LastSeen.After(first) })
 }
 
 // BenchmarkAdverts measures the client's cost per advertisement with 10,
 // 100 and 1,000 locks each advertising once a round, the advertisement
 // unchanged (DuplicateData: the common case at a dock, a
-// PropertiesChanged{ManufacturerData} per advertisement). Each iteration
-// runs one round through the Adapter (decode, dispatch, update: until it
-// reports the marker lock, advertised last, as Updated) and one round on
-// a second, identical bus and emulator read by a bare godbus connection
-// holding the adapter's match rule (the floor: the bus's cost to get the
-// signals decoded into the process, which any godbus client pays), in
-// alternating order. It reports wall time and process CPU (getrusage: it
-// includes the in-process emulator encoding the signals, the same on
-// both sides) per advertisement, and their ratios ("cpu/floor",
-// "wall/floor"), which scripts/bench.sh takes the median of.
+// PropertiesChanged{ManufacturerData} per advertisement), on a connection
+// made by bluez.DialBus (advertisements decoded by the connection's own
+// reader). Each iteration runs one round through the Adapter (decode,
+// dispatch, update: until it reports the marker lock, advertised last, as
+// Updated) and one round on a second, identical bus and emulator read by
+// a bare godbus connection holding the adapter's match rule (the floor:
+// the bus's cost to get the signals decoded into the process, which any
+// godbus client pays), in alternating order. It reports wall time and
+// process CPU (getrusage: it includes the in-process emulator encoding
+// the signals, the same on both sides) per advertisement, and their
+// ratios ("cpu/floor", "wall/floor"), which scripts/bench.sh takes the
+// median of.
 func BenchmarkAdverts(b *testing.B) {
 	for _, n := range []int{10, 100, 1000} {
-		b.Run(fmt.Sprintf("locks=%d", n), func(b *testing.B) { benchAdverts(b, n) })
+		b.Run(fmt.Sprintf("locks=%d", n), func(b *testing.B) { benchAdverts(b, n, dialTap) })
 	}
 }
 
-func benchAdverts(b *testing.B, n int) {
+// BenchmarkAdvertsGodbus is BenchmarkAdverts with the client on a plain
+// godbus connection (dbus.Connect): every signal decoded by godbus and
+// passed through the Dispatcher, as before bluez.DialBus.
+func BenchmarkAdvertsGodbus(b *testing.B) {
+	for _, n := range []int{10, 100, 1000} {
+		b.Run(fmt.Sprintf("locks=%d", n), func(b *testing.B) {
+			benchAdverts(b, n, func(tb testing.TB, bus *dbustest.Bus) *dbus.Conn { return bus.Conn(tb) })
+		})
+	}
+}
+
+func benchAdverts(b *testing.B, n int, dial func(testing.TB, *dbustest.Bus) *dbus.Conn) {
 	ctx := context.Background()
 	locks := newLocks(b, n+1)
 	var round atomic.Uint32
@@ -216,7 +267,7 @@ func benchAdverts(b *testing.B, n int) {
 	// The client's world.
 	cbus, cemu := radioWorld(b, locks[:n], opts)
 	marker(b, cemu)
-	ad, err := bluez.Open(ctx, cbus.Conn(b), bluez.Options{})
+	ad, err := bluez.Open(ctx, dial(b, cbus), bluez.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
