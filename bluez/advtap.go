@@ -41,17 +41,17 @@ func DialBus(address string) (*dbus.Conn, error) {
 		_ = conn.Close()
 		return nil, fmt.Errorf("bluez: Hello on %s: %w", address, err)
 	}
+	t.conn.Store(conn)
 	taps.Store(conn, t)
-	t.conn = conn
 	return conn, nil
 }
 
 // DialSystemBus is DialBus on the system bus (DBUS_SYSTEM_BUS_ADDRESS,
-// or /run/dbus/system_bus_socket).
+// or /var/run/dbus/system_bus_socket, as godbus).
 func DialSystemBus() (*dbus.Conn, error) {
 	addr := os.Getenv("DBUS_SYSTEM_BUS_ADDRESS")
 	if addr == "" {
-		addr = "unix:path=/run/dbus/system_bus_socket"
+		addr = "unix:path=/var/run/dbus/system_bus_socket"
 	}
 	return DialBus(addr)
 }
@@ -115,7 +115,7 @@ func tapOf(c *dbus.Conn) *tap {
 // and cleared by the Adapter.
 type tap struct {
 	net.Conn
-	conn *dbus.Conn
+	conn atomic.Pointer[dbus.Conn]
 	br   *bufio.Reader
 
 	binary bool   // authentication is over: messages follow
@@ -223,8 +223,8 @@ func (t *tap) Read(p []byte) (int, error) {
 
 // Close closes the socket and forgets the tap.
 func (t *tap) Close() error {
-	if t.conn != nil {
-		taps.Delete(t.conn)
+	if c := t.conn.Load(); c != nil {
+		taps.Delete(c)
 	}
 	return t.Conn.Close()
 }
