@@ -3,12 +3,18 @@ package bluez
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/binary"
 	"io"
 	"reflect"
+	"runtime"
 	"testing"
+	"time"
 
 	"github.com/godbus/dbus/v5"
+
+	"github.com/gatewayd/gatewayd/bluez/emulator"
+	"github.com/gatewayd/gatewayd/bluez/internal/dbustest"
 )
 
 const testAdapter = "/org/bluez/hci0"
@@ -212,4 +218,60 @@ func FuzzDecodeAdvert(f *testing.F) {
 			t.Fatalf("accepted a message frameLen sizes %d, %v (len %d)", n, ok, len(msg))
 		}
 	})
+}
+
+// TestDialBusCyclesLeakNothing: opening and closing Adapters on one
+// DialBus connection, then dialling and closing connections, leaves the
+// goroutine count, the connection's match rules and the tap registry
+// where they were; each Adapter gets the tap in turn.
+func TestDialBusCyclesLeakNothing(t *testing.T) {
+	bus := dbustest.Start(t)
+	emu, err := emulator.Start(context.Background(), emulator.Options{Addr: bus.Addr, RadioInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emu.Close()
+	via := bus.Conn(t)
+	conn, err := DialBus(bus.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	tp := tapOf(conn)
+	if tp == nil {
+		t.Fatal("DialBus's connection has no tap")
+	}
+	runtime.GC()
+	goroutines, rules := runtime.NumGoroutine(), matchRules(t, bus, via, conn)
+	for range 20 {
+		ad, err := Open(context.Background(), conn, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ad.tap != tp {
+			t.Fatal("the Adapter did not attach to the tap")
+		}
+		if err := ad.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := settleGoroutines(t, goroutines); n > goroutines {
+		t.Fatalf("%d goroutines after 20 adapters, was %d", n, goroutines)
+	}
+	if n := matchRules(t, bus, via, conn); n != rules {
+		t.Fatalf("%d match rules after 20 adapters, was %d", n, rules)
+	}
+	for range 20 {
+		c, err := DialBus(bus.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.Close()
+		if tapOf(c) != nil {
+			t.Fatal("a closed connection's tap is still registered")
+		}
+	}
+	if n := settleGoroutines(t, goroutines); n > goroutines {
+		t.Fatalf("%d goroutines after 20 connections, was %d", n, goroutines)
+	}
 }
