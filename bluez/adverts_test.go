@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/godbus/dbus/v5"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/gatewayd/gatewayd/bluez"
 	"github.com/gatewayd/gatewayd/bluez/emulator"
@@ -130,6 +132,17 @@ func TestThousandLocksAppear(t *testing.T) {
 	}
 	if got := ad.DecodedAdverts(); got != n {
 		t.Fatalf("%d advertisements decoded from the wire, want %d", got, n)
+	}
+	col := bluez.NewCollector(ad)
+	if problems, err := testutil.CollectAndLint(col); err != nil || len(problems) > 0 {
+		t.Fatalf("metric lint: %v %v", problems, err)
+	}
+	if err := testutil.CollectAndCompare(col, strings.NewReader(`
+# HELP gatewayd_bluez_adverts_decoded_total Advertisements decoded by gatewayd's own D-Bus reader (bluez.DialBus) instead of godbus.
+# TYPE gatewayd_bluez_adverts_decoded_total counter
+gatewayd_bluez_adverts_decoded_total{adapter="/org/bluez/hci0"} 1000
+`), "gatewayd_bluez_adverts_decoded_total"); err != nil {
+		t.Fatal(err)
 	}
 	if d, r := ad.DroppedEvents(), ad.Resyncs(); d != 0 || r != 0 {
 		t.Fatalf("%d events dropped, %d resyncs; want none", d, r)
