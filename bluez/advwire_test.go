@@ -275,3 +275,89 @@ func TestDialBusCyclesLeakNothing(t *testing.T) {
 		t.Fatalf("%d goroutines after 20 connections, was %d", n, goroutines)
 	}
 }
+
+// TestAttackMalformedAdvertisements: advertisements doctored on the bus
+// (lengths running past their container or the message, padding not zero,
+// strings without their NUL, a bad object path, a header that frames
+// nothing) are never taken by the decoder, never panic it, and reach
+// godbus unchanged, which refuses them (or, lenient about padding, a
+// string's NUL and the serial, decodes them) as it always did.
+func TestAttackMalformedAdvertisements(t *testing.T) {
+	dev := dbus.ObjectPath(testAdapter + "/dev_C0_00_00_00_00_01")
+	good := pcMessage(t, binary.LittleEndian, dev, IfaceDevice, map[string]dbus.Variant{
+		"ManufacturerData": md(map[uint16][]byte{0xFFFF: payload})}, []string{})
+	if _, ok := decodeAdvert(good, testAdapter); !ok {
+		t.Fatal("the genuine advertisement is refused")
+	}
+	n, _ := frameLen(good)
+	bodyStart := n - int(binary.LittleEndian.Uint32(good[4:8]))
+	find := func(b []byte, s string) int {
+		i := bytes.Index(b, []byte(s))
+		if i < 0 {
+			t.Fatalf("%q not in the message", s)
+		}
+		return i
+	}
+	mutate := map[string]func(b []byte){
+		"dict length past the body": func(b []byte) {
+			binary.LittleEndian.PutUint32(b[bodyStart+(4+len(IfaceDevice)+1+3)&^3:], 0xFFFFFF00)
+		},
+		"payload length past the body": func(b []byte) {
+			binary.LittleEndian.PutUint32(b[find(b, string(payload))-4:], uint32(len(payload)+200))
+		},
+		"payload length huge": func(b []byte) {
+			binary.LittleEndian.PutUint32(b[find(b, string(payload))-4:], 0xFFFFFFFF)
+		},
+		"interface string without NUL": func(b []byte) { b[bodyStart+4+len(IfaceDevice)] = 'x' },
+		"key length past the body": func(b []byte) {
+			binary.LittleEndian.PutUint32(b[find(b, "ManufacturerData")-4:], 0x7FFFFFFF)
+		},
+		"non-zero padding": func(b []byte) { b[find(b, "ManufacturerData")-5] = 1 },
+		"bad object path":  func(b []byte) { b[find(b, "/dev_C0")+1] = '/' },
+		"no serial":        func(b []byte) { binary.LittleEndian.PutUint32(b[8:12], 0) },
+		"header fields past the message": func(b []byte) {
+			binary.LittleEndian.PutUint32(b[12:16], binary.LittleEndian.Uint32(b[12:16])+8)
+		},
+	}
+	for name, f := range mutate {
+		b := bytes.Clone(good)
+		f(b)
+		if bytes.Equal(b, good) {
+			t.Fatalf("%s: nothing changed", name)
+		}
+		if ad, ok := decodeAdvert(b, testAdapter); ok {
+			t.Errorf("%s: taken as %+v", name, ad)
+		}
+		// godbus is lenient about these three; the decoder is not, and
+		// leaves them to godbus, as before.
+		lenient := name == "no serial" || name == "interface string without NUL" || name == "non-zero padding"
+		if _, err := dbus.DecodeMessage(bytes.NewReader(b)); (err == nil) != lenient {
+			t.Errorf("%s: godbus's verdict changed: %v", name, err)
+		}
+		// Through the tap: given to godbus byte for byte.
+		tp := &tap{br: bufio.NewReader(bytes.NewReader(append([]byte("OK 1\r\n"), b...))), binary: false}
+		sink := make(chan advert, 1)
+		tp.attach(testAdapter, sink)
+		out, _ := io.ReadAll(tp)
+		if !bytes.Equal(out[len("OK 1\r\n"):], b) || len(sink) != 0 {
+			t.Errorf("%s: the tap changed the stream or took it", name)
+		}
+	}
+	// A header that frames nothing (wrong endianness mark, a length past
+	// 128 MiB): the tap stops framing and passes everything on.
+	for name, f := range map[string]func(b []byte){
+		"endianness": func(b []byte) { b[0] = 'x' },
+		"128 MiB":    func(b []byte) { binary.LittleEndian.PutUint32(b[4:8], 1<<27) },
+	} {
+		b := bytes.Clone(good)
+		f(b)
+		stream := append(append([]byte("OK 1\r\n"), b...), good...)
+		tp := &tap{br: bufio.NewReader(bytes.NewReader(stream))}
+		sink := make(chan advert, 2)
+		tp.attach(testAdapter, sink)
+		out, _ := io.ReadAll(tp)
+		if !bytes.Equal(out, stream) || len(sink) != 0 {
+			t.Errorf("%s: the tap changed the stream or took from it", name)
+		}
+	}
+}
