@@ -43,8 +43,13 @@ type Options struct {
 	// subscriptions; 0 is 4096. When signals are dropped the adapter
 	// resynchronises from GetManagedObjects.
 	SignalQueue int
-	Logger      *slog.Logger // nil discards
-	Now         func() time.Time
+	// MinRSSI, when not 0, is the discovery filter's RSSI threshold in
+	// dBm (-127..20): bluetoothd drops weaker advertisements before they
+	// become D-Bus signals, so a dock ignores locks at the next dock
+	// without spending CPU on them. 0 is off (every lock heard).
+	MinRSSI int16
+	Logger  *slog.Logger // nil discards
+	Now     func() time.Time
 	// Dispatcher to subscribe through (one per connection); nil makes one
 	// that Close closes.
 	Dispatcher *Dispatcher
@@ -131,16 +136,20 @@ type device struct {
 // something powered it off, restarts discovery if it stopped, and
 // power-cycles an adapter found wedged (see Options).
 type Adapter struct {
-	conn     *dbus.Conn
-	obj      dbus.BusObject
-	path     dbus.ObjectPath
-	opts     Options
-	log      *slog.Logger
-	disp     *Dispatcher
-	ownDisp  bool
-	omSub    *Subscription
-	pcSub    *Subscription
-	nameSub  *Subscription // NameOwnerChanged of org.bluez: bluetoothd restarts
+	conn    *dbus.Conn
+	obj     dbus.BusObject
+	path    dbus.ObjectPath
+	opts    Options
+	log     *slog.Logger
+	disp    *Dispatcher
+	ownDisp bool
+	omSub   *Subscription
+	pcSub   *Subscription
+	nameSub *Subscription // NameOwnerChanged of org.bluez: bluetoothd restarts
+	// tap, on a connection made by DialBus, delivers advertisements
+	// decoded from the wire on adverts (nil otherwise).
+	tap      *tap
+	adverts  chan advert
 	restarts atomic.Uint64
 	events   chan Event
 	dropped  atomic.Uint64
@@ -179,6 +188,9 @@ func Open(ctx context.Context, conn *dbus.Conn, opts Options) (_ *Adapter, err e
 	}
 	if opts.CompanyID == 0 {
 		opts.CompanyID = TestCompanyID
+	}
+	if opts.MinRSSI < -127 || opts.MinRSSI > 20 {
+		return nil, fmt.Errorf("%w: MinRSSI %d dBm outside -127..20", ErrInvalidArguments, opts.MinRSSI)
 	}
 	if opts.AwayTimeout <= 0 {
 		opts.AwayTimeout = 30 * time.Second
@@ -278,6 +290,15 @@ func Open(ctx context.Context, conn *dbus.Conn, opts Options) (_ *Adapter, err e
 		return nil, err
 	}
 	a.load(objs, nil)
+	if t := tapOf(conn); t != nil {
+		// From now on the connection's reader takes this adapter's
+		// advertisements out of the stream; those it took before are
+		// in the tree just read or still queued on pcSub.
+		ch := make(chan advert, opts.SignalQueue)
+		if t.attach(string(a.path), ch) {
+			a.tap, a.adverts = t, ch
+		}
+	}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	go a.run()
 	return a, nil
@@ -293,10 +314,18 @@ func (a *Adapter) start(ctx context.Context, powered bool) error {
 		}
 	}
 	a.powered.Store(true)
+	// DuplicateData stays true: presence (AwayTimeout, LastSeen) and the
+	// scheduler's "heard" wake-ups need every advertisement, and with it
+	// false BlueZ sends a steady lock's ManufacturerData once only.
+	// UUIDs, Transport and RSSI make bluetoothd drop everything else
+	// before it costs a signal.
 	filter := map[string]dbus.Variant{
 		"UUIDs":         dbus.MakeVariant([]string{a.opts.ServiceUUID}),
 		"Transport":     dbus.MakeVariant("le"),
 		"DuplicateData": dbus.MakeVariant(true),
+	}
+	if a.opts.MinRSSI != 0 {
+		filter["RSSI"] = dbus.MakeVariant(a.opts.MinRSSI)
 	}
 	if err := a.call(ctx, IfaceAdapter+".SetDiscoveryFilter", filter); err != nil {
 		return fmt.Errorf("bluez: SetDiscoveryFilter: %w", err)
@@ -472,6 +501,8 @@ func (a *Adapter) run() {
 				return
 			}
 			a.onPropertiesChanged(s)
+		case ad := <-a.adverts:
+			a.onAdvert(ad)
 		case s, ok := <-a.nameSub.C():
 			if !ok {
 				return
@@ -496,7 +527,11 @@ func (a *Adapter) run() {
 				a.resync()
 			}
 		}
-		if od, pd := a.omSub.Dropped(), a.pcSub.Dropped(); od != omDropped || pd != pcDropped {
+		pd := a.pcSub.Dropped()
+		if a.tap != nil {
+			pd += a.tap.dropped.Load()
+		}
+		if od := a.omSub.Dropped(); od != omDropped || pd != pcDropped {
 			omDropped, pcDropped = od, pd
 			a.resync()
 			// Signals emitted before the snapshot but still in flight
@@ -521,6 +556,7 @@ func (a *Adapter) drain() {
 			if !ok {
 				return
 			}
+		case <-a.adverts:
 		default:
 			return
 		}
@@ -678,6 +714,46 @@ func (a *Adapter) onPropertiesChanged(s *dbus.Signal) {
 	_, rssi := changed["RSSI"]
 	_, md := changed["ManufacturerData"]
 	a.update(s.Path, changed, invalidated, rssi || md)
+}
+
+var (
+	sigInt16 = dbus.ParseSignatureMust("n")
+	sigBytes = dbus.ParseSignatureMust("ay")
+	sigMD    = dbus.ParseSignatureMust("a{qv}")
+)
+
+// onAdvert is onPropertiesChanged for an advertisement the connection's
+// reader decoded. A device not known yet is skipped: its InterfacesAdded,
+// still on its way through godbus, carries the same data.
+func (a *Adapter) onAdvert(ad advert) {
+	p := dbus.ObjectPath(ad.path)
+	a.mu.RLock()
+	_, known := a.devices[p]
+	a.mu.RUnlock()
+	if !known {
+		return
+	}
+	props := make(map[string]dbus.Variant, 2)
+	if ad.hasRSSI {
+		props["RSSI"] = dbus.MakeVariantWithSignature(ad.rssi, sigInt16)
+	}
+	if ad.hasMD {
+		md := make(map[uint16]dbus.Variant, len(ad.md))
+		for _, e := range ad.md {
+			md[e.company] = dbus.MakeVariantWithSignature(e.data, sigBytes)
+		}
+		props["ManufacturerData"] = dbus.MakeVariantWithSignature(md, sigMD)
+	}
+	a.update(p, props, nil, true)
+}
+
+// DecodedAdverts counts the advertisements the connection's own reader
+// decoded (a connection made by DialBus), bypassing godbus's decoder.
+func (a *Adapter) DecodedAdverts() uint64 {
+	if a.tap == nil {
+		return 0
+	}
+	return a.tap.taken.Load()
 }
 
 // update merges props into the device at p, reparses it and emits.
@@ -953,6 +1029,9 @@ func (a *Adapter) Close() error {
 		close(a.done)
 		a.cancel()
 		<-a.stopped
+		if a.tap != nil {
+			a.tap.detach(a.adverts)
+		}
 		err := a.call(context.Background(), IfaceAdapter+".StopDiscovery")
 		if err != nil && !errors.Is(err, ErrNotReady) && !errors.Is(err, ErrFailed) {
 			a.closeErr = fmt.Errorf("bluez: StopDiscovery: %w", err)

@@ -66,6 +66,17 @@
 // and it logs through a global logger. The project is also archived
 // upstream.
 //
+// # Advertisements
+//
+// DialBus (DialSystemBus) connects to the bus through a reader that takes
+// advertisement-only Device1 PropertiesChanged signals (RSSI,
+// ManufacturerData) of an open Adapter's devices out of the stream and
+// decodes them without godbus's reflection (advwire.go); every other
+// message reaches godbus unchanged. On a connection made otherwise the
+// Adapter receives them through the Dispatcher as before. The discovery
+// filter (service UUID, LE, optional Options.MinRSSI, DuplicateData) keeps
+// everything else inside bluetoothd. See docs/bluez.md.
+//
 // Logging goes only to child loggers of the *slog.Logger passed in options
 // (nil discards); keys and passkeys are never logged.
 package bluez

@@ -11,7 +11,7 @@ import (
 type Collector struct {
 	a *Adapter
 
-	up, locks, powerCycles, removals, restarts, resyncs, dropped, connectFailures *prometheus.Desc
+	up, locks, powerCycles, removals, restarts, resyncs, dropped, connectFailures, decoded *prometheus.Desc
 }
 
 // NewCollector returns a Collector for a; register it with a
@@ -31,12 +31,13 @@ func NewCollector(a *Adapter) *Collector {
 		resyncs:         d("resyncs_total", "Resynchronisations of the device list from GetManagedObjects after dropped D-Bus signals."),
 		dropped:         d("events_dropped_total", "Lock events dropped because the consumer was slow."),
 		connectFailures: d("connect_failures_total", "Connection attempts to locks that failed with a link error."),
+		decoded:         d("adverts_decoded_total", "Advertisements decoded by gatewayd's own D-Bus reader (bluez.DialBus) instead of godbus."),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.up, c.locks, c.powerCycles, c.removals, c.restarts, c.resyncs, c.dropped, c.connectFailures} {
+	for _, d := range []*prometheus.Desc{c.up, c.locks, c.powerCycles, c.removals, c.restarts, c.resyncs, c.dropped, c.connectFailures, c.decoded} {
 		ch <- d
 	}
 }
@@ -60,4 +61,5 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.resyncs, a.Resyncs())
 	counter(c.dropped, a.DroppedEvents())
 	counter(c.connectFailures, a.ConnectFailures())
+	counter(c.decoded, a.DecodedAdverts())
 }

@@ -2,7 +2,6 @@ package emulator
 
 import (
 	"fmt"
-	"slices"
 	"strings"
 
 	"github.com/godbus/dbus/v5"
@@ -31,9 +30,12 @@ func (f *filter) matches(uuids []string, rssi int16) bool {
 	if len(f.uuids) == 0 {
 		return true
 	}
+	// No allocation: the radio asks this for every advertisement.
 	for _, u := range uuids {
-		if slices.Contains(f.uuids, strings.ToLower(u)) {
-			return true
+		for _, w := range f.uuids {
+			if strings.EqualFold(u, w) {
+				return true
+			}
 		}
 	}
 	return false

@@ -99,7 +99,15 @@
 // notifications. One ticker goroutine drives the radio (advertisements,
 // RSSI changes, devices going away), whatever the number of locks; each
 // connection owns one goroutine running Serve. Close cancels and waits for
-// every goroutine the emulator started.
+// every goroutine the emulator started. Advertise runs one radio round at
+// once (tests and benchmarks with a long RadioInterval).
+//
+// Discovery filters are merged as bluetoothd merges them: an advertisement
+// is reported (a device created, or its RSSI and ManufacturerData
+// updated) when any discovery client's filter passes it (UUIDs, RSSI
+// threshold, Transport); with DuplicateData in any client's filter,
+// ManufacturerData is signalled at every advertisement even unchanged,
+// otherwise only changes are.
 //
 // It may import the standard library, github.com/godbus/dbus/v5, firmware/
 // packages and bluez/internal/dbustest (tests only). It never imports the

@@ -397,13 +397,19 @@ func (e *Emulator) removeObject(p dbus.ObjectPath) {
 // setProps updates properties and emits PropertiesChanged with those that
 // changed.
 func (e *Emulator) setProps(p dbus.ObjectPath, iface string, changes map[string]dbus.Variant) {
+	e.setPropsForce(p, iface, changes)
+}
+
+// setPropsForce is setProps, the properties named in force being sent
+// even when unchanged.
+func (e *Emulator) setPropsForce(p dbus.ObjectPath, iface string, changes map[string]dbus.Variant, force ...string) {
 	ps, ok := e.objs[p][iface]
 	if !ok {
 		return
 	}
 	changed := map[string]dbus.Variant{}
 	for k, x := range changes {
-		if old, ok := ps[k]; ok && old.Signature() == x.Signature() && reflect.DeepEqual(old.Value(), x.Value()) {
+		if old, ok := ps[k]; ok && !slices.Contains(force, k) && old.Signature() == x.Signature() && reflect.DeepEqual(old.Value(), x.Value()) {
 			continue
 		}
 		ps[k] = x

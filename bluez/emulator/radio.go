@@ -183,7 +183,11 @@ func (e *Emulator) tick(now time.Time) {
 			d := e.devices[addr]
 			if d == nil || d.conn == nil {
 				// A connected peripheral stops advertising.
-				if d == nil && !e.anyFilterMatches([]string{ServiceUUID}, rssi) {
+				// Every advertisement, of a known device or not, passes
+				// the merged filters first (org.bluez.Adapter.rst
+				// SetDiscoveryFilter: reported only if the RSSI is above
+				// the threshold).
+				if !e.anyFilterMatches([]string{ServiceUUID}, rssi) {
 					continue
 				}
 				e.advertiseLocked(h, d, rssi, now)
@@ -201,6 +205,25 @@ func (e *Emulator) tick(now time.Time) {
 	}
 }
 
+// duplicateDataLocked reports whether a discovery client asked for
+// DuplicateData: BlueZ merges the clients' filters (src/adapter.c
+// merge_discovery_filters), duplicates being reported if any client wants
+// them.
+func (e *Emulator) duplicateDataLocked() bool {
+	for _, f := range e.discovery {
+		if f != nil && f.duplicateData {
+			return true
+		}
+	}
+	return false
+}
+
+// Advertise runs one radio round now, as each RadioInterval tick does:
+// every lock in range advertises once (subject to the discovery filters).
+// Tests and benchmarks give a long RadioInterval and drive the radio with
+// it.
+func (e *Emulator) Advertise() { e.tick(time.Now()) }
+
 func (e *Emulator) anyFilterMatches(uuids []string, rssi int16) bool {
 	for _, f := range e.discovery {
 		if f.matches(uuids, rssi) {
@@ -217,7 +240,16 @@ func (e *Emulator) advertiseLocked(h *hosted, d *device, rssi int16, now time.Ti
 	if d != nil {
 		d.lastSeen = now
 		d.h = h
-		e.setProps(d.path, ifaceDevice, map[string]dbus.Variant{"RSSI": v(rssi), "ManufacturerData": v(md)})
+		changes := map[string]dbus.Variant{"RSSI": v(rssi), "ManufacturerData": v(md)}
+		if e.duplicateDataLocked() {
+			// org.bluez.Adapter.rst, DuplicateData: "PropertiesChanged
+			// signals will be generated for either ManufacturerData and
+			// ServiceData every time they are discovered"; RSSI still
+			// only when it changed.
+			e.setPropsForce(d.path, ifaceDevice, changes, "ManufacturerData")
+		} else {
+			e.setProps(d.path, ifaceDevice, changes)
+		}
 		return
 	}
 	e.newDeviceLocked(h, now, e.deviceProps(h, rssi, md))

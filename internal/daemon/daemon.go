@@ -162,7 +162,9 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if conn == nil {
 		// Not tied to ctx: the parts stop in order after ctx ends, and the
 		// adapter still talks to bluetoothd while it stops (StopDiscovery).
-		if conn, err = dbus.ConnectSystemBus(); err != nil {
+		// DialSystemBus decodes advertisements without godbus's
+		// reflection (bluez/advtap.go): most of a busy dock's CPU.
+		if conn, err = bluez.DialSystemBus(); err != nil {
 			return fmt.Errorf("system bus: %w", err)
 		}
 		defer conn.Close()

@@ -94,7 +94,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) (ok bool, err err
 	// Two connections, as two processes would have: agent requests of a
 	// pairing's initiator go to the agent of the connection that called
 	// Pair, the lock's side to the default agent.
-	gwConn, err := dbus.ConnectSystemBus(dbus.WithContext(ctx))
+	// The gateway's as gatewayd's: advertisements decoded by its own
+	// reader (bluez.DialSystemBus), everything else by godbus.
+	gwConn, err := bluez.DialSystemBus()
 	if err != nil {
 		return false, fmt.Errorf("gateway bus: %w", err)
 	}
