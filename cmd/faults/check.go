@@ -139,6 +139,12 @@ func check(cmds []cmdRec, ledger []ledgerEntry) checkResult {
 			if c.Sends > 1 {
 				res.Counts["resent"]++
 			}
+			if r.State != "succeeded" && !(c.Sends > 1 && r.State == "rejected" && r.Status == "replay") {
+				// Not a violation by itself (the checks below compare it
+				// with the lock's record), but the operator would ask why.
+				res.Notes = append(res.Notes, fmt.Sprintf("command %s (%s of lock %s) ended %s/%s after %d attempts: %s",
+					c.ID, c.Op, lockID(c.Lock), r.State, r.Status, r.Attempts, r.Detail))
+			}
 			if c.Sends > 1 && r.State == "rejected" && r.Status == "replay" {
 				// The broker lost the first copy (a SIGKILL within its
 				// autosave interval) and the resend came after later
