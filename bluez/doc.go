@@ -56,7 +56,7 @@
 //   - every D-Bus call carries a context with a deadline (CallWithContext).
 //
 // github.com/muka/go-bluetooth is not used. Measured on these machines
-// (/work/shared/spikes/README.md): its Close and GetPropertiesSignal never
+// (docs/bluez.md, "Why not go-bluetooth"): its Close and GetPropertiesSignal never
 // remove their match rules (50 rounds left 50 rules; 20 signals parked about
 // 1,000 goroutines); WatchProperties leaks the same way and
 // UnwatchProperties blocks unless the caller keeps reading; its
