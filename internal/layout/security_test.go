@@ -100,3 +100,33 @@ func testFuncs(t *testing.T, root string) map[string]bool {
 	}
 	return out
 }
+
+// TestNoPathsOutsideRepository: docs and code name no file a user of the
+// repository does not have (the development machine's shared folder).
+func TestNoPathsOutsideRepository(t *testing.T) {
+	bad := regexp.MustCompile(`/work/|\.\./shared/|shared/(?:spikes|refs|seed)/`)
+	err := filepath.WalkDir("../..", func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == ".git" || d.Name() == "testdata" || path == "../../internal/layout") {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !(strings.HasSuffix(path, ".go") || strings.HasSuffix(path, ".md") || strings.HasSuffix(path, ".sh")) {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for i, line := range strings.Split(string(b), "\n") {
+			if bad.MatchString(line) {
+				t.Errorf("%s:%d names a path outside the repository: %s", strings.TrimPrefix(path, "../../"), i+1, strings.TrimSpace(line))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
