@@ -25,14 +25,14 @@ import (
 // whole: name every credential still to be revoked. The serial defaults to
 // the time in seconds, so a later list is newer.
 func revoke(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flags("revoke", stderr)
+	fs := flags("revoke")
 	rootPath := fs.String("root", "", "the fleet root's private key")
 	serial := fs.Uint64("serial", 0, "the list's serial, above every earlier list's (default: now in Unix seconds)")
 	out := fs.String("o", "", "file to write the list to (binary CBOR; - for stdout)")
 	broker := fs.String("broker", "", "MQTT broker URL to publish the list to, retained")
 	prefix := fs.String("prefix", operator.DefaultPrefix, "topic prefix")
 	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the broker")
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args, stdout); err != nil {
 		return err
 	}
 	if *rootPath == "" || (*out == "" && *broker == "") {

@@ -143,10 +143,10 @@ func (sf signFlags) build(args []string, now time.Time) (command.Body, []byte, e
 }
 
 func sign(args []string, stdout, stderr io.Writer) error {
-	fs := flags("sign", stderr)
+	fs := flags("sign")
 	sf := addSignFlags(fs)
 	out := fs.String("o", "", "write the signed command here (default: stdout, hex)")
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args, stdout); err != nil {
 		return err
 	}
 	b, signed, err := sf.build(fs.Args(), time.Now())
@@ -248,14 +248,14 @@ func wait(ctx context.Context, tok mqtt.Token) error {
 }
 
 func send(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flags("send", stderr)
+	fs := flags("send")
 	sf := addSignFlags(fs)
 	mf := addMQTTFlags(fs)
 	timeout := fs.Duration("timeout", time.Minute, "how long to wait for the result")
 	raw := fs.String("payload", "", "send this file's bytes as the command instead of signing one (for tests of the gateway's refusals)")
 	var rf rootFlags
 	fs.Var(&rf, "root", "a fleet root public key (PEM), to verify the lock's signature of the result; repeatable")
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args, stdout); err != nil {
 		return err
 	}
 	roots, err := rf.roots()
@@ -339,7 +339,7 @@ func send(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("%s: %w", r.State, errNotOK)
 		}
 		if verr != nil && roots != nil {
-			return fmt.Errorf("succeeded by the gateway's word only: %w", errNotOK)
+			return fmt.Errorf("succeeded by the gateway's word only: %w", errUnverified)
 		}
 		return nil
 	case <-ctx.Done():
@@ -351,12 +351,12 @@ func send(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 func watch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flags("watch", stderr)
+	fs := flags("watch")
 	mf := addMQTTFlags(fs)
 	n := fs.Int("n", 0, "exit after this many messages (0: until interrupted)")
 	var rf rootFlags
 	fs.Var(&rf, "root", "a fleet root public key (PEM), to verify the lock's signature of each result; repeatable")
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args, stdout); err != nil {
 		return err
 	}
 	roots, err := rf.roots()
@@ -393,3 +393,7 @@ func watch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	return nil
 }
+
+// connectionHelp is the -h text of the commands that connect to the broker.
+const connectionHelp = `TLS (an ssl:// broker): -ca CA.crt, and -cert CLIENT.crt with -tlskey CLIENT.key.
+`
