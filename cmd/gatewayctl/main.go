@@ -8,18 +8,23 @@
 //   - send: sign a command and publish it to a gateway over MQTT, then
 //     wait for its one result (or the gateway's refusal notice);
 //   - watch: print a gateway's results, refusal notices, status and events
-//     (the locks' audit entries).
+//     (the locks' audit entries);
 //   - revoke: a fleet revocation list signed by the fleet root, written to
 //     a file and/or published retained to every gateway.
 //   - verify: check a result's lock signature (docs/mqtt.md); send and
 //     watch check it too when given the fleet root (-root).
+//
+// send and watch take the broker's settings (URL, TLS, login) from flags,
+// GATEWAYCTL_* environment variables or a TOML file (conn.go), in that
+// order of precedence.
 //
 // Commands and results follow docs/mqtt.md. Each command's -h lists its
 // flags and their defaults on stdout. The exit status:
 //
 //	0  done: for send, the command succeeded (and was verified, with -root)
 //	1  failed: a file, the broker, a timeout waiting for the result
-//	2  usage: a wrong or missing flag or argument
+//	2  usage: a wrong or missing flag or argument, or a configuration file
+//	   with an unknown key or bad TOML
 //	3  refused or failed: the gateway refused the command, or its result
 //	   is not succeeded (failed, expired, rejected); the notice or result
 //	   is on stdout
@@ -114,7 +119,12 @@ Revocation (docs/mqtt.md, run where the fleet root key is):
   revoke -root ROOT.key [-serial N] [-o FILE|-] [-broker URL [-prefix P] [TLS]] KIND:SUBJECT...
                                       a revocation list naming every credential to revoke
 
-TLS (an ssl:// broker): [-ca CA.crt] [-cert CLIENT.crt -tlskey CLIENT.key]
+TLS (an ssl:// broker): [-ca CA.crt] [-cert CLIENT.crt -tlskey CLIENT.key] [-servername NAME]
+Login: [-username U -password-file FILE]
+The broker settings (-broker and the ones above) may also come from
+GATEWAYCTL_BROKER, _CA, _CERT, _KEY, _SERVERNAME, _USERNAME, _PASSWORD_FILE,
+or from -config FILE (TOML; default ~/.config/gatewayd/gatewayctl.toml):
+a flag wins over the environment, the environment over the file.
 
 version, --version: version, commit, build date and Go version.
 COMMAND -h, help COMMAND: the command's flags and their defaults.

@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -164,49 +165,54 @@ func sign(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// mqttFlags are the flags send and watch share.
+// mqttFlags are the flags send and watch share. The connection settings
+// may also come from the environment or the configuration file
+// (resolveConn, connectionHelp).
 type mqttFlags struct {
-	broker, gateway, prefix *string
-	ca, cert, key           *string
+	fs                      *flag.FlagSet
+	gateway, prefix, config *string
+	conn                    *connSettings
 }
 
-func addMQTTFlags(fs interface {
-	String(string, string, string) *string
-}) mqttFlags {
-	return mqttFlags{
-		broker:  fs.String("broker", "tcp://127.0.0.1:1883", "MQTT broker URL"),
-		gateway: fs.String("gateway", "", "the gateway's ID"),
-		prefix:  fs.String("prefix", operator.DefaultPrefix, "topic prefix"),
-		ca:      fs.String("ca", "", "CA certificate (PEM) to verify an ssl:// broker with (default: the system's)"),
-		cert:    fs.String("cert", "", "client certificate (PEM) for the broker, with -tlskey (deploy/mosquitto)"),
-		key:     fs.String("tlskey", "", "the client certificate's private key (PEM, mode 0600)"),
-	}
+func addMQTTFlags(fs *flag.FlagSet) mqttFlags {
+	mf := mqttFlags{fs: fs, conn: &connSettings{}}
+	fs.StringVar(&mf.conn.Broker, "broker", "tcp://127.0.0.1:1883", "MQTT broker URL (env GATEWAYCTL_BROKER)")
+	mf.gateway = fs.String("gateway", "", "the gateway's ID")
+	mf.prefix = fs.String("prefix", operator.DefaultPrefix, "topic prefix")
+	mf.config = fs.String("config", "", "configuration file with the connection settings (default: $XDG_CONFIG_HOME/gatewayd/gatewayctl.toml or ~/.config/gatewayd/gatewayctl.toml, if it exists)")
+	fs.StringVar(&mf.conn.CAFile, "ca", "", "CA certificate (PEM) to verify an ssl:// broker with (default: the system's; env GATEWAYCTL_CA)")
+	fs.StringVar(&mf.conn.CertFile, "cert", "", "client certificate (PEM) for the broker, with -tlskey (deploy/mosquitto; env GATEWAYCTL_CERT)")
+	fs.StringVar(&mf.conn.KeyFile, "tlskey", "", "the client certificate's private key (PEM, mode 0600; env GATEWAYCTL_KEY)")
+	fs.StringVar(&mf.conn.ServerName, "servername", "", "the name to verify the broker's certificate for (default: the broker URL's host; env GATEWAYCTL_SERVERNAME)")
+	fs.StringVar(&mf.conn.Username, "username", "", "MQTT username (env GATEWAYCTL_USERNAME)")
+	fs.StringVar(&mf.conn.PasswordFile, "password-file", "", "file holding the MQTT password (mode 0600), with -username (env GATEWAYCTL_PASSWORD_FILE)")
+	return mf
 }
 
-// tlsConfig is the TLS configuration the flags ask for, nil for none.
-func (mf mqttFlags) tlsConfig() (*tls.Config, error) {
-	if *mf.ca == "" && *mf.cert == "" && *mf.key == "" {
+// tlsConfig is the TLS configuration the settings ask for, nil for none.
+func (cs connSettings) tlsConfig() (*tls.Config, error) {
+	if cs.CAFile == "" && cs.CertFile == "" && cs.KeyFile == "" && cs.ServerName == "" {
 		return nil, nil
 	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12}
-	if *mf.ca != "" {
-		pem, err := os.ReadFile(*mf.ca)
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: cs.ServerName}
+	if cs.CAFile != "" {
+		pem, err := os.ReadFile(cs.CAFile)
 		if err != nil {
 			return nil, fmt.Errorf("-ca: %w", err)
 		}
 		tc.RootCAs = x509.NewCertPool()
 		if !tc.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("-ca %s: no PEM certificate in it: %w", *mf.ca, errUsage)
+			return nil, fmt.Errorf("-ca %s: no PEM certificate in it: %w", cs.CAFile, errUsage)
 		}
 	}
-	if (*mf.cert == "") != (*mf.key == "") {
+	if (cs.CertFile == "") != (cs.KeyFile == "") {
 		return nil, fmt.Errorf("-cert and -tlskey go together: %w", errUsage)
 	}
-	if *mf.cert != "" {
-		if _, err := config.ReadSecret(*mf.key); err != nil {
+	if cs.CertFile != "" {
+		if _, err := config.ReadSecret(cs.KeyFile); err != nil {
 			return nil, fmt.Errorf("-tlskey: %w", err)
 		}
-		c, err := tls.LoadX509KeyPair(*mf.cert, *mf.key)
+		c, err := tls.LoadX509KeyPair(cs.CertFile, cs.KeyFile)
 		if err != nil {
 			return nil, fmt.Errorf("-cert: %w", err)
 		}
@@ -215,25 +221,50 @@ func (mf mqttFlags) tlsConfig() (*tls.Config, error) {
 	return tc, nil
 }
 
+// options are paho's client options for the settings, resolved from the
+// flags, the environment and the configuration file.
+func (mf mqttFlags) options() (*mqtt.ClientOptions, error) {
+	if err := resolveConn(mf.fs, *mf.config, mf.conn); err != nil {
+		return nil, err
+	}
+	cs := *mf.conn
+	var rnd [6]byte
+	_, _ = rand.Read(rnd[:])
+	o := mqtt.NewClientOptions().AddBroker(cs.Broker).SetClientID("gatewayctl-" + hex.EncodeToString(rnd[:])).
+		SetCleanSession(true).SetAutoReconnect(false).SetConnectTimeout(10 * time.Second)
+	tc, err := cs.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	if tc != nil {
+		o.SetTLSConfig(tc)
+	}
+	if cs.PasswordFile != "" && cs.Username == "" {
+		return nil, fmt.Errorf("-password-file needs -username: %w", errUsage)
+	}
+	o.SetUsername(cs.Username)
+	if cs.PasswordFile != "" {
+		pw, err := config.ReadSecret(cs.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("-password-file: %w", err)
+		}
+		o.SetPassword(string(pw))
+	}
+	return o, nil
+}
+
 func (mf mqttFlags) connect(ctx context.Context) (mqtt.Client, operator.Topics, error) {
 	t, err := operator.NewTopics(*mf.prefix, *mf.gateway)
 	if err != nil {
 		return nil, t, fmt.Errorf("%v: %w", err, errUsage)
 	}
-	var rnd [6]byte
-	_, _ = rand.Read(rnd[:])
-	o := mqtt.NewClientOptions().AddBroker(*mf.broker).SetClientID("gatewayctl-" + hex.EncodeToString(rnd[:])).
-		SetCleanSession(true).SetAutoReconnect(false).SetConnectTimeout(10 * time.Second)
-	tc, err := mf.tlsConfig()
+	o, err := mf.options()
 	if err != nil {
 		return nil, t, err
 	}
-	if tc != nil {
-		o.SetTLSConfig(tc)
-	}
 	c := mqtt.NewClient(o)
 	if err := wait(ctx, c.Connect()); err != nil {
-		return nil, t, fmt.Errorf("connect to %s: %w", *mf.broker, err)
+		return nil, t, fmt.Errorf("connect to %s: %w", mf.conn.Broker, err)
 	}
 	return c, t, nil
 }
@@ -393,7 +424,3 @@ func watch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	return nil
 }
-
-// connectionHelp is the -h text of the commands that connect to the broker.
-const connectionHelp = `TLS (an ssl:// broker): -ca CA.crt, and -cert CLIENT.crt with -tlskey CLIENT.key.
-`
