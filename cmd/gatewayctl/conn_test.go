@@ -139,7 +139,8 @@ func TestConnFileStrict(t *testing.T) {
 
 // TestConnPassword: -username and -password-file (here from the
 // configuration file) log in to a real mosquitto that refuses anonymous
-// clients; without them, or with -password-file alone, watch fails.
+// clients, for watch and revoke; without them, or with -password-file
+// alone, watch fails.
 func TestConnPassword(t *testing.T) {
 	dir := t.TempDir()
 	clearConnEnv(t, dir)
@@ -168,6 +169,13 @@ func TestConnPassword(t *testing.T) {
 	c.Disconnect(100)
 	if code, out, errs := runCode(t, "watch", "-config", cfg, "-gateway", "gw-1", "-n", "1"); code != exitOK || !strings.Contains(out, "online") {
 		t.Errorf("with the file's username and password: exit %d\n%s%s", code, out, errs)
+	}
+	// revoke publishes with the same login, from the file.
+	if code, out, errs := runCode(t, "keygen", "-o", filepath.Join(dir, "root.key")); code != exitOK {
+		t.Fatal(out, errs)
+	}
+	if code, out, errs := runCode(t, "revoke", "-config", cfg, "-root", filepath.Join(dir, "root.key"), "-broker", b.URL(), "operator:otto"); code != exitOK || !strings.Contains(out, "published") {
+		t.Errorf("revoke with the file's username and password: exit %d\n%s%s", code, out, errs)
 	}
 	if code, out, errs := runCode(t, "watch", "-broker", b.URL(), "-gateway", "gw-1"); code != exitFailed || !strings.Contains(errs, "connect") {
 		t.Errorf("anonymous: exit %d\n%s%s", code, out, errs)

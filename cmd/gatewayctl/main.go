@@ -121,7 +121,7 @@ Revocation (docs/mqtt.md, run where the fleet root key is):
 
 TLS (an ssl:// broker): [-ca CA.crt] [-cert CLIENT.crt -tlskey CLIENT.key] [-servername NAME]
 Login: [-username U -password-file FILE]
-The broker settings (-broker and the ones above) may also come from
+The broker settings (-broker, except revoke's, and the ones above) may also come from
 GATEWAYCTL_BROKER, _CA, _CERT, _KEY, _SERVERNAME, _USERNAME, _PASSWORD_FILE,
 or from -config FILE (TOML; default ~/.config/gatewayd/gatewayctl.toml):
 a flag wins over the environment, the environment over the file.
@@ -212,6 +212,9 @@ func parse(fs *flag.FlagSet, args []string, stdout io.Writer) error {
 		}
 		if fs.Lookup("broker") != nil {
 			fmt.Fprint(stdout, "\n"+connectionHelp)
+		}
+		if fs.Name() == "revoke" {
+			fmt.Fprint(stdout, "revoke publishes only with -broker on its command line.\n")
 		}
 		fmt.Fprint(stdout, "\nExit status: 0 done; 1 failed; 2 usage; 3 refused or not succeeded;\n4 unverified (gatewayctl -h).\n")
 		return err

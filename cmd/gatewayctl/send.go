@@ -165,28 +165,40 @@ func sign(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// mqttFlags are the flags send and watch share. The connection settings
-// may also come from the environment or the configuration file
-// (resolveConn, connectionHelp).
+// mqttFlags are the flags send and watch share.
 type mqttFlags struct {
-	fs                      *flag.FlagSet
-	gateway, prefix, config *string
-	conn                    *connSettings
+	connFlags
+	gateway, prefix *string
 }
 
 func addMQTTFlags(fs *flag.FlagSet) mqttFlags {
-	mf := mqttFlags{fs: fs, conn: &connSettings{}}
-	fs.StringVar(&mf.conn.Broker, "broker", "tcp://127.0.0.1:1883", "MQTT broker URL (env GATEWAYCTL_BROKER)")
-	mf.gateway = fs.String("gateway", "", "the gateway's ID")
-	mf.prefix = fs.String("prefix", operator.DefaultPrefix, "topic prefix")
-	mf.config = fs.String("config", "", "configuration file with the connection settings (default: $XDG_CONFIG_HOME/gatewayd/gatewayctl.toml or ~/.config/gatewayd/gatewayctl.toml, if it exists)")
-	fs.StringVar(&mf.conn.CAFile, "ca", "", "CA certificate (PEM) to verify an ssl:// broker with (default: the system's; env GATEWAYCTL_CA)")
-	fs.StringVar(&mf.conn.CertFile, "cert", "", "client certificate (PEM) for the broker, with -tlskey (deploy/mosquitto; env GATEWAYCTL_CERT)")
-	fs.StringVar(&mf.conn.KeyFile, "tlskey", "", "the client certificate's private key (PEM, mode 0600; env GATEWAYCTL_KEY)")
-	fs.StringVar(&mf.conn.ServerName, "servername", "", "the name to verify the broker's certificate for (default: the broker URL's host; env GATEWAYCTL_SERVERNAME)")
-	fs.StringVar(&mf.conn.Username, "username", "", "MQTT username (env GATEWAYCTL_USERNAME)")
-	fs.StringVar(&mf.conn.PasswordFile, "password-file", "", "file holding the MQTT password (mode 0600), with -username (env GATEWAYCTL_PASSWORD_FILE)")
-	return mf
+	return mqttFlags{
+		connFlags: addConnFlags(fs, "tcp://127.0.0.1:1883"),
+		gateway:   fs.String("gateway", "", "the gateway's ID"),
+		prefix:    fs.String("prefix", operator.DefaultPrefix, "topic prefix"),
+	}
+}
+
+// connFlags are the broker connection flags. The settings may also come
+// from the environment or the configuration file (resolveConn,
+// connectionHelp).
+type connFlags struct {
+	fs     *flag.FlagSet
+	config *string
+	conn   *connSettings
+}
+
+func addConnFlags(fs *flag.FlagSet, broker string) connFlags {
+	cf := connFlags{fs: fs, conn: &connSettings{}}
+	fs.StringVar(&cf.conn.Broker, "broker", broker, "MQTT broker URL (env GATEWAYCTL_BROKER)")
+	cf.config = fs.String("config", "", "configuration file with the connection settings (default: $XDG_CONFIG_HOME/gatewayd/gatewayctl.toml or ~/.config/gatewayd/gatewayctl.toml, if it exists)")
+	fs.StringVar(&cf.conn.CAFile, "ca", "", "CA certificate (PEM) to verify an ssl:// broker with (default: the system's; env GATEWAYCTL_CA)")
+	fs.StringVar(&cf.conn.CertFile, "cert", "", "client certificate (PEM) for the broker, with -tlskey (deploy/mosquitto; env GATEWAYCTL_CERT)")
+	fs.StringVar(&cf.conn.KeyFile, "tlskey", "", "the client certificate's private key (PEM, mode 0600; env GATEWAYCTL_KEY)")
+	fs.StringVar(&cf.conn.ServerName, "servername", "", "the name to verify the broker's certificate for (default: the broker URL's host; env GATEWAYCTL_SERVERNAME)")
+	fs.StringVar(&cf.conn.Username, "username", "", "MQTT username (env GATEWAYCTL_USERNAME)")
+	fs.StringVar(&cf.conn.PasswordFile, "password-file", "", "file holding the MQTT password (mode 0600), with -username (env GATEWAYCTL_PASSWORD_FILE)")
+	return cf
 }
 
 // tlsConfig is the TLS configuration the settings ask for, nil for none.
@@ -223,11 +235,11 @@ func (cs connSettings) tlsConfig() (*tls.Config, error) {
 
 // options are paho's client options for the settings, resolved from the
 // flags, the environment and the configuration file.
-func (mf mqttFlags) options() (*mqtt.ClientOptions, error) {
-	if err := resolveConn(mf.fs, *mf.config, mf.conn); err != nil {
+func (cf connFlags) options() (*mqtt.ClientOptions, error) {
+	if err := resolveConn(cf.fs, *cf.config, cf.conn); err != nil {
 		return nil, err
 	}
-	cs := *mf.conn
+	cs := *cf.conn
 	var rnd [6]byte
 	_, _ = rand.Read(rnd[:])
 	o := mqtt.NewClientOptions().AddBroker(cs.Broker).SetClientID("gatewayctl-" + hex.EncodeToString(rnd[:])).
