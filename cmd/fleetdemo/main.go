@@ -507,10 +507,10 @@ func (d *demo) refused(reason string, args ...string) error {
 	if err != nil {
 		return err
 	}
-	if code != 1 || r.Reason != reason {
-		return fmt.Errorf("gatewayctl send: exit %d, reason %q, want exit 1 and a %s notice", code, r.Reason, reason)
+	if code != 3 || r.Reason != reason {
+		return fmt.Errorf("gatewayctl send: exit %d, reason %q, want exit 3 and a %s notice", code, r.Reason, reason)
 	}
-	d.say("   (exit status 1, as expected: refused with %s)", reason)
+	d.say("   (exit status 3, as expected: refused with %s)", reason)
 	return nil
 }
 

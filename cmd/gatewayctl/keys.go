@@ -14,9 +14,9 @@ import (
 )
 
 func keygen(args []string, stdout, stderr io.Writer) error {
-	fs := flags("keygen", stderr)
+	fs := flags("keygen")
 	out := fs.String("o", "", "private key file to write (mode 0600); the public key goes to FILE.pub")
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args, stdout); err != nil {
 		return err
 	}
 	if *out == "" || fs.NArg() != 0 {
@@ -42,7 +42,7 @@ func keygen(args []string, stdout, stderr io.Writer) error {
 var kinds = map[string]cred.Kind{"lock": cred.KindLock, "gateway": cred.KindGateway, "operator": cred.KindOperator, "user": cred.KindUser}
 
 func issue(args []string, stdout, stderr io.Writer) error {
-	fs := flags("issue", stderr)
+	fs := flags("issue")
 	rootPath := fs.String("root", "", "the fleet root's private key")
 	kind := fs.String("kind", "", "lock, gateway, operator or user")
 	subject := fs.String("subject", "", "gateway ID, operator or user ID, or a lock's 16 hex digits")
@@ -50,7 +50,7 @@ func issue(args []string, stdout, stderr io.Writer) error {
 	pubPath := fs.String("pub", "", "the subject's public key (PEM)")
 	valid := fs.Duration("valid", 365*24*time.Hour, "validity from now")
 	out := fs.String("o", "", "credential file to write (CWT, binary)")
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args, stdout); err != nil {
 		return err
 	}
 	k, ok := kinds[*kind]

@@ -3,8 +3,7 @@ package main
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/hex"
+	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -25,17 +24,23 @@ import (
 // whole: name every credential still to be revoked. The serial defaults to
 // the time in seconds, so a later list is newer.
 func revoke(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flags("revoke", stderr)
+	fs := flags("revoke")
 	rootPath := fs.String("root", "", "the fleet root's private key")
 	serial := fs.Uint64("serial", 0, "the list's serial, above every earlier list's (default: now in Unix seconds)")
 	out := fs.String("o", "", "file to write the list to (binary CBOR; - for stdout)")
-	broker := fs.String("broker", "", "MQTT broker URL to publish the list to, retained")
+	cf := addConnFlags(fs, "")
+	fs.Lookup("broker").Usage = "MQTT broker URL to publish the list to, retained (from the command line only; TLS and login as send's)"
 	prefix := fs.String("prefix", operator.DefaultPrefix, "topic prefix")
 	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the broker")
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args, stdout); err != nil {
 		return err
 	}
-	if *rootPath == "" || (*out == "" && *broker == "") {
+	// It publishes only with -broker on its command line: a list for the
+	// whole fleet goes out when asked, not because a file names a broker.
+	// The TLS and login settings may come from the environment or file.
+	publish := false
+	fs.Visit(func(f *flag.Flag) { publish = publish || f.Name == "broker" && cf.conn.Broker != "" })
+	if *rootPath == "" || (*out == "" && !publish) {
 		return fmt.Errorf("revoke: -root and at least one of -o and -broker are required: %w", errUsage)
 	}
 	var kids [][]byte
@@ -81,15 +86,16 @@ func revoke(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return fmt.Errorf("revoke: %w", err)
 		}
 	}
-	if *broker != "" {
+	if publish {
 		ctx, cancel := context.WithTimeout(ctx, *timeout)
 		defer cancel()
-		var rnd [6]byte
-		_, _ = rand.Read(rnd[:])
-		c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(*broker).SetClientID("gatewayctl-" + hex.EncodeToString(rnd[:])).
-			SetCleanSession(true).SetAutoReconnect(false).SetConnectTimeout(10 * time.Second))
+		o, err := cf.options()
+		if err != nil {
+			return fmt.Errorf("revoke: %w", err)
+		}
+		c := mqtt.NewClient(o)
 		if err := wait(ctx, c.Connect()); err != nil {
-			return fmt.Errorf("revoke: connect to %s: %w", *broker, err)
+			return fmt.Errorf("revoke: connect to %s: %w", cf.conn.Broker, err)
 		}
 		defer c.Disconnect(250)
 		if err := wait(ctx, c.Publish(topic, 1, true, raw)); err != nil {
@@ -98,7 +104,7 @@ func revoke(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	if *out != "-" {
 		fmt.Fprintf(stdout, "revocation list %d revoking %d credential(s), %d bytes", *serial, len(kids), len(raw))
-		if *broker != "" {
+		if publish {
 			fmt.Fprintf(stdout, ", published retained on %s", topic)
 		}
 		fmt.Fprintln(stdout)

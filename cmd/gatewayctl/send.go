@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -143,10 +144,10 @@ func (sf signFlags) build(args []string, now time.Time) (command.Body, []byte, e
 }
 
 func sign(args []string, stdout, stderr io.Writer) error {
-	fs := flags("sign", stderr)
+	fs := flags("sign")
 	sf := addSignFlags(fs)
 	out := fs.String("o", "", "write the signed command here (default: stdout, hex)")
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args, stdout); err != nil {
 		return err
 	}
 	b, signed, err := sf.build(fs.Args(), time.Now())
@@ -166,47 +167,64 @@ func sign(args []string, stdout, stderr io.Writer) error {
 
 // mqttFlags are the flags send and watch share.
 type mqttFlags struct {
-	broker, gateway, prefix *string
-	ca, cert, key           *string
+	connFlags
+	gateway, prefix *string
 }
 
-func addMQTTFlags(fs interface {
-	String(string, string, string) *string
-}) mqttFlags {
+func addMQTTFlags(fs *flag.FlagSet) mqttFlags {
 	return mqttFlags{
-		broker:  fs.String("broker", "tcp://127.0.0.1:1883", "MQTT broker URL"),
-		gateway: fs.String("gateway", "", "the gateway's ID"),
-		prefix:  fs.String("prefix", operator.DefaultPrefix, "topic prefix"),
-		ca:      fs.String("ca", "", "CA certificate (PEM) to verify an ssl:// broker with (default: the system's)"),
-		cert:    fs.String("cert", "", "client certificate (PEM) for the broker, with -tlskey (deploy/mosquitto)"),
-		key:     fs.String("tlskey", "", "the client certificate's private key (PEM, mode 0600)"),
+		connFlags: addConnFlags(fs, "tcp://127.0.0.1:1883"),
+		gateway:   fs.String("gateway", "", "the gateway's ID"),
+		prefix:    fs.String("prefix", operator.DefaultPrefix, "topic prefix"),
 	}
 }
 
-// tlsConfig is the TLS configuration the flags ask for, nil for none.
-func (mf mqttFlags) tlsConfig() (*tls.Config, error) {
-	if *mf.ca == "" && *mf.cert == "" && *mf.key == "" {
+// connFlags are the broker connection flags. The settings may also come
+// from the environment or the configuration file (resolveConn,
+// connectionHelp).
+type connFlags struct {
+	fs     *flag.FlagSet
+	config *string
+	conn   *connSettings
+}
+
+func addConnFlags(fs *flag.FlagSet, broker string) connFlags {
+	cf := connFlags{fs: fs, conn: &connSettings{}}
+	fs.StringVar(&cf.conn.Broker, "broker", broker, "MQTT broker URL (env GATEWAYCTL_BROKER)")
+	cf.config = fs.String("config", "", "configuration file with the connection settings (default: $XDG_CONFIG_HOME/gatewayd/gatewayctl.toml or ~/.config/gatewayd/gatewayctl.toml, if it exists)")
+	fs.StringVar(&cf.conn.CAFile, "ca", "", "CA certificate (PEM) to verify an ssl:// broker with (default: the system's; env GATEWAYCTL_CA)")
+	fs.StringVar(&cf.conn.CertFile, "cert", "", "client certificate (PEM) for the broker, with -tlskey (deploy/mosquitto; env GATEWAYCTL_CERT)")
+	fs.StringVar(&cf.conn.KeyFile, "tlskey", "", "the client certificate's private key (PEM, mode 0600; env GATEWAYCTL_KEY)")
+	fs.StringVar(&cf.conn.ServerName, "servername", "", "the name to verify the broker's certificate for (default: the broker URL's host; env GATEWAYCTL_SERVERNAME)")
+	fs.StringVar(&cf.conn.Username, "username", "", "MQTT username (env GATEWAYCTL_USERNAME)")
+	fs.StringVar(&cf.conn.PasswordFile, "password-file", "", "file holding the MQTT password (mode 0600), with -username (env GATEWAYCTL_PASSWORD_FILE)")
+	return cf
+}
+
+// tlsConfig is the TLS configuration the settings ask for, nil for none.
+func (cs connSettings) tlsConfig() (*tls.Config, error) {
+	if cs.CAFile == "" && cs.CertFile == "" && cs.KeyFile == "" && cs.ServerName == "" {
 		return nil, nil
 	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12}
-	if *mf.ca != "" {
-		pem, err := os.ReadFile(*mf.ca)
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: cs.ServerName}
+	if cs.CAFile != "" {
+		pem, err := os.ReadFile(cs.CAFile)
 		if err != nil {
 			return nil, fmt.Errorf("-ca: %w", err)
 		}
 		tc.RootCAs = x509.NewCertPool()
 		if !tc.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("-ca %s: no PEM certificate in it: %w", *mf.ca, errUsage)
+			return nil, fmt.Errorf("-ca %s: no PEM certificate in it: %w", cs.CAFile, errUsage)
 		}
 	}
-	if (*mf.cert == "") != (*mf.key == "") {
+	if (cs.CertFile == "") != (cs.KeyFile == "") {
 		return nil, fmt.Errorf("-cert and -tlskey go together: %w", errUsage)
 	}
-	if *mf.cert != "" {
-		if _, err := config.ReadSecret(*mf.key); err != nil {
+	if cs.CertFile != "" {
+		if _, err := config.ReadSecret(cs.KeyFile); err != nil {
 			return nil, fmt.Errorf("-tlskey: %w", err)
 		}
-		c, err := tls.LoadX509KeyPair(*mf.cert, *mf.key)
+		c, err := tls.LoadX509KeyPair(cs.CertFile, cs.KeyFile)
 		if err != nil {
 			return nil, fmt.Errorf("-cert: %w", err)
 		}
@@ -215,25 +233,50 @@ func (mf mqttFlags) tlsConfig() (*tls.Config, error) {
 	return tc, nil
 }
 
+// options are paho's client options for the settings, resolved from the
+// flags, the environment and the configuration file.
+func (cf connFlags) options() (*mqtt.ClientOptions, error) {
+	if err := resolveConn(cf.fs, *cf.config, cf.conn); err != nil {
+		return nil, err
+	}
+	cs := *cf.conn
+	var rnd [6]byte
+	_, _ = rand.Read(rnd[:])
+	o := mqtt.NewClientOptions().AddBroker(cs.Broker).SetClientID("gatewayctl-" + hex.EncodeToString(rnd[:])).
+		SetCleanSession(true).SetAutoReconnect(false).SetConnectTimeout(10 * time.Second)
+	tc, err := cs.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	if tc != nil {
+		o.SetTLSConfig(tc)
+	}
+	if cs.PasswordFile != "" && cs.Username == "" {
+		return nil, fmt.Errorf("-password-file needs -username: %w", errUsage)
+	}
+	o.SetUsername(cs.Username)
+	if cs.PasswordFile != "" {
+		pw, err := config.ReadSecret(cs.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("-password-file: %w", err)
+		}
+		o.SetPassword(string(pw))
+	}
+	return o, nil
+}
+
 func (mf mqttFlags) connect(ctx context.Context) (mqtt.Client, operator.Topics, error) {
 	t, err := operator.NewTopics(*mf.prefix, *mf.gateway)
 	if err != nil {
 		return nil, t, fmt.Errorf("%v: %w", err, errUsage)
 	}
-	var rnd [6]byte
-	_, _ = rand.Read(rnd[:])
-	o := mqtt.NewClientOptions().AddBroker(*mf.broker).SetClientID("gatewayctl-" + hex.EncodeToString(rnd[:])).
-		SetCleanSession(true).SetAutoReconnect(false).SetConnectTimeout(10 * time.Second)
-	tc, err := mf.tlsConfig()
+	o, err := mf.options()
 	if err != nil {
 		return nil, t, err
 	}
-	if tc != nil {
-		o.SetTLSConfig(tc)
-	}
 	c := mqtt.NewClient(o)
 	if err := wait(ctx, c.Connect()); err != nil {
-		return nil, t, fmt.Errorf("connect to %s: %w", *mf.broker, err)
+		return nil, t, fmt.Errorf("connect to %s: %w", mf.conn.Broker, err)
 	}
 	return c, t, nil
 }
@@ -248,14 +291,14 @@ func wait(ctx context.Context, tok mqtt.Token) error {
 }
 
 func send(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flags("send", stderr)
+	fs := flags("send")
 	sf := addSignFlags(fs)
 	mf := addMQTTFlags(fs)
 	timeout := fs.Duration("timeout", time.Minute, "how long to wait for the result")
 	raw := fs.String("payload", "", "send this file's bytes as the command instead of signing one (for tests of the gateway's refusals)")
 	var rf rootFlags
 	fs.Var(&rf, "root", "a fleet root public key (PEM), to verify the lock's signature of the result; repeatable")
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args, stdout); err != nil {
 		return err
 	}
 	roots, err := rf.roots()
@@ -339,7 +382,7 @@ func send(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("%s: %w", r.State, errNotOK)
 		}
 		if verr != nil && roots != nil {
-			return fmt.Errorf("succeeded by the gateway's word only: %w", errNotOK)
+			return fmt.Errorf("succeeded by the gateway's word only: %w", errUnverified)
 		}
 		return nil
 	case <-ctx.Done():
@@ -351,12 +394,12 @@ func send(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 func watch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flags("watch", stderr)
+	fs := flags("watch")
 	mf := addMQTTFlags(fs)
 	n := fs.Int("n", 0, "exit after this many messages (0: until interrupted)")
 	var rf rootFlags
 	fs.Var(&rf, "root", "a fleet root public key (PEM), to verify the lock's signature of each result; repeatable")
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args, stdout); err != nil {
 		return err
 	}
 	roots, err := rf.roots()

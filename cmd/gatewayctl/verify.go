@@ -16,7 +16,8 @@ import (
 )
 
 // errUnverified is returned by verify when the result is not verified
-// (unsigned, or its signature refused); exit 1.
+// (unsigned, or its signature refused), and by send with -root when a
+// succeeded result is; exit 4.
 var errUnverified = errors.New("result not verified")
 
 // rootFlags is the repeatable -root flag: fleet root public keys (PEM),
@@ -64,13 +65,13 @@ func verdict(body []byte, o operator.VerifyOptions) (string, error) {
 }
 
 func verify(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := flags("verify", stderr)
+	fs := flags("verify")
 	var rf rootFlags
 	fs.Var(&rf, "root", "a fleet root public key (PEM); repeat for several (required)")
 	cmdID := fs.String("command-id", "", "the command's ID (32 hex digits): refuse the result of any other command")
 	counter := fs.Uint64("counter", 0, "the command's counter, if known")
 	lockCred := fs.String("lock-cred", "", "the lock's credential (CWT) from your records, instead of the one in the message")
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args, stdout); err != nil {
 		return err
 	}
 	if len(rf) == 0 || fs.NArg() > 1 {
