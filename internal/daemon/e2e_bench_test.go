@@ -22,8 +22,6 @@ import (
 	"github.com/gatewayd/gatewayd/bonds"
 	"github.com/gatewayd/gatewayd/deploy/mosquitto"
 	"github.com/gatewayd/gatewayd/firmware/command"
-	"github.com/gatewayd/gatewayd/firmware/fragment"
-	"github.com/gatewayd/gatewayd/firmware/frame"
 	"github.com/gatewayd/gatewayd/internal/mosquittotest"
 )
 
@@ -50,10 +48,10 @@ const e2eCommands = 300
 //     Get(ServicesResolved), Get(MTU), StartNotify, StopNotify and
 //     Disconnect, one WriteValue per fragment written (message_1,
 //     message_3, the command frame) and half a round trip per fragment
-//     notified (message_2, message_4, the result frame, this last counted
-//     as one fragment), the way bluez's BenchmarkLinkCycleInterleaved
-//     counts a cycle; e2eRoundTrips computes the count from the
-//     credentials' sizes (about 14 at the emulator's MTU of 185);
+//     notified (message_2, message_4, the result frame), the way bluez's BenchmarkLinkCycleInterleaved
+//     counts a cycle; e2eRoundTrips counts them on the bus during 10
+//     unlocks (about 15 here: 12 calls, 6 of them writes, and the values
+//     notified);
 //   - one fdatasync of a 4 KiB write in the database's directory;
 //   - the public-key work: the operator's signature and credential
 //     verified at intake (2 Ed25519 verifications), EDHOC (2 X25519 key
@@ -187,31 +185,74 @@ func newE2EFloor(b *testing.B, d *dock) *e2eFloor {
 	return f
 }
 
-// e2eRoundTrips counts the D-Bus round trips of a one-command session at
-// the emulator's MTU: 6 method calls, one per fragment written, half one
-// per fragment notified. The EDHOC messages' sizes are those of
-// firmware/channel's handshake floor (credentials by value).
+// e2eRoundTrips counts the D-Bus round trips of a one-command session:
+// it watches the bus (a monitor connection) while the dock runs
+// e2eCounted unlocks, and counts each method call to bluetoothd as one
+// and each characteristic value notified as half. It returns when every
+// counted session has disconnected.
 func e2eRoundTrips(b *testing.B, d *dock) float64 {
-	frags := func(n int) float64 {
-		fs, err := fragment.Split(0, make([]byte, n), emulator.DefaultMTU)
-		if err != nil {
-			b.Fatal(err)
-		}
-		return float64(len(fs))
+	const e2eCounted = 10
+	mon, err := dbus.Connect(d.bus.Addr)
+	if err != nil {
+		b.Fatal(err)
 	}
-	gw := d.fleet.Gateway(b, "dock-1")
-	lk := d.fleet.Lock(b, 0x4c4b000000000001)
-	idCred := func(c []byte) int { return 2 + len(c) }
-	pt2 := 1 + idCred(lk.Cert.Raw) + 3 + 64
-	pt3 := idCred(gw.Cert.Raw) + 2 + 64
-	_, s := d.sign(0, command.OpUnlock, command.Args{})
-	m1 := frags(39) // method, suites, G_X, C_I
-	m2 := frags(1 + 3 + 32 + pt2)
-	m3 := frags(1 + 3 + pt3 + 8)
-	m4 := frags(1 + 1 + 8)
-	cmd := frags(len(s) + frame.Overhead)
-	res := 1.0
-	return 6 + m1 + m3 + cmd + (m2+m4+res)/2
+	defer func() { _ = mon.Close() }()
+	if err := mon.BusObject().Call("org.freedesktop.DBus.Monitoring.BecomeMonitor", 0, []string{}, uint32(0)).Err; err != nil {
+		b.Fatalf("BecomeMonitor: %v", err)
+	}
+	msgs := make(chan *dbus.Message, 1024)
+	mon.Eavesdrop(msgs)
+	var calls, notified, disconnects int
+	count := func(m *dbus.Message) {
+		switch m.Type {
+		case dbus.TypeMethodCall:
+			if dst, _ := m.Headers[dbus.FieldDestination].Value().(string); dst == "org.bluez" {
+				calls++
+				if mb, _ := m.Headers[dbus.FieldMember].Value().(string); mb == "Disconnect" {
+					disconnects++
+				}
+			}
+		case dbus.TypeSignal:
+			if len(m.Body) < 2 {
+				return
+			}
+			iface, _ := m.Body[0].(string)
+			changed, _ := m.Body[1].(map[string]dbus.Variant)
+			if _, ok := changed["Value"]; ok && iface == "org.bluez.GattCharacteristic1" {
+				notified++
+			}
+		}
+	}
+	stop := make(chan struct{})
+	counted := make(chan struct{})
+	go func() {
+		defer close(counted)
+		for {
+			select {
+			case m := <-msgs:
+				count(m)
+			case <-stop:
+				for deadline := time.After(30 * time.Second); disconnects < e2eCounted; {
+					select {
+					case m := <-msgs:
+						count(m)
+					case <-deadline:
+						return
+					}
+				}
+				return
+			}
+		}
+	}()
+	for range e2eCounted {
+		d.e2eUnlock(b)
+	}
+	close(stop)
+	<-counted
+	if disconnects != e2eCounted {
+		b.Fatalf("%d sessions disconnected of %d", disconnects, e2eCounted)
+	}
+	return (float64(calls) + float64(notified)/2) / e2eCounted
 }
 
 // run does one floor and returns its time.
@@ -229,12 +270,9 @@ func (f *e2eFloor) run() time.Duration {
 	}
 	el[0] = time.Since(t0)
 
-	// The session's D-Bus round trips; a half is one every other floor.
+	// The session's D-Bus round trips, fractions spread over the floors.
 	t0 = time.Now()
-	n := int(f.rt)
-	if f.rt-float64(n) >= 0.5 && f.n%2 == 1 {
-		n++
-	}
+	n := int(math.Round(float64(f.n+1)*f.rt) - math.Round(float64(f.n)*f.rt))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	for range n {
 		var v dbus.Variant
