@@ -67,9 +67,11 @@ const e2eCommands = 300
 //
 // One iteration is 300 commands and 300 floors (some 6 to 10 s here).
 //
-// Measured when it was added (2 shared cores, other work running): p50
-// 11 to 20 ms against a floor of 5.2 to 8 ms, p50/floor 1.7 to 2.9;
-// p99/floor 1.9 to 4.1. Both goals missed. Where the rest goes: the
+// Measured when it was added (2 shared cores, other work running), 12
+// runs: p50 11 to 20 ms against a floor of 5.2 to 8.7 ms, p50/floor 1.6
+// to 2.9 (scripts/bench.sh with COUNT=3: median 1.61, goal missed);
+// p99/floor 1.55 to 4.1 (bench.sh's median 1.61, at the goal on a quiet
+// minute, far over it on a busy one). Where the rest goes: the
 // process is waiting, not computing (CPU about a third of wall time);
 // gatewayd makes 10 fdatasyncs per command (strace -c), 2 per bbolt
 // commit of 5 journal writes: intake's append, queued, running,
