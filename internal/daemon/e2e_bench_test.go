@@ -67,7 +67,7 @@ const e2eCommands = 300
 //
 // One iteration is 300 commands and 300 floors (some 6 to 10 s here).
 //
-// Measured when it was added (2 shared cores, other work running), 12
+// Measured when it was added (2 shared cores, other work running), 14
 // runs: p50 11 to 20 ms against a floor of 5.2 to 8.7 ms, p50/floor 1.6
 // to 2.9 (scripts/bench.sh with COUNT=3: median 1.61, goal missed);
 // p99/floor 1.55 to 4.1 (bench.sh's median 1.61, at the goal on a quiet
