@@ -106,3 +106,12 @@ pair ./bonds JournalAppend FloorUpdateFsync 1.2
 # against the bound of the slots and delays.
 metric ./fleet PriorityUnlock p99/unloaded 2
 metric ./fleet PriorityThroughput bound/makespan 0.97 at-least
+# The whole path (issue 14): a signed unlock published to mosquitto (the
+# shipped limits, set_tcp_nodelay true) until its result reaches the
+# operator's client, through gatewayd, a private dbus-daemon, the BlueZ
+# emulator at zero link latency and a reference lock, against its floor
+# measured in the same loop: one MQTT echo, the session's ~15 D-Bus round
+# trips (counted on the bus), one fdatasync and the public-key work (internal/daemon/
+# e2e_bench_test.go). 300 commands per run (about 10 s); goals on p50 and p99.
+metric ./internal/daemon EndToEnd p50/floor 1.3
+metric ./internal/daemon EndToEnd p99/floor 1.8

@@ -37,7 +37,7 @@ import (
 // with the BlueZ emulator hosting reference locks, gatewayd's key files
 // and configuration, and an operator's MQTT client.
 type dock struct {
-	t      *testing.T
+	t      testing.TB
 	dir    string
 	broker *mosquittotest.Broker
 	bus    *emulator.Bus
@@ -71,13 +71,13 @@ func withAudit(d *dock) { d.withAudit = true }
 // now is the dock's clock: the test fleet's, moving in real time.
 func (d *dock) now() time.Time { return d.fleet.Now.Add(time.Since(d.start)) }
 
-func newDock(t *testing.T, nLocks int, emuOpts emulator.Options, opts ...func(*dock)) *dock {
+func newDock(t testing.TB, nLocks int, emuOpts emulator.Options, opts ...func(*dock)) *dock {
 	t.Helper()
 	return newDockBroker(t, nLocks, emuOpts, mosquittotest.Options{}, opts...)
 }
 
 // newDockBroker is newDock with a broker run with brokerOpts.
-func newDockBroker(t *testing.T, nLocks int, emuOpts emulator.Options, brokerOpts mosquittotest.Options, opts ...func(*dock)) *dock {
+func newDockBroker(t testing.TB, nLocks int, emuOpts emulator.Options, brokerOpts mosquittotest.Options, opts ...func(*dock)) *dock {
 	t.Helper()
 	d := &dock{t: t, dir: t.TempDir(), fleet: channeltest.NewFleet(t, "acme"), start: time.Now()}
 	for _, o := range opts {
@@ -161,7 +161,7 @@ level = "debug"
 	return d
 }
 
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
@@ -244,7 +244,7 @@ func (d *dock) launch(mods ...func(*Options)) *running {
 }
 
 // stop cancels the daemon and checks it stopped cleanly.
-func (r *running) stop(t *testing.T) {
+func (r *running) stop(t testing.TB) {
 	t.Helper()
 	if r.cancel == nil {
 		return
@@ -280,7 +280,7 @@ func (d *dock) sign(i int, op command.Op, args command.Args) (command.Body, []by
 // opClient is an operator's MQTT client: it publishes commands and
 // collects results, rejection notices and status messages.
 type opClient struct {
-	t      *testing.T
+	t      testing.TB
 	c      mqtt.Client
 	topics operator.Topics
 
@@ -293,7 +293,7 @@ type opClient struct {
 	changed  chan struct{}
 }
 
-func newOpClient(t *testing.T, url string, topics operator.Topics) *opClient {
+func newOpClient(t testing.TB, url string, topics operator.Topics) *opClient {
 	t.Helper()
 	oc := &opClient{t: t, topics: topics, changed: make(chan struct{}, 1)}
 	// A persistent session, as docs/mqtt.md asks of a backend: results
@@ -411,7 +411,7 @@ func (l *logBuf) Write(p []byte) (int, error) {
 
 // testLogBuf is a debug logger into a buffer, whose tail a failed test
 // prints.
-func testLogBuf(t *testing.T) (*slog.Logger, *logBuf) {
+func testLogBuf(t testing.TB) (*slog.Logger, *logBuf) {
 	lb := &logBuf{}
 	t.Cleanup(func() {
 		if !t.Failed() {
@@ -435,7 +435,7 @@ func (l *logBuf) String() string {
 }
 
 // testLogger is testLogBuf's logger, for tests that do not read the log.
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	l, _ := testLogBuf(t)
 	return l
 }
