@@ -2,7 +2,6 @@ package bonds
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math"
 	"time"
@@ -506,13 +505,8 @@ func (db *DB) Pending(ctx context.Context) ([]Entry, error) {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			var st struct {
-				State State `json:"state"`
-			}
-			if err := json.Unmarshal(v, &st); err != nil {
-				return fmt.Errorf("journal %x: journal entry: %w", k, err)
-			}
-			if st.State.Terminal() {
+			var st [1]string
+			if topStrings(v, stateKey, st[:]) && State(st[0]).Terminal() {
 				return nil
 			}
 			var e Entry
@@ -530,6 +524,8 @@ func (db *DB) Pending(ctx context.Context) ([]Entry, error) {
 	}
 	return out, nil
 }
+
+var stateKey = []string{"state"}
 
 // pruneChunk bounds one prune transaction.
 const pruneChunk = 1000

@@ -305,9 +305,11 @@ func (db *DB) eachLockBond(ctx context.Context, fn func(*lockBond) error) error 
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			l = lockBond{}
-			if err := json.Unmarshal(v, &l); err != nil {
-				return fmt.Errorf("lock %x: %w", k, err)
+			if !fastLockBond(v, &l) {
+				l = lockBond{}
+				if err := json.Unmarshal(v, &l); err != nil {
+					return fmt.Errorf("lock %x: %w", k, err)
+				}
 			}
 			db.seenMu.Lock()
 			s, ok := db.seen[l.ID]
@@ -322,4 +324,28 @@ func (db *DB) eachLockBond(ctx context.Context, fn func(*lockBond) error) error 
 		return fmt.Errorf("bonds: locks: %w", err)
 	}
 	return nil
+}
+
+var lockBondKeys = []string{"id", "address", "bond", "bonded_at", "last_seen", "created_at"}
+
+// fastLockBond reads l from a lock record through topStrings; false if
+// it cannot, and then the caller decodes with encoding/json.
+func fastLockBond(v []byte, l *lockBond) bool {
+	var vals [6]string
+	if !topStrings(v, lockBondKeys, vals[:]) {
+		return false
+	}
+	*l = lockBond{Address: vals[1], Bond: BondState(vals[2])}
+	if l.ID.UnmarshalText([]byte(vals[0])) != nil {
+		return false
+	}
+	for i, t := range []*time.Time{&l.BondedAt, &l.LastSeen, &l.CreatedAt} {
+		if s := vals[3+i]; s != "" {
+			var err error
+			if *t, err = time.Parse(time.RFC3339Nano, s); err != nil {
+				return false
+			}
+		}
+	}
+	return true
 }
