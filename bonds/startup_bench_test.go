@@ -28,7 +28,8 @@ import (
 // alloc-MB (bytes allocated); heap-MB (HeapInuse at READY, before any
 // GC, an upper bound of the live heap then); rss-MB (the process's peak
 // resident set, VmHWM, reset before each op through /proc/self/clear_refs:
-// it includes the file's pages the page walk and bbolt's check touch).
+// it includes the file's pages the page walk and bbolt's check touch,
+// file-MB being the file's size).
 // Run one size per process for clean rss figures:
 //
 //	go test -run '^$' -bench 'Startup/records=100000$' -benchtime 3x ./bonds
@@ -77,6 +78,9 @@ func BenchmarkStartup(b *testing.B) {
 			b.ReportMetric(readyNs/N/1e6, "ready-ms")
 			b.ReportMetric(alloc/N/(1<<20), "alloc-MB")
 			b.ReportMetric(heap/(1<<20), "heap-MB")
+			if fi, err := os.Stat(path); err == nil {
+				b.ReportMetric(float64(fi.Size())/(1<<20), "file-MB")
+			}
 			if rss > 0 {
 				b.ReportMetric(rss/(1<<20), "rss-MB")
 			}
