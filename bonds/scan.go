@@ -82,15 +82,20 @@ func topStrings(v []byte, keys []string, vals []string) (ok bool) {
 // stringEnd returns the index of the quote closing the JSON string that
 // opens at v[i], or -1.
 func stringEnd(v []byte, i int) int {
-	for j := i + 1; j < len(v); j++ {
-		switch v[j] {
-		case '\\':
-			j++
-		case '"':
-			return j
+	for j := i + 1; ; {
+		k := bytes.IndexByte(v[j:], '"') // vectorised: a credential's base64 is most of a lock record
+		if k < 0 {
+			return -1
 		}
+		q, n := j+k, 0
+		for p := q - 1; p > i && v[p] == '\\'; p-- {
+			n++
+		}
+		if n%2 == 0 {
+			return q
+		}
+		j = q + 1
 	}
-	return -1
 }
 
 func skipSpace(v []byte, i int) int {

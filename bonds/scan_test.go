@@ -17,6 +17,7 @@ func TestTopStrings(t *testing.T) {
 		{`{"state":"succeeded"}`, "succeeded", ""},
 		{` { "x" : {"state":"running","a":[1,{"state":"q"}]}, "s":"\"state\":\"y\"", "state" : "failed" , "address":"C0:01"} `, "failed", "C0:01"},
 		{`{"result":{"state":"failed"},"n":[],"o":{}}`, "", ""},
+		{`{"a":"x\\","b":"\\\"state\":","state":"queued"}`, "queued", ""},
 	}
 	for _, g := range good {
 		if !topStrings([]byte(g.in), keys, vals) || vals[0] != g.state || vals[1] != g.addr {
