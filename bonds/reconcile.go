@@ -68,7 +68,7 @@ func (db *DB) Reconcile(ctx context.Context, p Paired, pol Policy) (Report, erro
 	// the few changes are written after it, as before in ID order.
 	known := make(map[string]bool, len(addrs))
 	var lost, adopted []LockID
-	err = db.eachLockBond(ctx, func(l *lockBond) error {
+	err = db.eachLockBond(ctx, false, func(l *lockBond) error {
 		if l.Address == "" {
 			return nil
 		}
@@ -141,7 +141,7 @@ func (db *DB) Evict(ctx context.Context, p Paired, olderThan time.Duration) (Rep
 		paired bool
 	}
 	var victims []victim
-	err = db.eachLockBond(ctx, func(l *lockBond) error {
+	err = db.eachLockBond(ctx, true, func(l *lockBond) error {
 		if l.Bond == BondNone {
 			return nil
 		}
@@ -295,17 +295,18 @@ type lockBond struct {
 // eachLockBond streams the locks in ID order, each decoded only as far
 // as lockBond (the credential, counters and the rest are skipped, not
 // decoded) with the UpdateSeen value not yet written applied, to fn, in
-// one read transaction: nothing is kept but what fn keeps. fn must not
+// one read transaction: nothing is kept but what fn keeps. Without
+// times, the times may be left zero (Reconcile does not read them). fn must not
 // write. A record that is not a valid JSON object or whose lockBond
 // fields do not decode is an error naming its key, as in Locks.
-func (db *DB) eachLockBond(ctx context.Context, fn func(*lockBond) error) error {
+func (db *DB) eachLockBond(ctx context.Context, times bool, fn func(*lockBond) error) error {
 	var l lockBond
 	err := db.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketLocks).ForEach(func(k, v []byte) error {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			if !fastLockBond(v, &l) {
+			if !fastLockBond(v, &l, times) {
 				l = lockBond{}
 				if err := json.Unmarshal(v, &l); err != nil {
 					return fmt.Errorf("lock %x: %w", k, err)
@@ -330,7 +331,7 @@ var lockBondKeys = []string{"id", "address", "bond", "bonded_at", "last_seen", "
 
 // fastLockBond reads l from a lock record through topStrings; false if
 // it cannot, and then the caller decodes with encoding/json.
-func fastLockBond(v []byte, l *lockBond) bool {
+func fastLockBond(v []byte, l *lockBond, times bool) bool {
 	var vals [6]string
 	if !topStrings(v, lockBondKeys, vals[:]) {
 		return false
@@ -340,7 +341,7 @@ func fastLockBond(v []byte, l *lockBond) bool {
 		return false
 	}
 	for i, t := range []*time.Time{&l.BondedAt, &l.LastSeen, &l.CreatedAt} {
-		if s := vals[3+i]; s != "" {
+		if s := vals[3+i]; s != "" && times {
 			var err error
 			if *t, err = time.Parse(time.RFC3339Nano, s); err != nil {
 				return false

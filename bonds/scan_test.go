@@ -39,7 +39,7 @@ func TestTopStrings(t *testing.T) {
 		t.Fatal(err)
 	}
 	var fast, slow lockBond
-	if !fastLockBond(b, &fast) {
+	if !fastLockBond(b, &fast, true) {
 		t.Fatalf("fastLockBond(%s) = false", b)
 	}
 	if err := json.Unmarshal(b, &slow); err != nil {
