@@ -497,10 +497,24 @@ func (db *DB) ackTx(tx *bolt.Tx, id CommandID, now time.Time) (bad, err error) {
 // once).
 func (db *DB) Pending(ctx context.Context) ([]Entry, error) {
 	var out []Entry
+	// Most of a replay window's entries are finished: each is read only
+	// as far as its state (the rest is skipped, not decoded), and only the
+	// others are decoded whole (issue 14).
 	err := db.view(func(tx *bolt.Tx) error {
-		return eachRecord(ctx, tx, bucketJournal, "journal", decodeEntry, func(_ []byte, e *Entry) error {
+		return tx.Bucket(bucketJournal).ForEach(func(k, v []byte) error {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			var st [1]string
+			if topStrings(v, stateKey, st[:]) && State(st[0]).Terminal() {
+				return nil
+			}
+			var e Entry
+			if err := decodeEntry(v, &e); err != nil {
+				return fmt.Errorf("journal %x: %w", k, err)
+			}
 			if !e.State.Terminal() {
-				out = append(out, *e)
+				out = append(out, e)
 			}
 			return nil
 		})
@@ -510,6 +524,8 @@ func (db *DB) Pending(ctx context.Context) ([]Entry, error) {
 	}
 	return out, nil
 }
+
+var stateKey = []string{"state"}
 
 // pruneChunk bounds one prune transaction.
 const pruneChunk = 1000

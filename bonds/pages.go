@@ -46,7 +46,7 @@ func checkPages(path string) error {
 		return fmt.Errorf("mmap: %w", err)
 	}
 	defer func() { _ = syscall.Munmap(data) }()
-	w := &pageWalker{data: data, ps: ps, hwm: m.pgid, seen: make(map[uint64]bool)}
+	w := &pageWalker{data: data, ps: ps, hwm: m.pgid, seen: make([]uint64, (m.pgid+63)/64)}
 	return guard(func() error {
 		if m.freelist != ^uint64(0) {
 			if err := w.freelist(m.freelist); err != nil {
@@ -121,7 +121,7 @@ type pageWalker struct {
 	data []byte // the pages below hwm
 	ps   int64
 	hwm  uint64
-	seen map[uint64]bool
+	seen []uint64 // bit i: page i reached (a map cost two thirds of the walk)
 }
 
 // page reads page id with its overflow pages, after checking they lie
@@ -141,10 +141,10 @@ func (w *pageWalker) page(id uint64) ([]byte, error) {
 		return nil, fmt.Errorf("page %d: %d overflow pages run past the high-water mark %d", id, over, w.hwm)
 	}
 	for i := id; i <= id+over; i++ {
-		if w.seen[i] {
+		if w.seen[i/64]&(1<<(i%64)) != 0 {
 			return nil, fmt.Errorf("page %d: reached twice", i)
 		}
-		w.seen[i] = true
+		w.seen[i/64] |= 1 << (i % 64)
 	}
 	return w.data[off : off+int64(over+1)*w.ps], nil
 }

@@ -2,12 +2,15 @@ package bonds
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // Paired is what Reconcile and Evict need from BlueZ: the addresses of the
@@ -60,29 +63,41 @@ func (db *DB) Reconcile(ctx context.Context, p Paired, pol Policy) (Report, erro
 	for _, a := range addrs {
 		paired[normAddr(a)] = true
 	}
-	locks, err := db.Locks(ctx)
+	// One streaming pass over the locks, decoding only what is compared
+	// (issue 14: 100,000 locks decoded whole into a slice cost 100s of MB);
+	// the few changes are written after it, as before in ID order.
+	known := make(map[string]bool, len(addrs))
+	var lost, adopted []LockID
+	err = db.eachLockBond(ctx, false, func(l *lockBond) error {
+		if l.Address == "" {
+			return nil
+		}
+		has := paired[l.Address]
+		if has {
+			known[l.Address] = true
+		}
+		switch {
+		case !has && l.Bond == BondBonded:
+			lost = append(lost, l.ID)
+		case has && l.Bond != BondBonded:
+			adopted = append(adopted, l.ID)
+		}
+		return nil
+	})
 	if err != nil {
 		return rep, fmt.Errorf("bonds: reconcile: %w", err)
 	}
-	known := make(map[string]bool, len(locks))
-	for _, l := range locks {
-		if l.Address == "" {
-			continue
+	for _, id := range lost {
+		if _, err := db.SetBond(ctx, id, BondLost, ""); err != nil {
+			return rep, fmt.Errorf("bonds: reconcile: %w", err)
 		}
-		known[l.Address] = true
-		has := paired[l.Address]
-		switch {
-		case !has && l.Bond == BondBonded:
-			if _, err := db.SetBond(ctx, l.ID, BondLost, ""); err != nil {
-				return rep, fmt.Errorf("bonds: reconcile: %w", err)
-			}
-			rep.Lost = append(rep.Lost, l.ID)
-		case has && l.Bond != BondBonded:
-			if _, err := db.SetBond(ctx, l.ID, BondBonded, ""); err != nil {
-				return rep, fmt.Errorf("bonds: reconcile: %w", err)
-			}
-			rep.Adopted = append(rep.Adopted, l.ID)
+		rep.Lost = append(rep.Lost, id)
+	}
+	for _, id := range adopted {
+		if _, err := db.SetBond(ctx, id, BondBonded, ""); err != nil {
+			return rep, fmt.Errorf("bonds: reconcile: %w", err)
 		}
+		rep.Adopted = append(rep.Adopted, id)
 	}
 	for _, a := range addrs {
 		a = normAddr(a)
@@ -120,13 +135,15 @@ func (db *DB) Evict(ctx context.Context, p Paired, olderThan time.Duration) (Rep
 	for _, a := range addrs {
 		paired[normAddr(a)] = true
 	}
-	locks, err := db.Locks(ctx)
-	if err != nil {
-		return rep, fmt.Errorf("bonds: evict: %w", err)
+	type victim struct {
+		id     LockID
+		addr   string
+		paired bool
 	}
-	for _, l := range locks {
+	var victims []victim
+	err = db.eachLockBond(ctx, true, func(l *lockBond) error {
 		if l.Bond == BondNone {
-			continue
+			return nil
 		}
 		last := l.LastSeen
 		if last.IsZero() {
@@ -135,20 +152,26 @@ func (db *DB) Evict(ctx context.Context, p Paired, olderThan time.Duration) (Rep
 		if last.IsZero() {
 			last = l.CreatedAt
 		}
-		if !last.Before(cutoff) {
-			continue
+		if last.Before(cutoff) {
+			victims = append(victims, victim{l.ID, l.Address, paired[l.Address]})
 		}
-		if paired[l.Address] {
-			if err := p.RemoveBond(ctx, l.Address); err != nil {
-				rep.Errors = append(rep.Errors, fmt.Errorf("evict %s: remove bond %s: %w", l.ID, l.Address, err))
+		return nil
+	})
+	if err != nil {
+		return rep, fmt.Errorf("bonds: evict: %w", err)
+	}
+	for _, l := range victims {
+		if l.paired {
+			if err := p.RemoveBond(ctx, l.addr); err != nil {
+				rep.Errors = append(rep.Errors, fmt.Errorf("evict %s: remove bond %s: %w", l.id, l.addr, err))
 				continue
 			}
-			rep.Removed = append(rep.Removed, l.Address)
+			rep.Removed = append(rep.Removed, l.addr)
 		}
-		if _, err := db.SetBond(ctx, l.ID, BondNone, ""); err != nil {
+		if _, err := db.SetBond(ctx, l.id, BondNone, ""); err != nil {
 			return rep, fmt.Errorf("bonds: evict: %w", err)
 		}
-		rep.Evicted = append(rep.Evicted, l.ID)
+		rep.Evicted = append(rep.Evicted, l.id)
 	}
 	return rep, nil
 }
@@ -257,4 +280,73 @@ func (r *Reconciler) runOnce(ctx context.Context) {
 	if r.opts.OnRun != nil {
 		r.opts.OnRun(rep, err)
 	}
+}
+
+// lockBond is what Reconcile and Evict read of a lock record.
+type lockBond struct {
+	ID        LockID    `json:"id"`
+	Address   string    `json:"address,omitempty"`
+	Bond      BondState `json:"bond"`
+	BondedAt  time.Time `json:"bonded_at,omitzero"`
+	LastSeen  time.Time `json:"last_seen,omitzero"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// eachLockBond streams the locks in ID order, each decoded only as far
+// as lockBond (the credential, counters and the rest are skipped, not
+// decoded) with the UpdateSeen value not yet written applied, to fn, in
+// one read transaction: nothing is kept but what fn keeps. Without
+// times, the times may be left zero (Reconcile does not read them). fn must not
+// write. A record that is not a valid JSON object or whose lockBond
+// fields do not decode is an error naming its key, as in Locks.
+func (db *DB) eachLockBond(ctx context.Context, times bool, fn func(*lockBond) error) error {
+	var l lockBond
+	err := db.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketLocks).ForEach(func(k, v []byte) error {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if !fastLockBond(v, &l, times) {
+				l = lockBond{}
+				if err := json.Unmarshal(v, &l); err != nil {
+					return fmt.Errorf("lock %x: %w", k, err)
+				}
+			}
+			db.seenMu.Lock()
+			s, ok := db.seen[l.ID]
+			db.seenMu.Unlock()
+			if ok && s.hasSeen && !s.seen.Before(l.LastSeen) {
+				l.LastSeen = s.seen // as seenUpdate.apply
+			}
+			return fn(&l)
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("bonds: locks: %w", err)
+	}
+	return nil
+}
+
+var lockBondKeys = []string{"id", "address", "bond", "bonded_at", "last_seen", "created_at"}
+
+// fastLockBond reads l from a lock record through topStrings; false if
+// it cannot, and then the caller decodes with encoding/json.
+func fastLockBond(v []byte, l *lockBond, times bool) bool {
+	var vals [6]string
+	if !topStrings(v, lockBondKeys, vals[:]) {
+		return false
+	}
+	*l = lockBond{Address: vals[1], Bond: BondState(vals[2])}
+	if l.ID.UnmarshalText([]byte(vals[0])) != nil {
+		return false
+	}
+	for i, t := range []*time.Time{&l.BondedAt, &l.LastSeen, &l.CreatedAt} {
+		if s := vals[3+i]; s != "" && times {
+			var err error
+			if *t, err = time.Parse(time.RFC3339Nano, s); err != nil {
+				return false
+			}
+		}
+	}
+	return true
 }
