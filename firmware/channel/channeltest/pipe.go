@@ -138,6 +138,14 @@ func (l *PacketLink) ReadPacket(ctx context.Context) ([]byte, error) {
 	case p := <-l.in:
 		return p, nil
 	case <-l.done:
+		// A packet written before the close and the close itself can be
+		// ready at once when this reader wakes: select picks either, so
+		// look at the packets once more before reporting the close.
+		select {
+		case p := <-l.in:
+			return p, nil
+		default:
+		}
 		return nil, ErrClosed
 	case <-ctx.Done():
 		return nil, ctx.Err()
