@@ -15,12 +15,18 @@ import (
 
 // sample is one measurement of gatewayd's resources.
 type sample struct {
-	At         time.Time `json:"at"`
-	Pid        int       `json:"pid"`
-	RSSKiB     int64     `json:"rss_kib"`
-	Goroutines int       `json:"goroutines"`
-	FDs        int       `json:"fds"`
-	MatchRules int       `json:"match_rules"`
+	At     time.Time `json:"at"`
+	Pid    int       `json:"pid"`
+	RSSKiB int64     `json:"rss_kib"`
+	// AnonKiB is the anonymous part of RSS (RssAnon): the Go heap and
+	// stacks, without the database file's mapped pages, which grow with
+	// the journal by design (RssFile, RssShmem on the tmpfs).
+	AnonKiB    int64 `json:"rss_anon_kib"`
+	HeapKiB    int64 `json:"heap_inuse_kib"` // go_memstats_heap_inuse_bytes
+	DBKiB      int64 `json:"db_kib"`         // the database file's size
+	Goroutines int   `json:"goroutines"`
+	FDs        int   `json:"fds"`
+	MatchRules int   `json:"match_rules"`
 }
 
 type soakReport struct {
@@ -87,12 +93,13 @@ func soak(r *rig, o options) error {
 		}
 	}()
 	var samples []sample
-	r.say("   %-8s %7s %10s %10s %5s %11s", "time", "pid", "rss_kib", "goroutines", "fds", "match_rules")
+	r.say("   %-8s %7s %10s %10s %10s %8s %10s %5s %11s", "time", "pid", "rss_kib", "anon_kib", "heap_kib", "db_kib", "goroutines", "fds", "match_rules")
 	for t := time.Now(); !t.After(end) && r.ctx.Err() == nil; t = t.Add(sampleEvery) {
 		time.Sleep(time.Until(t))
 		s := r.sample(conn)
 		samples = append(samples, s)
-		r.say("   %-8s %7d %10d %10d %5d %11d", s.At.Format(time.TimeOnly), s.Pid, s.RSSKiB, s.Goroutines, s.FDs, s.MatchRules)
+		r.say("   %-8s %7d %10d %10d %10d %8d %10d %5d %11d", s.At.Format(time.TimeOnly), s.Pid, s.RSSKiB, s.AnonKiB, s.HeapKiB, s.DBKiB,
+			s.Goroutines, s.FDs, s.MatchRules)
 	}
 	wg.Wait()
 	tr.end()
@@ -102,7 +109,7 @@ func soak(r *rig, o options) error {
 	sr := &soakReport{Duration: o.soak.String(), Samples: samples, Growth: growth(samples)}
 	rep.Soak = sr
 	r.say("\n== growth after warm-up (median of the last third against the second third; goroutines, fds,")
-	r.say("   match rules within +2, RSS within +20%% + 4 MiB)")
+	r.say("   match rules within +2, RSS and its anonymous part within +20%% + 4 MiB, heap within +20%% + 2 MiB)")
 	if len(sr.Growth) == 0 {
 		r.say("   none over tolerance in %d samples", len(samples))
 	}
@@ -119,7 +126,10 @@ func soak(r *rig, o options) error {
 // its /metrics, match rules from the bus's statistics. A value it could
 // not read is -1.
 func (r *rig) sample(conn *dbus.Conn) sample {
-	s := sample{At: time.Now(), Pid: r.sup.pid(), RSSKiB: -1, Goroutines: -1, FDs: -1, MatchRules: -1}
+	s := sample{At: time.Now(), Pid: r.sup.pid(), RSSKiB: -1, AnonKiB: -1, HeapKiB: -1, DBKiB: -1, Goroutines: -1, FDs: -1, MatchRules: -1}
+	if fi, err := os.Stat(r.dbPath()); err == nil {
+		s.DBKiB = fi.Size() / 1024
+	}
 	if s.Pid == 0 {
 		return s
 	}
@@ -129,6 +139,9 @@ func (r *rig) sample(conn *dbus.Conn) sample {
 			if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
 				s.RSSKiB, _ = strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
 			}
+			if v, ok := strings.CutPrefix(l, "RssAnon:"); ok {
+				s.AnonKiB, _ = strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			}
 		}
 	}
 	if ents, err := os.ReadDir(filepath.Join(proc, "fd")); err == nil {
@@ -137,6 +150,9 @@ func (r *rig) sample(conn *dbus.Conn) sample {
 	if body, err := r.scrape(); err == nil {
 		if v, ok := metric(body, "go_goroutines"); ok {
 			s.Goroutines = int(v)
+		}
+		if v, ok := metric(body, "go_memstats_heap_inuse_bytes"); ok {
+			s.HeapKiB = int64(v) / 1024
 		}
 	}
 	s.MatchRules = matchRules(conn, s.Pid)
@@ -186,7 +202,8 @@ func median(xs []float64) float64 {
 
 // growth compares the median of the last third of the samples with the
 // median of the second third (the first third is warm-up): goroutines,
-// fds and match rules may grow by at most 2, RSS by at most 20% + 4 MiB.
+// fds and match rules may grow by at most 2, RSS and its anonymous part
+// by at most 20% + 4 MiB, the Go heap by at most 20% + 2 MiB.
 // It also reports a daemon that restarted (another pid) or a measure that
 // could not be read.
 func growth(samples []sample) []string {
@@ -212,6 +229,8 @@ func growth(samples []sample) []string {
 		{"fds", func(s sample) float64 { return float64(s.FDs) }, func(float64) float64 { return 2 }},
 		{"match_rules", func(s sample) float64 { return float64(s.MatchRules) }, func(float64) float64 { return 2 }},
 		{"rss_kib", func(s sample) float64 { return float64(s.RSSKiB) }, func(b float64) float64 { return b*0.2 + 4096 }},
+		{"rss_anon_kib", func(s sample) float64 { return float64(s.AnonKiB) }, func(b float64) float64 { return b*0.2 + 4096 }},
+		{"heap_inuse_kib", func(s sample) float64 { return float64(s.HeapKiB) }, func(b float64) float64 { return b*0.2 + 2048 }},
 	} {
 		var a, b []float64
 		for _, s := range mid {
