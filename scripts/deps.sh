@@ -19,6 +19,7 @@ need=(
 [[ $profile == demo ]] || need+=(
   "systemd-analyze:systemd"   # systemd/: verify the unit file
   "promtool:prometheus"       # internal/daemon and deploy/prometheus: lint /metrics, test the alert rules
+  "protoc:protobuf-compiler"  # firmware/dfu/dfupb: the drift check regenerates the Go code of dfu-cc.proto
   # bluez/internal/realbluez (scripts/qemu/): real BlueZ under qemu (TCG)
   "qemu-system-x86_64:qemu-system-x86"
   "cpio:cpio"                 # the initramfs archive
