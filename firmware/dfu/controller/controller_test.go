@@ -347,5 +347,5 @@ type silent struct{}
 
 func (silent) WriteControlPoint(context.Context, []byte) error { return nil }
 func (silent) WritePacket(context.Context, []byte) error       { return nil }
-func (silent) Notifications() <-chan []byte                     { return nil }
-func (silent) ATTMTU() int                                      { return 23 }
+func (silent) Notifications() <-chan []byte                    { return nil }
+func (silent) ATTMTU() int                                     { return 23 }
