@@ -12,14 +12,14 @@ import (
 type Device struct {
 	// HWVersion is the lock's hardware version (the bootloader's
 	// NRF_DFU_HW_VERSION); init packets must name exactly this one.
-	HWVersion uint32
+	HWVersion uint32 `json:"hw_version"`
 	// SoftDeviceFWID is the FWID of the lock's SoftDevice (for example
 	// 0x0101 for S132 7.2.0); sd_req must name it. Locks talk BLE, so they
 	// always have one.
-	SoftDeviceFWID uint32
+	SoftDeviceFWID uint32 `json:"softdevice_fwid"`
 	// AppVersion and BootloaderVersion are the versions the lock runs.
-	AppVersion        uint32
-	BootloaderVersion uint32
+	AppVersion        uint32 `json:"app_version"`
+	BootloaderVersion uint32 `json:"bootloader_version"`
 }
 
 // sdReqAppOverwritesSD is sd_req's 0x00: "the application replaces the
