@@ -349,3 +349,27 @@ func (silent) WriteControlPoint(context.Context, []byte) error { return nil }
 func (silent) WritePacket(context.Context, []byte) error       { return nil }
 func (silent) Notifications() <-chan []byte                    { return nil }
 func (silent) ATTMTU() int                                     { return 23 }
+
+// TestModelNeverBeatsBound: on dfutest's link model a transfer never takes
+// less than the bound the benchmark divides by, and round trips (PRN 1:
+// one per write) make it take longer.
+func TestModelNeverBeatsBound(t *testing.T) {
+	img := image(t, nil)
+	var last time.Duration
+	for _, prn := range []int{-1, 1} {
+		b := bootloader(t)
+		link := dfutest.Connect(b, 247)
+		link.Model = dfutest.Model1M(link.ATTMTU())
+		if _, err := controller.New(controller.Options{PRN: prn}).Send(ctx(t), link, img); err != nil {
+			t.Fatal(err)
+		}
+		bound := link.Model.Bound(len(img.Firmware)+len(img.InitPacket.Raw), link.ATTMTU())
+		if link.Elapsed() < bound || bound <= 0 {
+			t.Fatalf("PRN %d: modelled %v, bound %v", prn, link.Elapsed(), bound)
+		}
+		if prn == 1 && link.Elapsed() <= last {
+			t.Fatalf("a receipt per write costs nothing: %v vs %v", link.Elapsed(), last)
+		}
+		last = link.Elapsed()
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 
 	"github.com/gatewayd/gatewayd/firmware/dfu/target"
 )
@@ -27,6 +28,9 @@ type Link struct {
 	// Corrupt, if set, may change a Packet write in transit (n counts
 	// the link's Packet writes from 0).
 	Corrupt func(n int, data []byte) []byte
+	// Model, if set, gives the link a modelled duration (Elapsed).
+	Model LinkModel
+	clock clock
 
 	mu      sync.Mutex
 	notes   chan []byte
@@ -45,6 +49,14 @@ func Connect(b *target.Bootloader, attMTU int) *Link {
 	// before its next request; PRN notifications too. A few slots are
 	// plenty; a full buffer is a controller bug and drops the link.
 	return &Link{conn: c, notes: make(chan []byte, 8)}
+}
+
+// Elapsed is the modelled time the link has carried traffic so far
+// (zero without a Model).
+func (l *Link) Elapsed() time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.clock.now
 }
 
 // Conn is the bootloader's side of the link.
@@ -91,6 +103,9 @@ func (l *Link) WriteControlPoint(_ context.Context, req []byte) error {
 		return ErrDropped
 	}
 	l.Requests++
+	l.clock.m = l.Model
+	l.clock.send()
+	l.clock.roundTrip()
 	n, err := l.conn.WriteControlPoint(req)
 	if err != nil {
 		return err
@@ -118,9 +133,14 @@ func (l *Link) WritePacket(_ context.Context, data []byte) error {
 	}
 	l.PacketWrites++
 	l.PacketBytes += len(data)
+	l.clock.m = l.Model
+	l.clock.send()
 	n, err := l.conn.WritePacket(data)
 	if err != nil {
 		return err
+	}
+	if n != nil {
+		l.clock.roundTrip() // the controller waits for the receipt
 	}
 	l.deliver(n)
 	return nil
