@@ -132,6 +132,9 @@ func TestAttackWrongSignature(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if got := p.Images[0].InitPacket.Init.GetHwVersion(); got != 53 {
+		t.Fatalf("the alteration hit another field: hw_version %d", got)
+	}
 	pol := policy(t)
 	pol.Device.HWVersion = 53
 	if err := p.Verify(pol); !errors.Is(err, ErrSignature) {

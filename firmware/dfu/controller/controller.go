@@ -100,6 +100,9 @@ type session struct {
 // first error. On ErrDisconnected, Send again on a new connection resumes.
 func (c *Controller) Send(ctx context.Context, tr Transport, img *dfu.Image) (Stats, error) {
 	s := &session{c: c, tr: tr, ctx: ctx}
+	if img == nil || img.InitPacket == nil || len(img.Firmware) == 0 {
+		return s.stats, ErrNoImage
+	}
 	if err := s.request(dfu.SetPRNRequest(uint16(c.opts.PRN)), dfu.OpSetPRN, nil); err != nil {
 		return s.stats, err
 	}

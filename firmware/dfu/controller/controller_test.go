@@ -129,9 +129,9 @@ func TestFullUpdate(t *testing.T) {
 }
 
 // TestResumeAfterDropAt30Percent: the link drops when 30% of the image has
-// gone; on a new connection the transfer continues from the bootloader's
-// offset and CRC, re-sending at most the object in flight, and the init
-// packet is not sent again.
+// gone; on a new connection, with a new controller (a restarted gateway),
+// the transfer continues from the bootloader's offset and CRC, re-sending
+// at most the object in flight, and the init packet is not sent again.
 func TestResumeAfterDropAt30Percent(t *testing.T) {
 	img := image(t, nil)
 	for _, mtu := range []int{23, 247} {
@@ -145,8 +145,10 @@ func TestResumeAfterDropAt30Percent(t *testing.T) {
 		}
 		unchanged(t, b)
 		_, held := b.Progress()
+		// A new controller, as after a gateway restart: resuming needs
+		// nothing but what the bootloader reports.
 		second := dfutest.Connect(b, mtu)
-		st, err := c.Send(ctx(t), second, img)
+		st, err := controller.New(controller.Options{}).Send(ctx(t), second, img)
 		if err != nil {
 			t.Fatalf("MTU %d: resume: %v", mtu, err)
 		}

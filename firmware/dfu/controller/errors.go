@@ -23,6 +23,10 @@ var (
 	// times (a link that corrupts data).
 	ErrCRC = errors.New("controller: CRC mismatch")
 
+	// ErrNoImage is returned when Send is given no image, or one without
+	// an init packet or firmware (take images from dfu.Parse).
+	ErrNoImage = errors.New("controller: no image to send")
+
 	// ErrInitTooLarge is returned when the init packet is larger than
 	// the target's command object.
 	ErrInitTooLarge = errors.New("controller: init packet larger than the target takes")
