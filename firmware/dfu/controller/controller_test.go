@@ -162,6 +162,28 @@ func TestResumeAfterDropAt30Percent(t *testing.T) {
 	}
 }
 
+// TestResumeAfterBootloaderReset: the link drops at 30% and the lock
+// reboots (its inactivity timeout while the gateway restarts): the
+// transfer resumes at the last executed object.
+func TestResumeAfterBootloaderReset(t *testing.T) {
+	img := image(t, nil)
+	b := bootloader(t)
+	first := dfutest.Connect(b, 247)
+	first.DropAfter = len(img.InitPacket.Raw) + len(img.Firmware)*30/100
+	if _, err := controller.New(controller.Options{}).Send(ctx(t), first, img); !errors.Is(err, controller.ErrDisconnected) {
+		t.Fatalf("first attempt: %v", err)
+	}
+	b.Reset()
+	st, err := controller.New(controller.Options{}).Send(ctx(t), dfutest.Connect(b, 247), img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.ResumedAt == 0 || st.ResumedAt%dfu.MaxDataObject != 0 || !st.InitResumed {
+		t.Fatalf("resumed at %d (init %v), want the last object boundary", st.ResumedAt, st.InitResumed)
+	}
+	updated(t, b, img.Firmware, 3)
+}
+
 // TestResumeInsideInitPacket: a drop in the middle of the init packet
 // resumes it from the bootloader's offset.
 func TestResumeInsideInitPacket(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"log/slog"
+	"slices"
 	"sync"
 
 	"github.com/gatewayd/gatewayd/firmware/dfu"
@@ -63,10 +64,14 @@ type Bootloader struct {
 	fwSize uint32
 	// The data objects: the current object's size, the firmware offset
 	// and CRC so far, and both at the last executed object.
-	objSize               uint32
-	offset, crc           uint32
-	offsetLast, crcLast   uint32
-	bank                  []byte
+	objSize             uint32
+	offset, crc         uint32
+	offsetLast, crcLast uint32
+	bank                []byte
+	// saved is the progress as last written to the settings page: at
+	// each successful Execute (the SDK's NRF_DFU_SAVE_PROGRESS_IN_FLASH)
+	// and when a transfer ends. Reset returns to it.
+	saved                 settings
 	dev                   dfu.Device
 	active                []byte
 	activations, failures int
@@ -106,11 +111,44 @@ func (b *Bootloader) Progress() (cmdOffset, fwOffset uint32) {
 }
 
 // resetProgress forgets the transfer (nrf_dfu_settings_progress_reset).
+// The bank's bytes stay: they are flash.
 func (b *Bootloader) resetProgress() {
 	b.cmd, b.cmdSize, b.cmdCRC = nil, 0, 0
 	b.init, b.fwSize = nil, 0
 	b.objSize, b.offset, b.crc, b.offsetLast, b.crcLast = 0, 0, 0, 0, 0
-	b.bank = nil
+}
+
+// settings is the progress the settings page holds.
+type settings struct {
+	cmd                                               []byte
+	cmdSize, cmdCRC                                   uint32
+	init                                              *dfu.InitPacket
+	fwSize, objSize, offset, crc, offsetLast, crcLast uint32
+}
+
+// save writes the progress to the settings page.
+func (b *Bootloader) save() {
+	b.saved = settings{
+		cmd: slices.Clone(b.cmd), cmdSize: b.cmdSize, cmdCRC: b.cmdCRC, init: b.init,
+		fwSize: b.fwSize, objSize: b.objSize, offset: b.offset, crc: b.crc, offsetLast: b.offsetLast, crcLast: b.crcLast,
+	}
+}
+
+// Reset reboots the lock into its bootloader again (a power cycle, a
+// watchdog, the SDK's inactivity timeout): the connection ends and the
+// progress returns to what the settings page held at the last Execute;
+// bytes written since stay in flash but count for nothing.
+func (b *Bootloader) Reset() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.conn != nil {
+		b.conn.closed = true
+		b.conn = nil
+	}
+	s := b.saved
+	b.cmd, b.cmdSize, b.cmdCRC, b.init = slices.Clone(s.cmd), s.cmdSize, s.cmdCRC, s.init
+	b.fwSize, b.objSize, b.offset, b.crc, b.offsetLast, b.crcLast = s.fwSize, s.objSize, s.offset, s.crc, s.offsetLast, s.crcLast
+	b.current = dfu.ObjectCommand
 }
 
 // Connect starts a connection at the given ATT MTU (what the central
@@ -326,6 +364,7 @@ func (b *Bootloader) executeCommand(res *dfu.Response) {
 		b.log.Debug("dfu init packet refused", "err", err)
 		res.Result, res.Ext = r, ext
 		b.resetProgress()
+		b.save()
 		b.failures++
 	}
 	if h := b.opts.AuthorisedInitHash; h != nil {
@@ -355,6 +394,7 @@ func (b *Bootloader) executeCommand(res *dfu.Response) {
 	}
 	b.init, b.fwSize = p, size
 	b.bank = make([]byte, size)
+	b.save()
 }
 
 // data handles a request on a data object (firmware).
@@ -392,6 +432,7 @@ func (b *Bootloader) data(c *Conn, op dfu.Op, args []byte, res dfu.Response) (df
 		if b.offset == b.fwSize {
 			return b.activate(c, res)
 		}
+		b.save()
 	}
 	return res, nil
 }
@@ -405,6 +446,7 @@ func (b *Bootloader) activate(c *Conn, res dfu.Response) (dfu.Response, func()) 
 		b.log.Debug("dfu image hash mismatch")
 		res.Result, res.Ext = dfu.ResExtError, dfu.ExtVerificationFailed
 		b.resetProgress()
+		b.save()
 		b.failures++
 		return res, nil
 	}
@@ -417,6 +459,7 @@ func (b *Bootloader) activate(c *Conn, res dfu.Response) (dfu.Response, func()) 
 	}
 	b.activations++
 	b.resetProgress()
+	b.save()
 	return res, func() {
 		c.closed = true
 		b.conn = nil

@@ -17,9 +17,14 @@
 // then activates it and ends the connection, as the SDK resets into the
 // new firmware.
 //
+// [Bootloader.Reset] is a reboot in the middle of a transfer: progress
+// returns to what the settings page held at the last Execute, as the SDK
+// saves it then.
+//
 // Not modelled yet (later sessions of issue 16): flash and power cuts
-// (firmware/lock/flash), advertising at address+1, entry through the
-// authorised enter-dfu command beyond [Options.AuthorisedInitHash].
+// during writes and activation (firmware/lock/flash), advertising at
+// address+1, entry through the authorised enter-dfu command beyond
+// [Options.AuthorisedInitHash].
 //
 // It may import the standard library and firmware/ packages only.
 package target

@@ -254,3 +254,48 @@ func TestHashFailureResets(t *testing.T) {
 		t.Fatalf("progress kept after the failure: %d, %d", cmd, off)
 	}
 }
+
+// TestResetReturnsToLastExecute: a reboot in the middle of an object
+// returns the offset and CRC to the last executed object (the settings
+// page), keeps the executed init packet, and ends the connection; a reboot
+// before the init packet's Execute forgets it.
+func TestResetReturnsToLastExecute(t *testing.T) {
+	fw := bytes.Repeat([]byte("abcdefgh"), 1000)
+	img := pkg(t, fw)
+	b := target.New(target.Options{Key: &key(t).PublicKey, Device: lock})
+	c := b.Connect(247)
+	c.EnableNotifications()
+	ok(t, cp(t, c, dfu.CreateRequest(dfu.ObjectCommand, uint32(len(img.InitPacket.Raw)))))
+	write(t, c, img.InitPacket.Raw[:50])
+	b.Reset()
+	if cmd, _ := b.Progress(); cmd != 0 || !c.Closed() {
+		t.Fatalf("reset before Execute kept %d init packet bytes (closed %v)", cmd, c.Closed())
+	}
+	c = b.Connect(247)
+	c.EnableNotifications()
+	ok(t, cp(t, c, dfu.CreateRequest(dfu.ObjectCommand, uint32(len(img.InitPacket.Raw)))))
+	write(t, c, img.InitPacket.Raw)
+	ok(t, cp(t, c, dfu.ExecuteRequest()))
+	ok(t, cp(t, c, dfu.CreateRequest(dfu.ObjectData, 4096)))
+	write(t, c, fw[:4096])
+	ok(t, cp(t, c, dfu.ExecuteRequest()))
+	ok(t, cp(t, c, dfu.CreateRequest(dfu.ObjectData, 3904)))
+	write(t, c, fw[4096:6000])
+	b.Reset()
+	c = b.Connect(247)
+	c.EnableNotifications()
+	r := ok(t, cp(t, c, dfu.SelectRequest(dfu.ObjectData)))
+	if r.Offset != 4096 || r.CRC != crc32.ChecksumIEEE(fw[:4096]) {
+		t.Fatalf("after reset: offset %d", r.Offset)
+	}
+	if r := ok(t, cp(t, c, dfu.SelectRequest(dfu.ObjectCommand))); r.Offset != uint32(len(img.InitPacket.Raw)) {
+		t.Fatalf("init packet after reset: %d bytes", r.Offset)
+	}
+	ok(t, cp(t, c, dfu.ExecuteRequest())) // the executed init packet stays valid
+	ok(t, cp(t, c, dfu.CreateRequest(dfu.ObjectData, 3904)))
+	write(t, c, fw[4096:])
+	ok(t, cp(t, c, dfu.ExecuteRequest()))
+	if active, _ := b.Active(); !bytes.Equal(active, fw) {
+		t.Fatal("not activated after the reset")
+	}
+}
