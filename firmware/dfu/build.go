@@ -24,9 +24,12 @@ type Spec struct {
 	// Key signs the init packets (--key-file); nil leaves them unsigned.
 	Key *ecdsa.PrivateKey
 	// HWVersion is --hw-version; SDReq is --sd-req (nrfutil's default
-	// when empty: 0xFFFE).
+	// when empty: 0xFFFE), the SoftDevices the package's images run on;
+	// SDID is --sd-id, the application's sd_req when the package also
+	// brings a SoftDevice (the new SoftDevice's FWID).
 	HWVersion uint32
 	SDReq     []uint32
+	SDID      []uint32
 	// IsDebug is --debug-mode.
 	IsDebug bool
 	// Images, at most one per kind.
@@ -57,6 +60,9 @@ type ImageSpec struct {
 // without duplicates, SHA-256 stored little-endian, CRC boot validation.
 func (s Spec) InitCommand(im ImageSpec) *dfupb.InitCommand {
 	sdReq := s.SDReq
+	if im.Kind == KindApplication && len(s.SDID) > 0 && s.bringsSoftDevice() {
+		sdReq = s.SDID
+	}
 	if len(sdReq) == 0 {
 		sdReq = []uint32{0xFFFE}
 	}
@@ -91,6 +97,15 @@ func (s Spec) InitCommand(im ImageSpec) *dfupb.InitCommand {
 		IsDebug:        proto.Bool(s.IsDebug),
 		BootValidation: bv,
 	}
+}
+
+func (s Spec) bringsSoftDevice() bool {
+	for _, im := range s.Images {
+		if im.Kind == KindSoftDevice || im.Kind == KindSoftDeviceBootloader {
+			return true
+		}
+	}
+	return false
 }
 
 // InitPacketFor encodes an init command as a .dat: signed with key (nil:

@@ -15,7 +15,8 @@ type Device struct {
 	HWVersion uint32 `json:"hw_version"`
 	// SoftDeviceFWID is the FWID of the lock's SoftDevice (for example
 	// 0x0101 for S132 7.2.0); sd_req must name it. Locks talk BLE, so they
-	// always have one.
+	// always have one. (Package.Verify uses 0xFFFFFFFF, no FWID, for "the
+	// SoftDevice an earlier image of the package installs".)
 	SoftDeviceFWID uint32 `json:"softdevice_fwid"`
 	// AppVersion and BootloaderVersion are the versions the lock runs.
 	AppVersion        uint32 `json:"app_version"`
@@ -64,7 +65,7 @@ func CheckInit(init *dfupb.InitCommand, dev Device, allowDowngrade bool) (uint32
 		return 0, fmt.Errorf("%w: no sd_req", ErrSoftDevice)
 	case sdReq[0] == sdReqAppOverwritesSD:
 		return 0, fmt.Errorf("%w: sd_req 0x00 (replace the SoftDevice) is refused by a BLE bootloader", ErrSoftDevice)
-	case !slices.Contains(sdReq, dev.SoftDeviceFWID):
+	case dev.SoftDeviceFWID != sdAfterUpdate && !slices.Contains(sdReq, dev.SoftDeviceFWID):
 		return 0, fmt.Errorf("%w: sd_req %#x does not name the lock's SoftDevice %#x", ErrSoftDevice, sdReq, dev.SoftDeviceFWID)
 	}
 	if init.FwVersion == nil {

@@ -293,14 +293,34 @@ type Policy struct {
 // unsigned packet is trusted), the init command against the lock
 // ([CheckInit]), the image's kind against its firmware type, the declared
 // size against the firmware's, the firmware's hash, the bank's size.
+//
+// Images are checked against the lock as it will be when each is sent:
+// after a SoftDevice image of the same package, the lock runs that
+// SoftDevice, whose FWID the init packet does not carry; the application's
+// sd_req (nrfutil's --sd-id) names it, so only its signature vouches for
+// it, and the bootloader checks it against the new SoftDevice at transfer.
+// Likewise a bootloader image raises the bootloader version.
 func (p *Package) Verify(pol Policy) error {
 	for _, img := range p.Images {
 		if err := img.Verify(pol); err != nil {
 			return fmt.Errorf("dfu: %s (%s): %w", img.Kind, img.DatFile, err)
 		}
+		init := img.InitPacket.Init
+		switch img.Kind {
+		case KindSoftDevice, KindSoftDeviceBootloader:
+			pol.Device.SoftDeviceFWID = sdAfterUpdate
+		}
+		switch img.Kind {
+		case KindBootloader, KindSoftDeviceBootloader:
+			pol.Device.BootloaderVersion = init.GetFwVersion()
+		}
 	}
 	return nil
 }
+
+// sdAfterUpdate stands for "the SoftDevice this package installs": any
+// sd_req but 0x00 satisfies it (see Package.Verify).
+const sdAfterUpdate = 0xFFFFFFFF
 
 // Verify checks one image; see [Package.Verify].
 func (img *Image) Verify(pol Policy) error {

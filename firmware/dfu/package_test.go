@@ -92,6 +92,33 @@ func TestGenerateLayoutAsNrfutil(t *testing.T) {
 	}
 }
 
+// TestVerifyWithNewSoftDevice: a package that brings a SoftDevice and an
+// application for it (nrfutil's --sd-id) verifies: the application is
+// checked against the SoftDevice the package installs, and the
+// SoftDevice+bootloader image against the lock's; without the SoftDevice
+// image the same application is refused.
+func TestVerifyWithNewSoftDevice(t *testing.T) {
+	s := Spec{Key: testKey(t, "fleet"), HWVersion: 52, SDReq: []uint32{0x101}, SDID: []uint32{0x0123}, Images: []ImageSpec{
+		{Kind: KindSoftDeviceBootloader, Name: "sd_bl", Firmware: firmware(300), FWVersion: 2, SDSize: 200, BLSize: 100},
+		{Kind: KindApplication, Name: "app", Firmware: firmware(50), FWVersion: 3},
+	}}
+	p, err := Parse(generate(t, s), Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Images[1].InitPacket.Init.GetSdReq(); len(got) != 1 || got[0] != 0x0123 {
+		t.Fatalf("application's sd_req %#x, want the --sd-id", got)
+	}
+	if err := p.Verify(policy(t)); err != nil {
+		t.Fatal(err)
+	}
+	s.Images, s.SDReq = s.Images[1:], s.SDID
+	p, _ = Parse(generate(t, s), Limits{})
+	if err := p.Verify(policy(t)); !errors.Is(err, ErrSoftDevice) {
+		t.Fatalf("application for another SoftDevice alone: %v", err)
+	}
+}
+
 func equalStrings(a, b []string) bool {
 	if len(a) != len(b) {
 		return false

@@ -1,15 +1,16 @@
 package target_test
 
 import (
+	"bytes"
 	"testing"
 
 	"github.com/gatewayd/gatewayd/firmware/dfu"
 	"github.com/gatewayd/gatewayd/firmware/dfu/target"
 )
 
-// FuzzBootloader: any sequence of Control Point and Packet writes (each
-// prefixed by a byte: even for the Control Point, odd for the Packet, then
-// a length byte) never panics, every Control Point write gets one
+// FuzzBootloader: any sequence of Control Point and Packet writes and
+// reboots (each prefixed by a byte: 0xFF a reboot, else even for the
+// Control Point, odd for the Packet, then a length byte) never panics, every Control Point write gets one
 // well-formed response to its opcode, and nothing but the fleet's signed
 // image is ever activated.
 func FuzzBootloader(f *testing.F) {
@@ -37,6 +38,8 @@ func FuzzBootloader(f *testing.F) {
 	add(false, dfu.ExecuteRequest())
 	f.Add(seed)
 	f.Add([]byte{0, 1, 0x06, 0, 2, 0x06, 0x02, 1, 3, 1, 2, 3})
+	half := len(seed) / 2
+	f.Add(append(append(bytes.Clone(seed[:half:half]), 0xFF, 0), seed...))
 	f.Fuzz(func(t *testing.T, ops []byte) {
 		b := target.New(target.Options{Key: &key(t).PublicKey, Device: lock, Firmware: []byte("old"), BankSize: 64 << 10})
 		c := b.Connect(23)
@@ -46,6 +49,12 @@ func FuzzBootloader(f *testing.F) {
 			ops = ops[2:]
 			data := ops[:min(n, len(ops))]
 			ops = ops[len(data):]
+			if kind == 0xFF { // a reboot, then a new connection
+				b.Reset()
+				c = b.Connect(23)
+				c.EnableNotifications()
+				continue
+			}
 			if kind%2 == 1 {
 				note, err := c.WritePacket(data)
 				if err == nil && note != nil {
