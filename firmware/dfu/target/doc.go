@@ -24,7 +24,9 @@
 // Not modelled yet (later sessions of issue 16): flash and power cuts
 // during writes and activation (firmware/lock/flash), advertising at
 // address+1, entry through the authorised enter-dfu command beyond
-// [Options.AuthorisedInitHash].
+// [Options.AuthorisedInitHash], and a SoftDevice image's new FWID (the SDK
+// reads it from the SoftDevice's info structure; here activation of a
+// SoftDevice changes only the bootloader version, for a combined image).
 //
 // It may import the standard library and firmware/ packages only.
 package target
