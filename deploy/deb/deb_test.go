@@ -468,12 +468,29 @@ func TestPackageUpgradeAndDowngrade(t *testing.T) {
 	db := r.path("var/lib/gatewayd/gatewayd.db")
 	writeDB(t, db)
 	before, _ := os.ReadFile(db)
+	// The maintainer's edit of the configuration, which the upgrade keeps.
+	conf := r.path("etc/gatewayd/gatewayd.toml")
+	edited, err := os.ReadFile(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited = append(edited, "\n# edited at the dock\n"...)
+	if err := os.WriteFile(conf, edited, 0o640); err != nil {
+		t.Fatal(err)
+	}
 
 	out := r.install(newDeb)
 	if s, v := r.status(); s != "installed" || v != newVersion {
 		t.Fatalf("upgrade: status %q version %q\n%s", s, v, out)
 	}
 	gw := r.path("usr/bin/gatewayd")
+	if got, err := os.ReadFile(conf); err != nil || !bytes.Equal(got, edited) {
+		t.Errorf("the upgrade did not keep the edited gatewayd.toml (%v)", err)
+	}
+	gid, _ := r.id("group", "gatewayd")
+	if e := r.tree()["/etc/gatewayd/gatewayd.toml"]; e.uid != 0 || e.gid != gid || e.mode != 0o640 {
+		t.Errorf("after the upgrade gatewayd.toml is uid %d gid %d mode %#o, want root:gatewayd 0640", e.uid, e.gid, e.mode)
+	}
 	if got, err := os.ReadFile(db); err != nil || !bytes.Equal(got, before) {
 		t.Errorf("the upgrade changed or removed the database (%v)", err)
 	}
@@ -492,7 +509,7 @@ func TestPackageUpgradeAndDowngrade(t *testing.T) {
 	newer := uint64(bonds.SchemaVersion + 1)
 	setSchema(t, db, newer)
 	before, _ = os.ReadFile(db)
-	out, err := r.dpkg("-i", oldDeb)
+	out, err = r.dpkg("-i", oldDeb)
 	if err == nil {
 		t.Fatalf("downgrade to %s over a schema-%d database was accepted:\n%s", oldVersion, newer, out)
 	}
