@@ -23,8 +23,15 @@ while (($#)); do
     -arch) archs=$2; shift 2 ;;
     -out) out=$2; shift 2 ;;
     -version) version=$2; shift 2 ;;
-    -h|-help|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|-help|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "package.sh: unknown argument $1 (package.sh -h)" >&2; exit 2 ;;
+  esac
+done
+
+for arch in $archs; do
+  case $arch in
+    amd64|arm64|armhf) ;;
+    *) echo "package.sh: unknown architecture $arch (amd64, arm64, armhf)" >&2; exit 2 ;;
   esac
 done
 
