@@ -27,6 +27,15 @@ need=(
   "depmod:kmod"               # modules.dep of the extracted kernel
   "dpkg-deb:dpkg"             # extracting the guest's Debian packages
   "apt-get:apt"               # apt-get download, apt-cache depends
+  # deploy/deb: build the package (scripts/package.sh), install it into a
+  # fresh root with dpkg, check the man pages
+  "dpkg:dpkg"
+  "gzip:gzip"
+  "groff:groff-base"
+  "fakeroot:fakeroot"         # only when the tests do not run as root
+  "systemd-sysusers:systemd"  # the package's postinst, run chrootless in the test's root
+  "systemd-tmpfiles:systemd"
+  "runuser:util-linux"
 )
 
 # Another apt (unattended-upgrades on a fresh machine) may hold the lock:
