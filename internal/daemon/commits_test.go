@@ -1,9 +1,11 @@
 package daemon
 
 import (
+	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -13,7 +15,9 @@ import (
 
 	"github.com/gatewayd/gatewayd/bluez/emulator"
 	"github.com/gatewayd/gatewayd/bonds"
+	"github.com/gatewayd/gatewayd/firmware/channel/channeltest"
 	"github.com/gatewayd/gatewayd/firmware/command"
+	"github.com/gatewayd/gatewayd/firmware/cred"
 )
 
 // commitLog records, through bonds' commit seam (Options.AfterCommit),
@@ -22,13 +26,18 @@ import (
 type commitLog struct {
 	mu      sync.Mutex
 	commits map[bonds.CommandID][]string
+	db      *bonds.DB
 }
 
 func newCommitLog() *commitLog { return &commitLog{commits: map[bonds.CommandID][]string{}} }
 
 func (c *commitLog) open(path string, o bonds.Options) (*bonds.DB, error) {
 	o.AfterCommit = c.after
-	return bonds.Open(path, o)
+	db, err := bonds.Open(path, o)
+	c.mu.Lock()
+	c.db = db
+	c.mu.Unlock()
+	return db, err
 }
 
 func (c *commitLog) after(es []bonds.Entry) {
@@ -107,6 +116,62 @@ func TestOneCommandTwoCommits(t *testing.T) {
 	}
 	if m := d.locks[0].act.Moves(); m != 3 {
 		t.Errorf("the bolt moved %d times for 3 commands", m)
+	}
+	// The counter the lock accepted is kept under the signer's key,
+	// learnt from the journal's verified form (bookkeeping.signer).
+	log.mu.Lock()
+	db := log.db
+	log.mu.Unlock()
+	l, err := db.Lock(t.Context(), d.locks[0].id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := l.Counters[hex.EncodeToString(d.op.Cert.KID)], d.ctr; len(l.Counters) != 1 || got != want {
+		t.Errorf("counters %v, want %d for the operator's kid %x", l.Counters, want, d.op.Cert.KID)
+	}
+}
+
+// TestBookkeepingVerifiesOnce (issue 14, "verify once"): the bookkeeping
+// learns the signer key and counter of a command the lock accepted from
+// the journal's entry, which holds the bytes the intake verified and the
+// signer it named, without verifying the signature again: with no trusted
+// roots at all it still names the signer. Bytes the journal does not hold
+// are verified (and with no roots, refused).
+func TestBookkeepingVerifiesOnce(t *testing.T) {
+	f := channeltest.NewFleet(t, "acme")
+	op := f.Operator(t, "otto", cred.RoleAdmin)
+	db, err := bonds.Open(filepath.Join(t.TempDir(), "gatewayd.db"), bonds.Options{NoSync: true, PruneInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	body := command.Body{LockID: [8]byte{0x4c, 0x4b, 0, 0, 0, 0, 0, 1}, Op: command.OpUnlock, NotAfter: f.Now.Add(time.Hour),
+		Counter: 42, CommandID: [16]byte{0xb0, 1}}
+	signed, err := command.Sign(op.Key, op.Cert.Raw, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Append(t.Context(), bonds.Command{ID: bonds.CommandID(body.CommandID), LockID: body.LockID,
+		Operator: op.Cert.Subject, Operation: "unlock", NotAfter: body.NotAfter, Payload: signed}); err != nil {
+		t.Fatal(err)
+	}
+	want := hex.EncodeToString(op.Cert.KID)
+	b := &bookkeeping{db: db} // no roots: nothing verifies
+	if kid, ctr := b.signer(t.Context(), signed, &body); kid != want || ctr != 42 {
+		t.Errorf("journaled command: signer %q counter %d, want %q 42", kid, ctr, want)
+	}
+	other := body
+	other.CommandID, other.Counter = [16]byte{0xb0, 2}, 43
+	signed2, err := command.Sign(op.Key, op.Cert.Raw, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kid, _ := b.signer(t.Context(), signed2, &other); kid != "" {
+		t.Errorf("a command not journaled was named %q without a trusted root", kid)
+	}
+	b.roots = f.Roots
+	if kid, ctr := b.signer(t.Context(), signed2, &other); kid != want || ctr != 43 {
+		t.Errorf("a command not journaled, verified: signer %q counter %d, want %q 43", kid, ctr, want)
 	}
 }
 
