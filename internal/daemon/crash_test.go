@@ -245,7 +245,7 @@ func TestSIGTERMStopsCleanly(t *testing.T) {
 		if err != nil {
 			t.Fatalf("after SIGTERM: %v, want exit status 0", err)
 		}
-		c.cmd.ProcessState = &os.ProcessState{}
+		c.gone = true
 	case <-time.After(60 * time.Second):
 		t.Fatal("no exit within 60 s of SIGTERM")
 	}
