@@ -92,14 +92,17 @@ const e2eCommands = 300
 // the floor's own p99 swung from 18 to 114 ms). scripts/bench.sh with
 // ONLY=EndToEnd COUNT=3: p50/floor 1.92, p99/floor 1.56 (the commit
 // before: 2.65 and 3.06 a few minutes later). In the debug log, publish →
-// journaled 1.5 ms (MQTT, verification, the append's fsync; up to 12 ms
-// when the append waits for the previous command's outbox acknowledgement
-// to commit), journaled → connected 1.3 to 3.3 ms, connected → finished
-// 4 to 11 ms (EDHOC and the command), result received about 1 ms after.
-// CPU is still a third of wall time. What is left over the floor: the
-// append's fsync (the floor has one fsync, the command two), the
-// previous result's acknowledgement commit in front of the next append,
-// and the second crossing of the broker.
+// journaled 1.5 to 4 ms (MQTT, verification, the append's fsync), once
+// 12 ms (the previous command's outbox acknowledgement commit and session
+// close run then too, on a loaded machine), journaled → connected 1.3 to
+// 3.3 ms, connected → finished 4 to 11 ms (EDHOC and the command), result
+// received about 1 ms after. CPU is still a third of wall time. What is
+// left over the floor: the append's fsync (the floor has one fsync, the
+// command two), the previous result's acknowledgement commit, which can
+// sit in front of the next append, and the second crossing of the broker.
+// Next candidates: connect and run EDHOC while the append commits (the
+// command itself is sent only once durable), and acknowledge results
+// lazily (a lost acknowledgement only republishes a result).
 func BenchmarkEndToEnd(b *testing.B) {
 	limits := mosquitto.Limits()
 	if !slices.Contains(limits, "set_tcp_nodelay true") {
