@@ -161,19 +161,19 @@ func FreePort() (int, error) {
 
 // GatewayConfig is what gatewayd.toml says for a gateway of the test fleet.
 type GatewayConfig struct {
-	GatewayID                    string
-	Credential, PrivateKey, Root string // key files
-	Database                     string
-	Broker                       string // URL
-	// Brokers, if set, are several broker URLs (a cluster's nodes, tried
-	// in order on every reconnect) instead of Broker.
-	Brokers                        []string
+	GatewayID                      string
+	Credential, PrivateKey, Root   string // key files
+	Database                       string
+	Broker                         string // URL
 	Metrics                        string // host:port
 	AdminSocket                    string
 	KeepAlive, AwayAfter, LogLevel string // defaults "5s", "10s", "debug"
 	// CAFile, CertFile and KeyFile, if set, are the [mqtt] TLS files (an
 	// ssl:// broker with client certificates, deploy/mosquitto).
 	CAFile, CertFile, KeyFile string
+	// Brokers, if set, are several broker URLs (a cluster's nodes, tried
+	// in order on every reconnect) instead of Broker.
+	Brokers []string
 }
 
 // NewGatewayConfig is the configuration of gateway id whose key files
