@@ -57,6 +57,8 @@ type backend struct {
 
 	counting atomic.Bool  // idle window: count gateway messages
 	idleMsgs atomic.Int64 // gateway messages seen while counting
+	idleMu   sync.Mutex
+	idleKind map[string]int // the same, by topic kind
 
 	mu      sync.Mutex
 	cond    *sync.Cond
@@ -68,7 +70,7 @@ type backend struct {
 
 func newBackend(s *sim, urls []string) (*backend, error) {
 	b := &backend{s: s, prefix: operator.DefaultPrefix, table: route.New(operator.DefaultPrefix),
-		cmds: map[string]*cmdRec{}, onlines: map[string][]time.Time{}}
+		cmds: map[string]*cmdRec{}, onlines: map[string][]time.Time{}, idleKind: map[string]int{}}
 	b.cond = sync.NewCond(&b.mu)
 	b.ctr.Store(uint64(time.Now().UnixMicro()))
 	pub, key, err := ed25519.GenerateKey(rand.Reader)
@@ -157,6 +159,9 @@ func (b *backend) onMessage(_ mqtt.Client, m mqtt.Message) {
 	gw, kind := b.gatewayOf(m.Topic())
 	if b.counting.Load() && !m.Retained() {
 		b.idleMsgs.Add(1)
+		b.idleMu.Lock()
+		b.idleKind[kind]++
+		b.idleMu.Unlock()
 	}
 	switch kind {
 	case "status", "locks":

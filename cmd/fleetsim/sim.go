@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -71,6 +72,7 @@ type figures struct {
 	OverlapStatuses               []string
 	IdleMsgsPerGwMin              float64 // gateway publications per gateway per minute at idle
 	IdleSeconds                   float64
+	IdleByKind                    map[string]int // publications at idle by topic kind (status, locks, events, …)
 	KeepAliveS                    float64
 }
 
@@ -81,7 +83,7 @@ func (f *figures) print(w io.Writer) {
 	fmt.Fprintf(w, "   failover:            node %s killed: %d gateways back online via another node, p50 %.1f s, max %.1f s\n", f.KilledNode, f.FailedOver, f.FailoverP50S, f.FailoverMaxS)
 	fmt.Fprintf(w, "   roaming:             presence routes a moved lock after %.1f s; first result from its new dock after %.1f s\n", f.PresenceMovedS, f.ReachableS)
 	fmt.Fprintf(w, "   lock heard by two:   one signed unlock sent to both: %s; the bolt moved once\n", strings.Join(f.OverlapStatuses, ", "))
-	fmt.Fprintf(w, "   idle:                %.2f publications per gateway per minute over %.0f s (plus a PINGREQ/PINGRESP every %.0f s)\n", f.IdleMsgsPerGwMin, f.IdleSeconds, f.KeepAliveS)
+	fmt.Fprintf(w, "   idle:                %.2f publications per gateway per minute over %.0f s %v (plus a PINGREQ/PINGRESP every %.0f s)\n", f.IdleMsgsPerGwMin, f.IdleSeconds, f.IdleByKind, f.KeepAliveS)
 }
 
 func (f *figures) writeJSON(path string) error {
@@ -483,6 +485,9 @@ func (s *sim) waitWhere(l *simLock, gws ...string) bool {
 func (s *sim) idle(f *figures) error {
 	s.say("== idle for %v", s.o.idle)
 	s.back.idleMsgs.Store(0)
+	s.back.idleMu.Lock()
+	clear(s.back.idleKind)
+	s.back.idleMu.Unlock()
 	s.back.counting.Store(true)
 	select {
 	case <-s.ctx.Done():
@@ -491,6 +496,9 @@ func (s *sim) idle(f *figures) error {
 	}
 	s.back.counting.Store(false)
 	f.IdleSeconds = s.o.idle.Seconds()
+	s.back.idleMu.Lock()
+	f.IdleByKind = maps.Clone(s.back.idleKind)
+	s.back.idleMu.Unlock()
 	f.IdleMsgsPerGwMin = float64(s.back.idleMsgs.Load()) / float64(len(s.docks)) / s.o.idle.Minutes()
 	return nil
 }
