@@ -81,9 +81,11 @@ func TestReconnectAfterRepeatedOutages(t *testing.T) {
 func TestSubscribeRetriedUntilGranted(t *testing.T) {
 	fb := startRefusingBroker(t, 2)
 	r := newRecorder()
+	var readies atomic.Int32
 	s, err := New(Options{
 		Brokers: []string{"tcp://" + fb.addr}, ClientID: "gw-sub", Subscribe: []string{"gw/1/cmd/#"},
 		OnMessage: r.onMessage, MaxReconnectInterval: 200 * time.Millisecond,
+		OnReady: func() { readies.Add(1) },
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -103,6 +105,11 @@ func TestSubscribeRetriedUntilGranted(t *testing.T) {
 	}
 	if fb.subscribes.Load() != 3 {
 		t.Fatalf("SUBSCRIBEs = %d, want 3", fb.subscribes.Load())
+	}
+	for deadline := time.Now().Add(wait); readies.Load() != 1; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("OnReady called %d times for one connection, want 1", readies.Load())
+		}
 	}
 	// The broker delivers after the grant.
 	if m := r.next(t); string(m.Payload) != "hello" || m.Topic != "gw/1/cmd/x" {
@@ -201,5 +208,31 @@ func (fb *refusingBroker) serve(c net.Conn, refuse int32) {
 		case 14: // DISCONNECT
 			return
 		}
+	}
+}
+
+// TestOnReadyEveryConnect: OnReady runs once the session is ready at
+// Start and again after each reconnect (the daemon republishes its lock
+// presence from it).
+func TestOnReadyEveryConnect(t *testing.T) {
+	b := mosquittotest.Start(t, mosquittotest.Options{})
+	var readies atomic.Int32
+	s := session(t, b, "gatewayd-onready", newRecorder(), func(o *Options) {
+		o.OnReady = func() { readies.Add(1) }
+	})
+	waitReadies := func(n int32) {
+		t.Helper()
+		for deadline := time.Now().Add(wait); readies.Load() < n; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("OnReady called %d times, want %d", readies.Load(), n)
+			}
+		}
+	}
+	waitReadies(1)
+	b.Kill()
+	b.Restart(t)
+	waitReadies(2)
+	if !s.Connected() {
+		t.Fatal("OnReady called, session not ready")
 	}
 }

@@ -426,7 +426,11 @@ func (s *Session) afterConnect() {
 			s.log.Warn("mqtt online status not published", "err", err)
 		}
 	}
-	s.setReady(s.client.IsConnectionOpen())
+	ready := s.client.IsConnectionOpen()
+	s.setReady(ready)
+	if ready && s.opts.OnReady != nil {
+		s.opts.OnReady()
+	}
 }
 
 // subscribeAll subscribes to every filter and, until the broker grants
