@@ -65,12 +65,14 @@ type backend struct {
 	cmds    map[string]*cmdRec
 	order   []*cmdRec
 	onlines map[string][]time.Time // gateway → arrivals of an online status
+	locksAt map[string][]time.Time // gateway → arrivals of its presence
 	bad     []string               // messages the table refused
 }
 
 func newBackend(s *sim, urls []string) (*backend, error) {
 	b := &backend{s: s, prefix: operator.DefaultPrefix, table: route.New(operator.DefaultPrefix),
-		cmds: map[string]*cmdRec{}, onlines: map[string][]time.Time{}, idleKind: map[string]int{}}
+		cmds: map[string]*cmdRec{}, onlines: map[string][]time.Time{}, locksAt: map[string][]time.Time{},
+		idleKind: map[string]int{}}
 	b.cond = sync.NewCond(&b.mu)
 	b.ctr.Store(uint64(time.Now().UnixMicro()))
 	pub, key, err := ed25519.GenerateKey(rand.Reader)
@@ -170,12 +172,14 @@ func (b *backend) onMessage(_ mqtt.Client, m mqtt.Message) {
 			b.bad = append(b.bad, err.Error())
 			b.mu.Unlock()
 		}
+		b.mu.Lock()
 		if kind == "status" && strings.Contains(string(m.Payload()), `"online"`) {
-			b.mu.Lock()
 			b.onlines[gw] = append(b.onlines[gw], now)
-			b.cond.Broadcast()
-			b.mu.Unlock()
+		} else if kind == "locks" {
+			b.locksAt[gw] = append(b.locksAt[gw], now)
 		}
+		b.cond.Broadcast()
+		b.mu.Unlock()
 	case "result":
 		var r operator.ResultMessage
 		if json.Unmarshal(m.Payload(), &r) != nil {
