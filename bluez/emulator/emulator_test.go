@@ -227,7 +227,7 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 	w.discover()
 	dev := e.DevicePath("C0:FF:EE:00:00:03")
 	waitFor(t, "device", func() bool { _, ok := w.devices()[dev]; return ok })
-	w.mustCall(dev, ifaceDevice+".Connect")
+	w.connect(dev)
 	if err := e.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -30,7 +30,9 @@ type Faults struct {
 	// "Pairing Failed" does: the kernel reports MGMT_STATUS_AUTH_FAILED,
 	// which BlueZ 5.66 (src/device.c new_authentication_return, default
 	// case) answers with org.bluez.Error.AuthenticationFailed
-	// "Authentication Failed". The agent is not asked; the link stays up.
+	// "Authentication Failed". The agent is not asked; as after any failed
+	// pairing, the link drops and the device is temporary again (see
+	// Options.PairFailureStall).
 	PairFail int
 }
 
@@ -143,6 +145,7 @@ func (e *Emulator) RemoveAdapter() error {
 	}
 	clear(e.discovery)
 	clear(e.pending)
+	clear(e.adverts)
 	e.removeObject(e.adapter)
 	e.log.Debug("adapter removed", "adapter", e.adapter)
 	return nil
@@ -166,7 +169,17 @@ func (e *Emulator) AddAdapter() error {
 	}
 	e.gone = false
 	e.wedged = false
-	e.addObject(e.adapter, ifaces{ifaceAdapter: e.adapterProps()})
+	e.addObject(e.adapter, ifaces{ifaceAdapter: e.adapterProps(), ifaceAdvMgr: e.advMgrProps()})
+	e.loadStoredLocked()
+	e.log.Debug("adapter added", "adapter", e.adapter)
+	return nil
+}
+
+// loadStoredLocked exports the devices BlueZ loads from storage as it
+// registers an adapter (src/adapter.c load_devices): bonded ones and
+// those a client connected to (stored), without RSSI, TxPower or
+// advertising data until they are seen again; e.mu is held.
+func (e *Emulator) loadStoredLocked() {
 	addrs := map[string]bool{}
 	for a := range e.bonds {
 		addrs[a] = true
@@ -183,10 +196,10 @@ func (e *Emulator) AddAdapter() error {
 		if h == nil {
 			continue // a bond restored by Restart for a lock no longer hosted
 		}
-		e.newDeviceLocked(h, now, e.storedProps(h))
+		if e.devices[a] == nil {
+			e.newDeviceLocked(h, now, e.storedProps(h))
+		}
 	}
-	e.log.Debug("adapter added", "adapter", e.adapter)
-	return nil
 }
 
 // adapterPresentLocked fails when the emulator is closed or its adapter
