@@ -674,6 +674,17 @@ func (h charHandler) notify(m dbus.Message, on bool) *dbus.Error {
 	if p != g.outbox {
 		return bluezErr("NotSupported", "Operation is not supported")
 	}
+	if c := d.conn; c != nil && c.resolved && e.lostStartNotifyLocked(d.addr) {
+		// Queued on an EATT channel being closed: no answer while the
+		// link lasts (Faults.LostStartNotify).
+		e.mu.Unlock()
+		select {
+		case <-c.done:
+		case <-e.ctx.Done():
+		}
+		e.mu.Lock()
+		return notConnected()
+	}
 	// One notify session per client.
 	if reg, ok := g.notify[s]; ok {
 		if !reg {

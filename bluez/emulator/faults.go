@@ -34,6 +34,16 @@ type Faults struct {
 	// pairing, the link drops and the device is temporary again (see
 	// Options.PairFailureStall).
 	PairFail int
+	// LostStartNotify makes the next N StartNotify calls on a connected
+	// device go unanswered until the link drops (then org.bluez.Error.Failed
+	// "Not connected"): the one way EATT shows through D-Bus. Between two
+	// BlueZ ends both open EATT channels at once and one closes the
+	// other's; bluetoothd 5.66 may already have queued the CCC write of
+	// StartNotify on a closing channel, and the call then times out
+	// (docs/real-bluez.md; about one run in ten on the tier's EATT mode).
+	// With plain ATT (an nRF52832 lock, or [GATT] Channels = 1) it does
+	// not happen: leave it 0.
+	LostStartNotify int
 }
 
 // InjectFaults sets the faults of the device at addr, replacing those set
@@ -42,7 +52,7 @@ func (e *Emulator) InjectFaults(addr string, f Faults) error {
 	if !addrRE.MatchString(addr) {
 		return fmt.Errorf("%w: %q", ErrBadAddress, addr)
 	}
-	if f.ConnectAbort < 0 || f.DropAfterWrites < 0 || f.PairFail < 0 {
+	if f.ConnectAbort < 0 || f.DropAfterWrites < 0 || f.PairFail < 0 || f.LostStartNotify < 0 {
 		return fmt.Errorf("%w: %+v", ErrBadFaults, f)
 	}
 	e.mu.Lock()
@@ -69,6 +79,15 @@ func (e *Emulator) dropAfterWriteLocked(addr string) bool {
 		}
 	}
 	return e.opts.DropRate > 0 && e.rnd.Float64() < e.opts.DropRate
+}
+
+// lostStartNotifyLocked consumes one injected lost StartNotify of addr.
+func (e *Emulator) lostStartNotifyLocked(addr string) bool {
+	if f := e.faults[addr]; f != nil && f.LostStartNotify > 0 {
+		f.LostStartNotify--
+		return true
+	}
+	return false
 }
 
 // pairFailLocked consumes one injected pairing failure of addr.
