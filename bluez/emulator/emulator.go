@@ -632,7 +632,9 @@ func (e *Emulator) powerOffLocked() {
 // Restart simulates a bluetoothd crash and restart: it closes e and starts
 // a new emulator on the same bus with the same options, keeping bonds and
 // the locks on the radio. Clients see org.bluez vanish and come back with
-// a fresh tree (no devices until the next discovery).
+// a fresh tree: the devices bluetoothd stored (bonded, or connected to and
+// not made temporary again by a failed pairing), loaded without RSSI or
+// advertising data; others come with the next discovery.
 func (e *Emulator) Restart(ctx context.Context) (*Emulator, error) {
 	e.mu.Lock()
 	opts := e.opts
