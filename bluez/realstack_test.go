@@ -117,3 +117,27 @@ func TestConnectAfterLostStartNotify(t *testing.T) {
 	}
 	_ = dev.Close()
 }
+
+// TestConnectGivesUpOnSlowResolve: a connection whose services take
+// longer to resolve than the caller's deadline (the tier's EATT mode: 30
+// s on a bonded reconnection) fails with the deadline and leaves no link
+// up; the next Connect works.
+func TestConnectGivesUpOnSlowResolve(t *testing.T) {
+	emu, conn, ad, li := realStackWorld(t, emulator.Options{})
+	if err := emu.InjectFaults(li.Address, emulator.Faults{SlowResolve: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	_, err := bluez.Connect(ctx, conn, bluez.DeviceOptions{Path: li.Path, Dispatcher: ad.Dispatcher()})
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Connect with services resolving for a minute: %v, want the deadline", err)
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dev, err := bluez.Connect(ctx, conn, bluez.DeviceOptions{Path: li.Path, Dispatcher: ad.Dispatcher()})
+	if err != nil {
+		t.Fatalf("Connect after giving up: %v", err)
+	}
+	_ = dev.Close()
+}

@@ -268,11 +268,16 @@ func (e *Emulator) connectLocked(d *device, l *lock.Lock) {
 	c.lk, c.done = lk, lk.Done()
 	d.conn = c
 	e.setProps(d.path, ifaceDevice, map[string]dbus.Variant{"Connected": v(true)})
-	if e.opts.ResolveDelay < 0 {
+	delay := e.opts.ResolveDelay
+	if f := e.faults[d.addr]; f != nil && f.SlowResolve > 0 {
+		delay = max(delay, 0) + f.SlowResolve
+		f.SlowResolve = 0
+	}
+	if delay < 0 {
 		e.resolveLocked(c)
 	} else {
 		e.wg.Go(func() {
-			t := time.NewTimer(e.opts.ResolveDelay)
+			t := time.NewTimer(delay)
 			defer t.Stop()
 			select {
 			case <-t.C:

@@ -91,7 +91,7 @@
 // GATT write and notification), Options.MaxConnections, one LE connection
 // attempt at a time per adapter (InProgress otherwise). Faults: per device
 // (InjectFaults: aborted connects, a drop after the Nth write, failed
-// pairing, a StartNotify lost as under EATT), seeded random ones (Options.DropRate, Options.AbortRate), a
+// pairing, a StartNotify lost as under EATT, a slow ServicesResolved), seeded random ones (Options.DropRate, Options.AbortRate), a
 // lock leaving range (LeaveRange, EnterRange, RemoveLock), adapter
 // hot-unplug (RemoveAdapter, AddAdapter), a wedged adapter (Wedge, cured
 // by a power cycle, counted by PowerCycles), and a bluetoothd restart
@@ -111,8 +111,8 @@
 // types and values, the order of Connect's reply and ServicesResolved,
 // error names, the MTU, the link and storage after a failed pairing, the
 // advertisement size limit. EATT and plain ATT looked the same through
-// D-Bus there except for a StartNotify lost under EATT
-// (Faults.LostStartNotify).
+// D-Bus there except for a StartNotify lost and a 30 s GATT cache restore
+// under EATT (Faults.LostStartNotify, Faults.SlowResolve).
 //
 // The emulator hosts reference locks (firmware/lock). A connection runs the
 // lock's Serve over a channel.FragmentTransport whose packets are the

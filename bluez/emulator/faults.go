@@ -44,6 +44,12 @@ type Faults struct {
 	// With plain ATT (an nRF52832 lock, or [GATT] Channels = 1) it does
 	// not happen: leave it 0.
 	LostStartNotify int
+	// SlowResolve delays the next connection's ServicesResolved by this
+	// much more than Options.ResolveDelay: on the tier's EATT mode a
+	// bonded reconnection's GATT cache restore once took 30 s (ATT's
+	// transaction timeout: a request lost on an EATT channel), with the
+	// link up and Connect answered all along. Used once; 0 is none.
+	SlowResolve time.Duration
 }
 
 // InjectFaults sets the faults of the device at addr, replacing those set
@@ -52,7 +58,7 @@ func (e *Emulator) InjectFaults(addr string, f Faults) error {
 	if !addrRE.MatchString(addr) {
 		return fmt.Errorf("%w: %q", ErrBadAddress, addr)
 	}
-	if f.ConnectAbort < 0 || f.DropAfterWrites < 0 || f.PairFail < 0 || f.LostStartNotify < 0 {
+	if f.ConnectAbort < 0 || f.DropAfterWrites < 0 || f.PairFail < 0 || f.LostStartNotify < 0 || f.SlowResolve < 0 {
 		return fmt.Errorf("%w: %+v", ErrBadFaults, f)
 	}
 	e.mu.Lock()

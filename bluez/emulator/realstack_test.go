@@ -296,3 +296,33 @@ func TestLostStartNotifyUnderEATT(t *testing.T) {
 	w.mustCall(outbox, ifaceChar+".StartNotify")
 	waitFor(t, "Notifying", func() bool { return w.objects()[outbox][ifaceChar]["Notifying"].Value() == true })
 }
+
+// TestSlowResolve: Faults.SlowResolve holds one connection's
+// ServicesResolved (the tier's EATT mode: 30 s on a bonded reconnection)
+// while the link is up and Connect has returned; the next connection
+// resolves as usual.
+func TestSlowResolve(t *testing.T) {
+	const slow = time.Second
+	w := newWorld(t)
+	e := w.start(Options{})
+	const addr = "C0:FF:EE:00:00:65"
+	hostAndDiscover(t, w, e, addr)
+	dev := e.DevicePath(addr)
+	if err := e.InjectFaults(addr, Faults{SlowResolve: slow}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	w.mustCall(dev, ifaceDevice+".Connect")
+	if !connected(w, dev) {
+		t.Fatal("not connected after Connect")
+	}
+	waitFor(t, "ServicesResolved", func() bool { return w.devices()[dev]["ServicesResolved"].Value() == true })
+	if since := time.Since(start); since < slow {
+		t.Fatalf("resolved %v after Connect, before the slow resolve's %v", since, slow)
+	}
+	w.mustCall(dev, ifaceDevice+".Disconnect")
+	w.connect(dev)
+	if err := e.InjectFaults(addr, Faults{SlowResolve: -1}); !errors.Is(err, ErrBadFaults) {
+		t.Fatalf("a negative SlowResolve: %v", err)
+	}
+}

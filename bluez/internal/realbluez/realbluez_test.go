@@ -480,12 +480,14 @@ func show(v any, ok bool) string {
 }
 
 // waitOrder is the order of what a connecting client waits on: Connect's
-// reply and ServicesResolved true (the "signals" fact without
-// Connected=true, which real BlueZ's gdbus may send in one
-// PropertiesChanged with the last advertisement's RSSI or
-// ManufacturerData, a signal the gateway's own advertisement reader takes
-// before godbus: seen missing on real BlueZ, never after the reply).
-// A Connected=true after the reply is kept, so that it differs.
+// reply and what follows it (the "signals" fact without the Connected
+// changes before the reply). The client ignores every signal older than
+// the reply (bluez.Device, its since sequence), and real BlueZ varies
+// there: Connected=true may come in one PropertiesChanged with the last
+// advertisement's RSSI or ManufacturerData, which the gateway's own
+// advertisement reader takes before godbus (seen missing), and a
+// Connected=false of the previous link's teardown can come late (seen in
+// the ATT mode). Anything after the reply is kept, so that it differs.
 func waitOrder(v any) any {
 	s, ok := v.(string)
 	if !ok {
@@ -494,10 +496,10 @@ func waitOrder(v any) any {
 	var out []string
 	replied := false
 	for _, e := range strings.Split(s, ",") {
-		switch {
-		case e == "reply":
+		if e == "reply" {
 			replied = true
-		case e == "Connected=true" && !replied:
+		}
+		if !replied && strings.HasPrefix(e, "Connected=") {
 			continue
 		}
 		out = append(out, e)
