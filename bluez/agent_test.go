@@ -233,7 +233,11 @@ func TestPairThroughAgent(t *testing.T) {
 	if w.locks[unexpected].Bonded(adapterAddr) {
 		t.Fatal("lock bonded without a registered passkey")
 	}
-	// The window is still open: with the passkey registered, it bonds.
+	// The window is still open: with the passkey registered, it bonds,
+	// on a new connection (the failed pairing dropped the link, as on
+	// real BlueZ).
+	_ = dev.Close()
+	dev = w.connect(unexpected)
 	if err := bluez.Pair(w.ctx, w.conn, agent, unexpectedPath, pk); err != nil {
 		t.Fatalf("Pair after the rejection: %v", err)
 	}

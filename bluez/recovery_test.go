@@ -330,6 +330,10 @@ func TestLinkFaultsAreRetryable(t *testing.T) {
 	if err := bluez.Pair(w.ctx, w.conn, agent, info.Path, win.Passkey); !errors.Is(err, bluez.ErrAuthentication) {
 		t.Fatalf("pairing over a failing link: %v", err)
 	}
+	// As on real BlueZ, the failed pairing dropped the link: connect
+	// again (the window stays open) and pair.
+	dev, _ = w.dial(addr)
+	defer dev.Close()
 	if err := bluez.Pair(w.ctx, w.conn, agent, info.Path, win.Passkey); err != nil {
 		t.Fatalf("pairing again: %v", err)
 	}

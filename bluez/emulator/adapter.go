@@ -246,6 +246,7 @@ func (e *Emulator) watchOwners() error {
 				delete(e.pending, name)
 				e.dropAgentLocked(name)
 				e.dropNotifyLocked(name)
+				e.dropAdvertsLocked(name)
 				e.mu.Unlock()
 			}
 		}

@@ -3,6 +3,7 @@ package emulator
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/godbus/dbus/v5"
 )
@@ -112,15 +113,16 @@ func (h deviceHandler) Pair(m dbus.Message) *dbus.Error {
 	if derr == nil && !ok {
 		derr = bluezErr("AuthenticationRejected", "Authentication Rejected")
 	}
-	if derr == nil && (a.cap == "DisplayOnly" || a.cap == "NoInputNoOutput") {
-		derr = bluezErr("AuthenticationFailed", "Authentication Failed")
-	}
-	if derr == nil && e.pairFailLocked(d.addr) {
-		derr = bluezErr("AuthenticationFailed", "Authentication Failed")
-	}
 	if derr != nil {
 		e.mu.Unlock()
 		return derr
+	}
+	if a.cap == "DisplayOnly" || a.cap == "NoInputNoOutput" || e.pairFailLocked(d.addr) {
+		// SMP ran and failed (no passkey entry possible, or an injected
+		// Pairing Failed).
+		e.pairFailedLocked(d)
+		e.mu.Unlock()
+		return bluezErr("AuthenticationFailed", "Authentication Failed")
 	}
 	ctx, cancel := e.callCtx()
 	defer cancel()
@@ -143,21 +145,51 @@ func (h deviceHandler) Pair(m dbus.Message) *dbus.Error {
 		return bluezErr("ConnectionAttemptFailed", "Page Timeout")
 	case errors.Is(ctx.Err(), context.Canceled):
 		e.cancelAgent(a, path)
+		e.pairFailedLocked(d)
 		return bluezErr("AuthenticationCanceled", "Authentication Canceled")
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		e.cancelAgent(a, path)
+		e.pairFailedLocked(d)
 		return bluezErr("AuthenticationTimeout", "Authentication Timeout")
 	case err != nil:
+		e.pairFailedLocked(d)
 		return bluezErr("AuthenticationCanceled", "Authentication Canceled")
 	}
 	if err := l.Pair(e.opts.AdapterAddress, passkey); err != nil {
 		e.log.Debug("pairing refused by the lock", "device", d.addr, "err", err)
+		e.pairFailedLocked(d)
 		return bluezErr("AuthenticationFailed", "Authentication Failed")
 	}
 	e.bonds[d.addr] = true
 	e.stored[d.addr] = d.h
 	e.setProps(d.path, ifaceDevice, map[string]dbus.Variant{"Paired": v(true), "Bonded": v(true)})
 	return nil
+}
+
+// pairFailedLocked is what a failed SMP pairing leaves behind on BlueZ
+// 5.66 with the Linux kernel, as the real-BlueZ tier shows
+// (bluez/internal/realbluez TestDifferential: link_dropped,
+// stored_device): the kernel sends Pairing Failed and drops the link
+// (ServicesResolved false, Connected false); bluetoothd makes the device
+// temporary again, so it is not stored (a restart does not load it) and
+// goes AwayTimeout after its last advertisement once out of range; and
+// bluetoothd resumes the discovery it paused for the pairing
+// (src/adapter.c bonding_complete → resume_discovery), which holds the
+// next LE connection attempt on this adapter for Options.PairFailureStall.
+// A device still bonded from before keeps its bond and stays stored.
+func (e *Emulator) pairFailedLocked(d *device) {
+	if e.devices[d.addr] != d {
+		return
+	}
+	if d.conn != nil {
+		e.disconnectLocked(d)
+	}
+	if !e.bonds[d.addr] {
+		delete(e.stored, d.addr)
+	}
+	if e.opts.PairFailureStall > 0 {
+		e.stallUntil = time.Now().Add(e.opts.PairFailureStall)
+	}
 }
 
 // cancelAgent tells the agent its request is void (Agent1.Cancel), in a

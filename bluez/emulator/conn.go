@@ -91,7 +91,8 @@ func (g *gattObjects) registered() bool {
 type connection struct {
 	e        *Emulator
 	d        *device
-	mtu      int
+	mtu      int               // the Exchange MTU's outcome: min(Options.MTU, LockOptions.MTU)
+	resolved bool              // ServicesResolved: GATT usable (see Options.ResolveDelay)
 	hook     func(kind string) // tests: called as an exchange is delayed
 	lk       *locklink.Link
 	cancel   context.CancelFunc
@@ -121,7 +122,7 @@ func (c *connection) notify(ctx context.Context, p []byte) error {
 	if d.conn != c {
 		return errLinkDown
 	}
-	if g := d.gatt; g.registered() {
+	if g := d.gatt; g != nil && g.registered() {
 		// Always emitted, even for a value equal to the last one
 		// (src/gatt-client.c notify_cb).
 		e.objs[g.outbox][ifaceChar]["Value"] = v(append([]byte(nil), p...))
@@ -202,13 +203,16 @@ func (h deviceHandler) Connect(m dbus.Message) *dbus.Error {
 	// range, and BlueZ stores it.
 	e.stored[d.addr] = d.h
 	hook := e.connectHook
+	// A failed pairing a moment ago holds the attempt while discovery
+	// resumes (Options.PairFailureStall).
+	wait := e.opts.ConnectLatency + max(time.Until(e.stallUntil), 0)
 	e.mu.Unlock()
 	if hook != nil {
 		hook()
 	}
 
-	if e.opts.ConnectLatency > 0 {
-		t := time.NewTimer(e.opts.ConnectLatency)
+	if wait > 0 {
+		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
 		case <-e.ctx.Done():
@@ -245,27 +249,48 @@ func (e *Emulator) connections() int {
 	return n
 }
 
-// connectLocked makes the connection: Connected, the GATT objects on the
+// connectLocked makes the connection: Connected and the lock's Serve;
+// then, after Options.ResolveDelay (Connect has returned by then, as
+// BlueZ 5.66 replies once the link is up), the GATT objects on the
 // device's first connection (later ones reuse them), the notify sessions
-// registered again, ServicesResolved, and the lock's Serve.
+// registered again, and ServicesResolved.
 func (e *Emulator) connectLocked(d *device, l *lock.Lock) {
 	ctx, cancel := context.WithCancel(e.ctx)
-	c := &connection{e: e, d: d, mtu: e.opts.MTU, cancel: cancel, hook: e.exchangeHook}
+	lockMTU := DefaultLockMTU
+	if d.h != nil {
+		lockMTU = d.h.opts.MTU
+	}
+	c := &connection{e: e, d: d, mtu: min(e.opts.MTU, lockMTU), cancel: cancel, hook: e.exchangeHook}
 	lk, err := locklink.New(locklink.Options{MTU: c.mtu, Notify: c.notify})
 	if err != nil {
-		panic(err) // Start checked the MTU
+		panic(err) // Start and AddLock checked the MTUs
 	}
 	c.lk, c.done = lk, lk.Done()
 	d.conn = c
 	e.setProps(d.path, ifaceDevice, map[string]dbus.Variant{"Connected": v(true)})
-	if d.gatt == nil {
-		d.gatt = e.exportGATTLocked(d, uint16(c.mtu))
-	} else {
-		e.gattConnectedLocked(d.gatt, uint16(c.mtu))
+	delay := e.opts.ResolveDelay
+	if f := e.faults[d.addr]; f != nil && f.SlowResolve > 0 {
+		delay = max(delay, 0) + f.SlowResolve
+		f.SlowResolve = 0
 	}
-	// src/device.c gatt_client_ready_cb: btd_gatt_client_ready (the
-	// export above), then device_svc_resolved → ServicesResolved.
-	e.setProps(d.path, ifaceDevice, map[string]dbus.Variant{"ServicesResolved": v(true)})
+	if delay < 0 {
+		e.resolveLocked(c)
+	} else {
+		e.wg.Go(func() {
+			t := time.NewTimer(delay)
+			defer t.Stop()
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				return
+			}
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			if d.conn == c && !e.closed {
+				e.resolveLocked(c)
+			}
+		})
+	}
 	// The gateway's bluetoothd connects to a device it is bonded with at
 	// security level medium (5.66 src/device.c device_connect_le: sec_level
 	// BT_IO_SEC_MEDIUM when paired), so the kernel encrypts the link with
@@ -280,6 +305,21 @@ func (e *Emulator) connectLocked(d *device, l *lock.Lock) {
 		e.log.Debug("lock connection ended", "device", d.addr, "err", err)
 	})
 	e.log.Debug("connected", "device", d.addr)
+}
+
+// resolveLocked ends the resolution of c's services: src/device.c
+// gatt_client_ready_cb → btd_gatt_client_ready (export, or the cached
+// objects brought to the connection), then device_svc_resolved →
+// ServicesResolved.
+func (e *Emulator) resolveLocked(c *connection) {
+	d := c.d
+	c.resolved = true
+	if d.gatt == nil {
+		d.gatt = e.exportGATTLocked(d, uint16(c.mtu))
+	} else {
+		e.gattConnectedLocked(d.gatt, uint16(c.mtu))
+	}
+	e.setProps(d.path, ifaceDevice, map[string]dbus.Variant{"ServicesResolved": v(true)})
 }
 
 // exportGATTLocked exports d's lock service, as a first connection's
@@ -439,7 +479,7 @@ func (e *Emulator) charAt(m dbus.Message) (*connection, dbus.ObjectPath, *dbus.E
 	if derr != nil {
 		return nil, p, derr
 	}
-	if d.conn == nil {
+	if d.conn == nil || !d.conn.resolved {
 		return nil, p, notConnected()
 	}
 	return d.conn, p, nil
@@ -549,7 +589,7 @@ func (e *Emulator) descAt(m dbus.Message) (*connection, *dbus.Error) {
 	if derr != nil {
 		return nil, derr
 	}
-	if d.conn == nil {
+	if d.conn == nil || !d.conn.resolved {
 		return nil, notConnected()
 	}
 	return d.conn, nil
@@ -639,6 +679,17 @@ func (h charHandler) notify(m dbus.Message, on bool) *dbus.Error {
 	if p != g.outbox {
 		return bluezErr("NotSupported", "Operation is not supported")
 	}
+	if c := d.conn; c != nil && c.resolved && e.lostStartNotifyLocked(d.addr) {
+		// Queued on an EATT channel being closed: no answer while the
+		// link lasts (Faults.LostStartNotify).
+		e.mu.Unlock()
+		select {
+		case <-c.done:
+		case <-e.ctx.Done():
+		}
+		e.mu.Lock()
+		return notConnected()
+	}
 	// One notify session per client.
 	if reg, ok := g.notify[s]; ok {
 		if !reg {
@@ -646,8 +697,9 @@ func (h charHandler) notify(m dbus.Message, on bool) *dbus.Error {
 		}
 		return nil
 	}
-	g.notify[s] = d.conn != nil
-	if d.conn != nil {
+	up := d.conn != nil && d.conn.resolved
+	g.notify[s] = up
+	if up {
 		// register_notify_cb: Notifying true if it was false.
 		e.setProps(p, ifaceChar, map[string]dbus.Variant{"Notifying": v(true)})
 	}

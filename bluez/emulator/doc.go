@@ -62,9 +62,23 @@
 //     connected device gets a plain return; a failed LE connection is
 //     org.bluez.Error.Failed "le-connection-abort-by-local"; Connect makes
 //     the device permanent (not temporary), so it stays out of range and
-//     is stored.
+//     is stored. Connect returns once the link is up (Connected true),
+//     before ServicesResolved, which follows Options.ResolveDelay later
+//     (service discovery, or the GATT cache restore of a later
+//     connection); GATT calls in between fail as on a disconnected
+//     device. The ATT MTU is the smaller of the adapter's Options.MTU
+//     (517, BlueZ's ExchangeMTU) and the lock's LockOptions.MTU (247).
 //   - Pair (src/device.c new_authentication_return): the error names per
-//     mgmt status; an SMP failure is AuthenticationFailed.
+//     mgmt status; an SMP failure is AuthenticationFailed. A failed
+//     pairing drops the link, makes the device temporary again (not
+//     stored: a restart does not load it) and holds the next LE
+//     connection for Options.PairFailureStall while discovery resumes.
+//   - LEAdvertisingManager1 (src/advertising.c) on the adapter:
+//     RegisterAdvertisement reads the object's properties from its owner
+//     and refuses advertising data over 31 bytes (Failed "Failed to
+//     register advertisement", the Linux 6.1 kernel's limit even on an
+//     extended-advertising controller); UnregisterAdvertisement;
+//     ActiveInstances. Nothing is put on the radio.
 //   - Devices seen no more (src/device.c set_temporary_timer): temporary
 //     devices leave AwayTimeout (TemporaryTimeout) after their last
 //     advertisement; bonded ones and those a client connected stay.
@@ -77,7 +91,7 @@
 // GATT write and notification), Options.MaxConnections, one LE connection
 // attempt at a time per adapter (InProgress otherwise). Faults: per device
 // (InjectFaults: aborted connects, a drop after the Nth write, failed
-// pairing), seeded random ones (Options.DropRate, Options.AbortRate), a
+// pairing, a StartNotify lost as under EATT, a slow ServicesResolved), seeded random ones (Options.DropRate, Options.AbortRate), a
 // lock leaving range (LeaveRange, EnterRange, RemoveLock), adapter
 // hot-unplug (RemoveAdapter, AddAdapter), a wedged adapter (Wedge, cured
 // by a power cycle, counted by PowerCycles), and a bluetoothd restart
@@ -87,10 +101,18 @@
 // storage (a device object made anew, after RemoveAdapter and AddAdapter
 // or Restart, exports its GATT objects on its first connection, as
 // BlueZ's btd_gatt_client_ready does, but no cache file is modelled);
-// the Device1.Disconnected signal (5.70+); LE advertising and
-// GattManager1 (the local GATT server); devices loaded from storage on
-// Restart (only AddAdapter loads them); file descriptor passing
-// (AcquireWrite, AcquireNotify).
+// the Device1.Disconnected signal (5.70+); advertising on the radio and
+// GattManager1 (the local GATT server); file descriptor passing
+// (AcquireWrite, AcquireNotify). Restart and AddAdapter load the stored
+// devices (bonded, or connected to and not made temporary again).
+//
+// What the real-BlueZ tier showed and the emulator follows is checked by
+// bluez/internal/realbluez TestDifferential: step outcomes, property
+// types and values, the order of Connect's reply and ServicesResolved,
+// error names, the MTU, the link and storage after a failed pairing, the
+// advertisement size limit. EATT and plain ATT looked the same through
+// D-Bus there except for a StartNotify lost and a 30 s GATT cache restore
+// under EATT (Faults.LostStartNotify, Faults.SlowResolve).
 //
 // The emulator hosts reference locks (firmware/lock). A connection runs the
 // lock's Serve over a channel.FragmentTransport whose packets are the

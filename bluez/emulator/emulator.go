@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"reflect"
 	"slices"
@@ -46,10 +47,20 @@ const (
 
 // Defaults of Options.
 const (
-	DefaultMTU           = 185
+	// DefaultMTU is Options.MTU's default: BlueZ 5.66's main.conf
+	// [GATT] ExchangeMTU default, what the gateway's bluetoothd offers.
+	DefaultMTU = 517
+	// DefaultLockMTU is LockOptions.MTU's default: what an nRF52832
+	// lock's SoftDevice is commonly built to accept
+	// (NRF_SDH_BLE_GATT_MAX_MTU_SIZE 247).
+	DefaultLockMTU = 247
+	// DefaultResolveDelay is Options.ResolveDelay's default.
+	DefaultResolveDelay  = 100 * time.Millisecond
 	DefaultRadioInterval = time.Second
 	DefaultAwayTimeout   = 30 * time.Second
 	DefaultCallTimeout   = 25 * time.Second
+	// DefaultPairFailureStall is Options.PairFailureStall's default.
+	DefaultPairFailureStall = 3 * time.Second
 )
 
 // Options configure an emulator. Addr is required.
@@ -67,8 +78,21 @@ type Options struct {
 	Logger *slog.Logger
 	// Unpowered starts the adapter with Powered false.
 	Unpowered bool
-	// MTU is the ATT MTU of every connection; default 185.
+	// MTU is the largest ATT MTU the adapter offers in the Exchange MTU
+	// of a connection (main.conf [GATT] ExchangeMTU); default 517, as
+	// BlueZ. A connection's ATT MTU is the smaller of it and the lock's
+	// (LockOptions.MTU), as the ATT Exchange MTU settles it: 517 with a
+	// BlueZ peripheral on real BlueZ (bluez/internal/realbluez).
 	MTU int
+	// ResolveDelay is the time from Connected true to ServicesResolved
+	// true: service discovery on a first connection, the GATT cache
+	// restore (and its Database Hash check) on later ones. Device1.Connect
+	// returns as soon as the link is up, before ServicesResolved, as
+	// BlueZ 5.66 does; until then the GATT objects answer as on a
+	// disconnected device. Real BlueZ under the tier took 0.15-0.55 s
+	// (up to 3.5 s measured); default 100 ms; negative: none (resolved
+	// at once, still after the reply).
+	ResolveDelay time.Duration
 	// RadioInterval is the radio's tick: advertisements and RSSI changes;
 	// default 1 s.
 	RadioInterval time.Duration
@@ -96,6 +120,13 @@ type Options struct {
 	// Bonds restores bonds kept by a previous emulator (see Bonds and
 	// Restart): the addresses of bonded devices.
 	Bonds []string
+	// PairFailureStall is how long, after a failed pairing, the next LE
+	// connection attempt on the adapter is held while bluetoothd resumes
+	// discovery (src/adapter.c bonding_complete → resume_discovery): a
+	// Device1.Connect in that window returns only when it has passed
+	// (plus ConnectLatency). Real BlueZ 5.66 under the tier stalled
+	// several seconds. Default DefaultPairFailureStall; negative: none.
+	PairFailureStall time.Duration
 }
 
 func (o *Options) defaults() {
@@ -119,6 +150,12 @@ func (o *Options) defaults() {
 	}
 	if o.CallTimeout <= 0 {
 		o.CallTimeout = DefaultCallTimeout
+	}
+	if o.ResolveDelay == 0 {
+		o.ResolveDelay = DefaultResolveDelay
+	}
+	if o.PairFailureStall == 0 {
+		o.PairFailureStall = DefaultPairFailureStall
 	}
 }
 
@@ -155,8 +192,10 @@ type Emulator struct {
 	agents     map[string]agentRef // by owner
 	defAgent   string              // owner of the default agent
 	pairing    map[string]context.CancelFunc
-	ticks      uint64 // radio ticks so far (tests wait on it)
-	sigBuf     []byte // emit's encoding buffer
+	stallUntil time.Time       // no LE connection completes before (PairFailureStall)
+	adverts    map[advKey]bool // registered LEAdvertisement1 objects
+	ticks      uint64          // radio ticks so far (tests wait on it)
+	sigBuf     []byte          // emit's encoding buffer
 	// connectHook, if set (tests), runs in Connect during the attempt.
 	connectHook func()
 	// exchangeHook, if set (tests) before a connection is made, runs on
@@ -197,13 +236,14 @@ func Start(ctx context.Context, opts Options) (*Emulator, error) {
 		objs:    map[dbus.ObjectPath]ifaces{}, rnd: rand.New(rand.NewPCG(opts.Seed, 0x6c6f636b)),
 		locks: map[string]*hosted{}, devices: map[string]*device{}, discovery: map[string]*filter{},
 		pending: map[string]*filter{}, bonds: map[string]bool{}, agents: map[string]agentRef{},
-		pairing: map[string]context.CancelFunc{}, stored: map[string]*hosted{}, faults: map[string]*Faults{}}
+		pairing: map[string]context.CancelFunc{}, stored: map[string]*hosted{}, faults: map[string]*Faults{},
+		adverts: map[advKey]bool{}}
 	for _, b := range opts.Bonds {
 		e.bonds[b] = true
 	}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	e.objs[rootPath] = ifaces{ifaceAgentMgr: {}}
-	e.objs[e.adapter] = ifaces{ifaceAdapter: e.adapterProps()}
+	e.objs[e.adapter] = ifaces{ifaceAdapter: e.adapterProps(), ifaceAdvMgr: e.advMgrProps()}
 	if err := e.export(); err != nil {
 		_ = conn.Close()
 		return nil, err
@@ -267,6 +307,7 @@ func (e *Emulator) export() error {
 		{charHandler{e}, rootPath, ifaceChar, true},
 		{descHandler{e}, rootPath, ifaceDesc, true},
 		{agentMgrHandler{e}, rootPath, ifaceAgentMgr, true},
+		{advMgrHandler{e}, rootPath, ifaceAdvMgr, true},
 	} {
 		var err error
 		if r.subtree {
@@ -591,7 +632,9 @@ func (e *Emulator) powerOffLocked() {
 // Restart simulates a bluetoothd crash and restart: it closes e and starts
 // a new emulator on the same bus with the same options, keeping bonds and
 // the locks on the radio. Clients see org.bluez vanish and come back with
-// a fresh tree (no devices until the next discovery).
+// a fresh tree: the devices bluetoothd stored (bonded, or connected to and
+// not made temporary again by a failed pairing), loaded without RSSI or
+// advertising data; others come with the next discovery.
 func (e *Emulator) Restart(ctx context.Context) (*Emulator, error) {
 	e.mu.Lock()
 	opts := e.opts
@@ -599,6 +642,7 @@ func (e *Emulator) Restart(ctx context.Context) (*Emulator, error) {
 	for _, h := range e.locks {
 		locks = append(locks, h)
 	}
+	stored := slices.Collect(maps.Keys(e.stored))
 	e.mu.Unlock()
 	opts.Bonds = e.Bonds()
 	if err := e.Close(); err != nil {
@@ -614,5 +658,15 @@ func (e *Emulator) Restart(ctx context.Context) (*Emulator, error) {
 			return nil, err
 		}
 	}
+	// bluetoothd loads the devices it stored (bonded, or connected to
+	// and not made temporary again since) as it registers the adapter.
+	n.mu.Lock()
+	for _, a := range stored {
+		if h := n.locks[a]; h != nil {
+			n.stored[a] = h
+		}
+	}
+	n.loadStoredLocked()
+	n.mu.Unlock()
 	return n, nil
 }

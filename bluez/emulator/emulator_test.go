@@ -227,7 +227,7 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 	w.discover()
 	dev := e.DevicePath("C0:FF:EE:00:00:03")
 	waitFor(t, "device", func() bool { _, ok := w.devices()[dev]; return ok })
-	w.mustCall(dev, ifaceDevice+".Connect")
+	w.connect(dev)
 	if err := e.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +263,28 @@ func TestThousandsOfLocksWithoutAGoroutineEach(t *testing.T) {
 		}
 	}
 	w.discover(ServiceUUID)
-	waitFor(t, "2000 devices", func() bool { return len(w.devices()) == n })
+	// Counted inside: a GetManagedObjects of 2,000 devices every 10 ms
+	// under -race on a loaded machine outlasted its 20 s deadline.
+	waitFor(t, "2000 devices", func() bool {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		return len(e.devices) == n
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var objs map[dbus.ObjectPath]map[string]map[string]dbus.Variant
+	if err := w.client.Object("org.bluez", "/").CallWithContext(ctx, ifaceOM+".GetManagedObjects", 0).Store(&objs); err != nil {
+		t.Fatal(err)
+	}
+	devs := 0
+	for _, in := range objs {
+		if _, ok := in[ifaceDevice]; ok {
+			devs++
+		}
+	}
+	if devs != n {
+		t.Fatalf("%d devices on the bus, want %d", devs, n)
+	}
 	if g := runtime.NumGoroutine(); g > before+5 {
 		t.Fatalf("%d goroutines for %d devices (was %d)", g, n, before)
 	}

@@ -19,7 +19,8 @@ var (
 	// for an address no hosted lock has.
 	ErrNoSuchLock = errors.New("emulator: no lock at this address")
 	// ErrBadOptions is returned by Start for an option out of range (a
-	// rate outside [0,1], a negative latency).
+	// rate outside [0,1], a negative latency, an MTU outside 23..517),
+	// and by AddLock for a lock MTU outside 23..517.
 	ErrBadOptions = errors.New("emulator: option out of range")
 	// ErrBadFaults is returned by InjectFaults for a negative count.
 	ErrBadFaults = errors.New("emulator: negative fault count")

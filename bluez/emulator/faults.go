@@ -30,8 +30,26 @@ type Faults struct {
 	// "Pairing Failed" does: the kernel reports MGMT_STATUS_AUTH_FAILED,
 	// which BlueZ 5.66 (src/device.c new_authentication_return, default
 	// case) answers with org.bluez.Error.AuthenticationFailed
-	// "Authentication Failed". The agent is not asked; the link stays up.
+	// "Authentication Failed". The agent is not asked; as after any failed
+	// pairing, the link drops and the device is temporary again (see
+	// Options.PairFailureStall).
 	PairFail int
+	// LostStartNotify makes the next N StartNotify calls on a connected
+	// device go unanswered until the link drops (then org.bluez.Error.Failed
+	// "Not connected"): the one way EATT shows through D-Bus. Between two
+	// BlueZ ends both open EATT channels at once and one closes the
+	// other's; bluetoothd 5.66 may already have queued the CCC write of
+	// StartNotify on a closing channel, and the call then times out
+	// (docs/real-bluez.md; about one run in ten on the tier's EATT mode).
+	// With plain ATT (an nRF52832 lock, or [GATT] Channels = 1) it does
+	// not happen: leave it 0.
+	LostStartNotify int
+	// SlowResolve delays the next connection's ServicesResolved by this
+	// much more than Options.ResolveDelay: on the tier's EATT mode a
+	// bonded reconnection's GATT cache restore once took 30 s (ATT's
+	// transaction timeout: a request lost on an EATT channel), with the
+	// link up and Connect answered all along. Used once; 0 is none.
+	SlowResolve time.Duration
 }
 
 // InjectFaults sets the faults of the device at addr, replacing those set
@@ -40,7 +58,7 @@ func (e *Emulator) InjectFaults(addr string, f Faults) error {
 	if !addrRE.MatchString(addr) {
 		return fmt.Errorf("%w: %q", ErrBadAddress, addr)
 	}
-	if f.ConnectAbort < 0 || f.DropAfterWrites < 0 || f.PairFail < 0 {
+	if f.ConnectAbort < 0 || f.DropAfterWrites < 0 || f.PairFail < 0 || f.LostStartNotify < 0 || f.SlowResolve < 0 {
 		return fmt.Errorf("%w: %+v", ErrBadFaults, f)
 	}
 	e.mu.Lock()
@@ -67,6 +85,15 @@ func (e *Emulator) dropAfterWriteLocked(addr string) bool {
 		}
 	}
 	return e.opts.DropRate > 0 && e.rnd.Float64() < e.opts.DropRate
+}
+
+// lostStartNotifyLocked consumes one injected lost StartNotify of addr.
+func (e *Emulator) lostStartNotifyLocked(addr string) bool {
+	if f := e.faults[addr]; f != nil && f.LostStartNotify > 0 {
+		f.LostStartNotify--
+		return true
+	}
+	return false
 }
 
 // pairFailLocked consumes one injected pairing failure of addr.
@@ -143,6 +170,7 @@ func (e *Emulator) RemoveAdapter() error {
 	}
 	clear(e.discovery)
 	clear(e.pending)
+	clear(e.adverts)
 	e.removeObject(e.adapter)
 	e.log.Debug("adapter removed", "adapter", e.adapter)
 	return nil
@@ -166,7 +194,17 @@ func (e *Emulator) AddAdapter() error {
 	}
 	e.gone = false
 	e.wedged = false
-	e.addObject(e.adapter, ifaces{ifaceAdapter: e.adapterProps()})
+	e.addObject(e.adapter, ifaces{ifaceAdapter: e.adapterProps(), ifaceAdvMgr: e.advMgrProps()})
+	e.loadStoredLocked()
+	e.log.Debug("adapter added", "adapter", e.adapter)
+	return nil
+}
+
+// loadStoredLocked exports the devices BlueZ loads from storage as it
+// registers an adapter (src/adapter.c load_devices): bonded ones and
+// those a client connected to (stored), without RSSI, TxPower or
+// advertising data until they are seen again; e.mu is held.
+func (e *Emulator) loadStoredLocked() {
 	addrs := map[string]bool{}
 	for a := range e.bonds {
 		addrs[a] = true
@@ -183,10 +221,10 @@ func (e *Emulator) AddAdapter() error {
 		if h == nil {
 			continue // a bond restored by Restart for a lock no longer hosted
 		}
-		e.newDeviceLocked(h, now, e.storedProps(h))
+		if e.devices[a] == nil {
+			e.newDeviceLocked(h, now, e.storedProps(h))
+		}
 	}
-	e.log.Debug("adapter added", "adapter", e.adapter)
-	return nil
 }
 
 // adapterPresentLocked fails when the emulator is closed or its adapter

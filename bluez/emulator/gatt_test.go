@@ -79,7 +79,7 @@ func TestConnectGATTRoundTripWithSignedCommand(t *testing.T) {
 	w.discover(ServiceUUID)
 	dev := e.DevicePath(addr)
 	waitFor(t, "device", func() bool { _, ok := w.devices()[dev]; return ok })
-	w.mustCall(dev, ifaceDevice+".Connect")
+	w.connect(dev)
 	objs := w.objects()
 	if objs[dev][ifaceDevice]["Connected"].Value() != true || objs[dev][ifaceDevice]["ServicesResolved"].Value() != true {
 		t.Fatalf("device after Connect: %v", objs[dev][ifaceDevice])
@@ -133,7 +133,7 @@ func TestConnectGATTRoundTripWithSignedCommand(t *testing.T) {
 	wantErr(t, w.call(dev+"/service000a/char000b", ifaceChar+".WriteValue", make([]byte, 62), map[string]dbus.Variant{}).Err,
 		"org.bluez.Error.InvalidValueLength")
 	// BlueZ 5.66 dev_connect answers a connected LE device with success.
-	w.mustCall(dev, ifaceDevice+".Connect")
+	w.connect(dev)
 
 	// Notify sessions are per client: one that leaves the bus loses its own.
 	outbox := dev + "/service000a/char000d"
@@ -247,7 +247,7 @@ func TestConnectErrors(t *testing.T) {
 	}
 	wantErr(t, w.call(devs[2], ifaceDevice+".Connect").Err, "org.bluez.Error.Failed")
 	// Powering off drops connections.
-	w.mustCall(devs[1], ifaceDevice+".Connect")
+	w.connect(devs[1])
 	w.mustCall("/org/bluez/hci0", ifaceProps+".Set", ifaceAdapter, "Powered", v(false))
 	if w.objects()[devs[1]][ifaceDevice]["Connected"].Value() != false {
 		t.Fatal("still connected after power off")
@@ -265,7 +265,7 @@ func TestConnectLatency(t *testing.T) {
 	dev := e.DevicePath("C0:FF:EE:00:00:30")
 	waitFor(t, "device", func() bool { _, ok := w.devices()[dev]; return ok })
 	start := time.Now()
-	w.mustCall(dev, ifaceDevice+".Connect")
+	w.connect(dev)
 	if took := time.Since(start); took < 50*time.Millisecond {
 		t.Fatalf("Connect took %v, latency 50ms", took)
 	}

@@ -249,3 +249,14 @@ func waitTicks(t *testing.T, e *Emulator, n uint64) {
 		return e.ticks >= until
 	})
 }
+
+// connect connects dev (Device1.Connect) and waits, as a client must,
+// for ServicesResolved: Connect returns before it (Options.ResolveDelay).
+func (w *world) connect(dev dbus.ObjectPath) {
+	w.t.Helper()
+	w.mustCall(dev, ifaceDevice+".Connect")
+	waitFor(w.t, "ServicesResolved", func() bool {
+		r, _ := w.devices()[dev]["ServicesResolved"].Value().(bool)
+		return r
+	})
+}

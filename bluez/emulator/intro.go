@@ -25,6 +25,9 @@ var methodsXML = map[string]string{
 	ifaceAdapter: `<method name="StartDiscovery"></method><method name="SetDiscoveryFilter"><arg name="properties" type="a{sv}" direction="in"/></method>` +
 		`<method name="StopDiscovery"></method><method name="RemoveDevice"><arg name="device" type="o" direction="in"/></method>` +
 		`<method name="GetDiscoveryFilters"><arg name="filters" type="as" direction="out"/></method>`,
+	// src/advertising.c methods.
+	ifaceAdvMgr: `<method name="RegisterAdvertisement"><arg name="advertisement" type="o" direction="in"/><arg name="options" type="a{sv}" direction="in"/></method>` +
+		`<method name="UnregisterAdvertisement"><arg name="service" type="o" direction="in"/></method>`,
 	ifaceDevice:  `<method name="Disconnect"></method><method name="Connect"></method><method name="Pair"></method><method name="CancelPairing"></method>`,
 	ifaceService: ``,
 	// src/gatt-client.c characteristic_methods.

@@ -39,7 +39,7 @@ func (a *testAgent) Release() *dbus.Error { return nil }
 
 func TestPairThroughAgentAndRestartKeepsBond(t *testing.T) {
 	w := newWorld(t)
-	e := w.start(Options{})
+	e := w.start(Options{PairFailureStall: 200 * time.Millisecond})
 	tl := w.lock(20)
 	const addr = "C0:FF:EE:00:00:20"
 	if err := e.AddLock(tl.l, addr, LockOptions{}); err != nil {
@@ -58,11 +58,13 @@ func TestPairThroughAgentAndRestartKeepsBond(t *testing.T) {
 	w.discover(ServiceUUID)
 	dev := e.DevicePath(addr)
 	waitFor(t, "device", func() bool { _, ok := w.devices()[dev]; return ok })
-	w.mustCall(dev, ifaceDevice+".Connect")
+	w.connect(dev)
 
 	// No bond window: the lock refuses the passkey.
 	agent.passkey.Store(123456)
 	wantErr(t, w.call(dev, ifaceDevice+".Pair").Err, "org.bluez.Error.AuthenticationFailed")
+	// The failed pairing dropped the link (TestFailedPairingDropsLink).
+	w.connect(dev)
 
 	// CancelPairing while the agent is asked.
 	agent.block.Store(true)
@@ -75,10 +77,11 @@ func TestPairThroughAgentAndRestartKeepsBond(t *testing.T) {
 	agent.block.Store(false)
 	waitFor(t, "Agent1.Cancel", func() bool { return agent.cancels.Load() == 1 })
 	wantErr(t, w.call(dev, ifaceDevice+".CancelPairing").Err, "org.bluez.Error.DoesNotExist")
+	w.connect(dev)
 
 	// The gateway opens a bond window over the secure channel; the agent
 	// answers with its passkey.
-	gl := newGATTLink(t, w, dev, DefaultMTU)
+	gl := newGATTLink(t, w, dev, DefaultLockMTU)
 	ctx := ctxT(t)
 	conn, err := channel.Dial(ctx, channel.NewFragmentTransport(gl, fragment.Options{}), w.fleet.GatewayConfig(w.fleet.Gateway(t, "gw-1")))
 	if err != nil {
@@ -123,6 +126,6 @@ func TestPairThroughAgentAndRestartKeepsBond(t *testing.T) {
 	// pairing is rejected.
 	wantErr(t, w.call("/org/bluez", ifaceAgentMgr+".UnregisterAgent", agentPath).Err, "org.bluez.Error.DoesNotExist")
 	waitFor(t, "device again", func() bool { _, ok := w.devices()[dev]; return ok })
-	w.mustCall(dev, ifaceDevice+".Connect")
+	w.connect(dev)
 	wantErr(t, w.call(dev, ifaceDevice+".Pair").Err, "org.bluez.Error.AuthenticationRejected")
 }

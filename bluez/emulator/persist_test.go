@@ -105,7 +105,7 @@ func TestGATTObjectsPersistAcrossConnections(t *testing.T) {
 	inbox, outbox, ccc, info := svc+"/char000b", svc+"/char000d", svc+"/char000d/desc000f", svc+"/char0010"
 	tr := newTracer(t, w, dev)
 
-	w.mustCall(dev, ifaceDevice+".Connect")
+	w.connect(dev)
 	tr.expect("first Connect", " Connected=true", "+/service000a", "+/service000a/char000b", "+/service000a/char000d",
 		"+/service000a/char000d/desc000f", "+/service000a/char0010", " ServicesResolved=true")
 	w.mustCall(outbox, ifaceChar+".StartNotify")
@@ -155,7 +155,7 @@ func TestGATTObjectsPersistAcrossConnections(t *testing.T) {
 
 	// Reconnect: the same objects, no InterfacesAdded; MTU back; the
 	// session registered again, Notifying unchanged.
-	w.mustCall(dev, ifaceDevice+".Connect")
+	w.connect(dev)
 	tr.expect("second Connect", " Connected=true", " ServicesResolved=true")
 	objs = w.objects()
 	for _, p := range []dbus.ObjectPath{inbox, outbox, info} {
@@ -177,7 +177,7 @@ func TestGATTObjectsPersistAcrossConnections(t *testing.T) {
 	// A device object made anew exports them again on its first
 	// connection.
 	tr.expect("rediscovery", "+")
-	w.mustCall(dev, ifaceDevice+".Connect")
+	w.connect(dev)
 	tr.expect("Connect after RemoveDevice", " Connected=true", "+/service000a", "+/service000a/char000b", "+/service000a/char000d",
 		"+/service000a/char000d/desc000f", "+/service000a/char0010", " ServicesResolved=true")
 }
@@ -196,7 +196,7 @@ func TestGATTObjectsGoWithTheDevice(t *testing.T) {
 		"+/service000a/char000d/desc000f", "+/service000a/char0010", " ServicesResolved=true",
 		" ServicesResolved=false", " Connected=false"}
 	for _, d := range []dbus.ObjectPath{d1, d2} {
-		w.mustCall(d, ifaceDevice+".Connect")
+		w.connect(d)
 		w.mustCall(d, ifaceDevice+".Disconnect")
 	}
 	t1.expect("connect, disconnect", session...)
@@ -224,8 +224,8 @@ func TestGATTObjectsGoWithTheDevice(t *testing.T) {
 	}
 	t1.expect("rediscovery", "+")
 	t2.expect("rediscovery", "+")
-	w.mustCall(d1, ifaceDevice+".Connect")
-	w.mustCall(d2, ifaceDevice+".Connect")
+	w.connect(d1)
+	w.connect(d2)
 	w.mustCall(d2, ifaceDevice+".Disconnect")
 	t1.expect("connect", session[:7]...)
 	t2.expect("connect, disconnect", session...)
@@ -247,7 +247,7 @@ func TestNotifySessionsAcrossConnections(t *testing.T) {
 	dev := e.DevicePath(addr)
 	outbox := dev + "/service000a/char000d"
 	tr := newTracer(t, w, dev)
-	w.mustCall(dev, ifaceDevice+".Connect")
+	w.connect(dev)
 	w.mustCall(outbox, ifaceChar+".StartNotify")
 	w.mustCall(dev, ifaceDevice+".Disconnect")
 	tr.expect("connect, StartNotify, disconnect", " Connected=true", "+/service000a", "+/service000a/char000b",
@@ -274,7 +274,7 @@ func TestNotifySessionsAcrossConnections(t *testing.T) {
 	if err := other.Object("org.bluez", outbox).CallWithContext(ctxT(t), ifaceChar+".StartNotify", 0).Err; err != nil {
 		t.Fatal(err)
 	}
-	w.mustCall(dev, ifaceDevice+".Connect")
+	w.connect(dev)
 	tr.expect("Connect with a pending session", " Connected=true", "/service000a/char000d Notifying=true", " ServicesResolved=true")
 
 	// The lock's notifications reach the bus again.

@@ -32,6 +32,9 @@ type LockOptions struct {
 	TxPower int16
 	// Battery is the battery percentage advertised; nil reports 100.
 	Battery func() uint8
+	// MTU is the largest ATT MTU the lock accepts in the Exchange MTU;
+	// default DefaultLockMTU (247). 23..517.
+	MTU int
 	// AdvertisedID, if not zero, is the lock ID advertised instead of the
 	// lock's own: the device then plays an impostor, a genuine lock (its
 	// credential and key, as if extracted from another lock) posing as
@@ -71,6 +74,12 @@ func (e *Emulator) AddLock(l *lock.Lock, addr string, opts LockOptions) error {
 	}
 	if opts.RSSI == 0 {
 		opts.RSSI = -60
+	}
+	if opts.MTU == 0 {
+		opts.MTU = DefaultLockMTU
+	}
+	if opts.MTU < 23 || opts.MTU > 517 {
+		return fmt.Errorf("%w: lock MTU %d: want 23..517", ErrBadOptions, opts.MTU)
 	}
 	switch {
 	case opts.Jitter == 0:

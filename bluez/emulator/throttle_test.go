@@ -61,8 +61,8 @@ func TestAttackThrottleLetsBondedGatewayIn(t *testing.T) {
 	// handshake; the connection ends with the test or at disconnect.
 	handshake := func() (*lockclient.Client, error) {
 		t.Helper()
-		w.mustCall(dev, ifaceDevice+".Connect")
-		conn, err := channel.Dial(ctx, channel.NewFragmentTransport(newGATTLink(t, w, dev, DefaultMTU), fragment.Options{}), gwCfg)
+		w.connect(dev)
+		conn, err := channel.Dial(ctx, channel.NewFragmentTransport(newGATTLink(t, w, dev, DefaultLockMTU), fragment.Options{}), gwCfg)
 		if err != nil {
 			return nil, err
 		}
@@ -99,7 +99,7 @@ func TestAttackThrottleLetsBondedGatewayIn(t *testing.T) {
 	rogue := channeltest.NewFleet(t, "rogue").Gateway(t, "gw-evil")
 	attack := func(i int) error {
 		t.Helper()
-		a, b := channeltest.Pipe(DefaultMTU, channeltest.Faults{})
+		a, b := channeltest.Pipe(DefaultLockMTU, channeltest.Faults{})
 		var wg sync.WaitGroup
 		wg.Go(func() {
 			_ = lk.Serve(ctx, channel.NewFragmentTransport(b, fragment.Options{}),

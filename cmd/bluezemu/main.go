@@ -63,7 +63,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) (err error) {
 	n := fs.Int("locks", 3, "number of reference locks to host")
 	fleetName := fs.String("fleet", "acme", "test fleet name (keys are derived from it)")
 	seed := fs.Uint64("seed", 1, "radio seed")
-	mtu := fs.Int("mtu", emulator.DefaultMTU, "ATT MTU of connections")
+	mtu := fs.Int("mtu", emulator.DefaultMTU, "largest ATT MTU the adapter offers (ExchangeMTU); a connection gets the smaller of it and the lock's (247)")
 	radio := fs.Duration("radio", emulator.DefaultRadioInterval, "radio tick")
 	exchange := fs.Duration("exchange-latency", 0, "delay of each GATT write to Inbox and each notification from Outbox")
 	dropRate := fs.Float64("drop-rate", 0, "probability in [0,1] that a GATT write is the last before the connection drops")

@@ -366,16 +366,47 @@ type session struct {
 // credentials, and the session keys are derived. Then, if
 // Options.ShouldBond says so, it bonds (see the package doc); the outcome
 // of that does not change Handshake's.
+//
+// A failed pairing costs the link: real BlueZ (5.66, Linux 6.1) drops it
+// after SMP's Pairing Failed (the real-BlueZ tier, docs/real-bluez.md),
+// and the next connection can wait seconds while bluetoothd resumes
+// discovery. So after a failed bonding the session connects again (with
+// the rest of ctx, not one short attempt) and runs the handshake once
+// more, without bonding, for the command it was opened for.
 func (s *session) Handshake(ctx context.Context) error {
+	bondFailed, err := s.handshake(ctx, true)
+	if err != nil || !bondFailed {
+		return err
+	}
+	s.l.log.Info("the failed pairing dropped the link; connecting again for the session's command",
+		"lock", s.id.String(), "addr", s.addr)
+	s.mu.Lock()
+	s.conn, s.lc = nil, nil
+	s.mu.Unlock()
+	if err := s.dev.Close(); err != nil {
+		s.l.log.Debug("closing the link of the failed pairing", "lock", s.id.String(), "err", err)
+	}
+	dev, err := s.l.opts.Adapter.Connect(ctx, bluez.DeviceOptions{Path: s.path, Logger: s.l.opts.Logger})
+	if err != nil {
+		return fmt.Errorf("bluelink: connect %s (%s) again after a failed pairing: %w", s.id, s.addr, err)
+	}
+	s.dev = dev
+	_, err = s.handshake(ctx, false)
+	return err
+}
+
+// handshake is Handshake's EDHOC, then the bonding if bond and
+// ShouldBond say so; bondFailed reports a bonding attempt that failed.
+func (s *session) handshake(ctx context.Context, bond bool) (bondFailed bool, _ error) {
 	cfg := s.l.opts.Channel
 	res := newBoundResolver(cfg.Verifier, s.id)
 	cfg.Verifier, cfg.Resolver = res.bound, res
 	conn, err := channel.Dial(ctx, channel.NewFragmentTransport(s.dev, s.l.opts.Fragment), cfg)
 	if err != nil {
 		if res.refused != nil {
-			return fmt.Errorf("bluelink: handshake with %s (%s): %w", s.id, s.addr, s.l.refuse(s, res, err))
+			return false, fmt.Errorf("bluelink: handshake with %s (%s): %w", s.id, s.addr, s.l.refuse(s, res, err))
 		}
-		return fmt.Errorf("bluelink: handshake with %s (%s): %w", s.id, s.addr, err)
+		return false, fmt.Errorf("bluelink: handshake with %s (%s): %w", s.id, s.addr, err)
 	}
 	peer := conn.Peer()
 	if peer == nil || peer.Kind != cred.KindLock || peer.Subject != cred.LockSubject(s.id) {
@@ -383,7 +414,7 @@ func (s *session) Handshake(ctx context.Context) error {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 		_ = conn.Close(cctx, frame.CloseNormal)
 		cancel()
-		return fmt.Errorf("bluelink: handshake with %s (%s): %w", s.id, s.addr, ErrRefused)
+		return false, fmt.Errorf("bluelink: handshake with %s (%s): %w", s.id, s.addr, ErrRefused)
 	}
 	var list *cred.Revocations
 	if s.l.opts.Revocations != nil {
@@ -393,7 +424,7 @@ func (s *session) Handshake(ctx context.Context) error {
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
 		_ = conn.Close(cctx, frame.CloseNormal)
 		cancel()
-		return fmt.Errorf("bluelink: handshake with %s (%s): %w by revocation list %d", s.id, s.addr, ErrLockRevoked, list.Serial)
+		return false, fmt.Errorf("bluelink: handshake with %s (%s): %w by revocation list %d", s.id, s.addr, ErrLockRevoked, list.Serial)
 	}
 	if o := s.l.opts.OnVerified; o != nil {
 		o(s.id, s.addr, peer.Raw)
@@ -402,9 +433,11 @@ func (s *session) Handshake(ctx context.Context) error {
 	s.mu.Lock()
 	s.conn, s.lc = conn, lc
 	s.mu.Unlock()
-	s.maybeBond(ctx, lc)
+	if bond && s.maybeBond(ctx, lc) {
+		return true, nil
+	}
 	s.syncRevocations(ctx, lc, list)
-	return nil
+	return false, nil
 }
 
 // RevocationTimeout bounds the status and set-revocations that hand a
@@ -461,11 +494,12 @@ func statusOf(r *command.Result) string {
 }
 
 // maybeBond bonds with the lock if ShouldBond says so and BlueZ holds no
-// bond with it yet, and reports through OnBond.
-func (s *session) maybeBond(ctx context.Context, lc *lockclient.Client) {
+// bond with it yet, and reports through OnBond. failed is a bonding
+// attempt that failed.
+func (s *session) maybeBond(ctx context.Context, lc *lockclient.Client) (failed bool) {
 	o := &s.l.opts
 	if o.ShouldBond == nil || !o.ShouldBond(s.id, s.addr) {
-		return
+		return false
 	}
 	report := func(state bonds.BondState, err error) {
 		if o.OnBond != nil {
@@ -492,15 +526,16 @@ func (s *session) maybeBond(ctx context.Context, lc *lockclient.Client) {
 	case paired:
 		log.Info("BlueZ already holds a bond with the lock")
 		report(bonds.BondBonded, nil)
-		return
+		return false
 	}
 	report(bonds.BondBonding, nil)
 	start := time.Now()
-	already, err := s.bond(bctx, lc)
+	already, paired, err := s.bond(bctx, lc)
 	if err != nil {
 		log.Warn("bonding failed; the session goes on unbonded", "err", err)
 		report(bonds.BondNone, err)
-		return
+		// A failed Pair: SMP failed and BlueZ drops the link.
+		return paired
 	}
 	if already {
 		log.Info("BlueZ already holds a bond with the lock")
@@ -508,40 +543,42 @@ func (s *session) maybeBond(ctx context.Context, lc *lockclient.Client) {
 		log.Info("bonded", "took", time.Since(start).Round(time.Millisecond))
 	}
 	report(bonds.BondBonded, nil)
+	return false
 }
 
 // bond opens a bond window over the secure channel and pairs with its
-// passkey. already is BlueZ answering that it holds a bond. Errors never
-// hold the passkey.
-func (s *session) bond(ctx context.Context, lc *lockclient.Client) (already bool, err error) {
+// passkey. already is BlueZ answering that it holds a bond; paired is
+// Device1.Pair having been called (its failure drops the link). Errors
+// never hold the passkey.
+func (s *session) bond(ctx context.Context, lc *lockclient.Client) (already, paired bool, err error) {
 	o := &s.l.opts
 	window := min(max(o.BondTimeout.Round(time.Second), time.Second), command.MaxBondWindow*time.Second)
 	r, err := lc.AllowBond(ctx, window)
 	if err != nil {
-		return false, fmt.Errorf("bluelink: allow-bond on %s: %w", s.id, err)
+		return false, false, fmt.Errorf("bluelink: allow-bond on %s: %w", s.id, err)
 	}
 	if r.Status != command.StatusOK {
-		return false, fmt.Errorf("bluelink: allow-bond on %s: the lock answered %v %q", s.id, r.Status, r.Detail)
+		return false, false, fmt.Errorf("bluelink: allow-bond on %s: the lock answered %v %q", s.id, r.Status, r.Detail)
 	}
 	win, err := r.BondWindow()
 	if err != nil {
-		return false, fmt.Errorf("bluelink: allow-bond on %s: %w", s.id, err)
+		return false, false, fmt.Errorf("bluelink: allow-bond on %s: %w", s.id, err)
 	}
 	own, err := s.l.adapterAddress(ctx)
 	if err != nil {
-		return false, fmt.Errorf("bluelink: reading our adapter's address: %w", err)
+		return false, false, fmt.Errorf("bluelink: reading our adapter's address: %w", err)
 	}
 	if !strings.EqualFold(win.Peer, own) {
-		return false, fmt.Errorf("%w: it is open for %s, our adapter is %s", ErrBondPeer, win.Peer, own)
+		return false, false, fmt.Errorf("%w: it is open for %s, our adapter is %s", ErrBondPeer, win.Peer, own)
 	}
 	err = bluez.Pair(ctx, o.Conn, o.Agent, s.path, win.Passkey)
 	switch {
 	case err == nil:
-		return false, nil
+		return false, true, nil
 	case errors.Is(err, bluez.ErrAlreadyExists):
-		return true, nil
+		return true, true, nil
 	}
-	return false, fmt.Errorf("bluelink: pairing with %s (%s): %w", s.id, s.addr, err)
+	return false, true, fmt.Errorf("bluelink: pairing with %s (%s): %w", s.id, s.addr, err)
 }
 
 // paired reads the device's Device1.Paired.

@@ -191,8 +191,10 @@ func TestBondAfterHandshake(t *testing.T) {
 }
 
 // TestBondFailureKeepsSession: a pairing that fails (an SMP Pairing
-// Failed) is reported with state none and the error, the session's
-// command still goes through, and a later session bonds.
+// Failed) is reported with state none and the error; it dropped the link,
+// as real BlueZ does (the emulator follows it), so the session connects
+// again, through the emulator's reconnect stall, and its command still
+// goes through; a later session bonds.
 func TestBondFailureKeepsSession(t *testing.T) {
 	r := newRig(t, 1)
 	rec := &bondRecorder{should: true}

@@ -32,7 +32,10 @@ func runEmulator(t *testing.T) []realbluez.Result {
 		_ = emu.Close()
 	}()
 	fx := realbluez.NewFixture(t)
-	if err := emu.AddLock(fx.Lock, realbluez.LockAddress, emulator.LockOptions{PublicAddress: true}); err != nil {
+	if err := emu.AddLock(fx.Lock, realbluez.LockAddress, emulator.LockOptions{PublicAddress: true,
+		// The tier's lock is a BlueZ peripheral: its bluetoothd offers
+		// BlueZ's default ExchangeMTU, as the gateway's does.
+		MTU: 517}); err != nil {
 		t.Fatal(err)
 	}
 	conn := bus.Conn(t)

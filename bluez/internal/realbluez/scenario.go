@@ -112,6 +112,7 @@ var Scenarios = []Scenario{
 	// new bluetoothd was given.
 	{"restart", scenarioRestart},
 	{"bond", scenarioBond},
+	{"advertise", scenarioAdvertise},
 }
 
 // Run is the state of one run of scenarios.
@@ -288,12 +289,23 @@ func (r *Run) connect(ctx context.Context, scenario string) (*session, error) {
 		// a channel the peer is closing, which then never answers
 		// (docs/real-bluez.md). The attempts are a fact of the step.
 		var err error
+		// The signals the client waits on, and where Connect's reply
+		// came among them (TestDifferential compares the order).
+		rec := r.record()
+		defer rec.stop()
 		for attempt := 1; attempt <= 3; attempt++ {
 			var d *bluez.Device
-			d, err = bluez.Connect(ctx, r.env.Conn, bluez.DeviceOptions{Path: r.dev, Dispatcher: r.ad.Dispatcher()})
+			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			call := r.env.Conn.Object(bluez.BusName, r.dev).CallWithContext(cctx, bluez.IfaceDevice+".Connect", 0)
+			cancel()
+			rec.reply(call, "reply")
+			if err = bluez.MapError(call.Err); err == nil {
+				d, err = bluez.Connect(ctx, r.env.Conn, bluez.DeviceOptions{Path: r.dev, Dispatcher: r.ad.Dispatcher()})
+			}
 			if err == nil {
 				s.dev = d
-				return map[string]any{"mtu": d.MTU(), "attempts": attempt}, nil
+				rec.stop()
+				return rec.facts(map[string]any{"mtu": d.MTU(), "attempts": attempt}), nil
 			}
 			if ctx.Err() != nil || (!bluez.Retryable(err) && !errors.Is(err, context.DeadlineExceeded)) {
 				break
@@ -414,7 +426,11 @@ func scenarioHandshake(ctx context.Context, r *Run) error {
 		return err
 	}
 	return r.step("handshake", "properties", func() (map[string]any, error) {
-		return r.properties(ctx)
+		f, err := r.properties(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return f, r.valueFacts(ctx, f)
 	})
 }
 
@@ -518,7 +534,8 @@ func scenarioWrongPasskey(ctx context.Context, r *Run) error {
 			if err == nil {
 				return nil, "paired", nil
 			}
-			return nil, "", err
+			// What BlueZ answered, and whether it dropped the link.
+			return map[string]any{"error_name": ErrorName(err), "link_dropped": r.linkDropped(ctx)}, "", err
 		}); err != nil {
 			return err
 		}
@@ -530,7 +547,7 @@ func scenarioWrongPasskey(ctx context.Context, r *Run) error {
 		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 		err := bluez.Pair(pctx, r.env.Conn, r.agent, r.dev, pk)
-		facts := map[string]any{"lock_bonded": r.env.Lock.Bonded(GatewayAddress)}
+		facts := map[string]any{"lock_bonded": r.env.Lock.Bonded(GatewayAddress), "error_name": ErrorName(err)}
 		if err == nil {
 			return facts, "paired", nil
 		}
@@ -555,6 +572,8 @@ func scenarioBond(ctx context.Context, r *Run) error {
 		}
 		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
+		rec := r.record()
+		defer rec.stop()
 		if err := bluez.Pair(pctx, r.env.Conn, r.agent, r.dev, pk); err != nil {
 			return nil, err
 		}
@@ -562,6 +581,8 @@ func scenarioBond(ctx context.Context, r *Run) error {
 		if err != nil {
 			return nil, err
 		}
+		rec.stop()
+		rec.facts(facts)
 		// The lock records the bond when bluetoothd reports it paired.
 		for deadline := time.Now().Add(5 * time.Second); !r.env.Lock.Bonded(GatewayAddress) && time.Now().Before(deadline); {
 			time.Sleep(20 * time.Millisecond)
@@ -618,7 +639,7 @@ func scenarioBond(ctx context.Context, r *Run) error {
 		if facts["Paired"] != true {
 			return facts, errors.New("bond lost on reconnect")
 		}
-		return facts, nil
+		return facts, r.valueFacts(ctx, facts)
 	})
 }
 
@@ -631,7 +652,13 @@ func scenarioRestart(ctx context.Context, r *Run) error {
 	}
 	before := r.ad.Restarts()
 	if err := r.step("restart", "restart-bluetoothd", func() (map[string]any, error) {
-		return nil, r.env.Restart(ctx)
+		if err := r.env.Restart(ctx); err != nil {
+			return nil, err
+		}
+		// Loaded from storage? Not after a failed pairing made the
+		// device temporary again.
+		stored, err := r.storedDevice(ctx)
+		return map[string]any{"stored_device": stored}, err
 	}); err != nil {
 		return err
 	}
