@@ -27,7 +27,7 @@ import (
 type bookkeeping struct {
 	link  fleet.Link
 	db    *bonds.DB
-	roots cred.Roots
+	roots func() cred.Roots // the fleet roots trusted now (trust.Roots)
 	now   func() time.Time
 	log   *slog.Logger
 }
@@ -116,7 +116,7 @@ func (s *bookSession) record(ctx context.Context, op command.Op, signed []byte, 
 		// The lock accepted this signer's counter: verify again (cheap
 		// next to a radio round trip) to learn the signer's key ID, with
 		// the clock just inside the command's validity.
-		v := command.Verifier{Roots: s.b.roots, LockID: body.LockID, Now: func() time.Time { return body.NotAfter.Add(-time.Second) }}
+		v := command.Verifier{Roots: s.b.roots(), LockID: body.LockID, Now: func() time.Time { return body.NotAfter.Add(-time.Second) }}
 		if ver, err := v.Verify(signed, op); err == nil {
 			kid, counter = ver.SignerKey, ver.Counter
 		}
