@@ -27,7 +27,7 @@ type RevocationsOptions struct {
 	// OwnKID is the gateway's own credential kid: a list that revokes it
 	// is logged at error level (the locks will refuse this gateway).
 	OwnKID []byte
-	// GatewayID labels the metrics.
+	// GatewayID names the gateway in the log.
 	GatewayID string
 	Logger    *slog.Logger // nil discards
 }
@@ -61,9 +61,9 @@ func NewRevocations(o RevocationsOptions) (*Revocations, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	r := &Revocations{opts: o, log: o.Logger.With("subsystem", "revocations")}
+	r := &Revocations{opts: o, log: o.Logger.With("subsystem", "revocations", "gateway", o.GatewayID)}
 	r.roots.Store(&o.Roots)
-	l := prometheus.Labels{"gateway": o.GatewayID}
+	var l prometheus.Labels // none: the scrape target names the dock
 	r.descSerial = prometheus.NewDesc("gatewayd_revocations_serial",
 		"Serial of the fleet revocation list the gateway holds (0: none); it hands the list to locks that report an older one.", nil, l)
 	r.descOffers = prometheus.NewDesc("gatewayd_revocations_offers_total",

@@ -127,9 +127,10 @@ func TestDaemonEndToEnd(t *testing.T) {
 	}
 	checkMetricsWithPromtool(t, body)
 	checkRulesNameExportedMetrics(t, body)
+	checkLabelsConsistent(t, body)
 	for _, want := range []string{
 		`gatewayd_fleet_results_total{state="succeeded"} 4`,
-		`gatewayd_intake_rejected_total{gateway="dock-1",reason="bad_signature"} 1`,
+		`gatewayd_intake_rejected_total{reason="bad_signature"} 1`,
 		`gatewayd_mqtt_connected 1`,
 		`gatewayd_bluez_adapter_up 1`,
 		`gatewayd_bonds_commits_total`,
@@ -275,5 +276,32 @@ func checkRulesNameExportedMetrics(t *testing.T, scrape []byte) {
 		if !exported[name] {
 			t.Errorf("deploy/prometheus/gatewayd-alerts.yml uses %s, which the daemon does not export", name)
 		}
+	}
+}
+
+// checkLabelsConsistent: no gatewayd metric carries a label naming the
+// gateway (the scrape target names the dock: docs/operations.md,
+// "Monitoring"), and the adapter label is the adapter's name (hci0), not
+// its D-Bus path.
+func checkLabelsConsistent(t *testing.T, scrape []byte) {
+	t.Helper()
+	adapter := regexp.MustCompile(`adapter="([^"]*)"`)
+	seen := 0
+	for _, line := range strings.Split(string(scrape), "\n") {
+		if !strings.HasPrefix(line, "gatewayd_") {
+			continue
+		}
+		if strings.Contains(line, `gateway="`) || strings.Contains(line, `gateway_id="`) {
+			t.Errorf("metric labelled with the gateway: %s", line)
+		}
+		if m := adapter.FindStringSubmatch(line); m != nil {
+			seen++
+			if !regexp.MustCompile(`^hci[0-9]+$`).MatchString(m[1]) {
+				t.Errorf("adapter label %q, want the adapter's name (hci0): %s", m[1], line)
+			}
+		}
+	}
+	if seen == 0 {
+		t.Error("no metric with an adapter label")
 	}
 }
