@@ -129,7 +129,9 @@ func TestDaemonEndToEnd(t *testing.T) {
 	checkRulesNameExportedMetrics(t, body)
 	checkLabelsConsistent(t, body)
 	for _, want := range []string{
-		`gatewayd_fleet_results_total{state="succeeded"} 4`,
+		`gatewayd_fleet_results_total{operation="unlock",state="succeeded"} 1`,
+		`gatewayd_fleet_results_total{operation="add-user",state="succeeded"} 1`,
+		`gatewayd_fleet_commands_received_total{operation="lock"} 1`,
 		`gatewayd_intake_rejected_total{reason="bad_signature"} 1`,
 		`gatewayd_mqtt_connected 1`,
 		`gatewayd_bluez_adapter_up 1`,
