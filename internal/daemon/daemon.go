@@ -273,7 +273,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 
 	rl := newReloader(opts, log)
 	rl.trust, rl.revs, rl.now = roots, revs, now
-	reg.MustRegister(rl.total, bluez.NewCollector(ad), link, sched, in, ob, auditPub, pres, revs, sess.Collector(), newBondsCollector(db), watch,
+	reg.MustRegister(rl.total, gate.outcomes, bluez.NewCollector(ad), link, sched, in, ob, auditPub, pres, revs, sess.Collector(), newBondsCollector(db), watch,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewBuildInfoCollector(), newBuildInfo(build))
 

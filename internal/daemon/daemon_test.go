@@ -143,6 +143,11 @@ func TestDaemonEndToEnd(t *testing.T) {
 		}
 	}
 
+	if strings.Contains(string(body), `gatewayd_bonding_outcomes_total{outcome="bonded"} 0`) ||
+		!strings.Contains(string(body), `gatewayd_bonding_outcomes_total{outcome="bonded"} `) {
+		t.Errorf("no bond counted:\n%s", grepLines(string(body), "bonding"))
+	}
+
 	// An online backup through the admin socket, with the daemon running.
 	dst := filepath.Join(t.TempDir(), "backup.db")
 	if _, err := admin.Backup(t.Context(), d.cfg.Admin.Socket, dst); err != nil {
@@ -259,24 +264,31 @@ func checkMetricsWithPromtool(t *testing.T, scrape []byte) {
 }
 
 // checkRulesNameExportedMetrics: every gatewayd metric the shipped alert
-// rules use is one the daemon exports, so an alert never silently
-// watches a metric that was renamed.
+// rules and the Grafana dashboard use is one the daemon exports, so an
+// alert never silently watches, nor a panel shows, a metric that was
+// renamed.
 func checkRulesNameExportedMetrics(t *testing.T, scrape []byte) {
 	t.Helper()
-	rules, err := os.ReadFile("../../deploy/prometheus/gatewayd-alerts.yml")
+	checkFileNamesExportedMetrics(t, scrape, "../../deploy/prometheus/gatewayd-alerts.yml")
+	checkFileNamesExportedMetrics(t, scrape, "../../deploy/grafana/gatewayd-fleet.json")
+}
+
+func checkFileNamesExportedMetrics(t *testing.T, scrape []byte, file string) {
+	t.Helper()
+	rules, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	re := regexp.MustCompile(`gatewayd_[a-z_]+`)
+	re := regexp.MustCompile(`gatewayd_[a-z0-9_]+`)
 	exported := map[string]bool{}
 	for _, line := range strings.Split(string(scrape), "\n") {
-		if m := re.FindString(line); m != "" && strings.HasPrefix(line, m) {
-			exported[m] = true
+		if m := re.FindString(line); m != "" && (strings.HasPrefix(line, m) || strings.HasPrefix(line, "# HELP "+m+" ")) {
+			exported[m] = true // a sample's name, or a family's (a histogram's)
 		}
 	}
 	for _, name := range re.FindAllString(string(rules), -1) {
 		if !exported[name] {
-			t.Errorf("deploy/prometheus/gatewayd-alerts.yml uses %s, which the daemon does not export", name)
+			t.Errorf("%s uses %s, which the daemon does not export", strings.TrimPrefix(file, "../../"), name)
 		}
 	}
 }
