@@ -76,6 +76,11 @@ metric() {
 metric ./firmware/channel HandshakeInterleaved handshake/floor 1.3
 metric ./firmware/frame SealOpen64Interleaved sealopen/ccm 1.5
 metric ./firmware/command VerifyInterleaved verify/floor 1.3
+# A 100 KB firmware update to the reference bootloader, timed on
+# dfutest's 1M PHY link model (deterministic), against back-to-back full
+# Packet writes on the same model (docs/dfu.md, Figures).
+metric ./firmware/dfu/controller 'Transfer100KB/mtu247/prn12' x-bound 2.0
+metric ./firmware/dfu/controller 'Transfer100KB/mtu23/prn12' x-bound 2.2
 # A connect-write-notify-disconnect cycle needs 7.5 D-Bus round trips (see
 # bluez/bench_test.go); each benchmark starts a private bus and an emulator.
 # The second line's floor is the cycle's whole D-Bus traffic (the round

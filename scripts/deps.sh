@@ -20,6 +20,7 @@ need=(
 [[ $profile == demo ]] || need+=(
   "systemd-analyze:systemd"   # systemd/: verify the unit file
   "promtool:prometheus"       # internal/daemon and deploy/prometheus: lint /metrics, test the alert rules
+  "protoc:protobuf-compiler"  # firmware/dfu/dfupb: the drift check regenerates the Go code of dfu-cc.proto
   # bluez/internal/realbluez (scripts/qemu/): real BlueZ under qemu (TCG)
   "qemu-system-x86_64:qemu-system-x86"
   "cpio:cpio"                 # the initramfs archive
@@ -27,6 +28,15 @@ need=(
   "depmod:kmod"               # modules.dep of the extracted kernel
   "dpkg-deb:dpkg"             # extracting the guest's Debian packages
   "apt-get:apt"               # apt-get download, apt-cache depends
+  # deploy/deb: build the package (scripts/package.sh), install it into a
+  # fresh root with dpkg, check the man pages
+  "dpkg:dpkg"
+  "gzip:gzip"
+  "groff:groff-base"
+  "fakeroot:fakeroot"         # only when the tests do not run as root
+  "systemd-sysusers:systemd"  # the package's postinst, run chrootless in the test's root
+  "systemd-tmpfiles:systemd"
+  "runuser:util-linux"
 )
 
 # Another apt (unattended-upgrades on a fresh machine) may hold the lock:

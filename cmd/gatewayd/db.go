@@ -29,6 +29,8 @@ const dbUsage = `usage: gatewayd db SUBCOMMAND [-db PATH] [-timeout D] [ARGS]
   check  -db PATH        bbolt's Check plus the schema's invariants; exit 1 on any problem
   export -db PATH        JSON on stdout: no command or result payloads, no credential bytes
   compact -db PATH [-o DST]  rewrite without free pages (in place unless -o)
+  schema -db PATH        the file's schema version, a number (any version, newer ones included;
+                         read-only); -build: this build's instead. The package's preinst uses it
   audit-reset -db PATH LOCK  forget how far the lock's audit log was read (16 hex digits), for a
                          lock whose log legitimately started over; with gatewayd stopped,
                          and once its audit entries were published (docs/operations.md)
@@ -47,6 +49,7 @@ func runDB(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	timeout := fs.Duration("timeout", 2*time.Second, "how long to wait for the file lock (a running gatewayd holds it)")
 	dst := fs.String("o", "", "compact: write the compacted copy here instead of in place")
 	socket := fs.String("socket", DefaultAdminSocket, "backup: a running gatewayd's admin socket")
+	build := fs.Bool("build", false, "schema: print the schema version this build reads and writes")
 	if sub == "-h" || sub == "-help" || sub == "--help" || sub == "help" {
 		fmt.Fprint(stdout, dbUsage)
 		return nil
@@ -87,6 +90,16 @@ func runDB(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		fmt.Fprintf(stdout, "%s: ok (bbolt check and schema invariants)\n", *path)
+	case "schema":
+		if *build {
+			fmt.Fprintln(stdout, bonds.SchemaVersion)
+			return nil
+		}
+		v, err := bonds.FileSchemaVersion(*path, opts)
+		if err != nil {
+			return fmt.Errorf("db schema: %w", err)
+		}
+		fmt.Fprintln(stdout, v)
 	case "export":
 		return bonds.ExportFile(ctx, *path, stdout, opts)
 	case "compact":

@@ -61,6 +61,7 @@ Commands:
   db check   -db PATH        bbolt's consistency check and the schema's invariants
   db export  -db PATH        the database as JSON on stdout, without secrets
   db compact -db PATH        rewrite the database without free pages
+  db schema  -db PATH        the file's schema version (-build: this build's)
 
 db backup works while gatewayd runs (online, through its admin socket);
 stop gatewayd before check, export and compact: they take the file lock.

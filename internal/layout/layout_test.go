@@ -48,6 +48,7 @@ const module = "github.com/gatewayd/gatewayd/"
 func TestFirmwareImportsNoGatewayCode(t *testing.T) {
 	allowedExternal := []string{
 		"golang.org/x/crypto", "github.com/fxamacker/cbor/v2", "github.com/veraison/go-cose",
+		"google.golang.org/protobuf", // firmware/dfu/dfupb: the generated code of the DFU init packet
 	}
 	for _, p := range list(t, "./firmware/...") {
 		for _, imp := range p.Imports {
