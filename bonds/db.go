@@ -60,6 +60,15 @@ type Options struct {
 	// rolls back and every write in it gets the error (wrapped, so
 	// errors.Is finds it). Nil in production.
 	FailCommit func() error
+	// BeforeCommit and AfterCommit are seams for tests that count a
+	// command's commits or stop the process at a chosen step of it
+	// (docs/database.md, "Durability"). They are called in the goroutine
+	// committing, just before a write transaction commits (after
+	// FailCommit) and just after it committed and was fsynced, with the
+	// journal entries the transaction wrote, as written (appended, moved,
+	// acknowledged; an entry once per write of it; none for a transaction
+	// of other records). They must not call the DB. Nil in production.
+	BeforeCommit, AfterCommit func(journal []Entry)
 }
 
 func (o Options) withDefaults() Options {
@@ -110,6 +119,9 @@ type DB struct {
 	idxMu sync.RWMutex
 	ids   map[CommandID]int64
 	txIDs map[CommandID]int64
+	// txWritten are the journal entries the transaction being built wrote,
+	// for the commit seams (only with Options.BeforeCommit or AfterCommit).
+	txWritten []Entry
 
 	seenMu  sync.Mutex
 	seen    map[LockID]seenUpdate // coalesced UpdateSeen and UpdateLockFacts values not yet written
@@ -359,6 +371,7 @@ func (db *DB) commitBatch(batch []*request) {
 		err := guard(func() error {
 			return db.bolt.Update(func(tx *bolt.Tx) error {
 				clear(db.txIDs)
+				db.txWritten = db.txWritten[:0]
 				for i, r := range batch {
 					if err := r.fn(tx); err != nil {
 						failed = i
@@ -399,6 +412,7 @@ func (db *DB) commitBatch(batch []*request) {
 		err := guard(func() error {
 			return db.bolt.Update(func(tx *bolt.Tx) error {
 				clear(db.txIDs)
+				db.txWritten = db.txWritten[:0]
 				if err := r.fn(tx); err != nil {
 					return err
 				}
@@ -424,13 +438,15 @@ func (db *DB) commitBatch(batch []*request) {
 }
 
 // commitFault is Options.FailCommit's verdict on the commit about to
-// happen (nil without the seam).
+// happen (nil without the seam); then Options.BeforeCommit sees it.
 func (db *DB) commitFault() error {
-	if db.opts.FailCommit == nil {
-		return nil
+	if db.opts.FailCommit != nil {
+		if err := db.opts.FailCommit(); err != nil {
+			return fmt.Errorf("commit: %w", err)
+		}
 	}
-	if err := db.opts.FailCommit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
+	if db.opts.BeforeCommit != nil {
+		db.opts.BeforeCommit(db.txWritten)
 	}
 	return nil
 }
@@ -439,6 +455,9 @@ func (db *DB) commitFault() error {
 func (db *DB) committed() {
 	db.commits.Add(1)
 	db.recordCommit(nil)
+	if db.opts.AfterCommit != nil {
+		db.opts.AfterCommit(db.txWritten)
+	}
 	if len(db.txIDs) == 0 {
 		return
 	}

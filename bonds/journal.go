@@ -114,6 +114,7 @@ func (db *DB) AppendAt(ctx context.Context, c Command, receivedAt time.Time) (En
 		if err := putEntry(tx, &out); err != nil {
 			return err
 		}
+		db.wrote(&out)
 		db.txIDs[c.ID] = now.UnixNano()
 		return nil
 	})
@@ -190,6 +191,7 @@ func (db *DB) AppendBatch(ctx context.Context, cs []Arrival) ([]Entry, []error, 
 			if err := putEntry(tx, &entries[i]); err != nil {
 				return err
 			}
+			db.wrote(&entries[i])
 			db.txIDs[c.ID] = at.UnixNano()
 		}
 		return nil
@@ -230,6 +232,15 @@ func putEntry(tx *bolt.Tx, e *Entry) error {
 	return tx.Bucket(bucketJournal).Put(journalKey(e.ReceivedAt.UnixNano(), e.ID), v)
 }
 
+// wrote records, for the commit seams (Options.BeforeCommit and
+// AfterCommit), that the transaction being built wrote e. Only write
+// functions (run by the committer) call it.
+func (db *DB) wrote(e *Entry) {
+	if db.opts.BeforeCommit != nil || db.opts.AfterCommit != nil {
+		db.txWritten = append(db.txWritten, *e)
+	}
+}
+
 // Entry returns the journal entry of a command.
 func (db *DB) Entry(ctx context.Context, id CommandID) (Entry, error) {
 	var e Entry
@@ -261,7 +272,7 @@ func (db *DB) Transition(ctx context.Context, id CommandID, to State, mutate fun
 	var out Entry
 	err := db.write(ctx, func(tx *bolt.Tx) error {
 		var bad, err error
-		out, bad, err = db.transitionTx(tx, id, to, mutate, now)
+		out, bad, err = db.transitionTx(tx, id, to, mutate, 0, now)
 		if err != nil {
 			return err
 		}
@@ -274,11 +285,19 @@ func (db *DB) Transition(ctx context.Context, id CommandID, to State, mutate fun
 }
 
 // TransitionReq is one transition for TransitionBatch: the arguments of
-// Transition.
+// Transition, and the attempts to record with it.
 type TransitionReq struct {
 	ID     CommandID
 	To     State
 	Mutate func(*Entry)
+	// Attempts, if positive, is how many attempts this transition adds to
+	// the entry's count, in place of the one that entering running counts
+	// (Transition's behaviour, and this one's with Attempts zero). The
+	// scheduler counts a command's attempts in memory and writes them with
+	// its outcome: running → terminal in one write with the move to
+	// running, whose Attempts are all the attempts made (a retryable
+	// failure between them is not written).
+	Attempts int
 }
 
 // TransitionBatch makes the transitions of reqs, in slice order, in one
@@ -316,7 +335,7 @@ func (db *DB) TransitionBatch(ctx context.Context, reqs []TransitionReq) ([]Entr
 				continue
 			}
 			var err error
-			entries[i], bad[i], err = db.transitionTx(tx, r.ID, r.To, r.Mutate, now)
+			entries[i], bad[i], err = db.transitionTx(tx, r.ID, r.To, r.Mutate, r.Attempts, now)
 			if err != nil {
 				return err
 			}
@@ -339,7 +358,7 @@ func (db *DB) TransitionBatch(ctx context.Context, reqs []TransitionReq) ([]Entr
 // item's own error (unknown command, refused transition, unreadable
 // entry), returned before anything was written; err is the
 // transaction's, which aborts it.
-func (db *DB) transitionTx(tx *bolt.Tx, id CommandID, to State, mutate func(*Entry), now time.Time) (out Entry, bad, err error) {
+func (db *DB) transitionTx(tx *bolt.Tx, id CommandID, to State, mutate func(*Entry), attempts int, now time.Time) (out Entry, bad, err error) {
 	k, ok := db.lookupTx(id)
 	if !ok {
 		return Entry{}, ErrNotFound, nil
@@ -351,6 +370,14 @@ func (db *DB) transitionTx(tx *bolt.Tx, id CommandID, to State, mutate func(*Ent
 	if !CanMove(e.State, to) {
 		return Entry{}, fmt.Errorf("%s → %s: %w", e.State, to, ErrBadTransition), nil
 	}
+	// Attempts first, so that mutate sees them (an expiry's detail
+	// names them).
+	switch {
+	case attempts > 0:
+		e.Attempts += attempts
+	case to == StateRunning:
+		e.Attempts++
+	}
 	if mutate != nil {
 		m := e
 		if e.Result != nil {
@@ -361,9 +388,6 @@ func (db *DB) transitionTx(tx *bolt.Tx, id CommandID, to State, mutate func(*Ent
 		e.Result, e.Payload = m.Result, m.Payload
 	}
 	e.State, e.UpdatedAt = to, now
-	if to == StateRunning {
-		e.Attempts++
-	}
 	if !to.Terminal() {
 		e.Result = nil
 	} else {
@@ -390,6 +414,7 @@ func (db *DB) transitionTx(tx *bolt.Tx, id CommandID, to State, mutate func(*Ent
 	if err := putEntry(tx, &e); err != nil {
 		return Entry{}, nil, err
 	}
+	db.wrote(&e)
 	return e, nil, nil
 }
 
@@ -487,7 +512,11 @@ func (db *DB) ackTx(tx *bolt.Tx, id CommandID, now time.Time) (bad, err error) {
 		return nil, err
 	}
 	e.OutboxSeq, e.AckedAt = 0, now
-	return nil, putEntry(tx, &e)
+	if err := putEntry(tx, &e); err != nil {
+		return nil, err
+	}
+	db.wrote(&e)
+	return nil, nil
 }
 
 // Pending returns the entries that are not terminal, oldest first: what

@@ -204,8 +204,24 @@ func TestAuditScheduled(t *testing.T) {
 // lock whose flash was rewritten.
 type tamper struct {
 	fleet.Link
-	mu sync.Mutex
-	fn func(p *audit.Page, from uint64) (replay bool)
+	mu   sync.Mutex
+	fn   func(p *audit.Page, from uint64) (replay bool)
+	gate chan struct{} // if not nil, Dial waits for it to close
+}
+
+// hold makes Dial wait until release is called, so that commands
+// submitted meanwhile are all in the lock's queue when its session starts.
+func (tl *tamper) hold() (release func()) {
+	ch := make(chan struct{})
+	tl.mu.Lock()
+	tl.gate = ch
+	tl.mu.Unlock()
+	return func() {
+		tl.mu.Lock()
+		tl.gate = nil
+		tl.mu.Unlock()
+		close(ch)
+	}
 }
 
 func (tl *tamper) set(fn func(p *audit.Page, from uint64) bool) {
@@ -215,6 +231,16 @@ func (tl *tamper) set(fn func(p *audit.Page, from uint64) bool) {
 }
 
 func (tl *tamper) Dial(ctx context.Context, id bonds.LockID) (fleet.Session, error) {
+	tl.mu.Lock()
+	gate := tl.gate
+	tl.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 	s, err := tl.Link.Dial(ctx, id)
 	if err != nil {
 		return nil, err
@@ -333,8 +359,10 @@ func attackAuditOn(t *testing.T, e *refEnv, reason string, fn func(p *audit.Page
 		return metricValue(t, s, "gatewayd_audit_chain_breaks_total", "reason", reason)
 	}
 	n := uint64(0)
+	// session carries cmds commands in one session (then the audit read).
 	session := func(cmds int) {
 		t.Helper()
+		release := tl.hold()
 		var ids []bonds.CommandID
 		for range cmds {
 			n++
@@ -342,6 +370,10 @@ func attackAuditOn(t *testing.T, e *refEnv, reason string, fn func(p *audit.Page
 			ids = append(ids, en.ID)
 			s.Submit(en)
 		}
+		// All admitted (none waits in the inbox), the first one's
+		// attempt begun and held at the connect.
+		until(t, "one session for them all", func() bool { w, _ := s.Progress(); return w == 1 })
+		release()
 		waitTerminal(t, e.db, ids...)
 	}
 	session(1)

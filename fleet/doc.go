@@ -5,42 +5,44 @@
 //
 // # What it does with a command
 //
-// The MQTT intake appends a command to the journal durably (bonds.DB.Append)
-// and then hands the entry to [Scheduler.Submit]; at start,
-// [Scheduler.Start] resumes every entry the journal still holds as
-// received, queued or running (bonds.DB.Pending). The scheduler then moves
-// each entry through the journal's state machine with
-// Journal.TransitionBatch, one or several transitions in one write:
+// The MQTT intake appends a command to the journal durably (bonds.DB.Append,
+// state received) and then hands the entry to [Scheduler.Submit]; at
+// start, [Scheduler.Start] resumes every entry the journal still holds as
+// received, queued or running (bonds.DB.Pending). What the scheduler does
+// with a command until its outcome stays in memory: admission into its
+// lock's queue, each attempt (a session's connect and request), a
+// retryable link error that puts it back. The journal keeps the entry as
+// it arrived, and the outcome is one write, Journal.TransitionBatch, with
+// the transitions of the journal's state machine that lead to it:
 //
-//   - received → queued when it is admitted (a running entry found at start
-//     was interrupted by a crash or power loss: it goes back to queued, and
-//     is sent again; the lock executes a command ID at most once and
-//     answers duplicate_command carrying the status of the first run, which
-//     the scheduler reports as that status);
-//   - queued → running when a session to its lock begins for it (before the
-//     connect for the first command of a session, before the request for
-//     the others): each entry into running is an attempt;
-//   - running → succeeded when the lock answers ok, running → failed for
-//     any other status of the lock (the result's Status is the status
-//     name), or for a link error that is not retryable (the result's Detail
-//     is the error's text);
-//   - running → queued for a retryable link error: the outcome of a request
-//     in flight is unknown, and sending it again is safe;
-//   - queued (or received) → expired when its not-after time passes before
-//     it could run, without connecting to the lock for it;
+//   - received → queued → running → succeeded when the lock answers ok,
+//     → failed for any other status of the lock (the result's Status is
+//     the status name) or for a link error that is not retryable (the
+//     result's Detail is the error's text); the move to running counts
+//     every attempt made (bonds.TransitionReq.Attempts);
+//   - received → expired when its not-after time passes before it could
+//     run, with the attempts made (none: without connecting to the lock
+//     for it);
 //   - received → rejected for an operation the scheduler cannot carry.
+//
+// A crash before the outcome's write leaves the entry received (queued or
+// running only in a journal an older version wrote), and recovery treats
+// those states alike: the command is sent again. That is safe because the
+// lock executes a command ID at most once and answers a repeated one with
+// duplicate_command carrying the status of the first run, which the
+// scheduler reports as that status. What a crash loses is the count of
+// the attempt it interrupted (docs/database.md, "Durability").
 //
 // A terminal transition fills in the entry's Result (status, detail, the
 // lock's encoded result as Payload) and the journal puts it in the outbox
 // in the same transaction; [Options].OnResult then wakes the publisher.
 //
-// Journal writes are what wears the gateway's SD card, so transitions that
-// happen together share one write (one transaction, one fsync): the
-// entries admitted together go to queued (or are rejected or expired) in
-// one TransitionBatch, and within a session the result of one command and
-// the start (running) of the next are one TransitionBatch. The first
-// command of a session goes to running in its own write before the
-// connect, so an attempt is counted before any radio work.
+// Journal writes are what wears the gateway's SD card, and each is an
+// fsync on the way of the result: a command costs two before its result is
+// published, the intake's append (before the broker's PUBACK) and its
+// outcome; concurrent outcomes of different locks share a commit (bonds'
+// group commit), and the commands expired or rejected at admission
+// together share one write.
 //
 // # Journal faults
 //

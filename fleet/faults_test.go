@@ -133,7 +133,9 @@ func TestDiskFullResultsAfterRecovery(t *testing.T) {
 				}
 			}}
 			s := start(t, e.db, link, e.clk, noRescan)
-			until(t, "several failed tries of the write", func() bool { return d.failures() >= 3 })
+			until(t, "several failed tries of the write", func() bool {
+				return d.failures() >= 3 && value(t, s, "journal_write_failures_total") >= 3
+			})
 			for _, id := range ids {
 				if en, err := e.db.Entry(context.Background(), id); err != nil || en.State.Terminal() {
 					t.Fatalf("%s is %s (%v) while the disk is full", id, en.State, err)

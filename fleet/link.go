@@ -20,9 +20,10 @@ type Journal interface {
 	Transition(ctx context.Context, id bonds.CommandID, to bonds.State, mutate func(*bonds.Entry)) (bonds.Entry, error)
 	// TransitionBatch makes several transitions in one write (one
 	// transaction, one fsync), each reported on its own (see
-	// bonds.DB.TransitionBatch): the scheduler admits the commands that
-	// arrived together with it, and records one command's result and
-	// starts the next one of a session in one write.
+	// bonds.DB.TransitionBatch): the scheduler writes a command's outcome
+	// with the transitions that lead to it (queued, running with the
+	// attempts made) in one write, and expires or rejects the commands
+	// admitted together in one.
 	TransitionBatch(ctx context.Context, reqs []bonds.TransitionReq) ([]bonds.Entry, []error, error)
 }
 

@@ -36,16 +36,17 @@ const warnAfter = 3
 
 // Scheduler carries journaled commands to locks: see the package doc.
 type Scheduler struct {
-	opts    Options
-	log     *slog.Logger
-	met     *metrics
-	ctx     context.Context
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-	connect *pool         // the connect slot: one Dial at a time, granted by priority
-	slots   *pool         // session slots: MaxSessions, granted by priority
-	active  atomic.Int64  // open sessions
-	written atomic.Uint64 // journal writes made (Progress)
+	opts      Options
+	log       *slog.Logger
+	met       *metrics
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	connect   *pool         // the connect slot: one Dial at a time, granted by priority
+	slots     *pool         // session slots: MaxSessions, granted by priority
+	active    atomic.Int64  // open sessions
+	steps     atomic.Uint64 // steps made: admissions, attempts begun, link errors, journal writes (Progress)
+	startedAt time.Time     // s.now() at Start: entries received before it are resumed (job.resumed)
 
 	mu      sync.Mutex
 	started bool
@@ -70,8 +71,17 @@ type job struct {
 	payload  []byte
 	received time.Time
 	deadline time.Time // zero: none
-	running  bool      // in state running (guarded by Scheduler.mu)
+	running  bool      // an attempt is on its way (guarded by Scheduler.mu)
 	enqueued time.Time // monotonic: when it entered its lock's queue (for ageing)
+
+	// The journal holds a command as it arrived (received; queued or
+	// running only if an older version or a test wrote that) until its
+	// outcome: admission, each attempt and a retryable failure are kept
+	// in memory, and the outcome is written with them in one write
+	// (outcome). Owned by the lock's worker once enqueued.
+	state    bonds.State // the entry's state in the journal
+	attempts int         // attempts begun and not yet written
+	resumed  bool        // received before Start: an attempt before the restart is not counted
 }
 
 // lockQueue is one lock's FIFO of jobs, owned by one worker goroutine.
@@ -136,6 +146,7 @@ func (s *Scheduler) Start(ctx context.Context) error {
 		return ErrStarted
 	}
 	s.started = true
+	s.startedAt = s.now()
 	s.mu.Unlock()
 	pending, err := s.opts.Journal.Pending(ctx)
 	if err != nil {
@@ -199,7 +210,7 @@ func (s *Scheduler) Wake(lock bonds.LockID) {
 }
 
 // Close stops the scheduler and waits for every goroutine it started.
-// Requests in flight are abandoned: their entries stay running in the
+// Requests in flight are abandoned: their entries stay pending in the
 // journal, and the next Start sends them again (the lock deduplicates). A
 // result already received is still written.
 func (s *Scheduler) Close() error {
@@ -227,8 +238,7 @@ func (s *Scheduler) jctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(s.ctx), journalTimeout)
 }
 
-// intake admits submitted entries: it moves them to queued in the journal
-// and into their lock's queue.
+// intake admits submitted entries into their lock's queue.
 func (s *Scheduler) intake() {
 	defer s.wg.Done()
 	for {
@@ -256,22 +266,28 @@ func (s *Scheduler) intake() {
 	}
 }
 
-// admit brings the entries of batch to queued and returns their jobs, in
-// batch order; an entry it finishes instead (unknown operation, already
-// expired) or whose journal write failed has a nil job. Every transition
-// of the batch goes into one journal write (one fsync), so admitting the
-// commands that arrived together costs one write, not one each.
+// admit returns the jobs of the entries of batch, in batch order; an entry
+// it finishes instead (unknown operation, already expired) has a nil job.
+// Admission writes nothing (the entry stays as the journal has it, which
+// recovery treats alike: see outcome); the entries it finishes are written
+// in one journal write.
 func (s *Scheduler) admit(batch []bonds.Entry) []*job {
 	jobs := make([]*job, len(batch))
 	var w writes
+	s.steps.Add(1)
 	for i, e := range batch {
+		e, ok := s.fresh(e)
+		if !ok {
+			continue
+		}
 		op, ok := command.ParseOp(e.Operation)
 		if !ok {
 			err := fmt.Errorf("%w %q", ErrUnknownOperation, e.Operation)
 			w.add(s.terminalReq(e.ID, e.LockID, e.Operation, e.ReceivedAt, bonds.StateRejected, command.StatusUnknownOp.String(), err.Error(), nil))
 			continue
 		}
-		j := &job{id: e.ID, lock: e.LockID, op: op, payload: e.Payload, received: e.ReceivedAt, deadline: e.NotAfter}
+		j := &job{id: e.ID, lock: e.LockID, op: op, payload: e.Payload, received: e.ReceivedAt, deadline: e.NotAfter,
+			state: e.State, resumed: e.ReceivedAt.Before(s.startedAt)}
 		if j.deadline.IsZero() {
 			j.deadline = e.ReceivedAt.Add(s.opts.MaxAge)
 		}
@@ -280,26 +296,37 @@ func (s *Scheduler) admit(batch []bonds.Entry) []*job {
 			continue
 		}
 		jobs[i] = j
-		if e.State == bonds.StateQueued {
-			continue
+		if e.State == bonds.StateRunning {
+			s.log.Info("resuming an interrupted command", "command", e.ID, "lock", e.LockID, "op", e.Operation)
 		}
-		w.add(bonds.TransitionReq{ID: e.ID, To: bonds.StateQueued}, func(_ bonds.Entry, err error) {
-			if err != nil {
-				s.drop(j, "admitting", err)
-				jobs[i] = nil
-				return
-			}
-			if e.State == bonds.StateRunning {
-				s.log.Info("resuming an interrupted command", "command", e.ID, "lock", e.LockID, "op", e.Operation)
-			}
-		})
 	}
 	s.write(&w)
 	return jobs
 }
 
+// fresh reads e back from the journal, and reports whether it is still
+// pending. An entry submitted again (by the rescanner, which read it
+// pending just before it finished) must not run again once finished and
+// forgotten: that would send it to the lock again (which would answer
+// duplicate_command) and have its second outcome refused. A finished entry
+// is forgotten again. A read error keeps e: its outcome write would refuse
+// it if it has finished.
+func (s *Scheduler) fresh(e bonds.Entry) (bonds.Entry, bool) {
+	ctx, cancel := s.jctx()
+	cur, err := s.opts.Journal.Entry(ctx, e.ID)
+	cancel()
+	switch {
+	case err != nil:
+		return e, true
+	case cur.State.Terminal():
+		s.forget(e.ID)
+		return cur, false
+	}
+	return cur, true
+}
+
 // writes are journal transitions to make in one write, each with what
-// to do with its outcome.
+// to do with its outcome (nil: nothing).
 type writes struct {
 	reqs []bonds.TransitionReq
 	done []func(bonds.Entry, error)
@@ -330,6 +357,9 @@ func (s *Scheduler) write(w *writes) {
 		w.reqs, w.done = w.reqs[n:], w.done[n:]
 		entries, errs, err := s.writeRetrying(reqs)
 		for i, d := range done {
+			if d == nil {
+				continue
+			}
 			if err != nil {
 				d(bonds.Entry{}, err)
 			} else {
@@ -356,7 +386,7 @@ func (s *Scheduler) writeRetrying(reqs []bonds.TransitionReq) ([]bonds.Entry, []
 			err = fmt.Errorf("fleet: journal answered %d entries and %d errors for %d transitions", len(entries), len(errs), len(reqs))
 		}
 		if err == nil {
-			s.written.Add(1)
+			s.steps.Add(1)
 			if attempt > 0 {
 				s.resolve(reqs, entries, errs)
 				s.log.Info("journal writable again; commands go on", "transitions", len(reqs), "tries", attempt+1)
@@ -400,24 +430,6 @@ func (s *Scheduler) resolve(reqs []bonds.TransitionReq, entries []bonds.Entry, e
 			entries[i], errs[i] = e, nil
 		}
 	}
-}
-
-// drop forgets a job whose transition could not be written: the journal
-// refused it (the entry is not where the scheduler thought), or the
-// scheduler or the journal is closing (write retries every other
-// failure). An entry still pending is read back by the rescanner after
-// RescanAfterDrop, or by the next Start.
-func (s *Scheduler) drop(j *job, what string, err error) {
-	if s.ctx.Err() != nil || errors.Is(err, bonds.ErrClosed) {
-		s.log.Info("stopping: the command waits in the journal for the next start", "what", what,
-			"command", j.id, "lock", j.lock, "op", j.op.String(), "err", err)
-		s.forget(j.id)
-		return
-	}
-	s.log.Error("journal refused a transition; the command is taken up again from the journal", "what", what,
-		"command", j.id, "lock", j.lock, "op", j.op.String(), "retry_in", s.opts.RescanAfterDrop, "err", err)
-	s.forget(j.id)
-	s.signal(s.rescan)
 }
 
 // rescanner reads the journal's pending entries again, RescanAfterDrop
@@ -613,41 +625,42 @@ func (s *Scheduler) remove(lq *lockQueue, j *job) {
 	lq.jobs = slices.DeleteFunc(lq.jobs, func(x *job) bool { return x == j })
 }
 
-// begin moves j to running: one attempt.
-func (s *Scheduler) begin(lq *lockQueue, j *job) bool {
-	var w writes
-	var ok bool
-	w.add(s.beginReq(lq, j, &ok))
-	s.write(&w)
-	return ok
-}
-
-// beginReq is begin's transition; its outcome sets *ok when j is running.
-func (s *Scheduler) beginReq(lq *lockQueue, j *job, ok *bool) (bonds.TransitionReq, func(bonds.Entry, error)) {
-	return bonds.TransitionReq{ID: j.id, To: bonds.StateRunning}, func(_ bonds.Entry, err error) {
-		if err != nil {
-			s.remove(lq, j)
-			s.drop(j, "starting an attempt", err)
-			return
-		}
-		s.mu.Lock()
-		j.running = true
-		s.mu.Unlock()
-		s.met.attempts.Inc()
-		*ok = true
-	}
-}
-
-// next returns lq's first job if it can start at once (not overdue), for
-// beginning it in the same write as the previous job's result; nil if
-// there is none or it is overdue (head then expires it).
-func (s *Scheduler) next(lq *lockQueue) *job {
+// begin starts an attempt of j, in memory: the attempt is written with
+// j's outcome (outcome). A crash before that loses only the count: the
+// entry is still pending in the journal, and the next Start sends it again,
+// which the lock answers with its first outcome (duplicate_command) if it
+// ran it.
+func (s *Scheduler) begin(j *job) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(lq.jobs) == 0 || s.overdue(lq.jobs[0]) {
-		return nil
+	j.running = true
+	s.mu.Unlock()
+	j.attempts++
+	s.met.attempts.Inc()
+	s.steps.Add(1)
+}
+
+// outcome adds to w the transitions that write j's outcome, req (a
+// terminal state), from the state the journal has j in: for succeeded and
+// failed, through queued and running (which counts the attempts made,
+// j.attempts); expired and rejected directly, adding j.attempts. They are
+// one write, so the journal never shows an attempt without its outcome. An
+// intermediate transition the journal refuses (the entry was not in the
+// state j says) leaves the verdict to req's own, which has done.
+func (s *Scheduler) outcome(w *writes, j *job, req bonds.TransitionReq, done func(bonds.Entry, error)) {
+	switch req.To {
+	case bonds.StateSucceeded, bonds.StateFailed:
+		switch j.state {
+		case bonds.StateReceived:
+			w.add(bonds.TransitionReq{ID: j.id, To: bonds.StateQueued}, nil)
+		case bonds.StateRunning:
+			// An attempt interrupted before this start: counted already.
+			w.add(bonds.TransitionReq{ID: j.id, To: bonds.StateQueued}, nil)
+		}
+		w.add(bonds.TransitionReq{ID: j.id, To: bonds.StateRunning, Attempts: j.attempts}, nil)
+	default:
+		req.Attempts = j.attempts
 	}
-	return lq.jobs[0]
+	w.add(req, done)
 }
 
 // session runs one session with lq's lock: it connects for the head job,
@@ -665,9 +678,7 @@ func (s *Scheduler) session(lq *lockQueue) {
 		return
 	}
 	granted := s.sessionClass(lq)
-	if !s.begin(lq, j) {
-		return
-	}
+	s.begin(j)
 	sess, err := s.dial(lq)
 	if err != nil {
 		s.linkError(lq, j, err)
@@ -692,32 +703,23 @@ func (s *Scheduler) session(lq *lockQueue) {
 		// waiting for a slot ends a session with less urgent work left.
 		yielded := n < s.opts.MaxPerSession && s.ctx.Err() == nil && s.commandWaiting(lq) && s.yield(lq, granted)
 		more := n < s.opts.MaxPerSession && s.ctx.Err() == nil && !yielded
-		// The result of j and the start of the next job are one write.
+		// The result of j, with its attempts, is one write.
 		var w writes
-		w.add(s.finishReq(j, res))
-		var started bool
+		req, done := s.finishReq(j, res)
+		s.outcome(&w, j, req, done)
+		s.write(&w)
 		var next *job
 		if more {
-			next = s.next(lq)
+			next = s.head(lq) // expiring overdue ones
 		}
-		if next != nil {
-			w.add(s.beginReq(lq, next, &started))
-		}
-		s.write(&w)
-		if next == nil && more {
-			// The queue is empty or its head overdue: expire, then begin
-			// on its own, as for a session's first job.
-			if next = s.head(lq); next != nil {
-				started = s.begin(lq, next)
-			}
-		}
-		if !started {
+		if next == nil {
 			if s.ctx.Err() == nil && !yielded {
 				// After the commands: the lock's audit log.
 				s.readAudit(lq, sess)
 			}
 			return
 		}
+		s.begin(next)
 		j = next
 	}
 }
@@ -771,7 +773,7 @@ func (s *Scheduler) retryable(err error) bool {
 // other fails it.
 func (s *Scheduler) linkError(lq *lockQueue, j *job, err error) {
 	if s.ctx.Err() != nil {
-		// Closing: the entry stays running, for the next Start.
+		// Closing: the entry stays pending, for the next Start.
 		s.remove(lq, j)
 		s.forget(j.id)
 		return
@@ -782,7 +784,10 @@ func (s *Scheduler) linkError(lq *lockQueue, j *job, err error) {
 	if !retry {
 		s.log.Warn("link error", "lock", lq.id, "command", j.id, "op", j.op.String(), "retryable", false, "err", err)
 		s.remove(lq, j)
-		s.terminal(j.id, j.lock, j.op.String(), j.received, bonds.StateFailed, StatusLinkError, err.Error(), nil)
+		var w writes
+		req, done := s.terminalReq(j.id, j.lock, j.op.String(), j.received, bonds.StateFailed, StatusLinkError, err.Error(), nil)
+		s.outcome(&w, j, req, done)
+		s.write(&w)
 		return
 	}
 	lq.failures++
@@ -795,18 +800,12 @@ func (s *Scheduler) linkError(lq *lockQueue, j *job, err error) {
 	}
 	s.log.Log(s.ctx, level, "link error, retrying", "lock", lq.id, "command", j.id, "op", j.op.String(),
 		"failures", lq.failures, "retry_in", wait, "err", err)
-	var w writes
-	w.add(bonds.TransitionReq{ID: j.id, To: bonds.StateQueued}, func(_ bonds.Entry, terr error) {
-		if terr != nil {
-			s.remove(lq, j)
-			s.drop(j, "requeueing", terr)
-			return
-		}
-		s.mu.Lock()
-		j.running = false
-		s.mu.Unlock()
-	})
-	s.write(&w)
+	// Back in the queue, in memory: the journal still holds it pending,
+	// and the attempt is written with its outcome.
+	s.mu.Lock()
+	j.running = false
+	s.mu.Unlock()
+	s.steps.Add(1)
 }
 
 // finishReq is the transition recording the lock's answer to j.
@@ -835,15 +834,22 @@ func (s *Scheduler) finishReq(j *job, res *command.Result) (bonds.TransitionReq,
 // expire ends j, not running, which can no longer run in time.
 func (s *Scheduler) expire(j *job, lastErr error) {
 	var w writes
-	w.add(s.expireReq(j, lastErr))
+	req, done := s.expireReq(j, lastErr)
+	s.outcome(&w, j, req, done)
 	s.write(&w)
 }
 
-// expireReq is expire's transition.
+// expireReq is expire's transition (outcome adds j's attempts).
 func (s *Scheduler) expireReq(j *job, lastErr error) (bonds.TransitionReq, func(bonds.Entry, error)) {
 	deadline := j.deadline.UTC().Format(time.RFC3339)
+	resumed := j.resumed
 	return s.terminalWith(j.id, j.lock, j.op.String(), j.received, bonds.StateExpired, func(e *bonds.Entry) string {
 		if e.Attempts == 0 && lastErr == nil {
+			if resumed {
+				// Attempts are written with the outcome: one the
+				// previous run began may have reached the lock.
+				return "not run before its deadline " + deadline + " since the gateway restarted; an attempt before the restart, if any, is not counted"
+			}
 			return "not run before its deadline " + deadline
 		}
 		d := fmt.Sprintf("not run before its deadline %s after %d attempts", deadline, e.Attempts)
@@ -854,15 +860,8 @@ func (s *Scheduler) expireReq(j *job, lastErr error) (bonds.TransitionReq, func(
 	})
 }
 
-// terminal moves an entry to a terminal state with its result.
-func (s *Scheduler) terminal(id bonds.CommandID, lock bonds.LockID, op string, received time.Time,
-	to bonds.State, status, detail string, payload []byte) {
-	var w writes
-	w.add(s.terminalReq(id, lock, op, received, to, status, detail, payload))
-	s.write(&w)
-}
-
-// terminalReq is terminal's transition.
+// terminalReq is the transition of an entry to a terminal state with its
+// result.
 func (s *Scheduler) terminalReq(id bonds.CommandID, lock bonds.LockID, op string, received time.Time,
 	to bonds.State, status, detail string, payload []byte) (bonds.TransitionReq, func(bonds.Entry, error)) {
 	return s.terminalWith(id, lock, op, received, to, func(*bonds.Entry) string { return detail }, func(r *bonds.Result) {

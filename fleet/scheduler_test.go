@@ -456,10 +456,11 @@ func TestWake(t *testing.T) {
 	en := e.add(t, l, command.OpUnlock, 1, e.op)
 	s.Submit(en)
 	until(t, "a failed dial", func() bool { return l.Dials() == 1 })
-	until(t, "back to queued", func() bool {
-		got, err := e.db.Entry(context.Background(), en.ID)
-		return err == nil && got.State == bonds.StateQueued
-	})
+	until(t, "back in the queue", func() bool { w, _ := s.Progress(); return w == 0 })
+	// The failed attempt is in memory only: written with the outcome.
+	if got, err := e.db.Entry(context.Background(), en.ID); err != nil || got.State != bonds.StateReceived || got.Attempts != 0 {
+		t.Errorf("after a failed attempt the journal has %s, %d attempts (%v); want it as received", got.State, got.Attempts, err)
+	}
 	l.SetAway(false)
 	s.Wake(l.ID)
 	got := waitTerminal(t, e.db, en.ID)[en.ID]
@@ -588,9 +589,9 @@ func (h *hiccupJournal) TransitionBatch(ctx context.Context, reqs []bonds.Transi
 	return h.DB.TransitionBatch(ctx, reqs)
 }
 
-// TestJournalHiccupTakenUpAgain: a command whose admission could not be
-// written is admitted when the write is tried again, without a restart,
-// and runs once.
+// TestJournalHiccupTakenUpAgain: a command whose result could not be
+// written at first (a disk hiccup) gets it when the write is tried again,
+// without a restart, and runs once.
 func TestJournalHiccupTakenUpAgain(t *testing.T) {
 	clk := newClock()
 	db := openDB(t, clk)

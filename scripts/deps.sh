@@ -18,6 +18,9 @@ need=(
   "chattr:e2fsprogs"          # cmd/faults: EPERM on the database (chattr +i)
 )
 [[ $profile == demo ]] || need+=(
+  "nats-server:nats-server"   # internal/natstest, cmd/fleetsim: a 3-node clustered MQTT broker (docs/scaling.md)
+)
+[[ $profile == demo ]] || need+=(
   "systemd-analyze:systemd"   # systemd/: verify the unit file
   "promtool:prometheus"       # internal/daemon and deploy/prometheus: lint /metrics, test the alert rules
   "protoc:protobuf-compiler"  # firmware/dfu/dfupb: the drift check regenerates the Go code of dfu-cc.proto

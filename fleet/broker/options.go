@@ -58,6 +58,13 @@ type Options struct {
 	// Nil publishes OfflinePayload.
 	ClosePayload func() []byte
 
+	// OnReady, optional, is called on a goroutine of the session's each
+	// time a connection became ready (subscribed, online status
+	// published): at Start and after every reconnect. It must not block
+	// for long. The daemon republishes its lock presence from it
+	// (docs/scaling.md).
+	OnReady func()
+
 	// KeepAlive is the MQTT keepalive (default 30 s; paho pings at this
 	// interval and drops a connection whose ping is not answered).
 	KeepAlive time.Duration

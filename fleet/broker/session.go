@@ -16,6 +16,8 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gatewayd/gatewayd/internal/backoff"
 )
 
 // Session is the gateway's MQTT session. Its methods are safe for
@@ -413,40 +415,81 @@ func (s *Session) onConnect(mqtt.Client) {
 }
 
 func (s *Session) afterConnect() {
+	gen := s.gen.Load()
+	if len(s.opts.Subscribe) > 0 && !s.subscribeAll(gen) {
+		return
+	}
 	ctx, cancel := context.WithTimeout(s.ctx, s.opts.ConnectTimeout+s.opts.WriteTimeout)
 	defer cancel()
-	if len(s.opts.Subscribe) > 0 {
-		filters := make(map[string]byte, len(s.opts.Subscribe))
-		for _, f := range s.opts.Subscribe {
-			filters[f] = 1
-		}
-		// nil callback: every message goes to the default handler, also
-		// those the persistent session delivers before the SUBACK.
-		tok := s.client.SubscribeMultiple(filters, nil)
-		select {
-		case <-tok.Done():
-		case <-ctx.Done():
-			s.log.Warn("mqtt subscribe: no SUBACK", "err", fmt.Errorf("%w: %w", ErrSubscribe, ctx.Err()))
-			return
-		}
-		if err := tok.Error(); err != nil {
-			s.m.subscribeFailures.Add(float64(len(filters)))
-			s.log.Error("mqtt subscribe failed", "err", fmt.Errorf("%w: %w", ErrSubscribe, err))
-		} else {
-			for f, code := range tok.(*mqtt.SubscribeToken).Result() {
-				if code == 0x80 {
-					s.m.subscribeFailures.Inc()
-					s.log.Error("mqtt subscription refused by the broker", "filter", f, "err", ErrSubscribe)
-				}
-			}
-		}
-	}
 	if s.opts.StatusTopic != "" {
 		if err := s.publish(ctx, s.opts.StatusTopic, s.opts.OnlinePayload, true, s.closing); err != nil {
 			s.log.Warn("mqtt online status not published", "err", err)
 		}
 	}
-	s.setReady(s.client.IsConnectionOpen())
+	ready := s.client.IsConnectionOpen()
+	s.setReady(ready)
+	if ready && s.opts.OnReady != nil {
+		s.opts.OnReady()
+	}
+}
+
+// subscribeAll subscribes to every filter and, until the broker grants
+// them all, tries again after a backoff (100 ms doubling to
+// MaxReconnectInterval) for as long as this connection (gen) lasts. A
+// clustered broker refuses a subscription (SUBACK 0x80) or leaves it
+// unanswered while it elects a leader after a node died
+// (docs/scaling.md): a gateway that gave up then would hear no command
+// until its next reconnect. It reports whether all were granted; false
+// when the connection was lost or the session closes first.
+func (s *Session) subscribeAll(gen uint64) bool {
+	filters := make(map[string]byte, len(s.opts.Subscribe))
+	for _, f := range s.opts.Subscribe {
+		filters[f] = 1
+	}
+	b := backoff.Backoff{Min: min(minReconnectInterval, s.opts.MaxReconnectInterval), Max: s.opts.MaxReconnectInterval}
+	for {
+		if s.subscribeOnce(filters) {
+			return true
+		}
+		if err := b.Wait(s.ctx); err != nil {
+			return false
+		}
+		if gen != s.gen.Load() || !s.client.IsConnectionOpen() {
+			return false // the next connection subscribes again
+		}
+		s.log.Info("mqtt subscribing again")
+	}
+}
+
+// subscribeOnce sends one SUBSCRIBE for filters and reports whether the
+// SUBACK granted every one.
+func (s *Session) subscribeOnce(filters map[string]byte) bool {
+	ctx, cancel := context.WithTimeout(s.ctx, s.opts.ConnectTimeout+s.opts.WriteTimeout)
+	defer cancel()
+	// nil callback: every message goes to the default handler, also
+	// those the persistent session delivers before the SUBACK.
+	tok := s.client.SubscribeMultiple(filters, nil)
+	select {
+	case <-tok.Done():
+	case <-ctx.Done():
+		s.m.subscribeFailures.Add(float64(len(filters)))
+		s.log.Warn("mqtt subscribe: no SUBACK", "err", fmt.Errorf("%w: %w", ErrSubscribe, ctx.Err()))
+		return false
+	}
+	if err := tok.Error(); err != nil {
+		s.m.subscribeFailures.Add(float64(len(filters)))
+		s.log.Error("mqtt subscribe failed", "err", fmt.Errorf("%w: %w", ErrSubscribe, err))
+		return false
+	}
+	ok := true
+	for f, code := range tok.(*mqtt.SubscribeToken).Result() {
+		if code == 0x80 {
+			ok = false
+			s.m.subscribeFailures.Inc()
+			s.log.Error("mqtt subscription refused by the broker", "filter", f, "err", ErrSubscribe)
+		}
+	}
+	return ok
 }
 
 func (s *Session) onConnectionLost(_ mqtt.Client, err error) {

@@ -115,6 +115,7 @@ type Presence struct {
 	mu     sync.Mutex
 	latest *snapshot // nil until the first Update
 	acked  *snapshot // the last snapshot the broker acknowledged (Progress)
+	again  time.Time // Republish: publish again, changed or not, from then on (zero: no)
 
 	locks               atomic.Int64
 	published, failures atomic.Uint64
@@ -186,6 +187,23 @@ func (p *Presence) Update(locks []SeenLock) {
 	}
 }
 
+// Republish makes the publisher publish the latest snapshot again, even
+// unchanged, MinInterval from now (or later, never more often than every
+// MinInterval). The daemon calls it after each reconnect: a clustered
+// broker that lost a node may have acknowledged a retained publication
+// made during its leader election without storing it (docs/scaling.md),
+// leaving an older presence to backends that subscribe later. It never
+// blocks.
+func (p *Presence) Republish() {
+	p.mu.Lock()
+	p.again = time.Now().Add(p.opts.MinInterval)
+	p.mu.Unlock()
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
 // Start starts the publisher. It stops when ctx is done or Close is
 // called. Errors wrap ErrStarted.
 func (p *Presence) Start(ctx context.Context) error { return p.run.start(ctx, p.loop) }
@@ -216,12 +234,21 @@ func (p *Presence) loop(ctx context.Context) {
 	defer timer.Stop()
 	for {
 		s := p.snapshot()
+		p.mu.Lock()
+		again := p.again
+		p.mu.Unlock()
 		var due time.Time
 		if s != nil {
 			if published == nil || !s.sameAs(published) {
 				due = attemptedAt.Add(p.opts.MinInterval)
 			} else {
 				due = publishedAt.Add(p.opts.Refresh)
+				if !again.IsZero() && again.Before(due) {
+					due = again
+					if next := attemptedAt.Add(p.opts.MinInterval); next.After(due) {
+						due = next
+					}
+				}
 			}
 			if failed > 0 && retryAt.After(due) {
 				due = retryAt
@@ -245,6 +272,9 @@ func (p *Presence) loop(ctx context.Context) {
 				published, publishedAt = s, time.Now()
 				p.mu.Lock()
 				p.acked = s
+				if !p.again.IsZero() && !p.again.After(attemptedAt) {
+					p.again = time.Time{} // this publication was the one asked for
+				}
 				p.mu.Unlock()
 				p.log.Debug("lock presence published", "locks", len(s.locks), "truncated", s.truncated)
 				continue

@@ -435,3 +435,27 @@ func TestNewPresenceOptions(t *testing.T) {
 		}
 	}
 }
+
+// TestPresenceRepublish: after Republish (the daemon calls it on every
+// reconnect) the unchanged snapshot is published again, once, no sooner
+// than MinInterval: a clustered broker may have acknowledged the last one
+// without storing it (docs/scaling.md). Refresh is an hour here, so
+// nothing else publishes it.
+func TestPresenceRepublish(t *testing.T) {
+	e := newPresenceEnv(t, func(o *PresenceOptions) { o.MinInterval = 50 * time.Millisecond })
+	e.p.Update([]SeenLock{lk(1, -60, 87, true)})
+	e.waitMsg(t, "the first snapshot", func(LocksMessage) bool { return true })
+	asked := time.Now()
+	e.p.Republish()
+	e.waitMsg(t, "the republished snapshot", func(LocksMessage) bool { return len(e.pub.Messages("")) == 2 })
+	if d := time.Since(asked); d < 50*time.Millisecond {
+		t.Fatalf("republished after %v, before MinInterval", d)
+	}
+	if ms := e.msgs(t); fmt.Sprint(ids(ms[1])) != fmt.Sprint(ids(ms[0])) {
+		t.Fatalf("republished %v, want %v", ids(ms[1]), ids(ms[0]))
+	}
+	time.Sleep(150 * time.Millisecond)
+	if n := e.pub.Attempts(); n != 2 {
+		t.Fatalf("%d publications: Republish published more than once", n)
+	}
+}

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/gatewayd/gatewayd/bonds"
@@ -113,13 +115,8 @@ func (s *bookSession) record(ctx context.Context, op command.Op, signed []byte, 
 	var kid string
 	var counter uint64
 	if body != nil && (r.Status == command.StatusOK || r.Status == command.StatusDuplicateCommand) {
-		// The lock accepted this signer's counter: verify again (cheap
-		// next to a radio round trip) to learn the signer's key ID, with
-		// the clock just inside the command's validity.
-		v := command.Verifier{Roots: s.b.roots(), LockID: body.LockID, Now: func() time.Time { return body.NotAfter.Add(-time.Second) }}
-		if ver, err := v.Verify(signed, op); err == nil {
-			kid, counter = ver.SignerKey, ver.Counter
-		}
+		// The lock accepted this signer's counter.
+		kid, counter = s.b.signer(ctx, signed, body)
 	}
 	// The lock's facts are coalesced in memory and written with the
 	// last-seen values (bonds.DB.UpdateLockFacts): no fsync per command.
@@ -144,6 +141,36 @@ func (s *bookSession) record(ctx context.Context, op command.Op, signed []byte, 
 			log.Debug("bookkeeping: confirmed user not recorded", "err", err)
 		}
 	}
+}
+
+// signer returns the signer key and counter of a signed command the lock
+// accepted, from the form the intake verified (issue 14: a command's
+// signature is verified once, at intake): the journal holds the very
+// bytes it verified, with the signer it named (Command.Operator: the
+// verified credential's subject, or the fleet root's signer key), and a
+// credential's kid is a function of its kind (operator, the only kind that
+// signs) and subject (cred.KID). The counter is the body's, of those same
+// bytes. A command not in the journal with these bytes (it was not
+// journaled by the intake) is verified here, as before: the lock having
+// accepted it, with the clock just inside its validity.
+func (b *bookkeeping) signer(ctx context.Context, signed []byte, body *command.Body) (kid string, counter uint64) {
+	if e, err := b.db.Entry(ctx, bonds.CommandID(body.CommandID)); err == nil && e.Operator != "" && bytes.Equal(e.Payload, signed) {
+		if strings.HasPrefix(e.Operator, command.RootKeyPrefix) {
+			return e.Operator, body.Counter
+		}
+		if k, err := cred.KID(cred.KindOperator, e.Operator); err == nil {
+			return hex.EncodeToString(k), body.Counter
+		}
+	}
+	var roots cred.Roots // none: nothing verifies
+	if b.roots != nil {
+		roots = b.roots()
+	}
+	v := command.Verifier{Roots: roots, LockID: body.LockID, Now: func() time.Time { return body.NotAfter.Add(-time.Second) }}
+	if ver, err := v.Verify(signed, body.Op); err == nil {
+		return ver.SignerKey, ver.Counter
+	}
+	return "", 0
 }
 
 // recordCredential stores the lock's credential, as the lock proved it in

@@ -50,7 +50,11 @@ func childDaemon(path string) int {
 		return 1
 	}
 	defer f.Close()
-	if err := Run(ctx, Options{Config: cfg, Now: now, Logger: newTextLogger(f)}); err != nil {
+	opts := Options{Config: cfg, Now: now, Logger: newTextLogger(f)}
+	if at := os.Getenv("GATEWAYD_TEST_KILL_AT"); at != "" {
+		opts.OpenDB = killAt(at, os.Getenv("GATEWAYD_TEST_KILL_ID")) // TestCrashAtEachCommit
+	}
+	if err := Run(ctx, opts); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
@@ -65,11 +69,13 @@ func newTextLogger(w io.Writer) *slog.Logger {
 type child struct {
 	cmd    *exec.Cmd
 	exited chan error
+	gone   bool // exited has been received from
 }
 
-// spawn starts the daemon as a process and waits for its READY=1 on a
-// notify socket, as systemd does.
-func (d *dock) spawn() *child {
+// spawn starts the daemon as a process, with env added to its
+// environment, and waits for its READY=1 on a notify socket, as systemd
+// does.
+func (d *dock) spawn(env ...string) *child {
 	d.t.Helper()
 	sock := filepath.Join(d.dir, fmt.Sprintf("notify-%d", rand.Int()))
 	ln, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
@@ -84,6 +90,7 @@ func (d *dock) spawn() *child {
 		"GATEWAYD_TEST_LOG="+filepath.Join(d.dir, "daemon.log"),
 		"DBUS_SYSTEM_BUS_ADDRESS="+d.bus.Addr,
 		"NOTIFY_SOCKET="+sock)
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		d.t.Fatal(err)
@@ -113,13 +120,29 @@ func (d *dock) spawn() *child {
 	}
 }
 
+// wait waits up to timeout for the daemon to exit by itself, and returns
+// how it ended (an error for a kill or a non-zero status).
+func (c *child) wait(timeout time.Duration) error {
+	if c.gone {
+		return nil
+	}
+	select {
+	case err := <-c.exited:
+		c.gone = true
+		return err
+	case <-time.After(timeout):
+		c.kill()
+		return fmt.Errorf("still running after %v: killed", timeout)
+	}
+}
+
 func (c *child) kill() {
-	if c.cmd.ProcessState != nil {
+	if c.gone {
 		return
 	}
 	_ = c.cmd.Process.Kill()
 	<-c.exited
-	c.cmd.ProcessState = &os.ProcessState{}
+	c.gone = true
 }
 
 // TestCrashLosesNothing is the exactly-once promise end to end: commands
@@ -222,7 +245,7 @@ func TestSIGTERMStopsCleanly(t *testing.T) {
 		if err != nil {
 			t.Fatalf("after SIGTERM: %v, want exit status 0", err)
 		}
-		c.cmd.ProcessState = &os.ProcessState{}
+		c.gone = true
 	case <-time.After(60 * time.Second):
 		t.Fatal("no exit within 60 s of SIGTERM")
 	}

@@ -197,6 +197,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 
 	// 3. The MQTT session; the outbox, the scheduler and the intake.
 	var intake atomic.Pointer[operator.Intake]
+	var presOnReady atomic.Pointer[operator.Presence] // for OnReady, set once made
 	// The retained status (docs/mqtt.md): online since the start; the Will,
 	// fixed at connect, can only say since when the gateway was online; a
 	// clean stop says when it went offline.
@@ -230,6 +231,13 @@ func Run(ctx context.Context, opts Options) (err error) {
 		StatusTopic: topics.Status, OnlinePayload: status("online", started), OfflinePayload: status("offline", time.Time{}),
 		ClosePayload: func() []byte { return status("offline", now()) },
 		KeepAlive:    cfg.MQTT.KeepAlive.D(), Logger: log,
+		// After a reconnect, publish the presence again: a clustered
+		// broker may not have stored the last one (docs/scaling.md).
+		OnReady: func() {
+			if p := presOnReady.Load(); p != nil {
+				p.Republish()
+			}
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrConfig, err)
@@ -242,6 +250,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if err != nil {
 		return err
 	}
+	presOnReady.Store(pres)
 	// The audit entries the scheduler reads from locks, on the events topic.
 	auditPub, err := operator.NewAuditPublisher(operator.AuditOptions{Journal: db, Publisher: sess, Topics: topics, Logger: log})
 	if err != nil {

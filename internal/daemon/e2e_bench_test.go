@@ -81,6 +81,28 @@ const e2eCommands = 300
 // debug log, journaled → connected takes 5 to 6 ms (two commits and the
 // connection), connected → finished 6 to 7 ms (EDHOC and the command),
 // finished → published 1 to 4 ms (a commit and the publication).
+//
+// After issue 14's "fewer commits" (two commits before the result: the
+// append and the outcome; docs/database.md, "Durability") and "verify
+// once" (no second verification in the bookkeeping), on the same machine
+// under heavy load from other work (load average 11 to 21 on 2 cores),
+// binaries of both alternating: p50/floor 1.80 to 2.09 (median of 6
+// runs 1.87) against 1.61 to 3.00 before (median 2.52); e2e p50 15.3 to
+// 17.7 ms against 14.2 to 23.7; p99/floor noise either way (1.08 to 2.79;
+// the floor's own p99 swung from 18 to 114 ms). scripts/bench.sh with
+// ONLY=EndToEnd COUNT=3: p50/floor 1.92, p99/floor 1.56 (the commit
+// before: 2.65 and 3.06 a few minutes later). In the debug log, publish →
+// journaled 1.5 to 4 ms (MQTT, verification, the append's fsync), once
+// 12 ms (the previous command's outbox acknowledgement commit and session
+// close run then too, on a loaded machine), journaled → connected 1.3 to
+// 3.3 ms, connected → finished 4 to 11 ms (EDHOC and the command), result
+// received about 1 ms after. CPU is still a third of wall time. What is
+// left over the floor: the append's fsync (the floor has one fsync, the
+// command two), the previous result's acknowledgement commit, which can
+// sit in front of the next append, and the second crossing of the broker.
+// Next candidates: connect and run EDHOC while the append commits (the
+// command itself is sent only once durable), and acknowledge results
+// lazily (a lost acknowledgement only republishes a result).
 func BenchmarkEndToEnd(b *testing.B) {
 	limits := mosquitto.Limits()
 	if !slices.Contains(limits, "set_tcp_nodelay true") {

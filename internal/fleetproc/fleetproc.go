@@ -171,6 +171,9 @@ type GatewayConfig struct {
 	// CAFile, CertFile and KeyFile, if set, are the [mqtt] TLS files (an
 	// ssl:// broker with client certificates, deploy/mosquitto).
 	CAFile, CertFile, KeyFile string
+	// Brokers, if set, are several broker URLs (a cluster's nodes, tried
+	// in order on every reconnect) instead of Broker.
+	Brokers []string
 }
 
 // NewGatewayConfig is the configuration of gateway id whose key files
@@ -202,6 +205,14 @@ func (c GatewayConfig) TOML() []byte {
 	if c.CAFile != "" || c.CertFile != "" {
 		tls = fmt.Sprintf("ca_file   = %q\ncert_file = %q\nkey_file  = %q\n", c.CAFile, c.CertFile, c.KeyFile)
 	}
+	brokers := c.Brokers
+	if len(brokers) == 0 {
+		brokers = []string{c.Broker}
+	}
+	quoted := make([]string, len(brokers))
+	for i, b := range brokers {
+		quoted[i] = strconv.Quote(b)
+	}
 	return fmt.Appendf(nil, `gateway_id = %q
 
 [keys]
@@ -213,7 +224,7 @@ fleet_roots = [%q]
 path = %q
 
 [mqtt]
-brokers   = [%q]
+brokers   = [%s]
 keepalive = %q
 %s
 [bluetooth]
@@ -228,7 +239,7 @@ socket = %q
 
 [log]
 level = %q
-`, c.GatewayID, c.Credential, c.PrivateKey, c.Root, c.Database, c.Broker, def(c.KeepAlive, "5s"), tls,
+`, c.GatewayID, c.Credential, c.PrivateKey, c.Root, c.Database, strings.Join(quoted, ", "), def(c.KeepAlive, "5s"), tls,
 		def(c.AwayAfter, "10s"), c.Metrics, c.AdminSocket, def(c.LogLevel, "debug"))
 }
 

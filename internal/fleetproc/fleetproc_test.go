@@ -99,3 +99,12 @@ func TestGatewayConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestGatewayConfigBrokers: several broker URLs (a cluster's nodes) make
+// one list, which config parses back (cmd/fleetsim).
+func TestGatewayConfigBrokers(t *testing.T) {
+	c := GatewayConfig{GatewayID: "dock-1", Broker: "tcp://ignored:1", Brokers: []string{"tcp://127.0.0.1:1", "tcp://127.0.0.1:2"}}
+	if s := string(c.TOML()); !strings.Contains(s, `brokers   = ["tcp://127.0.0.1:1", "tcp://127.0.0.1:2"]`) {
+		t.Fatalf("TOML:\n%s", s)
+	}
+}

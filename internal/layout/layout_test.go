@@ -96,6 +96,9 @@ func TestGatewayLayering(t *testing.T) {
 		{module + "fleet/operator", false, []string{module + "bluez", paho, module + "fleet/broker", module + "internal/daemon", module + "internal/bluelink", module + "internal/admin"}},
 		// The MQTT session knows nothing of commands or locks.
 		{module + "fleet/broker", false, []string{module + "bluez", module + "bonds", module + "firmware", module + "fleet/operator"}},
+		// The backend's routing table carries no MQTT client and knows
+		// nothing of the radio, the scheduler or the session.
+		{module + "fleet/route", false, []string{module + "bluez", paho, module + "fleet/broker", module + "internal/daemon", module + "internal/bluelink", module + "internal/admin", module + "firmware"}},
 		// The BlueZ client knows nothing of fleets, MQTT or the database.
 		{module + "bluez", true, []string{module + "fleet", paho, module + "bonds", module + "internal/daemon"}},
 		// The database knows nothing of the radio or MQTT.
