@@ -15,6 +15,7 @@ import (
 
 	"github.com/gatewayd/gatewayd/bonds"
 	"github.com/gatewayd/gatewayd/fleet/operator"
+	"github.com/gatewayd/gatewayd/fleet/route"
 )
 
 // DefaultFindWait is how long send waits, without -gateway, for another
@@ -50,12 +51,13 @@ func (h heard) String() string {
 }
 
 // findGateway reads the gateways' retained lock presence (P/gw/+/locks)
-// and status (P/gw/+/status) and returns the gateway to send lock's
-// commands to: of those that hear it and are not offline, one where the
-// lock proved its identity from the address heard (verified) first, then
-// an online one, then the strongest signal, then the latest sighting. It
-// says on w which one it chose and which others hear the lock. It waits
-// for the retained messages until none came for quiet.
+// and status (P/gw/+/status) into a routing table (fleet/route, the
+// rules of docs/mqtt.md a backend follows) and returns the gateway to send
+// lock's commands to: of those that hear it and are not offline, one
+// where the lock proved its identity from the address heard (verified)
+// first, then the strongest signal, then the latest sighting. It says on
+// w which one it chose and which others hear the lock. It waits for the
+// retained messages until none came for quiet.
 func findGateway(ctx context.Context, c mqtt.Client, prefix string, lock bonds.LockID, quiet time.Duration, w io.Writer) (string, error) {
 	if prefix == "" {
 		prefix = operator.DefaultPrefix
@@ -63,24 +65,19 @@ func findGateway(ctx context.Context, c mqtt.Client, prefix string, lock bonds.L
 	if _, err := operator.RevocationsTopic(prefix); err != nil { // validates the prefix
 		return "", fmt.Errorf("%v: %w", err, errUsage)
 	}
-	locksTopic, statusTopic := prefix+"/gw/+/locks", prefix+"/gw/+/status"
+	table := route.New(prefix)
 	var (
 		mu       sync.Mutex
-		presence = map[string]operator.LocksMessage{}
+		presence = map[string]operator.LocksMessage{} // for what is said on w
 		status   = map[string]string{}
 	)
 	arrived := make(chan struct{}, 1)
 	h := func(_ mqtt.Client, m mqtt.Message) {
-		// P/gw/G/locks: G is the level after the prefix's and "gw"; the
-		// broker's ACL lets only gateway G publish there.
-		rest, ok := strings.CutPrefix(m.Topic(), prefix+"/gw/")
-		if !ok {
-			return
+		if table.Handle(m.Topic(), m.Payload()) != nil {
+			return // not a gateway's status or presence, or malformed
 		}
-		gw, kind, ok := strings.Cut(rest, "/")
-		if !ok || operator.ValidGatewayID(gw) != nil {
-			return
-		}
+		// P/gw/G/...: the broker's ACL lets only gateway G publish there.
+		gw, kind, _ := strings.Cut(strings.TrimPrefix(m.Topic(), prefix+"/gw/"), "/")
 		mu.Lock()
 		switch kind {
 		case "locks":
@@ -102,8 +99,12 @@ func findGateway(ctx context.Context, c mqtt.Client, prefix string, lock bonds.L
 		default:
 		}
 	}
-	if err := wait(ctx, c.SubscribeMultiple(map[string]byte{locksTopic: 1, statusTopic: 1}, h)); err != nil {
-		return "", fmt.Errorf("subscribe to %s: %w", locksTopic, err)
+	filters := map[string]byte{}
+	for _, f := range table.Filters() {
+		filters[f] = 1
+	}
+	if err := wait(ctx, c.SubscribeMultiple(filters, h)); err != nil {
+		return "", fmt.Errorf("subscribe to %s: %w", strings.Join(table.Filters(), ", "), err)
 	}
 	t := time.NewTimer(quiet)
 	defer t.Stop()
@@ -117,41 +118,38 @@ func findGateway(ctx context.Context, c mqtt.Client, prefix string, lock bonds.L
 			return "", fmt.Errorf("looking for the gateway that hears lock %s: %w", lock, ctx.Err())
 		}
 	}
-	_ = wait(ctx, c.Unsubscribe(locksTopic, statusTopic))
+	_ = wait(ctx, c.Unsubscribe(table.Filters()...))
 
 	mu.Lock()
-	var all []heard
-	for gw, lm := range presence {
-		for _, sl := range lm.Locks {
+	defer mu.Unlock()
+	entry := func(gw string) heard {
+		h := heard{gateway: gw, state: status[gw]}
+		for _, sl := range presence[gw].Locks {
 			if sl.LockID == lock {
-				all = append(all, heard{gateway: gw, lock: sl, state: status[gw]})
+				h.lock = sl
 			}
 		}
+		return h
 	}
-	gateways := len(presence)
-	mu.Unlock()
 	var usable, offline []heard
-	for _, h := range all {
-		if h.state == "offline" {
-			offline = append(offline, h)
-		} else {
-			usable = append(usable, h)
+	chosen := map[string]bool{}
+	for _, gw := range table.Candidates(lock) {
+		usable = append(usable, entry(gw))
+		chosen[gw] = true
+	}
+	where := table.Where(lock)
+	slices.Sort(where)
+	for _, gw := range where {
+		if !chosen[gw] {
+			offline = append(offline, entry(gw))
 		}
 	}
 	if len(usable) == 0 {
 		if len(offline) > 0 {
 			return "", fmt.Errorf("lock %s was last heard only by offline gateways: %s; pass -gateway to send it there anyway", lock, join(offline))
 		}
-		return "", fmt.Errorf("no gateway reports hearing lock %s (%d gateways' presence read on %s); pass -gateway", lock, gateways, locksTopic)
+		return "", fmt.Errorf("no gateway reports hearing lock %s (%d gateways' presence read on %s/gw/+/locks); pass -gateway", lock, len(presence), prefix)
 	}
-	slices.SortFunc(usable, func(a, b heard) int {
-		return cmp.Or(
-			-cmpBool(a.lock.Verified, b.lock.Verified),
-			-cmpBool(a.state == "online", b.state == "online"),
-			-cmp.Compare(rssi(a), rssi(b)),
-			-a.lock.LastSeen.Compare(b.lock.LastSeen),
-			cmp.Compare(a.gateway, b.gateway))
-	})
 	msg := fmt.Sprintf("lock %s is heard by gateway %s", lock, usable[0])
 	if len(usable) > 1 || len(offline) > 0 {
 		msg += "; also by " + join(append(usable[1:], offline...))
@@ -166,22 +164,4 @@ func join(hs []heard) string {
 		s[i] = h.String()
 	}
 	return strings.Join(s, ", ")
-}
-
-func cmpBool(a, b bool) int {
-	switch {
-	case a == b:
-		return 0
-	case a:
-		return 1
-	}
-	return -1
-}
-
-// rssi orders signal strengths, unknown (0) below any measured one.
-func rssi(h heard) int {
-	if h.lock.RSSI == 0 {
-		return -1 << 16
-	}
-	return h.lock.RSSI
 }
