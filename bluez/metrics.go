@@ -1,12 +1,14 @@
 package bluez
 
 import (
+	"path"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Collector exports an Adapter's counters and state to Prometheus, named
 // gatewayd_bluez_<name>_<unit> with an "adapter" label (the adapter's
-// object path). It reads the adapter's atomics at scrape time; it starts
+// name, hci0, as hciconfig and btmgmt say it; not its D-Bus path). It reads the adapter's atomics at scrape time; it starts
 // no goroutine.
 type Collector struct {
 	a *Adapter
@@ -17,7 +19,7 @@ type Collector struct {
 // NewCollector returns a Collector for a; register it with a
 // prometheus.Registerer.
 func NewCollector(a *Adapter) *Collector {
-	l := prometheus.Labels{"adapter": string(a.Path())}
+	l := prometheus.Labels{"adapter": path.Base(string(a.Path()))}
 	d := func(name, help string) *prometheus.Desc {
 		return prometheus.NewDesc("gatewayd_bluez_"+name, help, nil, l)
 	}

@@ -216,10 +216,10 @@ func TestWedgedAdapterPowerCycled(t *testing.T) {
 	const want = `
 # HELP gatewayd_bluez_adapter_power_cycles_total Power cycles of a wedged adapter (discovery stuck or connects failing in a row).
 # TYPE gatewayd_bluez_adapter_power_cycles_total counter
-gatewayd_bluez_adapter_power_cycles_total{adapter="/org/bluez/hci0"} 1
+gatewayd_bluez_adapter_power_cycles_total{adapter="hci0"} 1
 # HELP gatewayd_bluez_connect_failures_total Connection attempts to locks that failed with a link error.
 # TYPE gatewayd_bluez_connect_failures_total counter
-gatewayd_bluez_connect_failures_total{adapter="/org/bluez/hci0"} 3
+gatewayd_bluez_connect_failures_total{adapter="hci0"} 3
 `
 	if err := testutil.CollectAndCompare(col, strings.NewReader(want),
 		"gatewayd_bluez_adapter_power_cycles_total", "gatewayd_bluez_connect_failures_total"); err != nil {

@@ -14,7 +14,9 @@ var (
 	// key or password file can be read by its group or by others or is
 	// owned by another user than gatewayd's, or when a key, credential or
 	// certificate file or a directory above it can be changed by a user
-	// other than root and gatewayd's (internal/filetrust).
+	// other than root and gatewayd's, or when gatewayd's user may not read
+	// a file or enter a directory above it (internal/filetrust); the text
+	// names the user and the chown or chmod that fixes it.
 	ErrPermissions = errors.New("file permissions or type refused")
 
 	// ErrKeys is returned by LoadKeys when a key or credential file is

@@ -95,7 +95,7 @@ func readFile(path string, kind filetrust.Kind, max int64) ([]byte, error) {
 	switch {
 	case err == nil:
 		return b, nil
-	case errors.Is(err, filetrust.ErrUntrusted), errors.Is(err, filetrust.ErrNotRegular):
+	case errors.Is(err, filetrust.ErrUntrusted), errors.Is(err, filetrust.ErrNotRegular), errors.Is(err, filetrust.ErrUnreadable):
 		return nil, fmt.Errorf("%w: %w", ErrPermissions, err)
 	default:
 		return nil, fmt.Errorf("%w: %w", ErrKeys, err)

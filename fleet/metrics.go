@@ -4,6 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gatewayd/gatewayd/bonds"
+	"github.com/gatewayd/gatewayd/firmware/command"
 )
 
 // metrics are the scheduler's Prometheus metrics, named
@@ -12,6 +13,7 @@ type metrics struct {
 	queued     prometheus.GaugeFunc
 	sessions   prometheus.GaugeFunc
 	results    *prometheus.CounterVec
+	received   *prometheus.CounterVec
 	attempts   prometheus.Counter
 	linkErrors *prometheus.CounterVec
 	duration   prometheus.Histogram
@@ -40,8 +42,12 @@ func newMetrics(s *Scheduler) *metrics {
 		}, func() float64 { return float64(s.active.Load()) }),
 		results: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gatewayd_fleet_results_total",
-			Help: "Commands that reached a terminal state, by state.",
-		}, []string{"state"}),
+			Help: "Commands that reached a terminal state, by operation (lock, unlock, status, ...) and state.",
+		}, []string{"operation", "state"}),
+		received: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gatewayd_fleet_commands_received_total",
+			Help: "Commands journaled and handed to the scheduler to run, by operation (refusals and duplicates are gatewayd_intake_commands_total's).",
+		}, []string{"operation"}),
 		attempts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gatewayd_fleet_attempts_total",
 			Help: "Attempts to run a command (entries into running).",
@@ -86,8 +92,13 @@ func newMetrics(s *Scheduler) *metrics {
 	for _, c := range []string{"link", "refused", "store", "backlog"} {
 		m.auditFailures.WithLabelValues(c)
 	}
-	for _, st := range []bonds.State{bonds.StateSucceeded, bonds.StateFailed, bonds.StateExpired, bonds.StateRejected} {
-		m.results.WithLabelValues(string(st))
+	// The operators' operations start at zero, so that a rate or an
+	// increase over them is 0, not absent, before the first result.
+	for _, op := range []command.Op{command.OpLock, command.OpUnlock, command.OpStatus, command.OpAddUser, command.OpRemoveUser, command.OpListUsers} {
+		m.received.WithLabelValues(op.String())
+		for _, st := range []bonds.State{bonds.StateSucceeded, bonds.StateFailed, bonds.StateExpired, bonds.StateRejected} {
+			m.results.WithLabelValues(op.String(), string(st))
+		}
 	}
 	m.linkErrors.WithLabelValues("true")
 	m.linkErrors.WithLabelValues("false")
@@ -95,13 +106,14 @@ func newMetrics(s *Scheduler) *metrics {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.queued, m.sessions, m.results, m.attempts, m.linkErrors, m.duration,
+	return []prometheus.Collector{m.queued, m.sessions, m.results, m.received, m.attempts, m.linkErrors, m.duration,
 		m.chainBreaks, m.auditEntries, m.auditMissed, m.auditFailures, m.journalErrors, m.yields}
 }
 
 // Describe implements prometheus.Collector: register the Scheduler with a
 // prometheus.Registerer to export gatewayd_fleet_commands_queued,
-// sessions_active, results_total{state}, attempts_total,
+// sessions_active, results_total{operation,state},
+// commands_received_total{operation}, attempts_total,
 // link_errors_total{retryable}, command_duration_seconds,
 // journal_write_failures_total, session_yields_total, and the audit reader's
 // gatewayd_audit_chain_breaks_total{reason}, entries_read_total,
@@ -117,4 +129,14 @@ func (s *Scheduler) Collect(ch chan<- prometheus.Metric) {
 	for _, c := range s.met.collectors() {
 		c.Collect(ch)
 	}
+}
+
+// opLabel is the operation label of a journal entry's operation: its name
+// if this build knows it, else "unknown" (a label value never comes from
+// arbitrary bytes).
+func opLabel(op string) string {
+	if _, ok := command.ParseOp(op); ok {
+		return op
+	}
+	return "unknown"
 }

@@ -189,6 +189,7 @@ func (s *Scheduler) Submit(e bonds.Entry) {
 		return
 	}
 	s.known[e.ID] = true
+	s.met.received.WithLabelValues(opLabel(e.Operation)).Inc()
 	s.inbox = append(s.inbox, e)
 	s.signal(s.wakeIn)
 }
@@ -898,7 +899,7 @@ func (s *Scheduler) terminalWith(id bonds.CommandID, lock bonds.LockID, op strin
 			s.signal(s.rescan)
 			return
 		}
-		s.met.results.WithLabelValues(string(to)).Inc()
+		s.met.results.WithLabelValues(opLabel(op), string(to)).Inc()
 		s.met.duration.Observe(max(s.now().Sub(received), 0).Seconds())
 		st := ""
 		if e.Result != nil {

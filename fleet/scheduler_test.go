@@ -102,12 +102,6 @@ func TestRefLinkHappyPath(t *testing.T) {
 	}
 	until(t, "sessions closed", func() bool { return value(t, s, "sessions_active") == 0 })
 	want := `
-# HELP gatewayd_fleet_results_total Commands that reached a terminal state, by state.
-# TYPE gatewayd_fleet_results_total counter
-gatewayd_fleet_results_total{state="expired"} 0
-gatewayd_fleet_results_total{state="failed"} 0
-gatewayd_fleet_results_total{state="rejected"} 0
-gatewayd_fleet_results_total{state="succeeded"} 4
 # HELP gatewayd_fleet_attempts_total Attempts to run a command (entries into running).
 # TYPE gatewayd_fleet_attempts_total counter
 gatewayd_fleet_attempts_total 4
@@ -115,7 +109,19 @@ gatewayd_fleet_attempts_total 4
 # TYPE gatewayd_fleet_commands_queued gauge
 gatewayd_fleet_commands_queued 0
 `
-	if err := testutil.CollectAndCompare(s, strings.NewReader(want), "gatewayd_fleet_results_total",
+	for _, st := range []string{"succeeded", "failed", "expired", "rejected"} {
+		want := 0.0
+		if st == "succeeded" {
+			want = 4
+		}
+		if got := sumOf(t, s, "results_total", "state", st); got != want {
+			t.Errorf("results_total{state=%q} summed over operations: %v, want %v", st, got, want)
+		}
+	}
+	if got := testutil.CollectAndCount(s, "gatewayd_fleet_results_total"); got < 24 {
+		t.Errorf("results_total has %d series, want at least the 6 operators' operations × 4 states from the start", got)
+	}
+	if err := testutil.CollectAndCompare(s, strings.NewReader(want),
 		"gatewayd_fleet_attempts_total", "gatewayd_fleet_commands_queued"); err != nil {
 		t.Error(err)
 	}
@@ -601,4 +607,30 @@ func TestJournalHiccupTakenUpAgain(t *testing.T) {
 		t.Errorf("%d requests, want 1", n)
 	}
 	checkOutbox(t, db, en.ID)
+}
+
+// sumOf sums the scheduler's gatewayd_fleet_<name> series whose label k
+// is v.
+func sumOf(t *testing.T, s *fleet.Scheduler, name, k, v string) float64 {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(s)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != "gatewayd_fleet_"+name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == k && lp.GetValue() == v {
+					sum += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return sum
 }

@@ -17,16 +17,32 @@
 #     agent against the emulator, one-time-passkey bonding, the journal, a
 #     bluetoothd crash mid-command without a second bolt move, a wedged
 #     adapter power-cycled, bonds reconciled.
+# Steps are numbered on across the three parts.
 # Extra flags go to the fleet demo (e.g. -v to stream gatewayd's log,
-# -keep to keep its directory, -locks 20).
+# -keep to keep its directory, -locks 20). With -serve, only the first part
+# runs, and its fleet (broker, bluezemu, gatewayd) stays up, with the
+# gatewayctl, mosquitto_sub and curl commands to try on it, until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh demo
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-go build -o "$tmp/bin/" ./cmd/gatewayd ./cmd/gatewayctl ./cmd/bluezemu ./cmd/fleetdemo
-"$tmp/bin/fleetdemo" -bin "$tmp/bin" "$@"
-echo
-go run ./firmware/cmd/channeldemo
-echo
-go run ./cmd/dockdemo
+go build -o "$tmp/bin/" ./cmd/gatewayd ./cmd/gatewayctl ./cmd/bluezemu ./cmd/fleetdemo ./firmware/cmd/channeldemo ./cmd/dockdemo
+bin=$tmp/bin
+
+part() { printf '\n######## Part %s of 3: %s\n\n' "$1" "$2"; }
+serve=false
+for a in "$@"; do [[ $a == -serve || $a == --serve ]] && serve=true; done
+
+step=1
+part 1 "the fleet: gatewayd as a dock runs it, driven with gatewayctl (cmd/fleetdemo)"
+"$bin/fleetdemo" -bin "$bin" -first "$step" "$@"
+if $serve; then
+  exit 0
+fi
+step=$((step + $("$bin/fleetdemo" -steps)))
+part 2 "the lock protocol: the secure channel and the attacks (firmware/cmd/channeldemo)"
+"$bin/channeldemo" -first "$step"
+step=$((step + $("$bin/channeldemo" -steps)))
+part 3 "the dock's parts in one process: BlueZ client, bonding, journal, faults (cmd/dockdemo)"
+"$bin/dockdemo" -first "$step"

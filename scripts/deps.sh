@@ -14,6 +14,7 @@ need=(
   "git:git"
   "dbus-daemon:dbus-daemon"   # bluez/: a private system bus for the BlueZ emulator
   "mosquitto:mosquitto"       # fleet/broker (internal/mosquittotest) and the daemon demo: a real MQTT broker
+  "mosquitto_sub:mosquitto-clients"  # the demo's -serve prints a mosquitto_sub command; cmd/fleetdemo's test runs it
   "chattr:e2fsprogs"          # cmd/faults: EPERM on the database (chattr +i)
 )
 [[ $profile == demo ]] || need+=(

@@ -76,13 +76,14 @@ trap 'rm -rf "$stage"' EXIT
 
 # Everything nfpm.yaml names, at the paths it names them.
 mkdir -p "$stage/bin" "$stage/man" "$stage/deb" "$stage/systemd" "$stage/config" \
-  "$stage/deploy/mosquitto" "$stage/deploy/prometheus" "$stage/docs"
+  "$stage/deploy/mosquitto" "$stage/deploy/prometheus" "$stage/deploy/grafana" "$stage/docs"
 cp deploy/deb/nfpm.yaml "$stage/"
 cp systemd/gatewayd.service systemd/gatewayd.sysusers.conf "$stage/systemd/"
 cp deploy/deb/gatewayd.tmpfiles.conf "$stage/deb/"
 cp config/gatewayd.example.toml "$stage/config/"
 cp deploy/mosquitto/mosquitto.conf deploy/mosquitto/gatewayd.acl "$stage/deploy/mosquitto/"
 cp deploy/prometheus/gatewayd-alerts.yml "$stage/deploy/prometheus/"
+cp deploy/grafana/gatewayd-fleet.json "$stage/deploy/grafana/"
 cp docs/operations.md docs/mqtt.md docs/database.md "$stage/docs/"
 for s in preinst postinst prerm postrm; do
   sed -e "s/@VERSION@/$version/g" -e "s/@SCHEMA@/$schema/g" "deploy/deb/$s" >"$stage/deb/$s"

@@ -81,6 +81,8 @@ type demo struct {
 	op    channeltest.Party
 	locks []*hostedLock
 	ctr   uint64 // the operator's per-signer counter
+	// first is the number of the first step (-first); stepNo the next.
+	first, stepNo int
 }
 
 type hostedLock struct {
@@ -91,13 +93,33 @@ type hostedLock struct {
 
 func (d *demo) say(format string, a ...any) { fmt.Fprintf(d.out, format+"\n", a...) }
 
+// Steps is the number of steps the demo shows (-steps prints it), so
+// that scripts/demo.sh numbers its parts' steps on.
+const Steps = 8
+
+// step starts the demo's next step: a blank line, then its number
+// (counting on from -first) and title.
+func (d *demo) step(format string, a ...any) {
+	if d.stepNo > d.first {
+		fmt.Fprintln(d.out)
+	}
+	d.say("== %d. "+format, append([]any{d.stepNo}, a...)...)
+	d.stepNo++
+}
+
 func run(ctx context.Context, args []string, out io.Writer) (err error) {
 	fs := flag.NewFlagSet("dockdemo", flag.ContinueOnError)
 	fs.SetOutput(out)
 	n := fs.Int("locks", 5, "reference locks on the virtual radio (1..200)")
 	verbose := fs.Bool("v", false, "log the client's debug lines to stderr")
+	first := fs.Int("first", 1, "the number of the first step (scripts/demo.sh numbers its three parts' steps on)")
+	steps := fs.Bool("steps", false, "print the number of steps the demo shows, and exit")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *steps {
+		fmt.Fprintln(out, Steps)
+		return nil
 	}
 	if *n < 2 || *n > 200 {
 		return fmt.Errorf("-locks %d: want 2..200", *n)
@@ -124,8 +146,8 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 	}
 	defer os.RemoveAll(dir)
 
-	d := &demo{out: out, ctx: ctx}
-	d.say("== a private system bus (dbus-daemon) and bluetoothd (the BlueZ 5.66 emulator)")
+	d := &demo{out: out, ctx: ctx, first: *first, stepNo: *first}
+	d.step("a private system bus (dbus-daemon) and bluetoothd (the BlueZ 5.66 emulator)")
 	bus, err := emulator.StartBus(ctx, dir)
 	if err != nil {
 		return err
@@ -187,7 +209,7 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 
 // discover waits until every lock is seen and lists them.
 func (d *demo) discover() error {
-	d.say("\n== LE discovery filtered on the lock service; advertisements parsed (docs/protocol.md §1.1)")
+	d.step("LE discovery filtered on the lock service; advertisements parsed (docs/protocol.md §1.1)")
 	var ls []bluez.LockInfo
 	if err := d.until("every lock discovered", func() bool {
 		ls = ls[:0]
@@ -235,7 +257,7 @@ func (d *demo) dial(addr string) (*bluez.Device, *lockclient.Client, error) {
 // pairs through our agent with the one-time passkey.
 func (d *demo) bond() error {
 	h := d.locks[0]
-	d.say("\n== bonding with %s by its one-time passkey", h.addr)
+	d.step("bonding with %s by its one-time passkey", h.addr)
 	dev, lc, err := d.dial(h.addr)
 	if err != nil {
 		return err
@@ -333,7 +355,7 @@ func (d *demo) execute(h *hostedLock, op command.Op, id bonds.CommandID, signed 
 
 func (d *demo) commands() error {
 	h := d.locks[0]
-	d.say("\n== operator-signed commands through the journal and the secure channel")
+	d.step("operator-signed commands through the journal and the secure channel")
 	id := bonds.CommandID{0xc0, 0x01}
 	_, signed := d.sign(h, command.OpUnlock, id)
 	if err := d.accept(h, command.OpUnlock, id, signed); err != nil {
@@ -376,7 +398,7 @@ func (d *demo) commands() error {
 // crash kills bluetoothd while a lock is moving its bolt.
 func (d *demo) crash() error {
 	h := d.locks[1]
-	d.say("\n== bluetoothd crashes while %s is unlocking", h.addr)
+	d.step("bluetoothd crashes while %s is unlocking", h.addr)
 	id := bonds.CommandID{0xc0, 0x02}
 	_, signed := d.sign(h, command.OpUnlock, id)
 	if err := d.accept(h, command.OpUnlock, id, signed); err != nil {
@@ -435,7 +457,7 @@ func (d *demo) crash() error {
 // wedge wedges the adapter: connects fail until it is power-cycled.
 func (d *demo) wedge() error {
 	h := d.locks[2]
-	d.say("\n== the adapter wedges (every connect aborts)")
+	d.step("the adapter wedges (every connect aborts)")
 	if err := d.emu.Wedge(); err != nil {
 		return err
 	}
@@ -490,7 +512,7 @@ func (d *demo) wedge() error {
 }
 
 func (d *demo) reconcile() error {
-	d.say("\n== bonds: the database against bluetoothd")
+	d.step("bonds: the database against bluetoothd")
 	rep, err := d.db.Reconcile(d.ctx, d.ad, bonds.Policy{})
 	if err != nil {
 		return err
@@ -508,7 +530,7 @@ func (d *demo) reconcile() error {
 }
 
 func (d *demo) metrics() error {
-	d.say("\n== metrics (Prometheus text format)")
+	d.step("metrics (Prometheus text format)")
 	reg := prometheus.NewPedanticRegistry()
 	if err := reg.Register(bluez.NewCollector(d.ad)); err != nil {
 		return err

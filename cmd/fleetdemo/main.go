@@ -83,6 +83,8 @@ type demo struct {
 	bin, dir    string
 	verbose     bool
 	nLocks      int
+	// first is the number of the first step (-first); stepNo the next.
+	first, stepNo int
 
 	brokerURL   string
 	bus         *emulator.Bus
@@ -98,6 +100,20 @@ type demo struct {
 
 func (d *demo) say(format string, a ...any) { fmt.Fprintf(d.out, format+"\n", a...) }
 
+// Steps is the number of steps the demo shows (-steps prints it), so
+// that scripts/demo.sh numbers the next part's steps on from it.
+const Steps = 9
+
+// step starts the demo's next step: a blank line, then its number
+// (counting on from -first) and title.
+func (d *demo) step(format string, a ...any) {
+	if d.stepNo > d.first {
+		fmt.Fprintln(d.out)
+	}
+	d.say("== %d. "+format, append([]any{d.stepNo}, a...)...)
+	d.stepNo++
+}
+
 // path is a file in the demo's directory.
 func (d *demo) path(name string) string { return filepath.Join(d.dir, name) }
 
@@ -108,8 +124,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	keep := fs.Bool("keep", false, "keep the temporary directory (keys, configuration, database, logs)")
 	verbose := fs.Bool("v", false, "stream gatewayd's log to stderr")
 	n := fs.Int("locks", 5, "reference locks bluezemu hosts (5..200)")
+	first := fs.Int("first", 1, "the number of the first step (scripts/demo.sh numbers its three parts' steps on)")
+	steps := fs.Bool("steps", false, "print the number of steps the demo shows, and exit")
+	serve := fs.Bool("serve", false, "after the operations step, leave the fleet (broker, bluezemu, gatewayd) running and print commands to try on it, until interrupted (Ctrl-C)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *steps {
+		fmt.Fprintln(stdout, Steps)
+		return nil
 	}
 	if *n < 5 || *n > 200 {
 		return fmt.Errorf("-locks %d: want 5..200", *n)
@@ -134,6 +157,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		return errors.New("dbus-daemon not found: run scripts/deps.sh (apt-get install dbus-daemon)")
 	}
 
+	outer := ctx
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
 	dir, err := os.MkdirTemp("", "fleetdemo-")
@@ -141,7 +165,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		return err
 	}
 	d := &demo{out: stdout, errOut: stderr, ctx: ctx, bin: binDir, dir: dir, verbose: *verbose, nLocks: *n,
-		daemonLog: filepath.Join(dir, "gatewayd.log")}
+		daemonLog: filepath.Join(dir, "gatewayd.log"), first: *first, stepNo: *first}
 	defer func() {
 		if *keep {
 			fmt.Fprintf(stdout, "\nkept %s\n", dir)
@@ -163,15 +187,26 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		}
 	}()
 
-	steps := []func() error{d.keys, func() error { return d.broker(mosq) }, d.bluez, d.startDaemon, d.commands,
+	all := []func() error{d.keys, func() error { return d.broker(mosq) }, d.bluez, d.startDaemon, d.commands,
 		d.refusals, d.crash, d.operations, d.stop}
-	for _, step := range steps {
+	if *serve {
+		// The fleet stays up instead of the clean stop, until interrupted.
+		all[len(all)-1] = func() error { return d.serve(outer) }
+	}
+	for i, step := range all {
 		if err := step(); err != nil {
 			return err
+		}
+		if *serve && i == len(all)-1 {
+			break // served until interrupted: the interruption is the normal end
 		}
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+	}
+	if *serve {
+		d.say("\nstopping the demo fleet")
+		return nil
 	}
 	d.say("\nall steps passed")
 	return nil
@@ -192,7 +227,7 @@ func (d *demo) logTail() {
 
 // 1. The key ceremony.
 func (d *demo) keys() error {
-	d.say("== 1. key ceremony with gatewayctl (in %s)", d.dir)
+	d.step("key ceremony with gatewayctl (in %s)", d.dir)
 	fleet := channeltest.NewFleet(fatal{}, "acme")
 	d.say("   The locks bluezemu hosts belong to the test fleet \"acme\", whose root key is derived from its")
 	d.say("   name. In production the fleet root is made with `gatewayctl keygen` on an offline machine and")
@@ -226,8 +261,9 @@ func (d *demo) keys() error {
 // backends are the backend identities of the demo's MQTT clients
 // (gatewayctl): @backend for plain publishing and watching, and one per
 // operator, whose commands may be in flight at the same time (one
-// identity is one session on the broker).
-var backends = []string{"@backend", "@otto", "@ada"}
+// identity is one session on the broker); @watch is -serve's
+// mosquitto_sub.
+var backends = []string{"@backend", "@otto", "@ada", "@watch"}
 
 // mqtt returns gatewayctl's broker flags for the backend identity who.
 func (d *demo) mqtt(who string) []string {
@@ -236,7 +272,7 @@ func (d *demo) mqtt(who string) []string {
 
 // 2. The broker.
 func (d *demo) broker(bin string) error {
-	d.say("\n== 2. the broker: mosquitto with deploy/mosquitto's configuration")
+	d.step("the broker: mosquitto with deploy/mosquitto's configuration")
 	mdir := d.path("mosquitto")
 	if err := os.MkdirAll(d.path("certs"), 0o700); err != nil {
 		return err
@@ -310,7 +346,7 @@ func (d *demo) broker(bin string) error {
 
 // 3. The emulated BlueZ.
 func (d *demo) bluez() error {
-	d.say("\n== 3. emulated BlueZ: a private system bus and bluezemu as bluetoothd")
+	d.step("emulated BlueZ: a private system bus and bluezemu as bluetoothd")
 	bdir := d.path("bus")
 	if err := os.MkdirAll(bdir, 0o700); err != nil {
 		return err
@@ -348,7 +384,7 @@ func (d *demo) bluez() error {
 
 // 4. The daemon.
 func (d *demo) startDaemon() error {
-	d.say("\n== 4. the daemon: gatewayd run")
+	d.step("the daemon: gatewayd run")
 	c, err := fleetproc.NewGatewayConfig(d.dir, gatewayID, d.path("gatewayd.db"), d.brokerURL)
 	if err != nil {
 		return err
@@ -424,7 +460,7 @@ func (d *demo) runDaemon() (string, error) {
 
 // 5. Operator commands.
 func (d *demo) commands() error {
-	d.say("\n== 5. operator commands with gatewayctl send")
+	d.step("operator commands with gatewayctl send")
 	d.say("   gatewayctl signs each command with the operator's key (COSE_Sign1, the operator's credential")
 	d.say("   inside), publishes it with QoS 1 to gatewayd/v1/gw/%s/cmd, and waits for its one result.", gatewayID)
 	d.say("   The gateway checks the signature, journals the command, carries it to the lock over the")
@@ -516,7 +552,7 @@ func (d *demo) refused(reason string, args ...string) error {
 
 // 6. Refusals.
 func (d *demo) refusals() error {
-	d.say("\n== 6. refusals: the gateway journals only authentic, allowed commands")
+	d.step("refusals: the gateway journals only authentic, allowed commands")
 	d.say("   Input it refuses gets a notice on gatewayd/v1/gw/%s/rejected, matched by gatewayctl", gatewayID)
 	d.say("   through the payload's SHA-256; it is never journaled and never reaches a lock.")
 
@@ -580,7 +616,7 @@ func (d *demo) sendRaw(args []string) error {
 
 // 7. Crash and recovery.
 func (d *demo) crash() error {
-	d.say("\n== 7. crash and recovery")
+	d.step("crash and recovery")
 	d.lastScrape, _ = d.scrape()
 	d.say("   SIGKILL gatewayd (no clean shutdown, no offline status of its own: the broker publishes its will)")
 	if err := d.daemon.Stop(syscall.SIGKILL, 10*time.Second); err != nil {
@@ -646,7 +682,7 @@ func (d *demo) crash() error {
 
 // 8. Operations: metrics and an online backup.
 func (d *demo) operations() error {
-	d.say("\n== 8. operations: /metrics and an online backup")
+	d.step("operations: /metrics and an online backup")
 	body, err := d.scrape()
 	if err != nil {
 		return err
@@ -705,7 +741,7 @@ func (d *demo) scrape() (string, error) {
 
 // 9. A clean stop.
 func (d *demo) stop() error {
-	d.say("\n== 9. stop: SIGTERM, as systemctl stop sends")
+	d.step("stop: SIGTERM, as systemctl stop sends")
 	if err := d.daemon.Stop(syscall.SIGTERM, 60*time.Second); err != nil {
 		return err
 	}
@@ -724,6 +760,63 @@ func (d *demo) stop() error {
 		return fmt.Errorf("status after stop: %q, want offline", out)
 	}
 	return nil
+}
+
+// serve leaves the fleet running and prints commands to try on it, until
+// ctx (the demo's, without its time limit) ends: Ctrl-C.
+func (d *demo) serve(ctx context.Context) error {
+	host, port, err := net.SplitHostPort(strings.TrimPrefix(d.brokerURL, "ssl://"))
+	if err != nil {
+		return err
+	}
+	ctl := filepath.Join(d.bin, "gatewayctl")
+	d.say("\n== serving: the demo fleet runs until Ctrl-C")
+	d.say("   broker %s (mosquitto), gateway %s (gatewayd, pid %d), locks %s … %s (bluezemu)",
+		d.brokerURL, gatewayID, d.daemon.Pid(), lockID(1), lockID(d.nLocks))
+	d.say("   In another terminal, in the demo's directory:")
+	d.say("")
+	d.say("   cd %s", d.dir)
+	d.say("   # a command to lock 1, its result verified by the lock's signature:")
+	d.say("   %s", shellJoin(append(append([]string{ctl, "send", "-key", "otto.key", "-cred", "otto.cwt"}, d.mqtt("@otto")...),
+		"-gateway", gatewayID, "-lock", lockID(1), "-root", "fleet-root.pem", "status")))
+	d.say("   # without -gateway: sent to the gateway that hears the lock (its retained lock presence):")
+	d.say("   %s", shellJoin(append(append([]string{ctl, "send", "-key", "ada.key", "-cred", "ada.cwt"}, d.mqtt("@ada")...),
+		"-lock", lockID(2), "-root", "fleet-root.pem", "unlock")))
+	d.say("   # what the gateway publishes (results, notices, status, lock presence, audit events):")
+	// A client ID of its own: mosquitto_sub sends none by default, which
+	// the broker refuses (allow_zero_length_clientid false); the broker
+	// takes the certificate's CN as the session's ID anyway.
+	d.say("   %s", shellJoin([]string{"mosquitto_sub", "-h", host, "-p", port, "-i", "watch", "--cafile", "certs/ca.crt",
+		"--cert", "certs/@watch.crt", "--key", "certs/@watch.key", "-t", "gatewayd/v1/gw/#", "-v"}))
+	if _, err := exec.LookPath("mosquitto_sub"); err != nil {
+		d.say("   (mosquitto_sub: apt-get install mosquitto-clients, or scripts/deps.sh)")
+	}
+	d.say("   # its metrics and readiness:")
+	d.say("   curl -s http://%s/metrics | grep ^gatewayd_fleet", d.metricsAddr)
+	d.say("   curl -s http://%s/readyz", d.metricsAddr)
+	d.say("   # its log:")
+	d.say("   tail -f %s", d.daemonLog)
+	d.say("")
+	d.say("   Ctrl-C stops the fleet.")
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-d.daemon.Done():
+		return fmt.Errorf("gatewayd exited while serving: %v (log: %s)", d.daemon.Err(), d.daemonLog)
+	}
+}
+
+// shellJoin quotes args for a POSIX shell where needed.
+func shellJoin(args []string) string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		if a == "" || strings.ContainsAny(a, " \t\n'\"\\$`*?[]#~=%&;|<>(){}@!") {
+			q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		} else {
+			q[i] = a
+		}
+	}
+	return strings.Join(q, " ")
 }
 
 // until polls cond every 20 ms for up to 30 s, failing early when p exits.

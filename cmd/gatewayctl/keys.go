@@ -91,6 +91,14 @@ func issue(args []string, stdout, stderr io.Writer) error {
 	if err := config.WriteFile(*out, raw, 0o644); err != nil {
 		return fmt.Errorf("issue: %w", err)
 	}
-	fmt.Fprintf(stdout, "issued a %s credential for %q, valid until %s: %s\n", *kind, *subject, now.Add(*valid).UTC().Format(time.RFC3339), *out)
+	fmt.Fprintf(stdout, "issued %s %s credential for %q, valid until %s: %s\n", article(*kind), *kind, *subject, now.Add(*valid).UTC().Format(time.RFC3339), *out)
 	return nil
+}
+
+// article is the indefinite article before word: "an operator", "a lock".
+func article(word string) string {
+	if word != "" && strings.ContainsRune("aeiouAEIOU", rune(word[0])) {
+		return "an"
+	}
+	return "a"
 }

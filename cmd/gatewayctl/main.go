@@ -104,9 +104,14 @@ Key ceremony (docs/operations.md):
 
 Commands (docs/mqtt.md):
   sign  -key OP.key -cred OP.cwt -lock ID [-valid D] [-o FILE] OP [ARGS]
-  send  -key OP.key -cred OP.cwt -broker URL -gateway G -lock ID [-prefix P] [-timeout D] [-root ROOT.pub] [TLS] OP [ARGS]
+  send  -key OP.key -cred OP.cwt -broker URL [-gateway G] -lock ID [-prefix P] [-timeout D] [-root ROOT.pub] [TLS] OP [ARGS]
   watch -broker URL -gateway G [-prefix P] [-root ROOT.pub] [TLS]
   verify -root ROOT.pub [-command-id ID] [-counter N] [-lock-cred LOCK.cwt] [RESULT.json]
+
+Without -gateway, send reads the gateways' retained lock presence
+(P/gw/+/locks, P/gw/+/status) and sends to the gateway that hears -lock:
+not offline, verified first, then the strongest signal (-find-wait D,
+default 1s: how long to wait for more retained messages).
 
 With -root (repeatable: one per trusted fleet root), send and watch check
 each result's lock signature and print "verified: ..." or "UNVERIFIED: ..."

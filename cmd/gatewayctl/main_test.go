@@ -41,7 +41,7 @@ func TestCeremonyAndSign(t *testing.T) {
 		t.Error("keygen overwrote a key")
 	}
 	if out, err := runT(t, "issue", "-root", p("root.key"), "-kind", "operator", "-role", "admin", "-subject", "otto",
-		"-pub", p("op.key.pub"), "-o", p("op.cwt")); err != nil {
+		"-pub", p("op.key.pub"), "-o", p("op.cwt")); err != nil || !strings.Contains(out, `issued an operator credential for "otto"`) {
 		t.Fatal(out, err)
 	}
 	rootPub, err := config.ReadPublicKey(p("root.key.pub"))

@@ -174,7 +174,7 @@ type mqttFlags struct {
 func addMQTTFlags(fs *flag.FlagSet) mqttFlags {
 	return mqttFlags{
 		connFlags: addConnFlags(fs, "tcp://127.0.0.1:1883"),
-		gateway:   fs.String("gateway", "", "the gateway's ID"),
+		gateway:   fs.String("gateway", "", "the gateway's ID (send: by default the gateway that hears -lock, from the gateways' retained lock presence)"),
 		prefix:    fs.String("prefix", operator.DefaultPrefix, "topic prefix"),
 	}
 }
@@ -281,6 +281,35 @@ func (mf mqttFlags) connect(ctx context.Context) (mqtt.Client, operator.Topics, 
 	return c, t, nil
 }
 
+// connectFor is connect for send: without -gateway, the gateway is the
+// one that hears lock, from the gateways' retained lock presence
+// (findGateway), told on w.
+func (mf mqttFlags) connectFor(ctx context.Context, lock bonds.LockID, haveLock bool, quiet time.Duration, w io.Writer) (mqtt.Client, operator.Topics, error) {
+	if *mf.gateway != "" {
+		return mf.connect(ctx)
+	}
+	if !haveLock {
+		return nil, operator.Topics{}, fmt.Errorf("-gateway is required for a payload that names no lock: %w", errUsage)
+	}
+	o, err := mf.options()
+	if err != nil {
+		return nil, operator.Topics{}, err
+	}
+	c := mqtt.NewClient(o)
+	if err := wait(ctx, c.Connect()); err != nil {
+		return nil, operator.Topics{}, fmt.Errorf("connect to %s: %w", mf.conn.Broker, err)
+	}
+	gw, err := findGateway(ctx, c, *mf.prefix, lock, quiet, w)
+	if err == nil {
+		var t operator.Topics
+		if t, err = operator.NewTopics(*mf.prefix, gw); err == nil {
+			return c, t, nil
+		}
+	}
+	c.Disconnect(250)
+	return nil, operator.Topics{}, err
+}
+
 func wait(ctx context.Context, tok mqtt.Token) error {
 	select {
 	case <-tok.Done():
@@ -295,6 +324,7 @@ func send(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	sf := addSignFlags(fs)
 	mf := addMQTTFlags(fs)
 	timeout := fs.Duration("timeout", time.Minute, "how long to wait for the result")
+	findWait := fs.Duration("find-wait", DefaultFindWait, "without -gateway: how long to wait for more of the gateways' retained lock presence before choosing one")
 	raw := fs.String("payload", "", "send this file's bytes as the command instead of signing one (for tests of the gateway's refusals)")
 	var rf rootFlags
 	fs.Var(&rf, "root", "a fleet root public key (PEM), to verify the lock's signature of the result; repeatable")
@@ -306,9 +336,11 @@ func send(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("send: %w", err)
 	}
 	var (
-		signed []byte
-		cmdID  string
-		vo     = operator.VerifyOptions{Roots: roots}
+		signed   []byte
+		cmdID    string
+		lockID   bonds.LockID
+		haveLock bool
+		vo       = operator.VerifyOptions{Roots: roots}
 	)
 	if *raw != "" {
 		if signed, err = os.ReadFile(*raw); err != nil {
@@ -317,6 +349,7 @@ func send(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		// Match its result by the command ID it claims, if it has one;
 		// refusals are matched by the payload's digest either way.
 		if b, err := command.Peek(signed); err == nil {
+			lockID, haveLock = bonds.LockID(b.LockID), true
 			cmdID = hex.EncodeToString(b.CommandID[:])
 			vo.CommandID, vo.Operation = bonds.CommandID(b.CommandID), b.Op.String()
 		}
@@ -325,6 +358,7 @@ func send(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if b, signed, err = sf.build(fs.Args(), time.Now()); err != nil {
 			return fmt.Errorf("send: %w", err)
 		}
+		lockID, haveLock = bonds.LockID(b.LockID), true
 		cmdID = hex.EncodeToString(b.CommandID[:])
 		vo.CommandID, vo.Operation, vo.Counter = bonds.CommandID(b.CommandID), b.Op.String(), b.Counter
 	}
@@ -332,7 +366,7 @@ func send(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	digest := hex.EncodeToString(sum[:])
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	c, t, err := mf.connect(ctx)
+	c, t, err := mf.connectFor(ctx, lockID, haveLock, *findWait, stderr)
 	if err != nil {
 		return fmt.Errorf("send: %w", err)
 	}

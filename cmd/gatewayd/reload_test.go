@@ -2,7 +2,10 @@ package main
 
 import (
 	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gatewayd/gatewayd/bluez/emulator"
+	"github.com/gatewayd/gatewayd/config"
 	"github.com/gatewayd/gatewayd/internal/mosquittotest"
 )
 
@@ -38,8 +42,9 @@ func (s *syncBuf) String() string {
 // mosquitto and a dbus-daemon with the BlueZ emulator, and sends it
 // SIGHUP as systemd's ExecReload does: it no longer dies (it did, with
 // exit 129 and no log line); it logs the reload, names the change that
-// needs a restart, applies the log level (debug lines appear), and stops
-// cleanly (exit 0) on SIGTERM afterwards.
+// needs a restart, applies the log level (debug lines appear) and a fleet
+// root added to keys.fleet_roots, and stops cleanly (exit 0) on SIGTERM
+// afterwards.
 func TestSIGHUPReloads(t *testing.T) {
 	bin := buildGatewayd(t)
 	dir, conf := checkDir(t)
@@ -99,6 +104,20 @@ func TestSIGHUPReloads(t *testing.T) {
 
 	changed := strings.Replace(conf, `level = "info"`, `level = "debug"`, 1)
 	changed = strings.Replace(changed, `brokers = ["`, `brokers = ["tcp://127.0.0.1:1", "`, 1)
+	// A second fleet root (a rollover): taken by the reload, no restart.
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newRoot := filepath.Join(dir, "new-root.pem")
+	if err := config.WritePublicKey(newRoot, pub); err != nil {
+		t.Fatal(err)
+	}
+	withRoot := strings.Replace(changed, "fleet_roots = [", fmt.Sprintf("fleet_roots = [%q, ", newRoot), 1)
+	if withRoot == changed {
+		t.Fatal("test configuration has no fleet_roots")
+	}
+	changed = withRoot
 	if err := os.WriteFile(path, []byte(changed), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -107,6 +126,10 @@ func TestSIGHUPReloads(t *testing.T) {
 	}
 	waitLog("mqtt.brokers changed: restart gatewayd to apply")
 	waitLog("log level changed")
+	waitLog("fleet roots reloaded")
+	if strings.Contains(stderr.String(), "keys.fleet_roots changed: restart") {
+		t.Error("keys.fleet_roots named as needing a restart")
+	}
 	// The new level applies: with the broker gone, the session's debug
 	// line of each reconnection attempt shows.
 	broker.Stop()

@@ -281,6 +281,7 @@ func TestPackageInstallAndPurge(t *testing.T) {
 		"/usr/share/doc/gatewayd/examples/mosquitto/mosquitto.conf":       {0, 0, 0o644, "f"},
 		"/usr/share/doc/gatewayd/examples/mosquitto/gatewayd.acl":         {0, 0, 0o644, "f"},
 		"/usr/share/doc/gatewayd/examples/prometheus/gatewayd-alerts.yml": {0, 0, 0o644, "f"},
+		"/usr/share/doc/gatewayd/examples/grafana/gatewayd-fleet.json":    {0, 0, 0o644, "f"},
 		"/usr/share/doc/gatewayd/operations.md":                           {0, 0, 0o644, "f"},
 	}
 	for p, w := range want {

@@ -142,7 +142,7 @@ func NewAuditPublisher(o AuditOptions) (*AuditPublisher, error) {
 	}
 	a := &AuditPublisher{opts: o, log: o.Logger.With("subsystem", "audit", "gateway", o.Topics.GatewayID),
 		kick: make(chan struct{}, 1)}
-	l := prometheus.Labels{"gateway": o.Topics.GatewayID}
+	var l prometheus.Labels // none: the scrape target names the dock
 	a.descPending = prometheus.NewDesc("gatewayd_audit_pending",
 		"Audit records read from locks and not yet acknowledged by the broker, as of the last pass.", nil, l)
 	a.descPublished = prometheus.NewDesc("gatewayd_audit_published_total",

@@ -21,9 +21,10 @@ var (
 	// already started, or closed.
 	ErrStarted = errors.New("operator: already started or closed")
 
-	// ErrRevocations is returned by Revocations.Offer when a revocation
-	// list is refused: it does not verify under the fleet roots, it is
-	// older than (or conflicts with) the list held, or it could not be
-	// stored.
+	// ErrRevocations is returned by Revocations.Offer and Reload when a
+	// revocation list is refused: it does not verify under the fleet
+	// roots, it is older than (or conflicts with) the list held, or it
+	// could not be read or stored; and by SetRoots when the list held does
+	// not verify under the new roots.
 	ErrRevocations = errors.New("operator: revocation list refused")
 )

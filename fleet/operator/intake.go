@@ -38,6 +38,11 @@ type IntakeOptions struct {
 	Topics    Topics
 	// Roots are the trusted fleet roots.
 	Roots cred.Roots
+	// CurrentRoots, if not nil, is asked for the trusted fleet roots at
+	// each command instead of Roots: the daemon swaps them on a reload
+	// (SIGHUP) without stopping the intake. It must be cheap and safe for
+	// concurrent use, and the map it returns must not change.
+	CurrentRoots func() cred.Roots
 	// Revoked, if not nil, says whether the fleet revocation list revokes
 	// a signer's credential kid, and the list's serial
 	// ([Revocations.Revoked]): such a command is refused, signer_rejected.
@@ -583,7 +588,7 @@ func (in *Intake) handle(ctx, journal context.Context, it item) {
 		refuse(p, recv, ReasonMalformed, err.Error(), nil)
 		return
 	}
-	v := command.Verifier{Roots: in.opts.Roots, LockID: body.LockID, Now: in.opts.Now}
+	v := command.Verifier{Roots: in.roots(), LockID: body.LockID, Now: in.opts.Now}
 	ver, err := v.Verify(p, body.Op)
 	c := bonds.Command{ID: body.CommandID, LockID: body.LockID, Operation: body.Op.String(),
 		NotAfter: body.NotAfter, Payload: bytes.Clone(p)}
@@ -674,11 +679,19 @@ func (in *Intake) submit(e bonds.Entry) func() {
 // sender's choice, so it is not a key of the log's rate limit.
 const unverified = "unverified"
 
+// roots are the fleet roots trusted now (IntakeOptions.CurrentRoots).
+func (in *Intake) roots() cred.Roots {
+	if in.opts.CurrentRoots != nil {
+		return in.opts.CurrentRoots()
+	}
+	return in.opts.Roots
+}
+
 // claimedSigner names the signer p claims, for the log: see
 // command.Verifier.Signer; unverified if its credential is not of a
 // trusted root.
 func (in *Intake) claimedSigner(p []byte) string {
-	v := command.Verifier{Roots: in.opts.Roots}
+	v := command.Verifier{Roots: in.roots()}
 	if name, ok := v.Signer(p); ok {
 		return name
 	}
@@ -742,7 +755,7 @@ func (in *Intake) counter(ctx context.Context, id bonds.LockID, signer string) (
 // time. "" if that fails (the credential was not valid yet then).
 func (in *Intake) expiredSigner(p []byte, body command.Body) string {
 	at := body.NotAfter.Add(-time.Second)
-	v := command.Verifier{Roots: in.opts.Roots, LockID: body.LockID, Now: func() time.Time { return at }}
+	v := command.Verifier{Roots: in.roots(), LockID: body.LockID, Now: func() time.Time { return at }}
 	ver, err := v.Verify(p, body.Op)
 	if err != nil {
 		return ""

@@ -4,10 +4,12 @@ import "github.com/prometheus/client_golang/prometheus"
 
 // Metrics. Both Intake and Outbox are prometheus.Collectors: they read
 // their atomics at scrape time and start no goroutine. Names are
-// gatewayd_intake_* and gatewayd_outbox_*, with a "gateway" constant label.
+// gatewayd_intake_* and gatewayd_outbox_*, without a label naming the
+// gateway: like every gatewayd metric, the scrape target names the dock
+// (docs/operations.md, "Monitoring").
 
 func (in *Intake) initMetrics() {
-	l := prometheus.Labels{"gateway": in.opts.Topics.GatewayID}
+	var l prometheus.Labels // none: the scrape target names the dock
 	in.descCommands = prometheus.NewDesc("gatewayd_intake_commands_total",
 		"Messages of the command topic decided, by outcome: journaled (new command ID, durable), duplicate (command ID already journaled), rejected (refused before the journal, with a notice).",
 		[]string{"outcome"}, l)
@@ -58,7 +60,7 @@ func (in *Intake) Collect(ch chan<- prometheus.Metric) {
 }
 
 func (o *Outbox) initMetrics() {
-	l := prometheus.Labels{"gateway": o.opts.Topics.GatewayID}
+	var l prometheus.Labels // none: the scrape target names the dock
 	o.descPending = prometheus.NewDesc("gatewayd_outbox_pending",
 		"Results in the outbox not yet acknowledged by the broker, as of the last pass.", nil, l)
 	o.descPublished = prometheus.NewDesc("gatewayd_outbox_published_total",

@@ -360,12 +360,12 @@ func TestMetrics(t *testing.T) {
 	const want = `
 # HELP gatewayd_intake_commands_total Messages of the command topic decided, by outcome: journaled (new command ID, durable), duplicate (command ID already journaled), rejected (refused before the journal, with a notice).
 # TYPE gatewayd_intake_commands_total counter
-gatewayd_intake_commands_total{gateway="gw-dock-7",outcome="duplicate"} 1
-gatewayd_intake_commands_total{gateway="gw-dock-7",outcome="journaled"} 1
-gatewayd_intake_commands_total{gateway="gw-dock-7",outcome="rejected"} 1
+gatewayd_intake_commands_total{outcome="duplicate"} 1
+gatewayd_intake_commands_total{outcome="journaled"} 1
+gatewayd_intake_commands_total{outcome="rejected"} 1
 # HELP gatewayd_intake_queue_depth Messages of the command topic received and not yet released (acknowledged or left for redelivery).
 # TYPE gatewayd_intake_queue_depth gauge
-gatewayd_intake_queue_depth{gateway="gw-dock-7"} 0
+gatewayd_intake_queue_depth 0
 `
 	if err := testutil.CollectAndCompare(in, strings.NewReader(want), "gatewayd_intake_commands_total", "gatewayd_intake_queue_depth"); err != nil {
 		t.Fatal(err)
@@ -379,10 +379,10 @@ gatewayd_intake_queue_depth{gateway="gw-dock-7"} 0
 	const wantOut = `
 # HELP gatewayd_outbox_published_total Results published on the result topic and acknowledged by the broker (republications after a restart included).
 # TYPE gatewayd_outbox_published_total counter
-gatewayd_outbox_published_total{gateway="gw-dock-7"} 1
+gatewayd_outbox_published_total 1
 # HELP gatewayd_outbox_pending Results in the outbox not yet acknowledged by the broker, as of the last pass.
 # TYPE gatewayd_outbox_pending gauge
-gatewayd_outbox_pending{gateway="gw-dock-7"} 0
+gatewayd_outbox_pending 0
 `
 	if err := testutil.CollectAndCompare(o, strings.NewReader(wantOut), "gatewayd_outbox_published_total", "gatewayd_outbox_pending"); err != nil {
 		t.Fatal(err)

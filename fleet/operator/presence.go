@@ -371,7 +371,7 @@ func (s *snapshot) sameAs(o *snapshot) bool {
 }
 
 func (p *Presence) initMetrics() {
-	l := prometheus.Labels{"gateway": p.opts.Topics.GatewayID}
+	var l prometheus.Labels // none: the scrape target names the dock
 	p.descLocks = prometheus.NewDesc("gatewayd_presence_locks",
 		"Locks in the gateway's latest presence snapshot (the locks it hears, at most MaxLocks); the locks topic carries it within the minimum interval.",
 		nil, l)

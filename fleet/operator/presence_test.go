@@ -393,13 +393,13 @@ func TestPresenceMetrics(t *testing.T) {
 	const want = `
 # HELP gatewayd_presence_locks Locks in the gateway's latest presence snapshot (the locks it hears, at most MaxLocks); the locks topic carries it within the minimum interval.
 # TYPE gatewayd_presence_locks gauge
-gatewayd_presence_locks{gateway="gw-dock-7"} 2
+gatewayd_presence_locks 2
 # HELP gatewayd_presence_publish_failures_total Failed publications of the presence snapshot; each is retried, with the latest snapshot, after a jittered backoff.
 # TYPE gatewayd_presence_publish_failures_total counter
-gatewayd_presence_publish_failures_total{gateway="gw-dock-7"} 1
+gatewayd_presence_publish_failures_total 1
 # HELP gatewayd_presence_publishes_total Presence snapshots published on the locks topic and acknowledged by the broker (refreshes included).
 # TYPE gatewayd_presence_publishes_total counter
-gatewayd_presence_publishes_total{gateway="gw-dock-7"} 1
+gatewayd_presence_publishes_total 1
 `
 	if err := testutil.CollectAndCompare(e.p, strings.NewReader(want)); err != nil {
 		t.Fatal(err)

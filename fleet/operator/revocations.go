@@ -27,7 +27,7 @@ type RevocationsOptions struct {
 	// OwnKID is the gateway's own credential kid: a list that revokes it
 	// is logged at error level (the locks will refuse this gateway).
 	OwnKID []byte
-	// GatewayID labels the metrics.
+	// GatewayID names the gateway in the log.
 	GatewayID string
 	Logger    *slog.Logger // nil discards
 }
@@ -42,8 +42,9 @@ type Revocations struct {
 	opts RevocationsOptions
 	log  *slog.Logger
 
-	mu  sync.Mutex // serialises Offer
-	cur atomic.Pointer[cred.Revocations]
+	mu    sync.Mutex // serialises Offer, SetRoots and Reload
+	cur   atomic.Pointer[cred.Revocations]
+	roots atomic.Pointer[cred.Roots] // the roots lists must be signed by (SetRoots)
 
 	installed, refused                  atomic.Uint64
 	descSerial, descOffers, descRevoked *prometheus.Desc
@@ -60,8 +61,9 @@ func NewRevocations(o RevocationsOptions) (*Revocations, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	r := &Revocations{opts: o, log: o.Logger.With("subsystem", "revocations")}
-	l := prometheus.Labels{"gateway": o.GatewayID}
+	r := &Revocations{opts: o, log: o.Logger.With("subsystem", "revocations", "gateway", o.GatewayID)}
+	r.roots.Store(&o.Roots)
+	var l prometheus.Labels // none: the scrape target names the dock
 	r.descSerial = prometheus.NewDesc("gatewayd_revocations_serial",
 		"Serial of the fleet revocation list the gateway holds (0: none); it hands the list to locks that report an older one.", nil, l)
 	r.descOffers = prometheus.NewDesc("gatewayd_revocations_offers_total",
@@ -118,12 +120,17 @@ func (r *Revocations) Offer(raw []byte) (installed bool, err error) {
 			r.refused.Add(1)
 		}
 	}()
-	list, err := cred.ParseRevocations(raw, r.opts.Roots)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.offer(raw)
+}
+
+// offer is Offer under mu.
+func (r *Revocations) offer(raw []byte) (installed bool, err error) {
+	list, err := cred.ParseRevocations(raw, *r.roots.Load())
 	if err != nil {
 		return false, fmt.Errorf("%w: %w", ErrRevocations, err)
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	cur := r.cur.Load()
 	switch {
 	case cur != nil && list.Serial < cur.Serial:
@@ -143,6 +150,55 @@ func (r *Revocations) Offer(raw []byte) (installed bool, err error) {
 	r.log.Warn("revocation list installed", "serial", list.Serial, "revoked", len(list.Revoked), "issued_at", list.IssuedAt)
 	r.warnOwn(list)
 	return true, nil
+}
+
+// SetRoots makes roots the fleet roots lists must be signed by, for a
+// reload of the fleet roots (SIGHUP). The list held must verify under
+// them: otherwise the roots are refused with an error wrapping
+// ErrRevocations (and the firmware/cred sentinel), and the old roots
+// stay. Dropping the root that signed the held list would leave the
+// gateway with no list it can trust until a new one arrives, so that is
+// the operator's decision to make with a restart (which refuses to start
+// in that case, naming the file to delete).
+func (r *Revocations) SetRoots(roots cred.Roots) error {
+	if len(roots) == 0 {
+		return fmt.Errorf("%w: no fleet roots", ErrRevocations)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if cur := r.cur.Load(); cur != nil {
+		if _, err := cred.ParseRevocations(cur.Raw, roots); err != nil {
+			return fmt.Errorf("%w: the revocation list held (serial %d) does not verify under the new fleet roots: %w",
+				ErrRevocations, cur.Serial, err)
+		}
+	}
+	r.roots.Store(&roots)
+	return nil
+}
+
+// Reload reads the list at Path again (a reload, SIGHUP) and installs it
+// if it is newer than the one held, as Offer does; the same list changes
+// nothing. So a list copied there by hand (a dock cut off from the
+// broker) takes effect without a restart. A missing file, or no Path,
+// is not an error.
+func (r *Revocations) Reload() (installed bool, err error) {
+	if r.opts.Path == "" {
+		return false, nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	raw, err := os.ReadFile(r.opts.Path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("%w: reading the revocation list: %w", ErrRevocations, err)
+	}
+	installed, err = r.offer(raw)
+	if err != nil {
+		r.refused.Add(1)
+	}
+	return installed, err
 }
 
 func (r *Revocations) warnOwn(list *cred.Revocations) {

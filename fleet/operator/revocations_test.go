@@ -203,3 +203,64 @@ func TestAttackGatewayRevokedGauge(t *testing.T) {
 }
 
 func writeFile(path string, b []byte) error { return os.WriteFile(path, b, 0o600) }
+
+// TestRevocationsReloadAndSetRoots: Reload takes a newer list copied to
+// the file, ignores the same one and refuses an older one (the held list
+// stays); SetRoots refuses roots under which the held list does not
+// verify (the old roots stay: a list of theirs is still accepted), and
+// takes roots that still verify it, after which lists are checked
+// against the new roots.
+func TestRevocationsReloadAndSetRoots(t *testing.T) {
+	e := newEnv(t)
+	path := filepath.Join(t.TempDir(), "revocations.cbor")
+	r := e.revocations(t, path)
+	if ok, err := r.Reload(); ok || err != nil {
+		t.Fatalf("reload without a file: %v %v", ok, err)
+	}
+	if err := writeFile(path, e.revocationList(t, 3, e.operator)); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := r.Reload(); !ok || err != nil {
+		t.Fatalf("reload of a newer list: %v %v", ok, err)
+	}
+	if s, revoked := r.Revoked(e.operator.Cert.KID); s != 3 || !revoked {
+		t.Fatalf("after the reload: serial %d, revoked %v", s, revoked)
+	}
+	if ok, err := r.Reload(); ok || err != nil {
+		t.Fatalf("reload of the same list: %v %v", ok, err)
+	}
+	if err := writeFile(path, e.revocationList(t, 2)); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := r.Reload(); ok || !errors.Is(err, ErrRevocations) {
+		t.Fatalf("reload of an older list: %v %v", ok, err)
+	}
+	if s, _ := r.Revoked(nil); s != 3 {
+		t.Fatalf("serial %d after an older list", s)
+	}
+
+	other := channeltest.NewFleet(t, "other")
+	if err := r.SetRoots(other.Roots); !errors.Is(err, ErrRevocations) || !errors.Is(err, cred.ErrUnknownRoot) {
+		t.Fatalf("roots that do not verify the held list: %v", err)
+	}
+	if ok, err := r.Offer(e.revocationList(t, 4)); !ok || err != nil {
+		t.Fatalf("a list of the kept roots: %v %v", ok, err)
+	}
+	both := cred.Roots{}
+	for kid, pub := range e.fleet.Roots {
+		both.Add([]byte(kid), pub)
+	}
+	for kid, pub := range other.Roots {
+		both.Add([]byte(kid), pub)
+	}
+	if err := r.SetRoots(both); err != nil {
+		t.Fatalf("roots that verify the held list: %v", err)
+	}
+	raw, err := cred.IssueRevocations(other.Root, other.RootKID, 5, other.Now, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := r.Offer(raw); !ok || err != nil {
+		t.Fatalf("a list of the new root: %v %v", ok, err)
+	}
+}

@@ -135,6 +135,10 @@ type Options struct {
 	// to a lock whose status reports an older serial (docs/protocol.md
 	// §13.9); the outcome does not change Handshake's.
 	Revocations func() *cred.Revocations
+	// Roots, if not nil, is asked for the fleet roots at each handshake,
+	// replacing Channel.Verifier's Roots (the daemon swaps them on a
+	// reload, SIGHUP). The map it returns must not change.
+	Roots func() cred.Roots
 }
 
 // DefaultBondTimeout is Options.BondTimeout's default: the lock's default
@@ -399,7 +403,13 @@ func (s *session) Handshake(ctx context.Context) error {
 // ShouldBond say so; bondFailed reports a bonding attempt that failed.
 func (s *session) handshake(ctx context.Context, bond bool) (bondFailed bool, _ error) {
 	cfg := s.l.opts.Channel
-	res := newBoundResolver(cfg.Verifier, s.id)
+	v := cfg.Verifier
+	if s.l.opts.Roots != nil {
+		vc := *v
+		vc.Roots = s.l.opts.Roots()
+		v = &vc
+	}
+	res := newBoundResolver(v, s.id)
 	cfg.Verifier, cfg.Resolver = res.bound, res
 	conn, err := channel.Dial(ctx, channel.NewFragmentTransport(s.dev, s.l.opts.Fragment), cfg)
 	if err != nil {

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/gatewayd/gatewayd/bonds"
 )
 
@@ -26,11 +28,21 @@ type bondGate struct {
 	mu   sync.Mutex
 	last map[bonds.LockID]time.Time       // last attempt allowed, this run
 	prev map[bonds.LockID]bonds.BondState // the state then
+
+	// outcomes counts what the link reported: bonded (a pairing done, or
+	// a bond BlueZ already held) and failed.
+	outcomes *prometheus.CounterVec
 }
 
 func newBondGate(ctx context.Context, db *bonds.DB, now func() time.Time, log *slog.Logger) *bondGate {
-	return &bondGate{db: db, ctx: ctx, now: now, log: log,
-		last: map[bonds.LockID]time.Time{}, prev: map[bonds.LockID]bonds.BondState{}}
+	g := &bondGate{db: db, ctx: ctx, now: now, log: log,
+		last: map[bonds.LockID]time.Time{}, prev: map[bonds.LockID]bonds.BondState{},
+		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gatewayd_bonding_outcomes_total",
+			Help: "Bluetooth bonds with locks reported by the link, by outcome: bonded (paired with the lock's one-time passkey, or BlueZ already held the bond), failed (retried after 10 minutes)."},
+			[]string{"outcome"})}
+	g.outcomes.WithLabelValues("bonded")
+	g.outcomes.WithLabelValues("failed")
+	return g
 }
 
 func (g *bondGate) shouldBond(id bonds.LockID, _ string) bool {
@@ -56,6 +68,12 @@ func (g *bondGate) shouldBond(id bonds.LockID, _ string) bool {
 }
 
 func (g *bondGate) onBond(id bonds.LockID, addr string, state bonds.BondState, err error) {
+	switch {
+	case err != nil:
+		g.outcomes.WithLabelValues("failed").Inc()
+	case state == bonds.BondBonded:
+		g.outcomes.WithLabelValues("bonded").Inc()
+	}
 	if err != nil {
 		g.mu.Lock()
 		if g.prev[id] == bonds.BondLost {

@@ -169,7 +169,7 @@ func TestBookkeepingVerifiesOnce(t *testing.T) {
 	if kid, _ := b.signer(t.Context(), signed2, &other); kid != "" {
 		t.Errorf("a command not journaled was named %q without a trusted root", kid)
 	}
-	b.roots = f.Roots
+	b.roots = func() cred.Roots { return f.Roots }
 	if kid, ctr := b.signer(t.Context(), signed2, &other); kid != want || ctr != 43 {
 		t.Errorf("a command not journaled, verified: signer %q counter %d, want %q 43", kid, ctr, want)
 	}

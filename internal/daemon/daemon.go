@@ -88,8 +88,9 @@ type Options struct {
 	Init bool
 	// Reload, if set, reloads the configuration on each signal received
 	// (cmd/gatewayd: SIGHUP) from LoadConfig: LogLevel, the level of
-	// Logger, is set from log.level; any other changed key is logged as
-	// needing a restart (reload.go).
+	// Logger, is set from log.level; the fleet roots are read again and
+	// swapped, and the revocation list file read again; any other changed
+	// key is logged as needing a restart (reload.go).
 	Reload     <-chan os.Signal
 	LoadConfig func() (*config.Config, error)
 	LogLevel   *slog.LevelVar
@@ -156,6 +157,8 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrConfig, err)
 	}
+	// The fleet roots every part verifies with; a reload swaps them.
+	roots := newTrust(keys.Roots)
 
 	// 2. BlueZ: the adapter, our agent, and the link to locks.
 	conn := opts.Bus
@@ -187,7 +190,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 		Verifier: &cred.Verifier{Roots: keys.Roots, Kinds: []cred.Kind{cred.KindLock}, Now: now},
 	}, Conn: conn, Agent: agent, ShouldBond: gate.shouldBond, OnBond: gate.onBond,
 		OnVerified: gate.onVerified, OnRefused: gate.onRefused, Address: verifiedAddress(ctx, db), Now: now,
-		Revocations: revs.Current})
+		Revocations: revs.Current, Roots: roots.Roots})
 	if err != nil {
 		return err
 	}
@@ -253,7 +256,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if err != nil {
 		return err
 	}
-	books := &bookkeeping{link: link, db: db, roots: keys.Roots, now: now, log: log.With("subsystem", "bookkeeping")}
+	books := &bookkeeping{link: link, db: db, roots: roots.Roots, now: now, log: log.With("subsystem", "bookkeeping")}
 	sched, err := fleet.New(fleet.Options{Journal: db, Link: books, Logger: log, Now: now,
 		MaxSessions: cfg.Bluetooth.MaxConnections, Retryable: bluelink.Retryable, OnResult: ob.Kick,
 		Audit: fleet.AuditOptions{Store: db, Heard: func() []bonds.LockID { return heardLocks(ad) },
@@ -261,7 +264,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if err != nil {
 		return err
 	}
-	in, err := operator.NewIntake(operator.IntakeOptions{Journal: db, Publisher: sess, Topics: topics, Roots: keys.Roots,
+	in, err := operator.NewIntake(operator.IntakeOptions{Journal: db, Publisher: sess, Topics: topics, Roots: keys.Roots, CurrentRoots: roots.Roots,
 		Revoked: revs.Revoked, Now: now, Logger: log, OnJournaled: sched.Submit, OnResult: ob.Kick})
 	if err != nil {
 		return err
@@ -278,7 +281,8 @@ func Run(ctx context.Context, opts Options) (err error) {
 		loopProbe{"presence", whileConnected(sess.Connected, pres.Progress)})
 
 	rl := newReloader(opts, log)
-	reg.MustRegister(rl.total, bluez.NewCollector(ad), link, sched, in, ob, auditPub, pres, revs, sess.Collector(), newBondsCollector(db), watch,
+	rl.trust, rl.revs, rl.now = roots, revs, now
+	reg.MustRegister(rl.total, gate.outcomes, bluez.NewCollector(ad), link, sched, in, ob, auditPub, pres, revs, sess.Collector(), newBondsCollector(db), watch,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewBuildInfoCollector(), newBuildInfo(build))
 

@@ -127,9 +127,12 @@ func TestDaemonEndToEnd(t *testing.T) {
 	}
 	checkMetricsWithPromtool(t, body)
 	checkRulesNameExportedMetrics(t, body)
+	checkLabelsConsistent(t, body)
 	for _, want := range []string{
-		`gatewayd_fleet_results_total{state="succeeded"} 4`,
-		`gatewayd_intake_rejected_total{gateway="dock-1",reason="bad_signature"} 1`,
+		`gatewayd_fleet_results_total{operation="unlock",state="succeeded"} 1`,
+		`gatewayd_fleet_results_total{operation="add-user",state="succeeded"} 1`,
+		`gatewayd_fleet_commands_received_total{operation="lock"} 1`,
+		`gatewayd_intake_rejected_total{reason="bad_signature"} 1`,
 		`gatewayd_mqtt_connected 1`,
 		`gatewayd_bluez_adapter_up 1`,
 		`gatewayd_bonds_commits_total`,
@@ -138,6 +141,11 @@ func TestDaemonEndToEnd(t *testing.T) {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %q", want)
 		}
+	}
+
+	if strings.Contains(string(body), `gatewayd_bonding_outcomes_total{outcome="bonded"} 0`) ||
+		!strings.Contains(string(body), `gatewayd_bonding_outcomes_total{outcome="bonded"} `) {
+		t.Errorf("no bond counted:\n%s", grepLines(string(body), "bonding"))
 	}
 
 	// An online backup through the admin socket, with the daemon running.
@@ -256,24 +264,58 @@ func checkMetricsWithPromtool(t *testing.T, scrape []byte) {
 }
 
 // checkRulesNameExportedMetrics: every gatewayd metric the shipped alert
-// rules use is one the daemon exports, so an alert never silently
-// watches a metric that was renamed.
+// rules and the Grafana dashboard use is one the daemon exports, so an
+// alert never silently watches, nor a panel shows, a metric that was
+// renamed.
 func checkRulesNameExportedMetrics(t *testing.T, scrape []byte) {
 	t.Helper()
-	rules, err := os.ReadFile("../../deploy/prometheus/gatewayd-alerts.yml")
+	checkFileNamesExportedMetrics(t, scrape, "../../deploy/prometheus/gatewayd-alerts.yml")
+	checkFileNamesExportedMetrics(t, scrape, "../../deploy/grafana/gatewayd-fleet.json")
+}
+
+func checkFileNamesExportedMetrics(t *testing.T, scrape []byte, file string) {
+	t.Helper()
+	rules, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	re := regexp.MustCompile(`gatewayd_[a-z_]+`)
+	re := regexp.MustCompile(`gatewayd_[a-z0-9_]+`)
 	exported := map[string]bool{}
 	for _, line := range strings.Split(string(scrape), "\n") {
-		if m := re.FindString(line); m != "" && strings.HasPrefix(line, m) {
-			exported[m] = true
+		if m := re.FindString(line); m != "" && (strings.HasPrefix(line, m) || strings.HasPrefix(line, "# HELP "+m+" ")) {
+			exported[m] = true // a sample's name, or a family's (a histogram's)
 		}
 	}
 	for _, name := range re.FindAllString(string(rules), -1) {
 		if !exported[name] {
-			t.Errorf("deploy/prometheus/gatewayd-alerts.yml uses %s, which the daemon does not export", name)
+			t.Errorf("%s uses %s, which the daemon does not export", strings.TrimPrefix(file, "../../"), name)
 		}
+	}
+}
+
+// checkLabelsConsistent: no gatewayd metric carries a label naming the
+// gateway (the scrape target names the dock: docs/operations.md,
+// "Monitoring"), and the adapter label is the adapter's name (hci0), not
+// its D-Bus path.
+func checkLabelsConsistent(t *testing.T, scrape []byte) {
+	t.Helper()
+	adapter := regexp.MustCompile(`adapter="([^"]*)"`)
+	seen := 0
+	for _, line := range strings.Split(string(scrape), "\n") {
+		if !strings.HasPrefix(line, "gatewayd_") {
+			continue
+		}
+		if strings.Contains(line, `gateway="`) || strings.Contains(line, `gateway_id="`) {
+			t.Errorf("metric labelled with the gateway: %s", line)
+		}
+		if m := adapter.FindStringSubmatch(line); m != nil {
+			seen++
+			if !regexp.MustCompile(`^hci[0-9]+$`).MatchString(m[1]) {
+				t.Errorf("adapter label %q, want the adapter's name (hci0): %s", m[1], line)
+			}
+		}
+	}
+	if seen == 0 {
+		t.Error("no metric with an adapter label")
 	}
 }

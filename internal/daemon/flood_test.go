@@ -88,7 +88,7 @@ func TestAttackJunkFloodKeepsCommandsFlowing(t *testing.T) {
 	}
 	// The flood really was one: notices were rate-limited, and nothing
 	// needed a reconnect.
-	if v := metric(t, m, `gatewayd_intake_notices_suppressed_total{gateway="dock-1"}`); v < 1000 {
+	if v := metric(t, m, `gatewayd_intake_notices_suppressed_total`); v < 1000 {
 		t.Errorf("notices_suppressed_total %v: the flood did not flood", v)
 	}
 	if v := metric(t, m, `gatewayd_mqtt_connects_total`); v != 1 {

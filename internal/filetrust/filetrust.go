@@ -38,6 +38,11 @@ var (
 	// ErrTooLarge is returned when a file is larger than what it holds
 	// can be.
 	ErrTooLarge = errors.New("file too large")
+
+	// ErrUnreadable is returned when the user gatewayd runs as may not
+	// read the file (its mode or owner), or may not enter a directory
+	// above it.
+	ErrUnreadable = errors.New("file not readable by gatewayd's user")
 )
 
 // Kind says how a file is trusted.
@@ -58,6 +63,9 @@ const (
 // it checked, and never reads more than max+1 bytes.
 func ReadFile(path string, kind Kind, max int64) ([]byte, error) {
 	fi, err := os.Stat(path)
+	if errors.Is(err, fs.ErrPermission) {
+		return nil, unreachable(path, err)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -68,6 +76,9 @@ func ReadFile(path string, kind Kind, max int64) ([]byte, error) {
 		return nil, err
 	}
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY|syscall.O_CLOEXEC, 0)
+	if errors.Is(err, fs.ErrPermission) {
+		return nil, unreadable(path, fi, kind)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -226,4 +237,94 @@ func notRegular(path string, fi fs.FileInfo) error {
 
 func tooLarge(path string, n, max int64) error {
 	return fmt.Errorf("%s is %d bytes or more, larger than the %d bytes it can hold; check that the configuration names the right file: %w", path, n, max, ErrTooLarge)
+}
+
+// unreadable says who cannot read path (fi) and the command that lets it,
+// for kind: a secret belongs to gatewayd's user, mode 0600; anything else
+// may be read by all (0644), since only its integrity matters.
+func unreadable(path string, fi fs.FileInfo, kind Kind) error {
+	me := os.Geteuid()
+	fix := fmt.Sprintf("chmod 644 %s", path)
+	if kind == Secret {
+		fix = fmt.Sprintf("chown %s %s && chmod 600 %s", name(me), path, path)
+	}
+	return fmt.Errorf("%s: gatewayd runs as %s, which may not read it (mode %04o, owner %s); run: %s: %w",
+		path, who(me), fi.Mode().Perm(), ownerOf(fi), fix, ErrUnreadable)
+}
+
+// unreachable names the directory above path that gatewayd's user may not
+// enter (err is the Stat error that said so) and the command that lets it:
+// the directory's group becomes the user's, with search permission
+// (install -d -m 0750 -g gatewayd, as docs/operations.md has it).
+func unreachable(path string, err error) error {
+	me := os.Geteuid()
+	abs, aerr := filepath.Abs(path)
+	if aerr != nil {
+		return fmt.Errorf("%s: %w: %w", path, err, ErrUnreadable)
+	}
+	// From / down: the first directory without search permission.
+	var dirs []string
+	for d := filepath.Dir(abs); ; d = filepath.Dir(d) {
+		dirs = append(dirs, d)
+		if filepath.Dir(d) == d {
+			break
+		}
+	}
+	for i := len(dirs) - 1; i >= 0; i-- {
+		d := dirs[i]
+		fi, serr := os.Stat(d)
+		if serr != nil || !fi.IsDir() || canSearch(fi) {
+			continue
+		}
+		group := strconv.Itoa(os.Getegid())
+		if g, gerr := user.LookupGroupId(group); gerr == nil {
+			group = g.Name
+		}
+		return fmt.Errorf("%s: gatewayd runs as %s, which may not enter its directory %s (mode %04o, owner %s); run: chgrp %s %s && chmod g+x %s: %w",
+			path, who(me), d, fi.Mode().Perm(), ownerOf(fi), group, d, d, ErrUnreadable)
+	}
+	return fmt.Errorf("%s: gatewayd runs as %s: %w: %w", path, who(me), err, ErrUnreadable)
+}
+
+// canSearch reports whether gatewayd's user may enter directory fi.
+func canSearch(fi fs.FileInfo) bool {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	me := os.Geteuid()
+	if !ok || me == 0 {
+		return true
+	}
+	perm := fi.Mode().Perm()
+	if int(st.Uid) == me {
+		return perm&0o100 != 0
+	}
+	if inGroup(int(st.Gid)) {
+		return perm&0o010 != 0
+	}
+	return perm&0o001 != 0
+}
+
+func inGroup(gid int) bool {
+	if gid == os.Getegid() {
+		return true
+	}
+	gs, _ := os.Getgroups()
+	for _, g := range gs {
+		if g == gid {
+			return true
+		}
+	}
+	return false
+}
+
+// ownerOf names a file's owner and group: "root:gatewayd".
+func ownerOf(fi fs.FileInfo) string {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return "unknown"
+	}
+	group := strconv.Itoa(int(st.Gid))
+	if g, err := user.LookupGroupId(group); err == nil {
+		group = g.Name
+	}
+	return name(int(st.Uid)) + ":" + group
 }

@@ -28,9 +28,33 @@ import (
 	"github.com/gatewayd/gatewayd/firmware/lockclient"
 )
 
+// Steps is the number of steps the demo shows (-steps prints it), so that
+// scripts/demo.sh numbers the next part's steps on from it.
+const Steps = 5
+
+// first is the number of the demo's first step (-first), next the number
+// of the next step.
+var first, next = 1, 1
+
+// step starts the next step: a blank line, then its number and title.
+func step(format string, a ...any) {
+	if next > first {
+		fmt.Println()
+	}
+	fmt.Printf("== %d. "+format+"\n", append([]any{next}, a...)...)
+	next++
+}
+
 func main() {
 	mtu := flag.Int("mtu", 23, "ATT MTU of the simulated link (23..247)")
+	flag.IntVar(&first, "first", 1, "the number of the first step (scripts/demo.sh numbers its three parts' steps on)")
+	steps := flag.Bool("steps", false, "print the number of steps the demo shows, and exit")
 	flag.Parse()
+	if *steps {
+		fmt.Println(Steps)
+		return
+	}
+	next = first
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := run(ctx, *mtu); err != nil {
@@ -79,7 +103,7 @@ func connect(ctx context.Context, mtu int, faults channeltest.Faults, g, l chann
 }
 
 func run(ctx context.Context, mtu int) error {
-	missed = 0
+	missed, next = 0, first
 	t := fatal{}
 	fleet := channeltest.NewFleet(t, "demo-fleet")
 	gw := fleet.Gateway(t, "gw-dock-17")
@@ -88,17 +112,17 @@ func run(ctx context.Context, mtu int) error {
 		fleet.RootKID, gw.Cert.Subject, len(gw.Cert.Raw), lock.Cert.Subject, len(lock.Cert.Raw))
 
 	faults := channeltest.Faults{Seed: 1, Swap: 0.25, Duplicate: 0.1}
-	fmt.Printf("1. Handshake over a BLE link with ATT MTU %d, %d%% of packets reordered, %d%% duplicated\n",
+	step("Handshake over a BLE link with ATT MTU %d, %d%% of packets reordered, %d%% duplicated",
 		mtu, int(faults.Swap*100), int(faults.Duplicate*100))
 	s := connect(ctx, mtu, faults, fleet.GatewayConfig(gw), fleet.LockConfig(lock))
 	if s.gwErr != nil || s.lockErr != nil {
 		return fmt.Errorf("handshake: gateway %v, lock %v", s.gwErr, s.lockErr)
 	}
 	fmt.Printf("   done in %v: %d packets gateway→lock, %d lock→gateway\n", s.took.Round(time.Microsecond), len(s.a.Sent), len(s.b.Sent))
-	fmt.Printf("   gateway authenticated %s %s; lock authenticated %s %q (may: %v)\n\n",
+	fmt.Printf("   gateway authenticated %s %s; lock authenticated %s %q (may: %v)\n",
 		s.gw.Peer().Kind, s.gw.Peer().Subject, s.lock.Peer().Kind, s.lock.Peer().Subject, s.lock.Peer().Effective())
 
-	fmt.Println("2. Protected requests and responses")
+	step("Protected requests and responses")
 	secret := []byte("status please, user 42")
 	for i := range 3 {
 		req := fmt.Appendf(nil, "%s #%d", secret, i)
@@ -123,7 +147,7 @@ func run(ctx context.Context, mtu int) error {
 	for _, p := range append(s.a.Sent, s.b.Sent...) {
 		air = append(air, p...)
 	}
-	fmt.Printf("\n3. A sniffer captured %d bytes. Does it see…\n", len(air))
+	step("A sniffer captured %d bytes. Does it see…", len(air))
 	for name, v := range map[string][]byte{
 		"the gateway's name": []byte(gw.Cert.Subject), "the lock's ID": lock.Cert.KID,
 		"either credential": lock.Cert.Raw, "the request text": secret,
@@ -131,7 +155,7 @@ func run(ctx context.Context, mtu int) error {
 		fmt.Printf("   %-20s %v\n", name+"?", bytes.Contains(air, v))
 	}
 
-	fmt.Println("\n4. Attacks")
+	step("Attacks")
 	// Re-send every fragment of the last request under a fresh fragment
 	// msg_id, so that only the frame layer can tell it is a replay.
 	lastID := s.a.Sent[len(s.a.Sent)-1][0]
@@ -204,7 +228,7 @@ func commands(ctx context.Context, mtu int, fleet *channeltest.Fleet, gw channel
 		return err
 	}
 	c := lockclient.New(conn)
-	fmt.Printf("\n5. Commands to the reference lock %s, through gateway %q\n", lp.Cert.Subject, gw.Cert.Subject)
+	step("Commands to the reference lock %s, through gateway %q", lp.Cert.Subject, gw.Cert.Subject)
 	show := func(what string, r *command.Result, err error) *command.Result {
 		if err != nil {
 			fmt.Printf("   %-46s error: %v\n", what, err)
