@@ -2,6 +2,7 @@ package device_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"testing"
 
@@ -329,6 +330,87 @@ func TestPowerCutDuringTransfer(t *testing.T) {
 		saved := max(after-len(img.InitPacket.Raw), 0) / dfu.MaxDataObject * dfu.MaxDataObject
 		if most := len(fw) - saved + len(img.InitPacket.Raw); link2.PacketBytes > most {
 			t.Fatalf("cut after %d bytes: the resume sent %d bytes, want at most %d", after, link2.PacketBytes, most)
+		}
+		e.runs(fw, newVer)
+	}
+}
+
+// cutLink cuts the lock's power at its step-th write (Control Point
+// request or Packet write, counted from 0) instead of making it.
+type cutLink struct {
+	*dfutest.Link
+	dev   *device.Device
+	step  int
+	steps int
+	cut   bool
+}
+
+func (c *cutLink) at() error {
+	c.steps++
+	if c.steps-1 != c.step {
+		return nil
+	}
+	c.cut = true
+	if err := c.dev.PowerCut(); err != nil {
+		return err
+	}
+	return errors.New("power cut")
+}
+
+func (c *cutLink) WriteControlPoint(ctx context.Context, req []byte) error {
+	if err := c.at(); err != nil {
+		return err
+	}
+	return c.Link.WriteControlPoint(ctx, req)
+}
+
+func (c *cutLink) WritePacket(ctx context.Context, data []byte) error {
+	if err := c.at(); err != nil {
+		return err
+	}
+	return c.Link.WritePacket(ctx, data)
+}
+
+// TestPowerCutAtEveryStep: the power fails before each write of a whole
+// update, one run per write; each time the lock boots its old image or
+// the new one, whole, and a new enter-dfu for the same package finishes
+// the update.
+func TestPowerCutAtEveryStep(t *testing.T) {
+	fw := newImage(2*dfu.MaxDataObject+500, 0x66)
+	for step := 0; ; step++ {
+		e := newEnv(t, nil)
+		img := e.pkg(newVer, fw, nil)
+		wantStatus(t, e.enterDFU(e.connect(e.gateway), e.admin, img), command.StatusOK)
+		bl, err := e.dev.Bootloader()
+		if err != nil {
+			t.Fatal(err)
+		}
+		link := &cutLink{Link: dfutest.Connect(bl, 247), dev: e.dev, step: step}
+		_, err = controller.New(controller.Options{PRN: 4}).Send(ctx(t), link, img)
+		if !link.cut {
+			if err != nil {
+				t.Fatalf("uncut transfer: %v", err)
+			}
+			e.runs(fw, newVer)
+			t.Logf("%d steps, each cut once", step)
+			if step < 20 {
+				t.Fatalf("only %d steps", step)
+			}
+			return
+		}
+		if err == nil {
+			t.Fatalf("step %d: the transfer succeeded through a power cut", step)
+		}
+		if e.dev.Mode() != device.ModeApplication {
+			t.Fatalf("step %d: mode %v after the power cut", step, e.dev.Mode())
+		}
+		if img, _ := e.dev.Firmware(); !bytes.Equal(img, oldImage) {
+			t.Fatalf("step %d: the lock runs %d bytes, not its old image", step, len(img))
+		}
+		e.runs(oldImage, oldVer)
+		wantStatus(t, e.enterDFU(e.connect(e.gateway), e.admin, img), command.StatusOK)
+		if _, err := e.transfer(img); err != nil {
+			t.Fatalf("step %d: resumed transfer: %v", step, err)
 		}
 		e.runs(fw, newVer)
 	}
