@@ -24,6 +24,8 @@ const (
 	MaxBondWindow     = 60
 	// MaxAuditEntries is the most entries one read-audit may ask for.
 	MaxAuditEntries = 16
+	// InitHashLen is the size of enter-dfu's init_hash: a SHA-256.
+	InitHashLen = 32
 )
 
 // Args are the arguments of an operation (request key 3, body key 3). One
@@ -38,6 +40,7 @@ const (
 //	read-audit:  {1: from_seq, 2: max}
 //	set-time:    {1: time}
 //	set-revocations: {1: list}
+//	enter-dfu:   {1: init_hash}
 type Args struct {
 	// UserID is the user's ID, the subject of its credential: add-user
 	// (key 1), remove-user (key 1). 1..64 bytes of UTF-8.
@@ -68,6 +71,10 @@ type Args struct {
 	// signed by the fleet root, 1..cred.MaxRevocationsSize bytes:
 	// set-revocations (key 1). The lock verifies it.
 	Revocations []byte
+	// InitHash is the SHA-256 of the init packet (the package's .dat, as
+	// the DFU controller sends it) of the one update the lock's
+	// bootloader may then execute: enter-dfu (key 1). 32 bytes.
+	InitHash []byte
 }
 
 // BondWindow returns the window allow-bond asks for: WindowSeconds, or
@@ -84,7 +91,8 @@ func (a *Args) Equal(b *Args) bool {
 	return a.UserID == b.UserID && bytes.Equal(a.PublicKey, b.PublicKey) &&
 		a.Role == b.Role && a.NotBefore.Equal(b.NotBefore) && a.NotAfter.Equal(b.NotAfter) &&
 		a.WindowSeconds == b.WindowSeconds && a.FromSeq == b.FromSeq && a.Max == b.Max &&
-		a.Time.Equal(b.Time) && bytes.Equal(a.Revocations, b.Revocations)
+		a.Time.Equal(b.Time) && bytes.Equal(a.Revocations, b.Revocations) &&
+		bytes.Equal(a.InitHash, b.InitHash)
 }
 
 // argDesc describes one Args field independently of its key, which is per
@@ -243,9 +251,25 @@ var (
 		},
 	}
 
+	argInitHash = &argDesc{
+		name: "init_hash",
+		zero: func(a *Args) bool { return a.InitHash == nil },
+		enc: func(a *Args) (any, error) {
+			if len(a.InitHash) != InitHashLen {
+				return nil, fmt.Errorf("init hash of %d bytes, want %d", len(a.InitHash), InitHashLen)
+			}
+			return a.InitHash, nil
+		},
+		dec: func(a *Args, raw cbor.RawMessage) error {
+			b, err := decBytes(raw, InitHashLen)
+			a.InitHash = b
+			return err
+		},
+	}
+
 	// allArgs lists every argDesc, for the "unused fields are zero" rule.
 	allArgs = []*argDesc{argUserID, argPublicKey, argRole, argNotBefore, argNotAfter,
-		argWindow, argFromSeq, argMax, argTime, argRevocations}
+		argWindow, argFromSeq, argMax, argTime, argRevocations, argInitHash}
 )
 
 // The per-operation argument tables, referenced from the ops table.
@@ -263,6 +287,7 @@ var (
 	setTimeArgs    = []argField{{1, true, argTime}}
 
 	setRevocationsArgs = []argField{{1, true, argRevocations}}
+	enterDFUArgs       = []argField{{1, true, argInitHash}}
 )
 
 // argSchemas holds the schema of each operation's args map, built from the

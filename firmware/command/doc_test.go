@@ -75,6 +75,9 @@ type example struct {
 	addUserResult, unlockResult   []byte
 	addUserPayload, unlockPayload []byte
 	unlockResultSig               []byte
+
+	enterDFUBody                                 Body
+	enterDFUSigned, enterDFUReq, enterDFUPayload []byte
 }
 
 func issueEx(t *testing.T, root ed25519.PrivateKey, kid []byte, key ed25519.PrivateKey, sub string, role cred.Role, perms cred.Perm) []byte {
@@ -123,7 +126,22 @@ func makeExample(t *testing.T) *example {
 		NotAfter:  exNow.Add(5 * time.Minute),
 		Counter:   uint64(exNow.UnixMilli()), // a time-based counter (milliseconds)
 	}
+	x.enterDFUBody = Body{
+		LockID:    exLockID,
+		Op:        OpEnterDFU,
+		Args:      Args{InitHash: bytes.Repeat([]byte{0x5a}, InitHashLen)},
+		CommandID: seq16(0x20),
+		NotAfter:  exNow.Add(5 * time.Minute),
+		Counter:   2,
+	}
 	var err error
+	if x.enterDFUSigned, err = Sign(x.admin, x.adminCWT, x.enterDFUBody); err != nil {
+		t.Fatal(err)
+	}
+	x.enterDFUPayload, _ = MarshalBody(&x.enterDFUBody)
+	if x.enterDFUReq, err = MarshalRequest(&Request{Op: OpEnterDFU, RequestID: 3, Signed: x.enterDFUSigned}); err != nil {
+		t.Fatal(err)
+	}
 	if x.addUserSigned, err = Sign(x.admin, x.adminCWT, x.addUserBody); err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +180,7 @@ func makeExample(t *testing.T) *example {
 	v := &Verifier{Roots: roots, LockID: exLockID, Now: func() time.Time { return exNow }}
 	for _, c := range []struct {
 		req []byte
-	}{{x.addUserReq}, {x.unlockReq}} {
+	}{{x.addUserReq}, {x.unlockReq}, {x.enterDFUReq}} {
 		r, err := ParseRequest(c.req)
 		if err != nil {
 			t.Fatal(err)
@@ -229,6 +247,8 @@ func (x *example) blocks(t *testing.T) map[string]string {
 		"unlock-result-hex":   hexRows(x.unlockResult),
 		"unlock-result-sig":   annotate(x.unlockResultSig, resultSigHint()),
 		"unlock-result-tbs":   hexRows(resultSigStructure(resEnv.Payload)),
+		"enter-dfu-body":      annotate(x.enterDFUPayload, bodyHint(OpEnterDFU)),
+		"enter-dfu-request":   hexRows(x.enterDFUReq),
 	}
 }
 
@@ -278,7 +298,7 @@ func TestSpecExamples(t *testing.T) {
 	// The hex of both requests and results must appear in full in §12,
 	// whatever the layout.
 	flat := strings.Join(strings.Fields(text), "")
-	for _, b := range [][]byte{x.addUserReq, x.unlockReq, x.addUserResult, x.unlockResult} {
+	for _, b := range [][]byte{x.addUserReq, x.unlockReq, x.addUserResult, x.unlockResult, x.enterDFUReq} {
 		if !strings.Contains(flat, hex.EncodeToString(b)) {
 			t.Errorf("the spec does not show %x", b)
 		}

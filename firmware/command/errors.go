@@ -31,9 +31,10 @@ const (
 	StatusInterrupted      Status = 15
 	StatusBadTime          Status = 16
 	StatusInternal         Status = 17
+	StatusNotReady         Status = 18
 
 	// maxStatus is the largest defined status code.
-	maxStatus = StatusInternal
+	maxStatus = StatusNotReady
 )
 
 // Sentinel errors, one per status code other than ok. Every error this
@@ -114,6 +115,12 @@ var (
 	// that is none of the above (storage, hardware); and by [StatusOf] for
 	// an error that wraps no sentinel of this package.
 	ErrInternal = errors.New("command: internal error")
+	// ErrNotReady (status 18) is returned when the lock cannot run an
+	// authorised command in its present condition: enter-dfu while the
+	// bolt is not locked (the bike is in use) or the battery is below
+	// the lock's floor for a firmware update. The detail says which; the
+	// operator signs a new command once the condition is gone.
+	ErrNotReady = errors.New("command: lock not ready")
 )
 
 // statusErrs is indexed by Status.
@@ -136,13 +143,14 @@ var statusErrs = [...]error{
 	StatusInterrupted:      ErrInterrupted,
 	StatusBadTime:          ErrBadTime,
 	StatusInternal:         ErrInternal,
+	StatusNotReady:         ErrNotReady,
 }
 
 var statusNames = [...]string{
 	"ok", "malformed", "unknown_op", "forbidden", "bad_signature",
 	"signer_rejected", "wrong_lock", "expired", "replay", "duplicate_command",
 	"table_full", "no_such_user", "jammed", "locked_out", "bond_refused",
-	"interrupted", "bad_time", "internal",
+	"interrupted", "bad_time", "internal", "not_ready",
 }
 
 // Valid reports whether s is a defined status code.

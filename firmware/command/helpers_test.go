@@ -89,6 +89,12 @@ func sampleArgs(op Op) Args {
 		return Args{Time: t0.Add(90 * time.Second)}
 	case OpSetRevocations:
 		return Args{Revocations: []byte{0x84, 0x40, 0xa0, 0x40, 0x40}}
+	case OpEnterDFU:
+		h := make([]byte, InitHashLen)
+		for i := range h {
+			h[i] = 0xd0 | byte(i&0x0f)
+		}
+		return Args{InitHash: h}
 	}
 	return Args{}
 }

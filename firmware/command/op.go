@@ -27,8 +27,14 @@ const (
 	// fleet root signed it), so any authenticated peer may deliver it: it
 	// needs no permission bit and is never a signed command.
 	OpSetRevocations Op = 11
+	// OpEnterDFU authorises one firmware update: the lock answers, then
+	// resets into its bootloader, which executes only the init packet
+	// whose SHA-256 the command names (docs/protocol.md §12.4, docs/dfu.md).
+	// Only an admin whose credential holds every permission of its role
+	// may sign it ([AdminOnly]); it is never unsigned.
+	OpEnterDFU Op = 12
 
-	maxOp = OpSetRevocations
+	maxOp = OpEnterDFU
 )
 
 // opInfo is the one table of per-operation facts.
@@ -46,6 +52,10 @@ type opInfo struct {
 	// permission bit (set-revocations, whose argument carries its own
 	// authority).
 	open bool
+	// admin: no permission bit of its own; only a signer of the admin
+	// role whose effective permissions are the whole admin cap may sign
+	// it (enter-dfu).
+	admin bool
 }
 
 var ops = [...]opInfo{
@@ -60,6 +70,7 @@ var ops = [...]opInfo{
 	OpReadAudit:      {name: "read-audit", perm: cred.PermReadAudit, data: true, args: readAuditArgs},
 	OpSetTime:        {name: "set-time", perm: cred.PermSetTime, signed: true, args: setTimeArgs},
 	OpSetRevocations: {name: "set-revocations", args: setRevocationsArgs, open: true},
+	OpEnterDFU:       {name: "enter-dfu", signed: true, args: enterDFUArgs, admin: true},
 }
 
 // Valid reports whether o is a defined operation code.
@@ -87,13 +98,24 @@ func ParseOp(name string) (op Op, ok bool) {
 
 // Perm returns the permission bit of firmware/cred that allows o (PermLock
 // for OpLock ... PermSetTime for OpSetTime), or 0 for an undefined code and
-// for set-revocations ([Op.Open]); [cred.Cert.Allows] never grants 0.
+// for set-revocations ([Op.Open]) and enter-dfu ([Op.AdminOnly]);
+// [cred.Cert.Allows] never grants 0.
 func (o Op) Perm() cred.Perm {
 	if o.Valid() {
 		return ops[o].perm
 	}
 	return 0
 }
+
+// AdminOnly reports whether o has no permission bit of its own and may be
+// signed only by an operator credential of the admin role whose effective
+// permissions hold every bit of the admin cap (cred.AdminPerms): enter-dfu.
+// A firmware update can change everything the lock does, so an admin
+// restricted to fewer rights than its role's may not sign it; a new
+// permission bit would have made every credential issued before it
+// unable to sign it, and every lock of protocol version 1 refuse the
+// credentials issued after it.
+func (o Op) AdminOnly() bool { return o.Valid() && ops[o].admin }
 
 // Open reports whether any authenticated session peer may run o unsigned,
 // without a permission bit: only set-revocations, whose list is signed by

@@ -296,7 +296,7 @@ func TestOpPerms(t *testing.T) {
 			t.Errorf("%v: perm %v, want %v", op, op.Perm(), want[i])
 		}
 	}
-	if Op(0).Perm() != 0 || Op(12).Perm() != 0 || Op(12).String() != "op(12)" {
+	if Op(0).Perm() != 0 || Op(13).Perm() != 0 || Op(13).String() != "op(13)" || OpEnterDFU.Perm() != 0 || !OpEnterDFU.AdminOnly() {
 		t.Error("undefined ops")
 	}
 }
@@ -372,7 +372,7 @@ func TestArgsForOtherOpsRefused(t *testing.T) {
 			t.Errorf("%v with %+v: %v", c.op, c.args, err)
 		}
 	}
-	if _, err := MarshalRequest(&Request{Op: Op(12)}); !errors.Is(err, ErrUnknownOp) {
+	if _, err := MarshalRequest(&Request{Op: Op(13)}); !errors.Is(err, ErrUnknownOp) {
 		t.Errorf("undefined op: %v", err)
 	}
 	if _, err := MarshalRequest(&Request{Op: OpAddUser, Args: sampleArgs(OpAddUser), Signed: []byte{0x84}}); !errors.Is(err, ErrMalformed) {

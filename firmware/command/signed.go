@@ -389,8 +389,9 @@ type Verified struct {
 //  7. the body's op is wantOp, and the signer's effective permissions
 //     ([cred.Cert.Allows]) include it: operator role for lock, unlock and
 //     status; admin role for those and add-user, remove-user, list-users,
-//     clear-bonds, read-audit and set-time; nobody for allow-bond
-//     (ErrForbidden);
+//     clear-bonds, read-audit and set-time; for enter-dfu, which has no
+//     bit, the admin role with every bit of its cap ([Op.AdminOnly]);
+//     nobody for allow-bond (ErrForbidden);
 //  8. the body's lock ID is LockID (ErrWrongLock);
 //  9. Now is before the body's NotAfter (ErrExpired).
 //
@@ -453,7 +454,12 @@ func (v *Verifier) Verify(signed []byte, wantOp Op) (*Verified, error) {
 	if body.Op != wantOp {
 		return nil, fmt.Errorf("%w: body signs %v, request is %v", ErrForbidden, body.Op, wantOp)
 	}
-	if c := out.Signer; c != nil && !c.Allows(body.Op.Perm()) {
+	if c := out.Signer; c != nil && body.Op.AdminOnly() {
+		if c.Role != cred.RoleAdmin || c.Effective() != cred.Cap(c.Kind, cred.RoleAdmin) {
+			return nil, fmt.Errorf("%w: %v %q (role %d) has %v, %v needs an admin with all of %v", ErrForbidden,
+				c.Kind, c.Subject, c.Role, c.Effective(), body.Op, cred.AdminPerms)
+		}
+	} else if c != nil && !c.Allows(body.Op.Perm()) {
 		return nil, fmt.Errorf("%w: %v %q (role %d) has %v, %v needs %v", ErrForbidden,
 			c.Kind, c.Subject, c.Role, c.Effective(), body.Op, body.Op.Perm())
 	}

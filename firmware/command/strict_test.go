@@ -247,9 +247,9 @@ func TestStrictRequestSignedOversized(t *testing.T) {
 }
 
 func TestStrictRequestUnknownOpEchoesID(t *testing.T) {
-	r, err := ParseRequest(unhex(t, "a2 01 0c 02 19 1234"))
+	r, err := ParseRequest(unhex(t, "a2 01 0d 02 19 1234"))
 	wantErr(t, err, ErrUnknownOp)
-	if r.RequestID != 0x1234 || r.Op != 12 {
+	if r.RequestID != 0x1234 || r.Op != 13 {
 		t.Fatalf("partial request %+v", r)
 	}
 	r, err = ParseRequest(unhex(t, "a2 01 1a 00010000 02 05"))
@@ -309,7 +309,7 @@ func TestStrictResultMissingKey(t *testing.T) {
 
 func TestStrictResultUndefinedStatus(t *testing.T) {
 	m := resultMap(t)
-	m[2] = uint64(18)
+	m[2] = uint64(19)
 	b, _ := encMode.Marshal(m)
 	wantMalformedResult(t, OpLock, b)
 }

@@ -4,6 +4,7 @@ import (
 	"archive/zip"
 	"bytes"
 	"crypto/ecdsa"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"fmt"
@@ -88,6 +89,12 @@ type Image struct {
 	// InitPacket is the parsed .dat: the command object.
 	InitPacket *InitPacket
 }
+
+// InitHash is the SHA-256 of the image's init packet (the .dat's bytes,
+// exactly as the controller sends them): what an enter-dfu command names
+// (docs/protocol.md §12.4) and the only init packet the lock's bootloader
+// then executes.
+func (im *Image) InitHash() [32]byte { return sha256.Sum256(im.InitPacket.Raw) }
 
 // manifest is manifest.json as nrfutil 6.1.7 writes it. Fields are in
 // the order of their keys: nrfutil sorts them, and so does Generate.

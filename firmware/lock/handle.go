@@ -26,7 +26,10 @@ func (l *Lock) Handle(peerCert *cred.Cert, peer Peer, plaintext []byte) []byte {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var res *command.Result
-	if perr != nil {
+	if l.resetting {
+		res = l.resultLocked(req.RequestID, command.StatusInternal)
+		res.Detail = "resetting into the bootloader"
+	} else if perr != nil {
 		res = l.resultLocked(req.RequestID, command.StatusOf(perr))
 		res.Detail = "malformed request"
 	} else {
@@ -326,6 +329,9 @@ func (l *Lock) execute(res *command.Result, peerCert *cred.Cert, peer Peer, op c
 
 	case command.OpSetRevocations:
 		return l.setRevocations(res, fail, ok, a.Revocations)
+
+	case command.OpEnterDFU:
+		return l.enterDFU(res, fail, ok, a.InitHash)
 
 	case command.OpSetTime:
 		rtc := time.Now()

@@ -70,9 +70,35 @@ type Options struct {
 	Battery func() uint8
 	// Lockout is the backoff policy for failed peers.
 	Lockout LockoutPolicy
+	// Bootloader is the lock's way into its DFU bootloader (enter-dfu);
+	// nil: the lock has none, and refuses enter-dfu with internal.
+	Bootloader Bootloader
+	// DFUBatteryFloor is the lowest charge, in percent, at which the lock
+	// accepts enter-dfu (a transfer and activation must not run the
+	// battery flat); 0: DefaultDFUBatteryFloor.
+	DFUBatteryFloor uint8
 	// Logger receives one line per refused handshake or command; nil
 	// discards. It never sees keys, passkeys or signatures.
 	Logger *slog.Logger
+}
+
+// DefaultDFUBatteryFloor is the charge below which enter-dfu is refused
+// (not_ready) unless Options.DFUBatteryFloor says otherwise.
+const DefaultDFUBatteryFloor = 30
+
+// Bootloader is what the application knows of its bootloader, as the nRF5
+// SDK's buttonless DFU service does: it writes the bootloader's settings
+// page, then resets. firmware/lock/device implements it with the reference
+// bootloader (firmware/dfu/target).
+type Bootloader interface {
+	// AuthoriseDFU writes initHash to the bootloader's settings page,
+	// durably, before the lock answers enter-dfu: the bootloader then
+	// executes only the init packet whose SHA-256 it is. An error refuses
+	// the command (internal) and nothing is reset.
+	AuthoriseDFU(initHash [32]byte) error
+	// ResetIntoBootloader resets the lock into its bootloader's DFU mode.
+	// Serve calls it once the enter-dfu result was sent.
+	ResetIntoBootloader()
 }
 
 // Lock is the reference lock. It is safe for concurrent use by several
@@ -99,6 +125,9 @@ type Lock struct {
 	// signed is the signed command of the request being handled, once
 	// verified: its result is signed (Handle).
 	signed *command.Verified
+	// resetting is set by an authorised enter-dfu: once its result is
+	// sent, the lock resets into its bootloader and serves nothing more.
+	resetting, resetTaken bool
 }
 
 // New boots a lock from its storage: it loads users, counters, clock and
@@ -147,6 +176,15 @@ func New(opts Options) (*Lock, error) {
 		l.record(Event{Kind: audit.EventCommandRefused, Op: p.Op, CommandID: p.ID, Status: uint16(command.StatusInterrupted)})
 	}
 	return l, nil
+}
+
+// Resetting reports whether the lock answered an authorised enter-dfu
+// and is about to reset into its bootloader (Serve does so after sending
+// the result; a BLE stack that calls Handle itself does it then).
+func (l *Lock) Resetting() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.resetting
 }
 
 // ID returns the lock's 8-byte ID.
@@ -298,7 +336,7 @@ func (l *Lock) Serve(ctx context.Context, t Transport, peer Peer) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			if errors.Is(err, errTransport) {
+			if errors.Is(err, errTransport) || errors.Is(err, ErrReset) {
 				return err
 			}
 		}

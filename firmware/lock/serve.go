@@ -45,6 +45,9 @@ func (l *Lock) channelConfig() channel.Config {
 // serveOne waits for one message_1 and, if a handshake succeeds, serves
 // the session. A nil error means "go on with this connection".
 func (l *Lock) serveOne(ctx context.Context, t Transport, peer Peer) error {
+	if l.Resetting() {
+		return ErrReset
+	}
 	msg, err := t.Recv(ctx)
 	if err != nil {
 		if isFragmentErr(err) {
@@ -119,6 +122,15 @@ func (l *Lock) serveSession(ctx context.Context, conn *channel.Conn, peer Peer) 
 		out := l.Handle(conn.Peer(), peer, pt)
 		if err := conn.Send(ctx, frame.TypeResponse, out); err != nil {
 			return fmt.Errorf("%w: %w", errTransport, err)
+		}
+		if reset, resetting := l.takeReset(); reset {
+			// The result of enter-dfu is on its way; the lock resets into
+			// its bootloader (the SDK's NVIC_SystemReset after the
+			// buttonless service's indication).
+			l.opts.Bootloader.ResetIntoBootloader()
+			return ErrReset
+		} else if resetting {
+			return ErrReset
 		}
 	}
 }

@@ -95,6 +95,8 @@ func (e *env) body(op command.Op, counter uint64) command.Body {
 		args = command.Args{FromSeq: 1, Max: 16}
 	case command.OpSetTime:
 		args = command.Args{Time: e.fleet.Now}
+	case command.OpEnterDFU:
+		args = command.Args{InitHash: make([]byte, command.InitHashLen)}
 	}
 	return command.Body{LockID: e.lockID, Op: op, Args: args, CommandID: cid,
 		NotAfter: e.fleet.Now.Add(5 * time.Minute), Counter: counter}

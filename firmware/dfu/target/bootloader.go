@@ -1,6 +1,7 @@
 package target
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -33,14 +34,64 @@ type Options struct {
 	// packet the bootloader executes: the one an authorised enter-dfu
 	// command named. Others are refused with operation not permitted.
 	AuthorisedInitHash []byte
+	// RequireAuthorisation refuses every init packet (operation not
+	// permitted) while no AuthorisedInitHash is set: the fleet's build,
+	// whose bootloader updates only what an enter-dfu named.
+	RequireAuthorisation bool
 	// AllowDowngrade builds the bootloader without downgrade prevention
 	// (NRF_DFU_APP_DOWNGRADE_PREVENTION 0). Off for the fleet.
 	AllowDowngrade bool
+	// Cut, if set, is asked at each step of an activation whether the
+	// power fails there (tests; it is asked again after each boot, so it
+	// says yes once per point it cuts): the bootloader stops as a power
+	// cut stops it, the connection ends, and it boots again as Reset does.
+	Cut func(CutPoint) bool
 	// Logger gets one line per refused request (nil: none).
 	Logger *slog.Logger
 }
 
 const defaultBankSize = 160 << 10
+
+// CutPoint names a step of activation at which a power cut is modelled.
+type CutPoint int
+
+// The steps of activation, in order, as the SDK's dual-bank bootloader
+// runs them: the image's hash is checked at the last Execute; the
+// settings page records the bank as valid (the commit point); the
+// response is sent and the bootloader resets; the bank is copied over the
+// running image; the settings page records the copy done.
+const (
+	// CutBeforeCommit: the hash matched, the settings page does not yet
+	// say so. The old image runs; the last object is sent again.
+	CutBeforeCommit CutPoint = iota + 1
+	// CutAfterCommit: the settings page says the bank is valid; nothing
+	// copied yet. The next boot copies it.
+	CutAfterCommit
+	// CutDuringCopy: half the bank is copied over the running image,
+	// which is no longer valid. The next boot copies it again.
+	CutDuringCopy
+	// CutAfterCopy: the new image is in place, the settings page still
+	// says a copy is due. The next boot copies it again (the same bytes).
+	CutAfterCopy
+)
+
+// CutPoints lists the points of activation in order.
+var CutPoints = []CutPoint{CutBeforeCommit, CutAfterCommit, CutDuringCopy, CutAfterCopy}
+
+// String names the point.
+func (p CutPoint) String() string {
+	switch p {
+	case CutBeforeCommit:
+		return "before-commit"
+	case CutAfterCommit:
+		return "after-commit"
+	case CutDuringCopy:
+		return "during-copy"
+	case CutAfterCopy:
+		return "after-copy"
+	}
+	return fmt.Sprintf("cut(%d)", int(p))
+}
 
 // Bootloader is the reference bootloader: the settings page (progress of
 // a transfer, kept across connections) and the banks.
@@ -75,6 +126,20 @@ type Bootloader struct {
 	dev                   dfu.Device
 	active                []byte
 	activations, failures int
+	boots                 int
+	// authorised is the SHA-256 of the one init packet the bootloader
+	// executes (Options.AuthorisedInitHash, then Authorise): kept in the
+	// settings page.
+	authorised []byte
+	// pending is the activation the settings page commits to: the bank
+	// is valid and is copied over the running image at the next boot.
+	pending *activation
+}
+
+// activation is a committed image waiting to be copied into place.
+type activation struct {
+	image []byte
+	dev   dfu.Device
 }
 
 // New returns a bootloader with nothing received.
@@ -86,7 +151,40 @@ func New(opts Options) *Bootloader {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Bootloader{opts: opts, log: log, current: dfu.ObjectCommand, dev: opts.Device, active: opts.Firmware}
+	return &Bootloader{opts: opts, log: log, current: dfu.ObjectCommand, dev: opts.Device, active: opts.Firmware,
+		authorised: slices.Clone(opts.AuthorisedInitHash)}
+}
+
+// Authorise writes to the settings page the SHA-256 of the one init
+// packet the bootloader may execute from now on: what an authorised
+// enter-dfu named (the lock's application writes it before it resets
+// into the bootloader). Progress kept for another init packet is
+// forgotten, so that a transfer authorised before cannot go on under a
+// new authorisation; progress for this one is kept, and the transfer
+// resumes.
+func (b *Bootloader) Authorise(initHash []byte) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.authorised = slices.Clone(initHash)
+	other := func(cmd []byte, size uint32) bool {
+		sum := sha256.Sum256(cmd)
+		return uint32(len(cmd)) != size || subtle.ConstantTimeCompare(sum[:], initHash) != 1
+	}
+	if b.saved.cmdSize > 0 && other(b.saved.cmd, b.saved.cmdSize) {
+		b.resetProgress()
+		b.save()
+	}
+	if b.cmdSize > 0 && other(b.cmd, b.cmdSize) {
+		b.resetProgress()
+	}
+}
+
+// Authorised returns the init packet hash the settings page authorises
+// (nil: none).
+func (b *Bootloader) Authorised() []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Clone(b.authorised)
 }
 
 // Active returns the firmware the lock runs and its versions.
@@ -141,9 +239,20 @@ func (b *Bootloader) save() {
 func (b *Bootloader) Reset() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.resetLocked()
+}
+
+// resetLocked reboots: the connection ends, an activation the settings
+// page committed to is carried out (the SDK's nrf_bootloader_fw_activate
+// at boot), and progress returns to the settings page.
+func (b *Bootloader) resetLocked() {
+	b.boots++
 	if b.conn != nil {
 		b.conn.closed = true
 		b.conn = nil
+	}
+	if b.pending != nil {
+		b.copyLocked()
 	}
 	s := b.saved
 	b.cmd, b.cmdSize, b.cmdCRC, b.init = slices.Clone(s.cmd), s.cmdSize, s.cmdCRC, s.init
@@ -222,6 +331,9 @@ func (c *Conn) WriteControlPoint(req []byte) ([]byte, error) {
 		return nil, ErrNotificationsDisabled
 	}
 	res, after := b.handle(c, req)
+	if c.closed && after == nil {
+		return nil, ErrDisconnected // a power cut: no response
+	}
 	if res.Result != dfu.ResSuccess {
 		b.log.Debug("dfu request refused", "op", res.Op, "result", res.Result, "ext", res.Ext)
 	}
@@ -367,7 +479,11 @@ func (b *Bootloader) executeCommand(res *dfu.Response) {
 		b.save()
 		b.failures++
 	}
-	if h := b.opts.AuthorisedInitHash; h != nil {
+	if b.authorised == nil && b.opts.RequireAuthorisation {
+		fail(dfu.ResNotPermitted, 0, errors.New("no init packet is authorised: enter-dfu names one"))
+		return
+	}
+	if h := b.authorised; h != nil {
 		sum := sha256.Sum256(b.cmd)
 		if subtle.ConstantTimeCompare(sum[:], h) != 1 {
 			fail(dfu.ResNotPermitted, 0, errors.New("not the authorised init packet"))
@@ -450,18 +566,76 @@ func (b *Bootloader) activate(c *Conn, res dfu.Response) (dfu.Response, func()) 
 		b.failures++
 		return res, nil
 	}
+	if b.cut(CutBeforeCommit) {
+		return res, nil
+	}
+	dev := b.dev
+	image := b.active
 	switch b.init.Init.GetType() {
 	case dfupb.FwType_APPLICATION:
-		b.active = b.bank
-		b.dev.AppVersion = b.init.Init.GetFwVersion()
+		dev.AppVersion = b.init.Init.GetFwVersion()
+		image = b.bank
 	case dfupb.FwType_BOOTLOADER, dfupb.FwType_SOFTDEVICE_BOOTLOADER:
-		b.dev.BootloaderVersion = b.init.Init.GetFwVersion()
+		dev.BootloaderVersion = b.init.Init.GetFwVersion()
 	}
-	b.activations++
+	// The commit point: the settings page says the bank is valid.
 	b.resetProgress()
+	b.pending = &activation{image: image, dev: dev}
 	b.save()
+	if b.cut(CutAfterCommit) {
+		return res, nil
+	}
 	return res, func() {
+		// The response is sent; the bootloader resets and, at boot,
+		// copies the bank over the running image.
 		c.closed = true
 		b.conn = nil
+		b.boots++
+		b.copyLocked()
 	}
+}
+
+// cut models a power cut at p if Options.Cut asks for one: the
+// connection ends and the bootloader boots again from its settings page.
+func (b *Bootloader) cut(p CutPoint) bool {
+	if b.opts.Cut == nil || !b.opts.Cut(p) {
+		return false
+	}
+	b.log.Debug("dfu power cut", "at", p)
+	b.resetLocked()
+	return true
+}
+
+// copyLocked copies the committed bank over the running image, then
+// clears the commitment. A power cut during the copy leaves the running
+// image half written (not bootable); the next boot copies again, from
+// the bank, which the copy never touches.
+func (b *Bootloader) copyLocked() {
+	p := b.pending
+	if len(p.image) > 1 && !bytes.Equal(b.active, p.image) {
+		half := slices.Clone(b.active)
+		if len(half) < len(p.image) {
+			half = append(half, make([]byte, len(p.image)-len(half))...)
+		}
+		copy(half, p.image[:len(p.image)/2])
+		b.active = half
+		if b.cut(CutDuringCopy) {
+			return
+		}
+	}
+	b.active, b.dev = p.image, p.dev
+	if b.cut(CutAfterCopy) {
+		return
+	}
+	b.pending = nil
+	b.activations++
+}
+
+// Boots is how many times the bootloader started again: a Reset, a
+// power cut, the reset after an activation. The lock leaves DFU mode at
+// each (firmware/lock/device).
+func (b *Bootloader) Boots() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.boots
 }

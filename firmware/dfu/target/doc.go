@@ -19,14 +19,20 @@
 //
 // [Bootloader.Reset] is a reboot in the middle of a transfer: progress
 // returns to what the settings page held at the last Execute, as the SDK
-// saves it then.
+// saves it then. Activation has a commit point in the settings page (the
+// bank is valid), then the copy over the running image at the next boot;
+// [Options.Cut] cuts the power at each step ([CutPoints]), and a boot
+// after the commit finishes the copy, so the running image is always a
+// whole valid one. [Bootloader.Authorise] is what the lock's application
+// writes at an authorised enter-dfu: the one init packet the bootloader
+// executes; [Options.RequireAuthorisation] refuses every init packet
+// without it (firmware/lock/device runs the two together).
 //
-// Not modelled yet (later sessions of issue 16): flash and power cuts
-// during writes and activation (firmware/lock/flash), advertising at
-// address+1, entry through the authorised enter-dfu command beyond
-// [Options.AuthorisedInitHash], and a SoftDevice image's new FWID (the SDK
-// reads it from the SoftDevice's info structure; here activation of a
-// SoftDevice changes only the bootloader version, for a combined image).
+// Not modelled yet: the flash itself (firmware/lock/flash) under the
+// bank and the settings page, advertising (firmware/lock/device computes
+// the address+1), and a SoftDevice image's new FWID (the SDK reads it
+// from the SoftDevice's info structure; here activation of a SoftDevice
+// changes only the bootloader version, for a combined image).
 //
 // It may import the standard library and firmware/ packages only.
 package target

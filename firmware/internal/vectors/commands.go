@@ -8,6 +8,8 @@ import (
 
 	"github.com/gatewayd/gatewayd/firmware/command"
 	"github.com/gatewayd/gatewayd/firmware/cred"
+	"github.com/gatewayd/gatewayd/firmware/dfu"
+	"github.com/gatewayd/gatewayd/firmware/internal/dfuvectors"
 	"github.com/gatewayd/gatewayd/firmware/lock"
 	"github.com/gatewayd/gatewayd/firmware/lock/locktest"
 )
@@ -78,7 +80,8 @@ func buildCommands(f *Fleet) (*Commands, error) {
 	if err != nil {
 		return nil, err
 	}
-	l, err := lock.New(lock.Options{Cert: f.Lock.cert, Key: f.Lock.key, Roots: f.roots, Store: locktest.NewStore(),
+	bl := &vectorBootloader{}
+	l, err := lock.New(lock.Options{Cert: f.Lock.cert, Key: f.Lock.key, Roots: f.roots, Store: locktest.NewStore(), Bootloader: bl,
 		Actuator: &locktest.Actuator{}, RTC: func() time.Time { return Now }, Rand: &seedStream{label: "lock rand"},
 		// The refusals below would otherwise lock the gateway out (§13).
 		Lockout: lock.LockoutPolicy{Free: 1000, GlobalFailures: 1000}})
@@ -204,5 +207,59 @@ func buildCommands(f *Fleet) (*Commands, error) {
 			return nil, err
 		}
 	}
+	// Firmware update (§13.10): enter-dfu names the init packet of
+	// firmware/testdata/dfu/package.zip. The bolt is still open from
+	// example 2.
+	initHash, err := dfuInitHash()
+	if err != nil {
+		return nil, err
+	}
+	later := func(o command.Op, a command.Args) *command.Body {
+		x := b(o, a)
+		x.NotAfter = Now.Add(2 * time.Hour)
+		return x
+	}
+	for _, s := range []step{
+		{name: "enter-dfu while unlocked", desc: "An admin-signed enter-dfu while the bolt is open (the bike in use): not_ready; the counter is spent.", signer: "admin", req: command.Request{Op: command.OpEnterDFU, RequestID: 17},
+			body: later(command.OpEnterDFU, command.Args{InitHash: initHash[:]})},
+		{name: "lock by an admin", desc: "An admin-signed lock.", signer: "admin", req: command.Request{Op: command.OpLock, RequestID: 18}, body: later(command.OpLock, command.Args{})},
+		{name: "enter-dfu", desc: "An admin-signed enter-dfu naming the SHA-256 of the init packet of firmware/testdata/dfu/package.zip: ok; the lock writes the hash to its bootloader's settings and resets into it once the result is sent.", signer: "admin", req: command.Request{Op: command.OpEnterDFU, RequestID: 19},
+			body: later(command.OpEnterDFU, command.Args{InitHash: initHash[:]})},
+	} {
+		if err := add(s); err != nil {
+			return nil, err
+		}
+	}
+	if !bl.set || bl.hash != initHash || !l.Resetting() {
+		return nil, fmt.Errorf("enter-dfu: the bootloader got %x (set %v), resetting %v", bl.hash, bl.set, l.Resetting())
+	}
 	return out, nil
+}
+
+// vectorBootloader is the vectors lock's bootloader: it keeps the hash
+// enter-dfu names; the lock never resets (Handle, not Serve).
+type vectorBootloader struct {
+	hash [32]byte
+	set  bool
+}
+
+func (v *vectorBootloader) AuthoriseDFU(h [32]byte) error { v.hash, v.set = h, true; return nil }
+func (v *vectorBootloader) ResetIntoBootloader()          {}
+
+// dfuInitHash is the SHA-256 of the init packet of the DFU test vectors'
+// package (firmware/testdata/dfu/package.zip).
+func dfuInitHash() ([32]byte, error) {
+	key, err := dfuvectors.Key("fleet dfu key")
+	if err != nil {
+		return [32]byte{}, err
+	}
+	z, err := dfu.Generate(dfuvectors.Spec(key))
+	if err != nil {
+		return [32]byte{}, err
+	}
+	p, err := dfu.Parse(z, dfu.Limits{})
+	if err != nil {
+		return [32]byte{}, err
+	}
+	return p.Images[0].InitHash(), nil
 }

@@ -39,11 +39,12 @@ const (
 	EventTimeSet           Event = 13 // set-time moved the clock
 	EventLockout           Event = 14 // a peer was locked out (actor: BLE address; status: seconds)
 	EventLogRepaired       Event = 15 // Open dropped damaged entries (status: how many)
+	EventDFUEntered        Event = 16 // enter-dfu authorised an update; the lock resets into its bootloader (actor: signer kid)
 )
 
 var eventNames = [...]string{"", "boot", "power_cut_recovered", "handshake_ok", "handshake_failed",
 	"command_ok", "command_refused", "bond_window_opened", "pairing_ok", "pairing_failed",
-	"bonds_cleared", "user_added", "user_removed", "time_set", "lockout", "log_repaired"}
+	"bonds_cleared", "user_added", "user_removed", "time_set", "lockout", "log_repaired", "dfu_entered"}
 
 // String returns the event's spec name ("command_ok"), or "event(N)".
 func (e Event) String() string {
