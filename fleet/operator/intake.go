@@ -588,6 +588,10 @@ func (in *Intake) handle(ctx, journal context.Context, it item) {
 		refuse(p, recv, ReasonMalformed, err.Error(), nil)
 		return
 	}
+	if body.Op == command.OpEnterDFU {
+		refuse(p, recv, ReasonUnsupported, "enter-dfu is not carried by this gateway: it does not serve the lock's bootloader yet (docs/dfu.md)", &body)
+		return
+	}
 	v := command.Verifier{Roots: in.roots(), LockID: body.LockID, Now: in.opts.Now}
 	ver, err := v.Verify(p, body.Op)
 	c := bonds.Command{ID: body.CommandID, LockID: body.LockID, Operation: body.Op.String(),

@@ -54,15 +54,16 @@ func TestAcceptedCommand(t *testing.T) {
 }
 
 // TestEveryOpOverMQTT: whatever Verify accepts is journaled: the admin
-// signs every op but allow-bond and set-revocations (nobody signs those),
-// the fleet root signs set-time.
+// signs every op but allow-bond and set-revocations (nobody signs those)
+// and enter-dfu (the gateway does not carry it yet:
+// TestAttackEnterDFUNotCarried), the fleet root signs set-time.
 func TestEveryOpOverMQTT(t *testing.T) {
 	e := newEnv(t)
 	db := openDB(t, "", e.clock.Now)
 	in := e.intake(t, db, nil)
 	n := 0
 	for op := command.OpLock; op.Valid(); op++ {
-		if op == command.OpAllowBond || op == command.OpSetRevocations {
+		if op == command.OpAllowBond || op == command.OpSetRevocations || op == command.OpEnterDFU {
 			continue
 		}
 		n++
@@ -915,5 +916,16 @@ func TestSlowNoticeDoesNotHoldUpJournal(t *testing.T) {
 	}
 	if len(e.notices(t)) != 1 || len(e.journaled()) != n {
 		t.Fatalf("notices %d, handed on %d", len(e.notices(t)), len(e.journaled()))
+	}
+}
+
+// TestAttackEnterDFUNotCarried: an admin-signed enter-dfu is refused at
+// intake as unsupported, never journaled, so no lock is sent into a
+// bootloader that this gateway does not serve (docs/dfu.md).
+func TestAttackEnterDFUNotCarried(t *testing.T) {
+	e := newEnv(t)
+	n := refused(t, e, e.sign(t, e.admin, e.body(command.OpEnterDFU, 1)), ReasonUnsupported)
+	if !strings.Contains(n.Detail, "enter-dfu") || !strings.Contains(n.Detail, "docs/dfu.md") {
+		t.Fatalf("detail %q does not say what and where to read", n.Detail)
 	}
 }

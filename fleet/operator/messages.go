@@ -43,10 +43,15 @@ const (
 	// configured lower); the message was acknowledged unread. Send it
 	// again.
 	ReasonOverloaded Reason = "overloaded"
+	// ReasonUnsupported: the operation is one the protocol defines but
+	// this gateway does not carry (enter-dfu, until the gateway is the
+	// DFU controller of docs/dfu.md: a lock sent it would reset into a
+	// bootloader nothing serves).
+	ReasonUnsupported Reason = "unsupported"
 )
 
 var reasons = []Reason{ReasonOversized, ReasonMalformed, ReasonSignerRejected, ReasonBadSignature,
-	ReasonForbidden, ReasonDuplicate, ReasonOverloaded}
+	ReasonForbidden, ReasonDuplicate, ReasonOverloaded, ReasonUnsupported}
 
 // Gateway statuses of results for commands the gateway refused after
 // journaling them (Result.Status): the lock's status names of the same
