@@ -1,6 +1,7 @@
 package bluez
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -48,8 +49,17 @@ type Options struct {
 	// become D-Bus signals, so a dock ignores locks at the next dock
 	// without spending CPU on them. 0 is off (every lock heard).
 	MinRSSI int16
-	Logger  *slog.Logger // nil discards
-	Now     func() time.Time
+	// UpdateEvery is how often, at most, a lock whose advertisements
+	// change only its RSSI is reported Updated; 0 is 1 s, negative
+	// reports every change. A change of anything else (lock ID, flags,
+	// battery, a malformed advertisement) is reported at once, and a
+	// held-back RSSI goes out with the first advertisement after
+	// UpdateEvery. Locks is always current. At a dock, 1,000 locks
+	// advertising 10 times a second with a jittering RSSI are otherwise
+	// 10,000 events a second for consumers that need one a second.
+	UpdateEvery time.Duration
+	Logger      *slog.Logger // nil discards
+	Now         func() time.Time
 	// Dispatcher to subscribe through (one per connection); nil makes one
 	// that Close closes.
 	Dispatcher *Dispatcher
@@ -122,6 +132,19 @@ type device struct {
 	info    LockInfo
 	isLock  bool
 	present bool
+	// md is the lock payload (ManufacturerData[CompanyID]) info was
+	// parsed from, when ManufacturerData holds nothing else; nil
+	// otherwise. An advertisement carrying the same bytes needs no
+	// parsing (onAdvert).
+	md []byte
+	// rssiStale: info.RSSI is newer than props["RSSI"] (onAdvert's
+	// fast path sets only the first; update writes it back first).
+	rssiStale bool
+	// reported is when the last Appeared or Updated event went out;
+	// held is set when an RSSI-only change was not reported yet
+	// (Options.UpdateEvery).
+	reported time.Time
+	held     bool
 }
 
 // Adapter tracks the locks one BlueZ adapter sees. All state is kept by one
@@ -149,7 +172,7 @@ type Adapter struct {
 	// tap, on a connection made by DialBus, delivers advertisements
 	// decoded from the wire on adverts (nil otherwise).
 	tap      *tap
-	adverts  chan advert
+	adverts  chan []advert
 	restarts atomic.Uint64
 	events   chan Event
 	dropped  atomic.Uint64
@@ -203,6 +226,9 @@ func Open(ctx context.Context, conn *dbus.Conn, opts Options) (_ *Adapter, err e
 	}
 	if opts.EventQueue <= 0 {
 		opts.EventQueue = 1024
+	}
+	if opts.UpdateEvery == 0 {
+		opts.UpdateEvery = time.Second
 	}
 	if opts.SignalQueue <= 0 {
 		opts.SignalQueue = 4096
@@ -294,7 +320,7 @@ func Open(ctx context.Context, conn *dbus.Conn, opts Options) (_ *Adapter, err e
 		// From now on the connection's reader takes this adapter's
 		// advertisements out of the stream; those it took before are
 		// in the tree just read or still queued on pcSub.
-		ch := make(chan advert, opts.SignalQueue)
+		ch := make(chan []advert, opts.SignalQueue)
 		if t.attach(string(a.path), ch) {
 			a.tap, a.adverts = t, ch
 		}
@@ -501,8 +527,10 @@ func (a *Adapter) run() {
 				return
 			}
 			a.onPropertiesChanged(s)
-		case ad := <-a.adverts:
-			a.onAdvert(ad)
+		case ads := <-a.adverts:
+			for _, ad := range ads {
+				a.onAdvert(ad)
+			}
 		case s, ok := <-a.nameSub.C():
 			if !ok {
 				return
@@ -727,12 +755,31 @@ var (
 // still on its way through godbus, carries the same data.
 func (a *Adapter) onAdvert(ad advert) {
 	p := dbus.ObjectPath(ad.path)
-	a.mu.RLock()
-	_, known := a.devices[p]
-	a.mu.RUnlock()
+	a.mu.Lock()
+	d, known := a.devices[p]
 	if !known {
+		a.mu.Unlock()
 		return
 	}
+	// The common case: a present lock advertising the payload it
+	// advertised before, its RSSI maybe changed. Nothing to parse, no
+	// map to build.
+	if ad.hasMD && len(ad.md) == 1 && ad.md[0].company == a.opts.CompanyID && d.md != nil &&
+		bytes.Equal(ad.md[0].data, d.md) && d.isLock && d.present && d.info.Err == nil {
+		now := a.opts.Now()
+		old := d.info
+		if ad.hasRSSI && ad.rssi != d.info.RSSI {
+			d.info.RSSI, d.rssiStale = ad.rssi, true
+		}
+		d.info.LastSeen = now
+		k, info := a.report(d, old, true, now)
+		a.mu.Unlock()
+		if k != 0 {
+			a.emit(k, info)
+		}
+		return
+	}
+	a.mu.Unlock()
 	props := make(map[string]dbus.Variant, 2)
 	if ad.hasRSSI {
 		props["RSSI"] = dbus.MakeVariantWithSignature(ad.rssi, sigInt16)
@@ -765,6 +812,10 @@ func (a *Adapter) update(p dbus.ObjectPath, props map[string]dbus.Variant, inval
 		d = &device{props: map[string]dbus.Variant{}}
 		a.devices[p] = d
 	}
+	if d.rssiStale {
+		d.props["RSSI"] = dbus.MakeVariantWithSignature(d.info.RSSI, sigInt16)
+		d.rssiStale = false
+	}
 	for k, v := range props {
 		d.props[k] = v
 	}
@@ -774,23 +825,55 @@ func (a *Adapter) update(p dbus.ObjectPath, props map[string]dbus.Variant, inval
 	old := d.info
 	wasPresent := d.present && d.isLock
 	d.info, d.isLock = a.parse(p, d.props)
+	d.md = nil
+	if m, ok := d.props["ManufacturerData"].Value().(map[uint16]dbus.Variant); ok && len(m) == 1 && d.info.Err == nil {
+		d.md, _ = m[a.opts.CompanyID].Value().([]byte)
+	}
 	d.info.LastSeen = old.LastSeen
 	if seen || !ok {
 		d.info.LastSeen = now
 		d.present = true
 	}
-	info, isLock, present := d.info, d.isLock, d.present
+	k, info := a.report(d, old, wasPresent, now)
 	a.mu.Unlock()
-	switch {
-	case !isLock || !present:
-		if wasPresent {
-			a.emit(Gone, old)
-		}
-	case !wasPresent:
-		a.emit(Appeared, info)
-	case !sameLock(old, info):
-		a.emit(Updated, info)
+	if k != 0 {
+		a.emit(k, info)
 	}
+}
+
+// report is the event d's new info calls for, if any (0: none), given
+// its info before (old) and whether it was a present lock; a.mu is held.
+// An RSSI-only change is held back for Options.UpdateEvery after the
+// last report, and goes out with the first update after that.
+func (a *Adapter) report(d *device, old LockInfo, wasPresent bool, now time.Time) (EventKind, LockInfo) {
+	switch {
+	case !d.isLock || !d.present:
+		if wasPresent {
+			d.held = false
+			return Gone, old
+		}
+		return 0, LockInfo{}
+	case !wasPresent:
+	case sameLock(old, d.info):
+		if !d.held || now.Sub(d.reported) < a.opts.UpdateEvery {
+			return 0, LockInfo{}
+		}
+	case a.opts.UpdateEvery > 0 && rssiOnly(old, d.info) && now.Sub(d.reported) < a.opts.UpdateEvery:
+		d.held = true
+		return 0, LockInfo{}
+	}
+	k := Updated
+	if !wasPresent {
+		k = Appeared
+	}
+	d.reported, d.held = now, false
+	return k, d.info
+}
+
+// rssiOnly reports whether x and y differ in nothing but RSSI.
+func rssiOnly(x, y LockInfo) bool {
+	x.RSSI, x.LastSeen = y.RSSI, y.LastSeen
+	return sameLock(x, y)
 }
 
 func sameLock(x, y LockInfo) bool {
