@@ -169,10 +169,9 @@ type Adapter struct {
 	omSub   *Subscription
 	pcSub   *Subscription
 	nameSub *Subscription // NameOwnerChanged of org.bluez: bluetoothd restarts
-	// tap, on a connection made by DialBus, delivers advertisements
-	// decoded from the wire on adverts (nil otherwise).
+	// tap, on a connection made by DialBus, hands over advertisements
+	// decoded from the wire (takeAdvert; nil otherwise).
 	tap      *tap
-	adverts  chan []advert
 	restarts atomic.Uint64
 	events   chan Event
 	dropped  atomic.Uint64
@@ -320,9 +319,8 @@ func Open(ctx context.Context, conn *dbus.Conn, opts Options) (_ *Adapter, err e
 		// From now on the connection's reader takes this adapter's
 		// advertisements out of the stream; those it took before are
 		// in the tree just read or still queued on pcSub.
-		ch := make(chan []advert, opts.SignalQueue)
-		if t.attach(string(a.path), ch) {
-			a.tap, a.adverts = t, ch
+		if t.attach(string(a.path), a) {
+			a.tap = t
 		}
 	}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
@@ -527,10 +525,6 @@ func (a *Adapter) run() {
 				return
 			}
 			a.onPropertiesChanged(s)
-		case ads := <-a.adverts:
-			for _, ad := range ads {
-				a.onAdvert(ad)
-			}
 		case s, ok := <-a.nameSub.C():
 			if !ok {
 				return
@@ -556,9 +550,6 @@ func (a *Adapter) run() {
 			}
 		}
 		pd := a.pcSub.Dropped()
-		if a.tap != nil {
-			pd += a.tap.dropped.Load()
-		}
 		if od := a.omSub.Dropped(); od != omDropped || pd != pcDropped {
 			omDropped, pcDropped = od, pd
 			a.resync()
@@ -584,7 +575,6 @@ func (a *Adapter) drain() {
 			if !ok {
 				return
 			}
-		case <-a.adverts:
 		default:
 			return
 		}
@@ -754,6 +744,9 @@ var (
 // reader decoded. A device not known yet is skipped: its InterfacesAdded,
 // still on its way through godbus, carries the same data.
 func (a *Adapter) onAdvert(ad advert) {
+	// Runs in godbus's reading goroutine (takeAdvert), concurrently with
+	// run: every change of d is made, and its event sent (never
+	// blocking), under a.mu, so events keep the order of the changes.
 	p := dbus.ObjectPath(ad.path)
 	a.mu.Lock()
 	d, known := a.devices[p]
@@ -772,11 +765,10 @@ func (a *Adapter) onAdvert(ad advert) {
 			d.info.RSSI, d.rssiStale = ad.rssi, true
 		}
 		d.info.LastSeen = now
-		k, info := a.report(d, old, true, now)
-		a.mu.Unlock()
-		if k != 0 {
+		if k, info := a.report(d, old, true, now); k != 0 {
 			a.emit(k, info)
 		}
+		a.mu.Unlock()
 		return
 	}
 	a.mu.Unlock()
@@ -793,6 +785,9 @@ func (a *Adapter) onAdvert(ad advert) {
 	}
 	a.update(p, props, nil, true)
 }
+
+// takeAdvert implements advertSink.
+func (a *Adapter) takeAdvert(ad advert) { a.onAdvert(ad) }
 
 // DecodedAdverts counts the advertisements the connection's own reader
 // decoded (a connection made by DialBus), bypassing godbus's decoder.
@@ -834,11 +829,10 @@ func (a *Adapter) update(p dbus.ObjectPath, props map[string]dbus.Variant, inval
 		d.info.LastSeen = now
 		d.present = true
 	}
-	k, info := a.report(d, old, wasPresent, now)
-	a.mu.Unlock()
-	if k != 0 {
-		a.emit(k, info)
+	if k, info := a.report(d, old, wasPresent, now); k != 0 {
+		a.emit(k, info) // under a.mu: see onAdvert
 	}
+	a.mu.Unlock()
 }
 
 // report is the event d's new info calls for, if any (0: none), given
@@ -1109,12 +1103,14 @@ func ParseAdvertisement(b []byte, info *LockInfo) error {
 // idempotent; it returns StopDiscovery's error, if any.
 func (a *Adapter) Close() error {
 	a.once.Do(func() {
+		if a.tap != nil {
+			// First: no advertisement is handed over (and no event
+			// sent from the reader) once this returns.
+			a.tap.detach(a)
+		}
 		close(a.done)
 		a.cancel()
 		<-a.stopped
-		if a.tap != nil {
-			a.tap.detach(a.adverts)
-		}
 		err := a.call(context.Background(), IfaceAdapter+".StopDiscovery")
 		if err != nil && !errors.Is(err, ErrNotReady) && !errors.Is(err, ErrFailed) {
 			a.closeErr = fmt.Errorf("bluez: StopDiscovery: %w", err)

@@ -123,62 +123,40 @@ type tap struct {
 	pass   int    // bytes of the current message still to hand to godbus
 	text   []byte // an authentication line still to hand to godbus
 
-	// batch holds advertisements taken and not yet handed to the sink:
-	// they go as one slice when the socket's buffered bytes run out
-	// (before a read could block), before a message is given to godbus,
-	// and at maxTapBatch. One wake-up of the Adapter per read of the
-	// socket instead of one per advertisement: at 10,000 a second, the
-	// wake-ups cost more than the decoding.
-	batch []advert
-
-	mu      sync.Mutex
-	sink    chan []advert
-	prefix  string
-	taken   atomic.Uint64
-	dropped atomic.Uint64
+	// mu is held while an advertisement is handed to the sink, so that
+	// detach returns only once no delivery is under way.
+	mu     sync.Mutex
+	sink   advertSink
+	prefix string
+	taken  atomic.Uint64
 }
 
-// maxTapBatch bounds a batch of advertisements handed to the Adapter.
-const maxTapBatch = 16
-
-// flush hands the batch to the sink it was taken for; when the sink is
-// full (or gone) the batch is dropped and counted.
-func (t *tap) flush() {
-	if len(t.batch) == 0 {
-		return
-	}
-	t.mu.Lock()
-	sink := t.sink
-	t.mu.Unlock()
-	if sink == nil {
-		t.batch = t.batch[:0]
-		return
-	}
-	select {
-	case sink <- t.batch:
-		t.batch = make([]advert, 0, maxTapBatch)
-	default:
-		t.dropped.Add(uint64(len(t.batch)))
-		t.batch = t.batch[:0]
-	}
+// advertSink takes the advertisements a tap decodes, in godbus's reading
+// goroutine: it must not block (the Adapter takes its lock for a map
+// update). Handing them over there, instead of through a channel to the
+// Adapter's goroutine, saves a goroutine wake-up per advertisement: at
+// 10,000 a second, the wake-ups cost more than the decoding.
+type advertSink interface {
+	takeAdvert(advert)
 }
 
 // attach makes the tap deliver the advertisements of devices under prefix
-// (an adapter's path) to ch; false when another Adapter has it.
-func (t *tap) attach(prefix string, ch chan []advert) bool {
+// (an adapter's path) to sink; false when another sink has it.
+func (t *tap) attach(prefix string, sink advertSink) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.sink != nil {
 		return false
 	}
-	t.sink, t.prefix = ch, prefix
+	t.sink, t.prefix = sink, prefix
 	return true
 }
 
-func (t *tap) detach(ch chan []advert) {
+// detach stops the deliveries to sink; when it returns, none is under way.
+func (t *tap) detach(sink advertSink) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.sink == ch {
+	if t.sink == sink {
 		t.sink, t.prefix = nil, ""
 	}
 }
@@ -187,7 +165,6 @@ func (t *tap) detach(ch chan []advert) {
 func (t *tap) Read(p []byte) (int, error) {
 	for {
 		if t.pass > 0 || t.broken {
-			t.flush() // taken before this message: theirs first
 			if t.pass > 0 && len(p) > t.pass {
 				p = p[:t.pass]
 			}
@@ -215,9 +192,6 @@ func (t *tap) Read(p []byte) (int, error) {
 			t.text = append(t.text[:0], line...)
 			continue
 		}
-		if t.br.Buffered() < 16 {
-			t.flush() // the next Peek may block
-		}
 		hdr, err := t.br.Peek(16)
 		if err != nil {
 			// A short read at the end: let godbus see what there is.
@@ -234,13 +208,10 @@ func (t *tap) Read(p []byte) (int, error) {
 			continue
 		}
 		t.mu.Lock()
-		sink, prefix := t.sink, t.prefix
+		prefix := t.prefix
 		t.mu.Unlock()
-		if sink == nil {
+		if prefix == "" {
 			continue
-		}
-		if t.br.Buffered() < total {
-			t.flush()
 		}
 		msg, err := t.br.Peek(total)
 		if err != nil {
@@ -252,10 +223,12 @@ func (t *tap) Read(p []byte) (int, error) {
 		}
 		_, _ = t.br.Discard(total)
 		t.pass = 0
-		t.taken.Add(1)
-		if t.batch = append(t.batch, ad); len(t.batch) >= maxTapBatch {
-			t.flush()
+		t.mu.Lock()
+		if t.sink != nil && t.prefix == prefix {
+			t.taken.Add(1)
+			t.sink.takeAdvert(ad)
 		}
+		t.mu.Unlock()
 	}
 }
 

@@ -155,7 +155,7 @@ func TestTapStream(t *testing.T) {
 	big := pcMessage(t, binary.LittleEndian, dev, IfaceDevice, map[string]dbus.Variant{"ManufacturerData": md(map[uint16][]byte{0xFFFF: make([]byte, 2*maxTapMessage)})}, []string{})
 	stream := bytes.Join([][]byte{auth, ad1, other, ad2, big}, nil)
 
-	read := func(sink chan []advert) []byte {
+	read := func(sink *sliceSink) []byte {
 		tp := &tap{br: bufio.NewReaderSize(bytes.NewReader(stream), 64<<10)}
 		if sink != nil && !tp.attach(testAdapter, sink) {
 			t.Fatal("attach refused")
@@ -178,52 +178,47 @@ func TestTapStream(t *testing.T) {
 	if got := read(nil); !bytes.Equal(got, stream) {
 		t.Fatalf("without a sink the stream changed (%d bytes, want %d)", len(got), len(stream))
 	}
-	sink := make(chan []advert, 4)
+	sink := &sliceSink{}
 	want := bytes.Join([][]byte{auth, other, big}, nil)
 	if got := read(sink); !bytes.Equal(got, want) {
 		t.Fatalf("with a sink godbus got %d bytes, want %d", len(got), len(want))
 	}
-	// Each advertisement was handed over before the message after it
-	// reached godbus: ad1 before other, ad2 before big.
-	if len(sink) != 2 {
-		t.Fatalf("%d batches handed over, want 2", len(sink))
+	if len(sink.ads) != 2 {
+		t.Fatalf("%d advertisements taken, want 2", len(sink.ads))
 	}
-	if b := <-sink; len(b) != 1 || !b[0].hasRSSI || b[0].rssi != -50 || b[0].hasMD {
-		t.Fatalf("first batch %+v", b)
+	if a := sink.ads[0]; !a.hasRSSI || a.rssi != -50 || a.hasMD {
+		t.Fatalf("first %+v", a)
 	}
-	if b := <-sink; len(b) != 1 || b[0].hasRSSI || !b[0].hasMD || !reflect.DeepEqual(b[0].md, []mdEntry{{0xFFFF, payload}}) {
-		t.Fatalf("second batch %+v", b)
+	if a := sink.ads[1]; a.hasRSSI || !a.hasMD || !reflect.DeepEqual(a.md, []mdEntry{{0xFFFF, payload}}) {
+		t.Fatalf("second %+v", a)
 	}
 }
 
-// TestTapBatches: advertisements back to back in the socket's buffer
-// reach the sink in batches of at most maxTapBatch, all of them, in
-// order, the last one as soon as the buffer runs out.
-func TestTapBatches(t *testing.T) {
-	const n = 2*maxTapBatch + 3
+// sliceSink collects what a tap hands over.
+type sliceSink struct{ ads []advert }
+
+func (s *sliceSink) takeAdvert(a advert) { s.ads = append(s.ads, a) }
+
+// TestTapOrder: advertisements back to back in the socket's buffer all
+// reach the sink, in order.
+func TestTapOrder(t *testing.T) {
+	const n = 35
 	parts := [][]byte{[]byte("OK 0123456789abcdef\r\n")}
 	for i := range n {
 		dev := dbus.ObjectPath(fmt.Sprintf("%s/dev_C0_00_00_00_00_%02X", testAdapter, i))
 		parts = append(parts, pcMessage(t, binary.LittleEndian, dev, IfaceDevice, map[string]dbus.Variant{"RSSI": dbus.MakeVariant(int16(-i))}, []string{}))
 	}
 	tp := &tap{br: bufio.NewReaderSize(bytes.NewReader(bytes.Join(parts, nil)), 64<<10)}
-	sink := make(chan []advert, n)
+	sink := &sliceSink{}
 	if !tp.attach(testAdapter, sink) {
 		t.Fatal("attach refused")
 	}
 	if out, err := io.ReadAll(tp); err != nil || string(out) != "OK 0123456789abcdef\r\n" {
 		t.Fatalf("godbus got %q, %v", out, err)
 	}
-	var got []advert
-	for len(sink) > 0 {
-		b := <-sink
-		if len(b) == 0 || len(b) > maxTapBatch {
-			t.Fatalf("a batch of %d", len(b))
-		}
-		got = append(got, b...)
-	}
-	if len(got) != n || tp.taken.Load() != n || tp.dropped.Load() != 0 {
-		t.Fatalf("%d advertisements handed over (taken %d, dropped %d), want %d", len(got), tp.taken.Load(), tp.dropped.Load(), n)
+	got := sink.ads
+	if len(got) != n || tp.taken.Load() != n {
+		t.Fatalf("%d advertisements handed over (taken %d), want %d", len(got), tp.taken.Load(), n)
 	}
 	for i, a := range got {
 		if a.rssi != int16(-i) {
@@ -375,10 +370,10 @@ func TestAttackMalformedAdvertisements(t *testing.T) {
 		}
 		// Through the tap: given to godbus byte for byte.
 		tp := &tap{br: bufio.NewReader(bytes.NewReader(append([]byte("OK 1\r\n"), b...))), binary: false}
-		sink := make(chan []advert, 1)
+		sink := &sliceSink{}
 		tp.attach(testAdapter, sink)
 		out, _ := io.ReadAll(tp)
-		if !bytes.Equal(out[len("OK 1\r\n"):], b) || len(sink) != 0 {
+		if !bytes.Equal(out[len("OK 1\r\n"):], b) || len(sink.ads) != 0 {
 			t.Errorf("%s: the tap changed the stream or took it", name)
 		}
 	}
@@ -392,10 +387,10 @@ func TestAttackMalformedAdvertisements(t *testing.T) {
 		f(b)
 		stream := append(append([]byte("OK 1\r\n"), b...), good...)
 		tp := &tap{br: bufio.NewReader(bytes.NewReader(stream))}
-		sink := make(chan []advert, 2)
+		sink := &sliceSink{}
 		tp.attach(testAdapter, sink)
 		out, _ := io.ReadAll(tp)
-		if !bytes.Equal(out, stream) || len(sink) != 0 {
+		if !bytes.Equal(out, stream) || len(sink.ads) != 0 {
 			t.Errorf("%s: the tap changed the stream or took from it", name)
 		}
 	}
