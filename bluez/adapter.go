@@ -148,7 +148,9 @@ type device struct {
 }
 
 // Adapter tracks the locks one BlueZ adapter sees. All state is kept by one
-// goroutine, whatever the number of devices.
+// goroutine, whatever the number of devices, except that on a connection
+// made by DialBus the connection's reading goroutine applies
+// advertisements (onAdvert) under the same lock.
 //
 // Recovery, without restarting anything: when bluetoothd leaves the bus
 // its devices are forgotten (reported Gone); when a new bluetoothd takes
