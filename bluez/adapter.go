@@ -1,6 +1,7 @@
 package bluez
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -48,8 +49,17 @@ type Options struct {
 	// become D-Bus signals, so a dock ignores locks at the next dock
 	// without spending CPU on them. 0 is off (every lock heard).
 	MinRSSI int16
-	Logger  *slog.Logger // nil discards
-	Now     func() time.Time
+	// UpdateEvery is how often, at most, a lock whose advertisements
+	// change only its RSSI is reported Updated; 0 is 1 s, negative
+	// reports every change. A change of anything else (lock ID, flags,
+	// battery, a malformed advertisement) is reported at once, and a
+	// held-back RSSI goes out with the first advertisement after
+	// UpdateEvery. Locks is always current. At a dock, 1,000 locks
+	// advertising 10 times a second with a jittering RSSI are otherwise
+	// 10,000 events a second for consumers that need one a second.
+	UpdateEvery time.Duration
+	Logger      *slog.Logger // nil discards
+	Now         func() time.Time
 	// Dispatcher to subscribe through (one per connection); nil makes one
 	// that Close closes.
 	Dispatcher *Dispatcher
@@ -122,10 +132,25 @@ type device struct {
 	info    LockInfo
 	isLock  bool
 	present bool
+	// md is the lock payload (ManufacturerData[CompanyID]) info was
+	// parsed from, when ManufacturerData holds nothing else; nil
+	// otherwise. An advertisement carrying the same bytes needs no
+	// parsing (onAdvert).
+	md []byte
+	// rssiStale: info.RSSI is newer than props["RSSI"] (onAdvert's
+	// fast path sets only the first; update writes it back first).
+	rssiStale bool
+	// reported is when the last Appeared or Updated event went out;
+	// held is set when an RSSI-only change was not reported yet
+	// (Options.UpdateEvery).
+	reported time.Time
+	held     bool
 }
 
 // Adapter tracks the locks one BlueZ adapter sees. All state is kept by one
-// goroutine, whatever the number of devices.
+// goroutine, whatever the number of devices, except that on a connection
+// made by DialBus the connection's reading goroutine applies
+// advertisements (onAdvert) under the same lock.
 //
 // Recovery, without restarting anything: when bluetoothd leaves the bus
 // its devices are forgotten (reported Gone); when a new bluetoothd takes
@@ -146,10 +171,9 @@ type Adapter struct {
 	omSub   *Subscription
 	pcSub   *Subscription
 	nameSub *Subscription // NameOwnerChanged of org.bluez: bluetoothd restarts
-	// tap, on a connection made by DialBus, delivers advertisements
-	// decoded from the wire on adverts (nil otherwise).
+	// tap, on a connection made by DialBus, hands over advertisements
+	// decoded from the wire (takeAdvert; nil otherwise).
 	tap      *tap
-	adverts  chan advert
 	restarts atomic.Uint64
 	events   chan Event
 	dropped  atomic.Uint64
@@ -203,6 +227,9 @@ func Open(ctx context.Context, conn *dbus.Conn, opts Options) (_ *Adapter, err e
 	}
 	if opts.EventQueue <= 0 {
 		opts.EventQueue = 1024
+	}
+	if opts.UpdateEvery == 0 {
+		opts.UpdateEvery = time.Second
 	}
 	if opts.SignalQueue <= 0 {
 		opts.SignalQueue = 4096
@@ -294,9 +321,8 @@ func Open(ctx context.Context, conn *dbus.Conn, opts Options) (_ *Adapter, err e
 		// From now on the connection's reader takes this adapter's
 		// advertisements out of the stream; those it took before are
 		// in the tree just read or still queued on pcSub.
-		ch := make(chan advert, opts.SignalQueue)
-		if t.attach(string(a.path), ch) {
-			a.tap, a.adverts = t, ch
+		if t.attach(string(a.path), a) {
+			a.tap = t
 		}
 	}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
@@ -501,8 +527,6 @@ func (a *Adapter) run() {
 				return
 			}
 			a.onPropertiesChanged(s)
-		case ad := <-a.adverts:
-			a.onAdvert(ad)
 		case s, ok := <-a.nameSub.C():
 			if !ok {
 				return
@@ -528,9 +552,6 @@ func (a *Adapter) run() {
 			}
 		}
 		pd := a.pcSub.Dropped()
-		if a.tap != nil {
-			pd += a.tap.dropped.Load()
-		}
 		if od := a.omSub.Dropped(); od != omDropped || pd != pcDropped {
 			omDropped, pcDropped = od, pd
 			a.resync()
@@ -556,7 +577,6 @@ func (a *Adapter) drain() {
 			if !ok {
 				return
 			}
-		case <-a.adverts:
 		default:
 			return
 		}
@@ -726,13 +746,34 @@ var (
 // reader decoded. A device not known yet is skipped: its InterfacesAdded,
 // still on its way through godbus, carries the same data.
 func (a *Adapter) onAdvert(ad advert) {
+	// Runs in godbus's reading goroutine (takeAdvert), concurrently with
+	// run: every change of d is made, and its event sent (never
+	// blocking), under a.mu, so events keep the order of the changes.
 	p := dbus.ObjectPath(ad.path)
-	a.mu.RLock()
-	_, known := a.devices[p]
-	a.mu.RUnlock()
+	a.mu.Lock()
+	d, known := a.devices[p]
 	if !known {
+		a.mu.Unlock()
 		return
 	}
+	// The common case: a present lock advertising the payload it
+	// advertised before, its RSSI maybe changed. Nothing to parse, no
+	// map to build.
+	if ad.hasMD && len(ad.md) == 1 && ad.md[0].company == a.opts.CompanyID && d.md != nil &&
+		bytes.Equal(ad.md[0].data, d.md) && d.isLock && d.present && d.info.Err == nil {
+		now := a.opts.Now()
+		old := d.info
+		if ad.hasRSSI && ad.rssi != d.info.RSSI {
+			d.info.RSSI, d.rssiStale = ad.rssi, true
+		}
+		d.info.LastSeen = now
+		if k, info := a.report(d, old, true, now); k != 0 {
+			a.emit(k, info)
+		}
+		a.mu.Unlock()
+		return
+	}
+	a.mu.Unlock()
 	props := make(map[string]dbus.Variant, 2)
 	if ad.hasRSSI {
 		props["RSSI"] = dbus.MakeVariantWithSignature(ad.rssi, sigInt16)
@@ -746,6 +787,9 @@ func (a *Adapter) onAdvert(ad advert) {
 	}
 	a.update(p, props, nil, true)
 }
+
+// takeAdvert implements advertSink.
+func (a *Adapter) takeAdvert(ad advert) { a.onAdvert(ad) }
 
 // DecodedAdverts counts the advertisements the connection's own reader
 // decoded (a connection made by DialBus), bypassing godbus's decoder.
@@ -765,6 +809,10 @@ func (a *Adapter) update(p dbus.ObjectPath, props map[string]dbus.Variant, inval
 		d = &device{props: map[string]dbus.Variant{}}
 		a.devices[p] = d
 	}
+	if d.rssiStale {
+		d.props["RSSI"] = dbus.MakeVariantWithSignature(d.info.RSSI, sigInt16)
+		d.rssiStale = false
+	}
 	for k, v := range props {
 		d.props[k] = v
 	}
@@ -774,23 +822,54 @@ func (a *Adapter) update(p dbus.ObjectPath, props map[string]dbus.Variant, inval
 	old := d.info
 	wasPresent := d.present && d.isLock
 	d.info, d.isLock = a.parse(p, d.props)
+	d.md = nil
+	if m, ok := d.props["ManufacturerData"].Value().(map[uint16]dbus.Variant); ok && len(m) == 1 && d.info.Err == nil {
+		d.md, _ = m[a.opts.CompanyID].Value().([]byte)
+	}
 	d.info.LastSeen = old.LastSeen
 	if seen || !ok {
 		d.info.LastSeen = now
 		d.present = true
 	}
-	info, isLock, present := d.info, d.isLock, d.present
-	a.mu.Unlock()
-	switch {
-	case !isLock || !present:
-		if wasPresent {
-			a.emit(Gone, old)
-		}
-	case !wasPresent:
-		a.emit(Appeared, info)
-	case !sameLock(old, info):
-		a.emit(Updated, info)
+	if k, info := a.report(d, old, wasPresent, now); k != 0 {
+		a.emit(k, info) // under a.mu: see onAdvert
 	}
+	a.mu.Unlock()
+}
+
+// report is the event d's new info calls for, if any (0: none), given
+// its info before (old) and whether it was a present lock; a.mu is held.
+// An RSSI-only change is held back for Options.UpdateEvery after the
+// last report, and goes out with the first update after that.
+func (a *Adapter) report(d *device, old LockInfo, wasPresent bool, now time.Time) (EventKind, LockInfo) {
+	switch {
+	case !d.isLock || !d.present:
+		if wasPresent {
+			d.held = false
+			return Gone, old
+		}
+		return 0, LockInfo{}
+	case !wasPresent:
+	case sameLock(old, d.info):
+		if !d.held || now.Sub(d.reported) < a.opts.UpdateEvery {
+			return 0, LockInfo{}
+		}
+	case a.opts.UpdateEvery > 0 && rssiOnly(old, d.info) && now.Sub(d.reported) < a.opts.UpdateEvery:
+		d.held = true
+		return 0, LockInfo{}
+	}
+	k := Updated
+	if !wasPresent {
+		k = Appeared
+	}
+	d.reported, d.held = now, false
+	return k, d.info
+}
+
+// rssiOnly reports whether x and y differ in nothing but RSSI.
+func rssiOnly(x, y LockInfo) bool {
+	x.RSSI, x.LastSeen = y.RSSI, y.LastSeen
+	return sameLock(x, y)
 }
 
 func sameLock(x, y LockInfo) bool {
@@ -1026,12 +1105,14 @@ func ParseAdvertisement(b []byte, info *LockInfo) error {
 // idempotent; it returns StopDiscovery's error, if any.
 func (a *Adapter) Close() error {
 	a.once.Do(func() {
+		if a.tap != nil {
+			// First: no advertisement is handed over (and no event
+			// sent from the reader) once this returns.
+			a.tap.detach(a)
+		}
 		close(a.done)
 		a.cancel()
 		<-a.stopped
-		if a.tap != nil {
-			a.tap.detach(a.adverts)
-		}
 		err := a.call(context.Background(), IfaceAdapter+".StopDiscovery")
 		if err != nil && !errors.Is(err, ErrNotReady) && !errors.Is(err, ErrFailed) {
 			a.closeErr = fmt.Errorf("bluez: StopDiscovery: %w", err)

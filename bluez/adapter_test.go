@@ -317,3 +317,90 @@ func TestAdapterResyncAfterDroppedSignals(t *testing.T) {
 		t.Fatal("no resync although signals were dropped")
 	}
 }
+
+// TestRSSICoalesced: a lock whose advertisements change
+// only its RSSI is reported Updated at most once per UpdateEvery, with the
+// latest RSSI; any other change is reported at once; Locks is always
+// current; and a held-back RSSI goes out with the first advertisement
+// after UpdateEvery, even one that changes nothing. On a plain godbus
+// connection and on DialBus's (the tap's fast path).
+func TestRSSICoalesced(t *testing.T) {
+	for _, tapped := range []bool{false, true} {
+		name := "godbus"
+		if tapped {
+			name = "tap"
+		}
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t)
+			conn := e.client
+			if tapped {
+				c, err := DialBus(e.bus.Addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { _ = c.Close() })
+				conn = c
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			clk := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+			a, err := Open(ctx, conn, Options{UpdateEvery: time.Second, Now: clk.Now})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer a.Close()
+			const addr = "33:00:00:00:00:02"
+			p := e.fake.AddDevice(addr, lockProps(1, 0, 50, -80))
+			waitEvent(t, a, Appeared, addr)
+			// Within UpdateEvery of the Appeared: RSSI-only changes are
+			// held back; the battery's change goes out at once, with the
+			// latest RSSI, and is the first event after Appeared.
+			for _, r := range []int16{-81, -82, -83} {
+				e.fake.ChangeDevice(p, map[string]dbus.Variant{"RSSI": dbus.MakeVariant(r), "ManufacturerData": lockMD(1, 0, 50)})
+			}
+			e.fake.ChangeDevice(p, map[string]dbus.Variant{"ManufacturerData": lockMD(1, 0, 49)})
+			ev := nextEvent(t, a)
+			if ev.Kind != Updated || ev.Lock.Battery != 49 || ev.Lock.RSSI != -83 {
+				t.Fatalf("first event after Appeared: %v %+v; want Updated with battery 49, RSSI -83", ev.Kind, ev.Lock)
+			}
+			// Held back again, but Locks has it.
+			e.fake.ChangeDevice(p, map[string]dbus.Variant{"RSSI": dbus.MakeVariant(int16(-90)), "ManufacturerData": lockMD(1, 0, 49)})
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+				if ls := a.Locks(); len(ls) == 1 && ls[0].RSSI == -90 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("Locks %+v, want RSSI -90", a.Locks())
+				}
+			}
+			// After UpdateEvery, an advertisement changing nothing carries
+			// the held-back RSSI out.
+			clk.Advance(time.Second)
+			e.fake.ChangeDevice(p, map[string]dbus.Variant{"ManufacturerData": lockMD(1, 0, 49)})
+			if ev := nextEvent(t, a); ev.Kind != Updated || ev.Lock.RSSI != -90 {
+				t.Fatalf("after UpdateEvery: %v %+v; want Updated with RSSI -90", ev.Kind, ev.Lock)
+			}
+			if d := a.DroppedEvents(); d != 0 {
+				t.Fatalf("%d events dropped", d)
+			}
+			if n := a.DecodedAdverts(); tapped != (n > 0) {
+				t.Fatalf("%d advertisements decoded by the tap", n)
+			}
+		})
+	}
+}
+
+// nextEvent is the adapter's next event.
+func nextEvent(t *testing.T, a *Adapter) Event {
+	t.Helper()
+	select {
+	case ev, ok := <-a.Events():
+		if !ok {
+			t.Fatal("Events closed")
+		}
+		return ev
+	case <-time.After(10 * time.Second):
+		t.Fatal("no event within 10 s")
+	}
+	return Event{}
+}

@@ -3,8 +3,6 @@ package bluez
 import (
 	"encoding/binary"
 	"math"
-
-	"github.com/godbus/dbus/v5"
 )
 
 // advert is one advertisement-only PropertiesChanged of a Device1, read
@@ -126,7 +124,7 @@ func decodeAdvert(msg []byte, prefix string) (advert, bool) {
 	if r.off != r.end || !hasSender || iface != ifaceProperties || member != "PropertiesChanged" || sig != "sa{sv}as" {
 		return ad, false
 	}
-	if r.order.Uint32(msg[8:12]) == 0 || !dbus.ObjectPath(path).IsValid() {
+	if r.order.Uint32(msg[8:12]) == 0 || !validObjectPath(path) {
 		return ad, false // godbus refuses these
 	}
 	if len(path) <= len(prefix)+1 || path[:len(prefix)] != prefix || path[len(prefix)] != '/' {
@@ -290,4 +288,31 @@ func (r *wire) signature() (string, bool) {
 	s := string(r.b[r.off : r.off+n])
 	r.off += n + 1
 	return s, true
+}
+
+// validObjectPath is dbus.ObjectPath.IsValid without its allocations
+// (strings.Split): "/", or "/"-separated non-empty elements of
+// [A-Za-z0-9_], no trailing "/".
+func validObjectPath(s string) bool {
+	if s == "" || s[0] != '/' {
+		return false
+	}
+	if s == "/" {
+		return true
+	}
+	prev := byte('/')
+	for i := 1; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '/':
+			if prev == '/' {
+				return false
+			}
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '_':
+		default:
+			return false
+		}
+		prev = c
+	}
+	return prev != '/'
 }

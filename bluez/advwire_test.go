@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"reflect"
 	"runtime"
@@ -154,7 +155,7 @@ func TestTapStream(t *testing.T) {
 	big := pcMessage(t, binary.LittleEndian, dev, IfaceDevice, map[string]dbus.Variant{"ManufacturerData": md(map[uint16][]byte{0xFFFF: make([]byte, 2*maxTapMessage)})}, []string{})
 	stream := bytes.Join([][]byte{auth, ad1, other, ad2, big}, nil)
 
-	read := func(sink chan advert) []byte {
+	read := func(sink *sliceSink) []byte {
 		tp := &tap{br: bufio.NewReaderSize(bytes.NewReader(stream), 64<<10)}
 		if sink != nil && !tp.attach(testAdapter, sink) {
 			t.Fatal("attach refused")
@@ -177,19 +178,52 @@ func TestTapStream(t *testing.T) {
 	if got := read(nil); !bytes.Equal(got, stream) {
 		t.Fatalf("without a sink the stream changed (%d bytes, want %d)", len(got), len(stream))
 	}
-	sink := make(chan advert, 4)
+	sink := &sliceSink{}
 	want := bytes.Join([][]byte{auth, other, big}, nil)
 	if got := read(sink); !bytes.Equal(got, want) {
 		t.Fatalf("with a sink godbus got %d bytes, want %d", len(got), len(want))
 	}
-	if len(sink) != 2 {
-		t.Fatalf("%d advertisements taken, want 2", len(sink))
+	if len(sink.ads) != 2 {
+		t.Fatalf("%d advertisements taken, want 2", len(sink.ads))
 	}
-	if a := <-sink; !a.hasRSSI || a.rssi != -50 || a.hasMD {
+	if a := sink.ads[0]; !a.hasRSSI || a.rssi != -50 || a.hasMD {
 		t.Fatalf("first %+v", a)
 	}
-	if a := <-sink; a.hasRSSI || !a.hasMD || !reflect.DeepEqual(a.md, []mdEntry{{0xFFFF, payload}}) {
+	if a := sink.ads[1]; a.hasRSSI || !a.hasMD || !reflect.DeepEqual(a.md, []mdEntry{{0xFFFF, payload}}) {
 		t.Fatalf("second %+v", a)
+	}
+}
+
+// sliceSink collects what a tap hands over.
+type sliceSink struct{ ads []advert }
+
+func (s *sliceSink) takeAdvert(a advert) { s.ads = append(s.ads, a) }
+
+// TestTapOrder: advertisements back to back in the socket's buffer all
+// reach the sink, in order.
+func TestTapOrder(t *testing.T) {
+	const n = 35
+	parts := [][]byte{[]byte("OK 0123456789abcdef\r\n")}
+	for i := range n {
+		dev := dbus.ObjectPath(fmt.Sprintf("%s/dev_C0_00_00_00_00_%02X", testAdapter, i))
+		parts = append(parts, pcMessage(t, binary.LittleEndian, dev, IfaceDevice, map[string]dbus.Variant{"RSSI": dbus.MakeVariant(int16(-i))}, []string{}))
+	}
+	tp := &tap{br: bufio.NewReaderSize(bytes.NewReader(bytes.Join(parts, nil)), 64<<10)}
+	sink := &sliceSink{}
+	if !tp.attach(testAdapter, sink) {
+		t.Fatal("attach refused")
+	}
+	if out, err := io.ReadAll(tp); err != nil || string(out) != "OK 0123456789abcdef\r\n" {
+		t.Fatalf("godbus got %q, %v", out, err)
+	}
+	got := sink.ads
+	if len(got) != n || tp.taken.Load() != n {
+		t.Fatalf("%d advertisements handed over (taken %d), want %d", len(got), tp.taken.Load(), n)
+	}
+	for i, a := range got {
+		if a.rssi != int16(-i) {
+			t.Fatalf("advertisement %d has RSSI %d: out of order", i, a.rssi)
+		}
 	}
 }
 
@@ -336,10 +370,10 @@ func TestAttackMalformedAdvertisements(t *testing.T) {
 		}
 		// Through the tap: given to godbus byte for byte.
 		tp := &tap{br: bufio.NewReader(bytes.NewReader(append([]byte("OK 1\r\n"), b...))), binary: false}
-		sink := make(chan advert, 1)
+		sink := &sliceSink{}
 		tp.attach(testAdapter, sink)
 		out, _ := io.ReadAll(tp)
-		if !bytes.Equal(out[len("OK 1\r\n"):], b) || len(sink) != 0 {
+		if !bytes.Equal(out[len("OK 1\r\n"):], b) || len(sink.ads) != 0 {
 			t.Errorf("%s: the tap changed the stream or took it", name)
 		}
 	}
@@ -353,11 +387,21 @@ func TestAttackMalformedAdvertisements(t *testing.T) {
 		f(b)
 		stream := append(append([]byte("OK 1\r\n"), b...), good...)
 		tp := &tap{br: bufio.NewReader(bytes.NewReader(stream))}
-		sink := make(chan advert, 2)
+		sink := &sliceSink{}
 		tp.attach(testAdapter, sink)
 		out, _ := io.ReadAll(tp)
-		if !bytes.Equal(out, stream) || len(sink) != 0 {
+		if !bytes.Equal(out, stream) || len(sink.ads) != 0 {
 			t.Errorf("%s: the tap changed the stream or took from it", name)
+		}
+	}
+}
+
+// TestValidObjectPath: the decoder's path check agrees with godbus's.
+func TestValidObjectPath(t *testing.T) {
+	for _, p := range []string{"", "/", "//", "/a", "/a/", "/a//b", "a/b", "/org/bluez/hci0/dev_C0_00_00_00_00_01",
+		"/org/bluez/hci0/dev-C0", "/ä", "/a b", "/_/9/Z", "/org/bluez/hci0/dev_C0_00_00_00_00_01/"} {
+		if got, want := validObjectPath(p), dbus.ObjectPath(p).IsValid(); got != want {
+			t.Errorf("validObjectPath(%q) = %v, godbus says %v", p, got, want)
 		}
 	}
 }

@@ -72,10 +72,14 @@
 // advertisement-only Device1 PropertiesChanged signals (RSSI,
 // ManufacturerData) of an open Adapter's devices out of the stream and
 // decodes them without godbus's reflection (advwire.go); every other
-// message reaches godbus unchanged. On a connection made otherwise the
-// Adapter receives them through the Dispatcher as before. The discovery
-// filter (service UUID, LE, optional Options.MinRSSI, DuplicateData) keeps
-// everything else inside bluetoothd. See docs/bluez.md.
+// message reaches godbus unchanged. The Adapter takes them in that
+// reading goroutine (no channel, no wake-up of its own goroutine) and
+// does not parse a payload it has seen before. On a connection made
+// otherwise the Adapter receives them through the Dispatcher as before.
+// A change of RSSI alone is reported (Updated) at most once per
+// Options.UpdateEvery per lock. The discovery filter (service UUID, LE,
+// optional Options.MinRSSI, DuplicateData) keeps everything else inside
+// bluetoothd. See docs/bluez.md.
 //
 // Logging goes only to child loggers of the *slog.Logger passed in options
 // (nil discards); keys and passkeys are never logged.
