@@ -178,6 +178,9 @@ func build100k(b *testing.B) string {
 var benchDirs []string
 
 func TestMain(m *testing.M) {
+	if path := os.Getenv(startupChildEnv); path != "" {
+		os.Exit(startupChild(path)) // BenchmarkStartup's fresh process
+	}
 	code := m.Run()
 	for _, d := range benchDirs {
 		_ = os.RemoveAll(d)

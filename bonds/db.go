@@ -172,8 +172,8 @@ func (db *DB) Path() string { return db.path }
 // exist. It refuses, and never modifies, a file the group or others can
 // access (ErrPermissions), a file it cannot read as a bbolt database of
 // this schema, including an empty one or one with a garbled page anywhere
-// in its tree or freelist (ErrCorrupt: it reads the whole file, see
-// readCheck), and a newer schema (ErrSchemaTooNew). An older schema is
+// in its tree or freelist (ErrCorrupt: it walks every page in use before
+// bbolt opens the file, see checkPages), and a newer schema (ErrSchemaTooNew). An older schema is
 // migrated in one transaction. Whether a missing file may be created is
 // the caller's policy (the daemon allows it only on a first start).
 //
@@ -186,10 +186,6 @@ func Open(path string, opts Options) (*DB, error) {
 		return nil, err
 	}
 	if err := migrateOpen(b, path, migrations, schemaVersion, opts.Now); err != nil {
-		_ = b.Close()
-		return nil, err
-	}
-	if err := readCheck(b, path); err != nil {
 		_ = b.Close()
 		return nil, err
 	}

@@ -51,8 +51,11 @@ func loadIDs(b *bolt.DB, path string) (map[CommandID]int64, error) {
 	ids := make(map[CommandID]int64)
 	err := guard(func() error {
 		return b.View(func(tx *bolt.Tx) error {
+			w := txWindow(tx)
+			defer w.release()
 			c := tx.Bucket(bucketJournal).Cursor()
 			for k, _ := c.First(); k != nil; k, _ = c.Next() {
+				w.touch(k)
 				ns, id, ok := splitJournalKey(k)
 				if !ok {
 					return fmt.Errorf("journal key %x is %d bytes, want %d", k, len(k), journalKeyLen)
@@ -501,7 +504,7 @@ func (db *DB) Pending(ctx context.Context) ([]Entry, error) {
 	// as far as its state (the rest is skipped, not decoded), and only the
 	// others are decoded whole (issue 14).
 	err := db.view(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketJournal).ForEach(func(k, v []byte) error {
+		return forEachResident(tx, tx.Bucket(bucketJournal), func(k, v []byte) error {
 			if err := ctx.Err(); err != nil {
 				return err
 			}

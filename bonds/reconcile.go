@@ -54,38 +54,88 @@ type Report struct {
 // Failures to remove one bond are collected in the report; an error is
 // returned only when BlueZ or the database could not be read or written.
 func (db *DB) Reconcile(ctx context.Context, p Paired, pol Policy) (Report, error) {
+	return db.reconcile(ctx, p, &pol, 0)
+}
+
+// Evict removes the bonds of locks not seen for olderThan (by last seen,
+// else bonded_at, else created_at): first in BlueZ (if BlueZ has one),
+// then, if that worked, the database's bond state becomes none. The lock's
+// record stays.
+func (db *DB) Evict(ctx context.Context, p Paired, olderThan time.Duration) (Report, error) {
+	if olderThan <= 0 {
+		return Report{}, fmt.Errorf("bonds: evict: age %v: %w", olderThan, ErrInvalid)
+	}
+	return db.reconcile(ctx, p, nil, olderThan)
+}
+
+// reconcile is Reconcile with pol (nil: none of it) followed by Evict with
+// evictAfter (0: none of it), as the Reconciler runs them: with one
+// PairedDevices call and one streaming pass over the locks (issue 14: two
+// passes, each decoding all 100,000 locks, were most of the start-up
+// reads), deciding on what Reconcile's changes make of each lock (an
+// adopted bond counts as bonded now, a lost one as lost), and writing
+// the few changes after it in the order the two would: lost, adopted,
+// unknown bonds removed, then the evictions.
+func (db *DB) reconcile(ctx context.Context, p Paired, pol *Policy, evictAfter time.Duration) (Report, error) {
 	var rep Report
+	what := "reconcile"
+	if pol == nil {
+		what = "evict"
+	}
+	now := db.now()
+	cutoff := now.Add(-evictAfter)
 	addrs, err := p.PairedDevices(ctx)
 	if err != nil {
-		return rep, fmt.Errorf("bonds: reconcile: paired devices: %w", err)
+		return rep, fmt.Errorf("bonds: %s: paired devices: %w", what, err)
 	}
 	paired := make(map[string]bool, len(addrs))
 	for _, a := range addrs {
 		paired[normAddr(a)] = true
+	}
+	type victim struct {
+		id     LockID
+		addr   string
+		paired bool
 	}
 	// One streaming pass over the locks, decoding only what is compared
 	// (issue 14: 100,000 locks decoded whole into a slice cost 100s of MB);
 	// the few changes are written after it, as before in ID order.
 	known := make(map[string]bool, len(addrs))
 	var lost, adopted []LockID
-	err = db.eachLockBond(ctx, false, func(l *lockBond) error {
-		if l.Address == "" {
+	var victims []victim
+	err = db.eachLockBond(ctx, evictAfter > 0, func(l *lockBond) error {
+		bond, bondedAt := l.Bond, l.BondedAt
+		if pol != nil && l.Address != "" {
+			has := paired[l.Address]
+			if has {
+				known[l.Address] = true
+			}
+			switch {
+			case !has && bond == BondBonded:
+				lost = append(lost, l.ID)
+				bond = BondLost
+			case has && bond != BondBonded:
+				adopted = append(adopted, l.ID)
+				bond, bondedAt = BondBonded, now // as SetBond
+			}
+		}
+		if evictAfter <= 0 || bond == BondNone {
 			return nil
 		}
-		has := paired[l.Address]
-		if has {
-			known[l.Address] = true
+		last := l.LastSeen
+		if last.IsZero() {
+			last = bondedAt
 		}
-		switch {
-		case !has && l.Bond == BondBonded:
-			lost = append(lost, l.ID)
-		case has && l.Bond != BondBonded:
-			adopted = append(adopted, l.ID)
+		if last.IsZero() {
+			last = l.CreatedAt
+		}
+		if last.Before(cutoff) {
+			victims = append(victims, victim{l.ID, l.Address, paired[l.Address]})
 		}
 		return nil
 	})
 	if err != nil {
-		return rep, fmt.Errorf("bonds: reconcile: %w", err)
+		return rep, fmt.Errorf("bonds: %s: %w", what, err)
 	}
 	for _, id := range lost {
 		if _, err := db.SetBond(ctx, id, BondLost, ""); err != nil {
@@ -100,6 +150,9 @@ func (db *DB) Reconcile(ctx context.Context, p Paired, pol Policy) (Report, erro
 		rep.Adopted = append(rep.Adopted, id)
 	}
 	for _, a := range addrs {
+		if pol == nil {
+			break
+		}
 		a = normAddr(a)
 		if known[a] {
 			continue
@@ -113,52 +166,6 @@ func (db *DB) Reconcile(ctx context.Context, p Paired, pol Policy) (Report, erro
 			continue
 		}
 		rep.Removed = append(rep.Removed, a)
-	}
-	return rep, nil
-}
-
-// Evict removes the bonds of locks not seen for olderThan (by last seen,
-// else bonded_at, else created_at): first in BlueZ (if BlueZ has one),
-// then, if that worked, the database's bond state becomes none. The lock's
-// record stays.
-func (db *DB) Evict(ctx context.Context, p Paired, olderThan time.Duration) (Report, error) {
-	var rep Report
-	if olderThan <= 0 {
-		return rep, fmt.Errorf("bonds: evict: age %v: %w", olderThan, ErrInvalid)
-	}
-	cutoff := db.now().Add(-olderThan)
-	addrs, err := p.PairedDevices(ctx)
-	if err != nil {
-		return rep, fmt.Errorf("bonds: evict: paired devices: %w", err)
-	}
-	paired := make(map[string]bool, len(addrs))
-	for _, a := range addrs {
-		paired[normAddr(a)] = true
-	}
-	type victim struct {
-		id     LockID
-		addr   string
-		paired bool
-	}
-	var victims []victim
-	err = db.eachLockBond(ctx, true, func(l *lockBond) error {
-		if l.Bond == BondNone {
-			return nil
-		}
-		last := l.LastSeen
-		if last.IsZero() {
-			last = l.BondedAt
-		}
-		if last.IsZero() {
-			last = l.CreatedAt
-		}
-		if last.Before(cutoff) {
-			victims = append(victims, victim{l.ID, l.Address, paired[l.Address]})
-		}
-		return nil
-	})
-	if err != nil {
-		return rep, fmt.Errorf("bonds: evict: %w", err)
 	}
 	for _, l := range victims {
 		if l.paired {
@@ -263,13 +270,8 @@ func (r *Reconciler) loop(ctx context.Context) {
 }
 
 func (r *Reconciler) runOnce(ctx context.Context) {
-	rep, err := r.db.Reconcile(ctx, r.p, r.opts.Policy)
-	if err == nil && r.opts.EvictAfter > 0 {
-		var ev Report
-		ev, err = r.db.Evict(ctx, r.p, r.opts.EvictAfter)
-		rep.Evicted, rep.Removed = ev.Evicted, append(rep.Removed, ev.Removed...)
-		rep.Errors = append(rep.Errors, ev.Errors...)
-	}
+	pol := r.opts.Policy
+	rep, err := r.db.reconcile(ctx, r.p, &pol, max(r.opts.EvictAfter, 0))
 	switch {
 	case err != nil && ctx.Err() == nil && !errors.Is(err, ErrClosed):
 		r.log.Warn("reconciling bonds", "err", err)
@@ -302,7 +304,7 @@ type lockBond struct {
 func (db *DB) eachLockBond(ctx context.Context, times bool, fn func(*lockBond) error) error {
 	var l lockBond
 	err := db.view(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketLocks).ForEach(func(k, v []byte) error {
+		return forEachResident(tx, tx.Bucket(bucketLocks), func(k, v []byte) error {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
