@@ -280,3 +280,46 @@ func TestAttackFreelistAndKeyOrderRefusedAtOpen(t *testing.T) {
 		})
 	}
 }
+
+// TestWalkBuildsIDIndex: the ID index the page walk builds on its way
+// is loadIDs' (an inline journal bucket of one entry, and one of
+// branch and leaf pages), and it is used only for the commit it walked:
+// after one more commit, sameCommit says no and Open reads it again.
+func TestWalkBuildsIDIndex(t *testing.T) {
+	for _, n := range []int{0, 1, 3000} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			db, path := openTest(t, Options{NoSync: true, PruneInterval: -1})
+			for i := range n {
+				if _, err := db.Append(bg, testCommand(uint64(i+1))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			db = reopen(t, db, Options{NoSync: true, PruneInterval: -1})
+			ix := &idIndex{ids: map[CommandID]int64{}}
+			if err := checkPages(path, ix); err != nil || !ix.ok {
+				t.Fatalf("checkPages = %v, ok %v", err, ix.ok)
+			}
+			want, err := loadIDs(db.bolt, path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ix.ids) != n || len(want) != n {
+				t.Fatalf("walk indexed %d, loadIDs %d, want %d", len(ix.ids), len(want), n)
+			}
+			for id, ns := range want {
+				if got, ok := ix.ids[id]; !ok || got != ns {
+					t.Fatalf("command %s: walk %d %v, loadIDs %d", id, got, ok, ns)
+				}
+			}
+			if !sameCommit(db.bolt, ix) {
+				t.Error("sameCommit = false on the commit walked")
+			}
+			if _, err := db.Append(bg, testCommand(uint64(n+1))); err != nil {
+				t.Fatal(err)
+			}
+			if sameCommit(db.bolt, ix) {
+				t.Error("sameCommit = true after another commit")
+			}
+		})
+	}
+}

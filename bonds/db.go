@@ -181,7 +181,8 @@ func (db *DB) Path() string { return db.path }
 // flushes, pruning); Close stops them.
 func Open(path string, opts Options) (*DB, error) {
 	opts = opts.withDefaults()
-	b, err := openFile(path, opts, false)
+	ix := &idIndex{ids: make(map[CommandID]int64)}
+	b, err := openFile(path, opts, false, ix)
 	if err != nil {
 		return nil, err
 	}
@@ -189,10 +190,16 @@ func Open(path string, opts Options) (*DB, error) {
 		_ = b.Close()
 		return nil, err
 	}
-	ids, err := loadIDs(b, path)
-	if err != nil {
-		_ = b.Close()
-		return nil, err
+	// The page walk built the ID index on its way (one pass over the
+	// journal, not two); it is bbolt's file only if bbolt opened the
+	// commit the walk saw (none was made since: no migration, no other
+	// process), else the index is read again.
+	ids := ix.ids
+	if !ix.ok || !sameCommit(b, ix) {
+		if ids, err = loadIDs(b, path); err != nil {
+			_ = b.Close()
+			return nil, err
+		}
 	}
 	db := &DB{
 		path: path, opts: opts, log: opts.Logger, bolt: b,
@@ -485,7 +492,7 @@ func (db *DB) background() {
 // openFile opens path with bbolt after the permission and emptiness
 // checks, creating a new database if there is no file. readOnly takes a
 // shared lock and never creates.
-func openFile(path string, opts Options, readOnly bool) (*bolt.DB, error) {
+func openFile(path string, opts Options, readOnly bool, ix *idIndex) (*bolt.DB, error) {
 	fi, err := os.Lstat(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist) && !readOnly:
@@ -501,7 +508,7 @@ func openFile(path string, opts Options, readOnly bool) (*bolt.DB, error) {
 		if fi.Size() == 0 {
 			return nil, corrupt(path, errors.New("the file is empty (0 bytes): gatewayd creates its database atomically, so an empty file was not written by it or was cut off by the file system"))
 		}
-		if err := checkStructure(path, fi.Size(), readOnly, opts.Timeout); err != nil {
+		if err := checkStructure(path, fi.Size(), readOnly, opts.Timeout, ix); err != nil {
 			return nil, err
 		}
 	}
@@ -519,7 +526,7 @@ func openFile(path string, opts Options, readOnly bool) (*bolt.DB, error) {
 // The lock is released before bbolt takes its own (a second flock on
 // another descriptor would conflict with it); another process writing in
 // between writes sound pages.
-func checkStructure(path string, size int64, readOnly bool, timeout time.Duration) error {
+func checkStructure(path string, size int64, readOnly bool, timeout time.Duration, ix *idIndex) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("bonds: open %s: %w", path, err)
@@ -547,10 +554,23 @@ func checkStructure(path string, size int64, readOnly bool, timeout time.Duratio
 	if err := checkLength(path, size); err != nil {
 		return corrupt(path, err)
 	}
-	if err := checkPages(path); err != nil {
+	if err := checkPages(path, ix); err != nil {
 		return corrupt(path, err)
 	}
 	return nil
+}
+
+// sameCommit reports whether b's newest commit is the one ix was built
+// from (the same transaction ID and high-water mark).
+func sameCommit(b *bolt.DB, ix *idIndex) bool {
+	same := false
+	_ = guard(func() error {
+		return b.View(func(tx *bolt.Tx) error {
+			same = uint64(tx.ID()) == ix.txid && tx.Size() == ix.size
+			return nil
+		})
+	})
+	return same
 }
 
 // checkLength refuses a file shorter than its own meta page says, before

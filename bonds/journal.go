@@ -508,8 +508,8 @@ func (db *DB) Pending(ctx context.Context) ([]Entry, error) {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			var st [1]string
-			if topStrings(v, stateKey, st[:]) && State(st[0]).Terminal() {
+			var st [1][]byte
+			if topStrings(v, stateKey, st[:]) && terminalText(st[0]) {
 				return nil
 			}
 			var e Entry
@@ -529,6 +529,15 @@ func (db *DB) Pending(ctx context.Context) ([]Entry, error) {
 }
 
 var stateKey = []string{"state"}
+
+// terminalText is State(b).Terminal() without allocating.
+func terminalText(b []byte) bool {
+	switch string(b) {
+	case string(StateSucceeded), string(StateFailed), string(StateExpired), string(StateRejected):
+		return true
+	}
+	return false
+}
 
 // pruneChunk bounds one prune transaction.
 const pruneChunk = 1000

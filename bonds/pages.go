@@ -28,8 +28,10 @@ import (
 //
 // It reads through a read-only mapping whose resident part it keeps
 // within residentBudget (residentWindow): the walk's memory does not grow
-// with the file (issue 14).
-func checkPages(path string) error {
+// with the file (issue 14). With ix, it also builds the journal's ID index
+// from the journal's keys as it passes them (what loadIDs does in a pass
+// of its own), and records which commit it walked.
+func checkPages(path string, ix *idIndex) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -57,7 +59,7 @@ func checkPages(path string) error {
 	}
 	defer func() { _ = syscall.Munmap(data) }()
 	words := (m.pgid + 63) / 64
-	w := &pageWalker{data: data, ps: ps, hwm: m.pgid, seen: make([]uint64, words),
+	w := &pageWalker{data: data, ps: ps, hwm: m.pgid, seen: make([]uint64, words), ix: ix,
 		win: newResidentWindow(uintptr(unsafe.Pointer(unsafe.SliceData(data))), uintptr(len(data)))}
 	return guard(func() error {
 		synced := m.freelist != ^uint64(0)
@@ -67,16 +69,18 @@ func checkPages(path string) error {
 				return err
 			}
 		}
-		if _, err := w.tree(m.root, 0, nil, nil); err != nil {
+		if _, err := w.tree(m.root, 0, nil, nil, walkRoot); err != nil {
 			return err
 		}
-		if !synced {
-			return nil // bbolt rebuilds the freelist from what is not in use
-		}
-		for i := uint64(2); i < m.pgid; i++ {
-			if (w.seen[i/64]|w.free[i/64])&(1<<(i%64)) == 0 {
-				return fmt.Errorf("page %d: neither in use nor free", i)
+		if synced {
+			for i := uint64(2); i < m.pgid; i++ {
+				if (w.seen[i/64]|w.free[i/64])&(1<<(i%64)) == 0 {
+					return fmt.Errorf("page %d: neither in use nor free", i)
+				}
 			}
+		} // else bbolt rebuilds the freelist from what is not in use
+		if ix != nil {
+			ix.txid, ix.size, ix.ok = m.txid, int64(m.pgid)*ps, true
 		}
 		return nil
 	})
@@ -149,6 +153,27 @@ type pageWalker struct {
 	seen []uint64 // bit i: page i reached (a map cost two thirds of the walk)
 	free []uint64 // bit i: page i in the freelist (nil: no freelist synced)
 	win  *residentWindow
+	ix   *idIndex // nil: no index wanted
+}
+
+// What a tree is to the walk: the root bucket's, the journal's (whose keys
+// go to the ID index), or another bucket's.
+type walkKind int
+
+const (
+	walkRoot walkKind = iota
+	walkJournal
+	walkOther
+)
+
+// idIndex is the journal's ID index as checkPages builds it (loadIDs'
+// map), and the commit it walked (txid, and size: the high-water mark in
+// bytes), for Open to use only if bbolt then opens the same commit.
+type idIndex struct {
+	ids  map[CommandID]int64
+	txid uint64
+	size int64
+	ok   bool
 }
 
 func bit(set []uint64, i uint64) bool { return set != nil && set[i/64]&(1<<(i%64)) != 0 }
@@ -214,7 +239,7 @@ func (w *pageWalker) freelist(id uint64) error {
 
 // tree checks the bucket tree whose root page is id, its keys at least lo
 // (nil: no bound) and below hi (nil: none). It returns the largest key.
-func (w *pageWalker) tree(id uint64, depth int, lo, hi []byte) ([]byte, error) {
+func (w *pageWalker) tree(id uint64, depth int, lo, hi []byte, kind walkKind) ([]byte, error) {
 	if depth > maxTreeDepth {
 		return nil, fmt.Errorf("page %d: tree deeper than %d", id, maxTreeDepth)
 	}
@@ -225,7 +250,7 @@ func (w *pageWalker) tree(id uint64, depth int, lo, hi []byte) ([]byte, error) {
 	if bit(w.free, id) {
 		return nil, fmt.Errorf("page %d: in use and in the freelist", id)
 	}
-	return w.node(b, id, depth, lo, hi)
+	return w.node(b, id, depth, lo, hi, kind)
 }
 
 // node checks one branch or leaf page (b, whole with its overflow; or an
@@ -235,7 +260,7 @@ func (w *pageWalker) tree(id uint64, depth int, lo, hi []byte) ([]byte, error) {
 // for the elements after the first, above the largest key of the
 // previous child's subtree), and every key is below hi (the next
 // element's key in the parent).
-func (w *pageWalker) node(b []byte, id uint64, depth int, lo, hi []byte) ([]byte, error) {
+func (w *pageWalker) node(b []byte, id uint64, depth int, lo, hi []byte, kind walkKind) ([]byte, error) {
 	ne := binary.NativeEndian
 	if len(b) < pageHeaderSize {
 		return nil, fmt.Errorf("page %d: %d bytes, shorter than a page header", id, len(b))
@@ -290,7 +315,7 @@ func (w *pageWalker) node(b []byte, id uint64, depth int, lo, hi []byte) ([]byte
 			if i+1 < n {
 				next = key(i + 1)
 			}
-			top, err := w.tree(ne.Uint64(e[8:]), depth+1, k, next)
+			top, err := w.tree(ne.Uint64(e[8:]), depth+1, k, next, kind)
 			if err != nil {
 				return nil, err
 			}
@@ -301,19 +326,41 @@ func (w *pageWalker) node(b []byte, id uint64, depth int, lo, hi []byte) ([]byte
 		}
 		fl, pos, ks, vs := ne.Uint32(e[0:]), uint64(ne.Uint32(e[4:])), uint64(ne.Uint32(e[8:])), uint64(ne.Uint32(e[12:]))
 		if fl&leafBucketFlag == 0 {
+			if kind == walkJournal && w.ix != nil {
+				if err := w.ix.add(k); err != nil {
+					return nil, err
+				}
+			}
 			continue
+		}
+		sub := walkOther
+		if kind == walkRoot && bytes.Equal(k, bucketJournal) {
+			sub = walkJournal
 		}
 		v := b[off+pos+ks : off+pos+ks+vs]
 		if len(v) < bucketHeader {
 			return nil, fmt.Errorf("page %d: bucket element %d is %d bytes", id, i, len(v))
 		}
 		if root := ne.Uint64(v); root != 0 {
-			if _, err := w.tree(root, depth+1, nil, nil); err != nil {
+			if _, err := w.tree(root, depth+1, nil, nil, sub); err != nil {
 				return nil, err
 			}
-		} else if _, err := w.node(v[bucketHeader:], id, depth+1, nil, nil); err != nil {
+		} else if _, err := w.node(v[bucketHeader:], id, depth+1, nil, nil, sub); err != nil {
 			return nil, fmt.Errorf("inline bucket: %w", err)
 		}
 	}
 	return last, nil
+}
+
+// add indexes one journal key, with loadIDs' checks.
+func (ix *idIndex) add(k []byte) error {
+	ns, id, ok := splitJournalKey(k)
+	if !ok {
+		return fmt.Errorf("journal key %x is %d bytes, want %d", k, len(k), journalKeyLen)
+	}
+	if _, dup := ix.ids[id]; dup {
+		return fmt.Errorf("command %s is in the journal twice", id)
+	}
+	ix.ids[id] = ns
+	return nil
 }

@@ -255,3 +255,50 @@ func TestReconcilerPassAsTwoCalls(t *testing.T) {
 		t.Errorf("BlueZ's bonds: one pass %v, two calls %v", bluez1, bluez2)
 	}
 }
+
+// TestUnprovenLocks: exactly the records with no credential and bond
+// none, each with whether it holds an address and when it was last seen
+// (an UpdateSeen value not written yet counts), else created; the same
+// as reading Locks whole.
+func TestUnprovenLocks(t *testing.T) {
+	clk := newClock()
+	db, _ := openTest(t, Options{Now: clk.Now})
+	put := func(n uint64, cred []byte, addr string, b BondState) {
+		t.Helper()
+		if err := db.PutLock(bg, Lock{ID: lid(n), Credential: cred, Address: addr, Bond: b}); err != nil {
+			t.Fatal(err)
+		}
+		clk.Add(time.Minute)
+	}
+	put(1, nil, "", BondNone)                           // unproven, no address
+	put(2, nil, "D0:00:00:00:00:02", BondNone)          // unproven, an advertisement's address
+	put(3, []byte{0x84}, "C0:00:00:00:00:03", BondNone) // proved
+	put(4, nil, "C0:00:00:00:00:04", BondLost)          // bonded once
+	put(5, nil, "", BondNone)
+	if err := db.UpdateSeen(lid(5), clk.Now().Add(time.Hour), -60, 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	got, err := db.UnprovenLocks(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	locks, err := db.Locks(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []UnprovenLock
+	for _, l := range locks {
+		if len(l.Credential) == 0 && l.Bond == BondNone {
+			seen := l.LastSeen
+			if seen.IsZero() {
+				seen = l.CreatedAt
+			}
+			want = append(want, UnprovenLock{ID: l.ID, HasAddress: l.Address != "", Seen: seen})
+		}
+	}
+	if len(want) != 3 || !slices.EqualFunc(got, want, func(a, b UnprovenLock) bool {
+		return a.ID == b.ID && a.HasAddress == b.HasAddress && a.Seen.Equal(b.Seen)
+	}) {
+		t.Errorf("UnprovenLocks = %+v, want %+v", got, want)
+	}
+}
