@@ -129,6 +129,10 @@ type DB struct {
 
 	// health is the outcome of the last commit (health.go).
 	health atomic.Pointer[writeHealth]
+
+	// hint is what Open's page walk found unfinished in the journal, for
+	// Pending while the file is at the commit walked (pendinghint.go).
+	hint atomic.Pointer[pendingHint]
 }
 
 // request is one write for the committer: fn runs inside a write
@@ -194,12 +198,13 @@ func Open(path string, opts Options) (*DB, error) {
 	// journal, not two); it is bbolt's file only if bbolt opened the
 	// commit the walk saw (none was made since: no migration, no other
 	// process), else the index is read again.
-	ids := ix.ids
+	ids, hint := ix.ids, &pendingHint{txid: ix.txid, keys: ix.pending}
 	if !ix.ok || !sameCommit(b, ix) {
 		if ids, err = loadIDs(b, path); err != nil {
 			_ = b.Close()
 			return nil, err
 		}
+		hint = nil
 	}
 	db := &DB{
 		path: path, opts: opts, log: opts.Logger, bolt: b,
@@ -209,6 +214,7 @@ func Open(path string, opts Options) (*DB, error) {
 		stop:   make(chan struct{}),
 		failed: make(chan struct{}),
 	}
+	db.hint.Store(hint)
 	db.wg.Add(2)
 	go db.committer()
 	go db.background()

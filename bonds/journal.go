@@ -503,24 +503,28 @@ func (db *DB) Pending(ctx context.Context) ([]Entry, error) {
 	// Most of a replay window's entries are finished: each is read only
 	// as far as its state (the rest is skipped, not decoded), and only the
 	// others are decoded whole (issue 14).
-	err := db.view(func(tx *bolt.Tx) error {
-		return forEachResident(tx, tx.Bucket(bucketJournal), func(k, v []byte) error {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			var st [1][]byte
-			if topStrings(v, stateKey, st[:]) && terminalText(st[0]) {
-				return nil
-			}
-			var e Entry
-			if err := decodeEntry(v, &e); err != nil {
-				return fmt.Errorf("journal %x: %w", k, err)
-			}
-			if !e.State.Terminal() {
-				out = append(out, e)
-			}
+	each := func(k, v []byte) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		var st [1][]byte
+		if topStrings(v, stateKey, st[:]) && terminalText(st[0]) {
 			return nil
-		})
+		}
+		var e Entry
+		if err := decodeEntry(v, &e); err != nil {
+			return fmt.Errorf("journal %x: %w", k, err)
+		}
+		if !e.State.Terminal() {
+			out = append(out, e)
+		}
+		return nil
+	}
+	err := db.view(func(tx *bolt.Tx) error {
+		if keys, ok := db.pendingHint(tx); ok {
+			return eachKey(tx.Bucket(bucketJournal), keys, each) // the commit Open walked
+		}
+		return forEachResident(tx, tx.Bucket(bucketJournal), each)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("bonds: pending: %w", err)

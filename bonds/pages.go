@@ -30,7 +30,9 @@ import (
 // within residentBudget (residentWindow): the walk's memory does not grow
 // with the file (issue 14). With ix, it also builds the journal's ID index
 // from the journal's keys as it passes them (what loadIDs does in a pass
-// of its own), and records which commit it walked.
+// of its own), notes the entries that are not finished (what Pending
+// looks for, so that its first call reads only those), and records which
+// commit it walked.
 func checkPages(path string, ix *idIndex) error {
 	f, err := os.Open(path)
 	if err != nil {
@@ -167,13 +169,16 @@ const (
 )
 
 // idIndex is the journal's ID index as checkPages builds it (loadIDs'
-// map), and the commit it walked (txid, and size: the high-water mark in
+// map), the keys of its unfinished entries, and the commit it walked (txid, and size: the high-water mark in
 // bytes), for Open to use only if bbolt then opens the same commit.
 type idIndex struct {
-	ids  map[CommandID]int64
-	txid uint64
-	size int64
-	ok   bool
+	ids map[CommandID]int64
+	// pending holds the keys of the entries Pending would not skip by
+	// their state (pendingHint).
+	pending [][]byte
+	txid    uint64
+	size    int64
+	ok      bool
 }
 
 func bit(set []uint64, i uint64) bool { return set != nil && set[i/64]&(1<<(i%64)) != 0 }
@@ -327,7 +332,7 @@ func (w *pageWalker) node(b []byte, id uint64, depth int, lo, hi []byte, kind wa
 		fl, pos, ks, vs := ne.Uint32(e[0:]), uint64(ne.Uint32(e[4:])), uint64(ne.Uint32(e[8:])), uint64(ne.Uint32(e[12:]))
 		if fl&leafBucketFlag == 0 {
 			if kind == walkJournal && w.ix != nil {
-				if err := w.ix.add(k); err != nil {
+				if err := w.ix.addEntry(k, b[off+pos+ks:off+pos+ks+vs]); err != nil {
 					return nil, err
 				}
 			}
@@ -362,5 +367,18 @@ func (ix *idIndex) add(k []byte) error {
 		return fmt.Errorf("command %s is in the journal twice", id)
 	}
 	ix.ids[id] = ns
+	return nil
+}
+
+// addEntry indexes one journal entry (add), and keeps its key in pending
+// unless its state, read as Pending reads it, is terminal.
+func (ix *idIndex) addEntry(k, v []byte) error {
+	if err := ix.add(k); err != nil {
+		return err
+	}
+	var st [1][]byte
+	if !topStrings(v, stateKey, st[:]) || !terminalText(st[0]) {
+		ix.pending = append(ix.pending, bytes.Clone(k))
+	}
 	return nil
 }
