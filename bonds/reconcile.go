@@ -305,9 +305,9 @@ type lockBondJSON struct {
 	Credential []byte    `json:"credential,omitempty"`
 	Address    string    `json:"address,omitempty"`
 	Bond       BondState `json:"bond"`
-	BondedAt  time.Time `json:"bonded_at,omitzero"`
-	LastSeen  time.Time `json:"last_seen,omitzero"`
-	CreatedAt time.Time `json:"created_at"`
+	BondedAt   time.Time `json:"bonded_at,omitzero"`
+	LastSeen   time.Time `json:"last_seen,omitzero"`
+	CreatedAt  time.Time `json:"created_at"`
 }
 
 // time returns time i (0 bonded_at, 1 last_seen, 2 created_at); false if
