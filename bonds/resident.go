@@ -28,9 +28,17 @@ type residentWindow struct {
 	releases   int
 }
 
+// The budget is counted in blocks of the kernel's fault-around (one fault
+// maps the pages of the page cache around it, 64 KiB), so a pass keeps
+// about residentBudget resident. A file system with large folios (ext4
+// since Linux 6.x) may map a whole folio at a fault, up to residentFolio:
+// on a pass in file order that adds at most one folio, measured
+// (TestResidentWindowBoundsMapping); a walk that jumps around could map
+// more between releases, which the benchmarks' resident set would show.
 const (
-	residentBlock  = 64 << 10 // the kernel's fault-around: one fault maps up to this much
-	residentBudget = 4 << 20  // bytes of a pass kept resident, at most, before a release
+	residentBlock  = 64 << 10 // the kernel's fault-around
+	residentBudget = 4 << 20  // bytes of a pass kept resident before a release
+	residentFolio  = 2 << 20  // the largest folio a fault maps whole (a PMD)
 )
 
 func newResidentWindow(base, size uintptr) *residentWindow {
@@ -40,10 +48,12 @@ func newResidentWindow(base, size uintptr) *residentWindow {
 
 // txWindow is the window over bbolt's mapping of the pages tx can read
 // (its high-water mark), or nil if there is nothing to bound. tx must stay
-// open while the window is used.
+// open while the window is used. A write transaction gets none: bbolt
+// may remap while it runs (growing the file), and a release of the old
+// range could then hit whatever was mapped there next.
 func txWindow(tx *bolt.Tx) *residentWindow {
 	size := tx.Size()
-	if size <= residentBudget {
+	if size <= residentBudget || tx.Writable() {
 		return nil
 	}
 	return newResidentWindow(tx.DB().Info().Data, uintptr(size))
