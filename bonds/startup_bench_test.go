@@ -31,15 +31,17 @@ import (
 // (finished and acknowledged, as a busy replay window holds them).
 //
 // Metrics per op, in this process: open-ms, ready-ms and settled-ms;
-// cpu-ms (the process's CPU time, user and system, all goroutines, for
-// all of it: on a loaded machine the wall time includes waiting for a
-// core, this does not); alloc-MB (bytes allocated); heap-MB (HeapInuse
-// when settled, before any GC, an upper bound of the live heap then). And
-// once per run, in a fresh process doing the same (startupChild): rss-MB,
-// its peak resident set over its whole life (VmHWM: the Go runtime, Open
-// and all the reads), and when settled its anonymous (rss-anon-MB: heap,
-// stacks) and file-backed (rss-file-MB: the binary and the database's
-// mapped pages) resident parts. file-MB is the file's size.
+// ready-cpu-ms and cpu-ms (the process's CPU time, user and system, all
+// goroutines, to READY and for all of it: on a loaded machine the wall
+// time includes waiting for a core, this does not); alloc-MB (bytes
+// allocated). And once per run, in a fresh process doing the same
+// (startupChild): rss-MB, its peak resident set over its whole life
+// (VmHWM: the Go runtime, Open and all the reads), and when settled its
+// anonymous (rss-anon-MB: heap, stacks) and file-backed (rss-file-MB: the
+// binary and the database's mapped pages) resident parts, heap-MB
+// (HeapInuse, before any GC: an upper bound of the live heap) and live-MB
+// (HeapAlloc after a GC: what the daemon keeps, mostly the command-ID
+// index). file-MB is the file's size.
 //
 //	go test -run '^$' -bench 'Startup' -benchtime 3x ./bonds
 func BenchmarkStartup(b *testing.B) {
@@ -50,7 +52,7 @@ func BenchmarkStartup(b *testing.B) {
 				b.Fatal(err)
 			}
 			p := startupPaired(n)
-			var openNs, readyNs, settledNs, cpuNs, alloc, heap float64
+			var openNs, readyNs, settledNs, readyCPU, cpuNs, alloc float64
 			b.ResetTimer()
 			for range b.N {
 				b.StopTimer()
@@ -69,6 +71,7 @@ func BenchmarkStartup(b *testing.B) {
 					b.Fatal(err)
 				}
 				t2 := time.Now()
+				c2 := cpuTime()
 				if err := settleReads(db, p); err != nil {
 					b.Fatal(err)
 				}
@@ -80,8 +83,8 @@ func BenchmarkStartup(b *testing.B) {
 				readyNs += float64(t2.Sub(t0))
 				settledNs += float64(t3.Sub(t0))
 				cpuNs += float64(c1 - c0)
+				readyCPU += float64(c2 - c0)
 				alloc += float64(m1.TotalAlloc - m0.TotalAlloc)
-				heap = max(heap, float64(m1.HeapInuse))
 				_ = db.Close()
 				b.StartTimer()
 			}
@@ -90,9 +93,9 @@ func BenchmarkStartup(b *testing.B) {
 			b.ReportMetric(openNs/N/1e6, "open-ms")
 			b.ReportMetric(readyNs/N/1e6, "ready-ms")
 			b.ReportMetric(settledNs/N/1e6, "settled-ms")
+			b.ReportMetric(readyCPU/N/1e6, "ready-cpu-ms")
 			b.ReportMetric(cpuNs/N/1e6, "cpu-ms")
 			b.ReportMetric(alloc/N/(1<<20), "alloc-MB")
-			b.ReportMetric(heap/(1<<20), "heap-MB")
 			if fi, err := os.Stat(path); err == nil {
 				b.ReportMetric(float64(fi.Size())/(1<<20), "file-MB")
 			}
@@ -103,6 +106,8 @@ func BenchmarkStartup(b *testing.B) {
 			b.ReportMetric(rss.hwm/(1<<20), "rss-MB")
 			b.ReportMetric(rss.anon/(1<<20), "rss-anon-MB")
 			b.ReportMetric(rss.file/(1<<20), "rss-file-MB")
+			b.ReportMetric(rss.heap/(1<<20), "heap-MB")
+			b.ReportMetric(rss.live/(1<<20), "live-MB")
 		})
 	}
 }
@@ -143,7 +148,7 @@ func startupPaired(n int) *benchPaired {
 
 const startupChildEnv = "BONDS_STARTUP_CHILD"
 
-type rssFigures struct{ hwm, anon, file float64 }
+type rssFigures struct{ hwm, anon, file, heap, live float64 }
 
 // startupRSS runs Open and the start-up reads on path, startupFile(n), in
 // a fresh process (this test binary, through TestMain and startupChild)
@@ -160,7 +165,7 @@ func startupRSS(path string, n int) (rssFigures, error) {
 		return rssFigures{}, fmt.Errorf("start-up child: %w: %s", err, out)
 	}
 	var r rssFigures
-	if _, err := fmt.Sscan(string(out), &r.hwm, &r.anon, &r.file); err != nil {
+	if _, err := fmt.Sscan(string(out), &r.hwm, &r.anon, &r.file, &r.heap, &r.live); err != nil {
 		return rssFigures{}, fmt.Errorf("start-up child said %q: %w", out, err)
 	}
 	return r, nil
@@ -168,7 +173,7 @@ func startupRSS(path string, n int) (rssFigures, error) {
 
 // startupChild is the fresh process of startupRSS (arg: "n:path"): it
 // opens path, makes the start-up reads, and prints VmHWM, RssAnon and
-// RssFile in bytes.
+// RssFile, HeapInuse, and HeapAlloc after a GC, in bytes.
 func startupChild(arg string) int {
 	ns, path, _ := strings.Cut(arg, ":")
 	n, err := strconv.Atoi(ns)
@@ -191,7 +196,12 @@ func startupChild(arg string) int {
 		return 1
 	}
 	st := procStatus()
-	fmt.Println(st["VmHWM"], st["RssAnon"], st["RssFile"])
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	heap := m.HeapInuse
+	runtime.GC()
+	runtime.ReadMemStats(&m)
+	fmt.Println(st["VmHWM"], st["RssAnon"], st["RssFile"], heap, m.HeapAlloc)
 	if err := db.Close(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
