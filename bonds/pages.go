@@ -376,8 +376,7 @@ func (ix *idIndex) addEntry(k, v []byte) error {
 	if err := ix.add(k); err != nil {
 		return err
 	}
-	var st [1][]byte
-	if !topStrings(v, stateKey, st[:]) || !terminalText(st[0]) {
+	if !finished(v) { // as Pending
 		ix.pending = append(ix.pending, bytes.Clone(k))
 	}
 	return nil
