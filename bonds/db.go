@@ -485,6 +485,7 @@ func (db *DB) background() {
 			if err := db.flushSeen(ctx); err != nil && ctx.Err() == nil {
 				db.log.Warn("flushing last-seen values", "err", err)
 			}
+			db.releaseMapped()
 		case <-prune:
 			if n, err := db.Prune(ctx); err != nil && ctx.Err() == nil {
 				db.log.Warn("pruning the journal", "err", err)

@@ -105,3 +105,15 @@ func forEachResident(tx *bolt.Tx, b *bolt.Bucket, fn func(k, v []byte) error) er
 		return fn(k, v)
 	})
 }
+
+// releaseMapped drops the pages of bbolt's mapping that reads left
+// resident since the last release (lookups, writes' reads of the pages
+// they change): the background loop calls it once a SeenFlushInterval,
+// so what a running daemon keeps of the file is what it read in that
+// time, not everything it ever read. Nothing changes but residency.
+func (db *DB) releaseMapped() {
+	_ = db.view(func(tx *bolt.Tx) error {
+		txWindow(tx).release()
+		return nil
+	})
+}

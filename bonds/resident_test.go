@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"unsafe"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // mappingRSS returns the resident bytes of the mapping starting at base
@@ -108,5 +110,45 @@ func TestResidentWindowBoundsMapping(t *testing.T) {
 				t.Error("a page reads differently after the release")
 			}
 		})
+	}
+}
+
+// TestReleaseMappedDropsLookups: pages that lookups left resident in
+// bbolt's mapping are dropped by releaseMapped (which the background
+// loop runs once a SeenFlushInterval), and the records read the same
+// afterwards.
+func TestReleaseMappedDropsLookups(t *testing.T) {
+	db, _ := openTest(t, Options{NoSync: true, PruneInterval: -1})
+	const n = 20_000 // about 8 MB: more than the window's budget
+	for start := 0; start < n; start += 2000 {
+		err := db.write(bg, func(tx *bolt.Tx) error {
+			for i := start; i < start+2000; i++ {
+				if err := putLock(tx, &Lock{ID: lid(uint64(i + 1)), Credential: make([]byte, 300), Bond: BondNone}); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	base := db.bolt.Info().Data
+	db.releaseMapped()
+	for i := range n {
+		if _, err := db.Lock(bg, lid(uint64(i+1))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := mappingRSS(t, base)
+	if before < 4<<20 {
+		t.Fatalf("%d bytes resident after reading every lock: the test measures nothing", before)
+	}
+	db.releaseMapped()
+	if after := mappingRSS(t, base); after > residentBlock {
+		t.Errorf("%d bytes resident after releaseMapped (%d before)", after, before)
+	}
+	if l, err := db.Lock(bg, lid(n)); err != nil || l.ID != lid(n) {
+		t.Errorf("Lock after the release = %v, %v", l.ID, err)
 	}
 }
