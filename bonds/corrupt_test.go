@@ -209,8 +209,8 @@ func TestAttackCorruptPageWhileOpen(t *testing.T) {
 // only bbolt's own check used to find at Open (it no longer runs there;
 // checkPages finds them in the same walk): a page both in use and in the
 // freelist (the next commit would overwrite it), a page freed twice, a
-// page neither in use nor free, and keys out of order (a lookup would
-// miss them). Each is refused with ErrCorrupt naming the fault, and the
+// page neither in use nor free, a tree reached from two buckets (walked
+// by two goroutines), and keys out of order (a lookup would miss them). Each is refused with ErrCorrupt naming the fault, and the
 // file is not modified.
 func TestAttackFreelistAndKeyOrderRefusedAtOpen(t *testing.T) {
 	good, ps := corruptFixture(t)
@@ -242,6 +242,22 @@ func TestAttackFreelistAndKeyOrderRefusedAtOpen(t *testing.T) {
 		{"page freed twice", "freed twice", func(b []byte) { ne.PutUint64(entry(b, 1), ne.Uint64(entry(b, 0))) }},
 		{"page neither in use nor free", "neither in use nor free", func(b []byte) {
 			ne.PutUint16(b[int(m.freelist)*ps+10:], uint16(free-1))
+		}},
+		{"a tree shared by two buckets", "reached twice", func(b []byte) {
+			// The locks bucket's root made the journal's: the buckets are
+			// walked at the same time, each with its own bitset.
+			p := b[int(m.root)*ps:]
+			roots := map[string]int{} // bucket name: offset of its root page number
+			for i := range int(ne.Uint16(p[10:])) {
+				e := pageHeaderSize + i*elementSize
+				pos, ks := int(ne.Uint32(p[e+4:])), int(ne.Uint32(p[e+8:]))
+				roots[string(p[e+pos:e+pos+ks])] = e + pos + ks
+			}
+			lo, jo := roots[string(bucketLocks)], roots[string(bucketJournal)]
+			if lo == 0 || jo == 0 || ne.Uint64(p[jo:]) == 0 {
+				t.Fatalf("fixture: buckets %v", roots)
+			}
+			copy(p[lo:lo+8], p[jo:jo+8])
 		}},
 		{"keys out of order", "not above the one before it", func(b []byte) {
 			// The root bucket's leaf: the buckets by name; the first

@@ -5,7 +5,9 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/fnv"
+	mathbits "math/bits"
 	"os"
+	"sync"
 	"syscall"
 	"unsafe"
 )
@@ -71,7 +73,13 @@ func checkPages(path string, ix *idIndex) error {
 				return err
 			}
 		}
+		// The root bucket's tree first; the buckets' own trees after it,
+		// at the same time (walkJobs).
+		w.jobs = &[]walkJob{}
 		if _, err := w.tree(m.root, 0, nil, nil, walkRoot); err != nil {
+			return err
+		}
+		if err := w.walkJobs(); err != nil {
 			return err
 		}
 		if synced {
@@ -156,6 +164,66 @@ type pageWalker struct {
 	free []uint64 // bit i: page i in the freelist (nil: no freelist synced)
 	win  *residentWindow
 	ix   *idIndex // nil: no index wanted
+	// jobs, if not nil, collects the root bucket's buckets instead of
+	// walking them at once (walkJobs).
+	jobs *[]walkJob
+}
+
+// walkJob is a bucket of the root bucket: its tree's root page.
+type walkJob struct {
+	root  uint64
+	depth int
+	kind  walkKind
+}
+
+// walkJobs walks the trees of the root bucket's buckets (the locks, the
+// journal, ...) each in a goroutine of its own, with a walker of its own
+// (its own reached-pages bitset and resident window; all read the same
+// mapping and freelist), under guard each; then a page reached by two of
+// them is reached twice, as in one walk. On two cores the two large
+// buckets are walked at the same time (issue 14: time to READY). The
+// first error in the buckets' order is returned.
+func (w *pageWalker) walkJobs() error {
+	var jobs []walkJob
+	if w.jobs != nil {
+		jobs = *w.jobs
+	}
+	w.jobs = nil
+	walkers := make([]*pageWalker, len(jobs))
+	errs := make([]error, len(jobs))
+	var wg sync.WaitGroup
+	for i, j := range jobs {
+		jw := &pageWalker{data: w.data, ps: w.ps, hwm: w.hwm, seen: make([]uint64, len(w.seen)), free: w.free,
+			win: newResidentWindow(w.win.base, w.win.size)}
+		if j.kind == walkJournal {
+			jw.ix = w.ix
+		}
+		walkers[i] = jw
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = guard(func() error {
+				_, err := jw.tree(j.root, j.depth, nil, nil, j.kind)
+				return err
+			})
+			jw.win.release()
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	for _, jw := range walkers {
+		for i, set := range jw.seen {
+			if both := w.seen[i] & set; both != 0 {
+				return fmt.Errorf("page %d: reached twice", uint64(i)*64+uint64(mathbits.TrailingZeros64(both)))
+			}
+			w.seen[i] |= set
+		}
+	}
+	return nil
 }
 
 // What a tree is to the walk: the root bucket's, the journal's (whose keys
@@ -346,7 +414,9 @@ func (w *pageWalker) node(b []byte, id uint64, depth int, lo, hi []byte, kind wa
 		if len(v) < bucketHeader {
 			return nil, fmt.Errorf("page %d: bucket element %d is %d bytes", id, i, len(v))
 		}
-		if root := ne.Uint64(v); root != 0 {
+		if root := ne.Uint64(v); root != 0 && kind == walkRoot && w.jobs != nil {
+			*w.jobs = append(*w.jobs, walkJob{root, depth + 1, sub})
+		} else if root != 0 {
 			if _, err := w.tree(root, depth+1, nil, nil, sub); err != nil {
 				return nil, err
 			}
