@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	mathbits "math/bits"
 	"os"
+	"runtime"
 	"sync"
 	"syscall"
 	"unsafe"
@@ -177,36 +178,45 @@ type walkJob struct {
 }
 
 // walkJobs walks the trees of the root bucket's buckets (the locks, the
-// journal, ...) each in a goroutine of its own, with a walker of its own
-// (its own reached-pages bitset and resident window; all read the same
-// mapping and freelist), under guard each; then a page reached by two of
-// them is reached twice, as in one walk. On two cores the two large
-// buckets are walked at the same time (issue 14: time to READY). The
-// first error in the buckets' order is returned.
+// journal, ...) in GOMAXPROCS goroutines at most, each with a walker of
+// its own (its own reached-pages bitset and resident window; all read
+// the same mapping and freelist), under guard each; then a page reached
+// by two of them is reached twice, as in one walk. On two cores the two
+// large buckets are walked at the same time (issue 14: time to READY). A
+// worker takes the jobs i, i+n, i+2n... and stops at its first error; the
+// error of the first bucket in order that has one is returned (which jobs
+// run depends on the errors only, not on timing).
 func (w *pageWalker) walkJobs() error {
 	var jobs []walkJob
 	if w.jobs != nil {
 		jobs = *w.jobs
 	}
 	w.jobs = nil
-	walkers := make([]*pageWalker, len(jobs))
+	n := min(len(jobs), runtime.GOMAXPROCS(0))
+	walkers := make([]*pageWalker, n)
 	errs := make([]error, len(jobs))
 	var wg sync.WaitGroup
-	for i, j := range jobs {
+	for k := range n {
 		jw := &pageWalker{data: w.data, ps: w.ps, hwm: w.hwm, seen: make([]uint64, len(w.seen)), free: w.free,
 			win: newResidentWindow(w.win.base, w.win.size)}
-		if j.kind == walkJournal {
-			jw.ix = w.ix
-		}
-		walkers[i] = jw
+		walkers[k] = jw
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = guard(func() error {
-				_, err := jw.tree(j.root, j.depth, nil, nil, j.kind)
-				return err
-			})
-			jw.win.release()
+			defer jw.win.release()
+			for i := k; i < len(jobs); i += n {
+				j := jobs[i]
+				jw.ix = nil
+				if j.kind == walkJournal {
+					jw.ix = w.ix
+				}
+				if errs[i] = guard(func() error {
+					_, err := jw.tree(j.root, j.depth, nil, nil, j.kind)
+					return err
+				}); errs[i] != nil {
+					return
+				}
+			}
 		}()
 	}
 	wg.Wait()
