@@ -25,7 +25,7 @@ while (($#)); do
   -json) [[ $# -ge 2 ]] || { echo "bench.sh: -json needs a FILE" >&2; exit 2; }
     json=$(realpath -m -- "$2"); shift 2 ;;
   -v) verbose=1; shift ;;
-  -h | -help | --help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h | -help | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) echo "bench.sh: unknown argument $1 (usage: scripts/bench.sh [-v] [-json FILE])" >&2; exit 2 ;;
   esac
 done
