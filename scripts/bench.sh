@@ -7,7 +7,7 @@
 #
 # The output is one table on stdout, a row per figure: the metric, its
 # goal, the median over the rounds (a ratio, x, or an absolute figure in
-# ms or MB), the range over the rounds (min-max), the number of rounds,
+# ms, MB, ns or % of a core), the range over the rounds (min-max), the number of rounds,
 # and met or MISSED (info: no goal, shown for how it grows). Progress goes
 # to stderr (-v: every benchmark line). -json FILE also writes the table as
 # JSON: {"count": COUNT, "rows": [{"metric", "unit", "goal", "goal_kind"
@@ -98,7 +98,8 @@ table() {
       for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
     }
     function fig(v, u) {
-      return (u ~ /-ms$/) ? sprintf("%.1f ms", v) : (u ~ /-MB$/) ? sprintf("%.1f MB", v) : (u ~ /-ns\//) ? sprintf("%.0f ns", v) : sprintf("%.2fx", v)
+      return (u ~ /-ms$/) ? sprintf("%.1f ms", v) : (u ~ /-MB$/) ? sprintf("%.1f MB", v) : (u ~ /-ns\//) ? sprintf("%.0f ns", v) :
+        (u ~ /%core/) ? sprintf("%.1f %%", v) : sprintf("%.2fx", v)
     }
     function jstr(s) { gsub(/\\/, "\\\\", s); gsub(/"/, "\\\"", s); return "\"" s "\"" }
     {
