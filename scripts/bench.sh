@@ -7,12 +7,12 @@
 #
 # The output is one table on stdout, a row per figure: the metric, its
 # goal, the median over the rounds (a ratio, x, or an absolute figure in
-# ms, MB, ns or % of a core), the range over the rounds (min-max), the number of rounds,
-# and met or MISSED (info: no goal, shown for how it grows). Progress goes
-# to stderr (-v: every benchmark line). -json FILE also writes the table as
-# JSON: {"count": COUNT, "rows": [{"metric", "unit", "goal", "goal_kind"
-# (at-most, at-least or none), "median", "min", "max", "rounds", "values"
-# (per round), "met"}]}.
+# ms, MB, ns or % of a core), the range over the rounds (min-max), the
+# number of rounds, and met or MISSED (info: no goal, shown for how it
+# grows). Progress goes to stderr (-v: every benchmark line). -json FILE
+# also writes the table as JSON: {"count": COUNT, "rows": [{"metric",
+# "unit", "goal", "goal_kind" (at-most, at-least or none), "median",
+# "min", "max", "rounds", "values" (per round), "met"}]}.
 #
 #   scripts/bench.sh                 # default: -count=6
 #   scripts/bench.sh -json bench.json
