@@ -98,9 +98,13 @@ table() {
       for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
     }
     function fig(v, u) {
-      return (u ~ /-ms$/) ? sprintf("%.1f ms", v) : (u ~ /-MB$/) ? sprintf("%.1f MB", v) : (u ~ /-ns\//) ? sprintf("%.0f ns", v) :
-        (u ~ /%core/) ? sprintf("%.1f %%", v) : sprintf("%.2fx", v)
+      if (u ~ /-ms$/) return sprintf("%.1f ms", v)
+      if (u ~ /-MB$/) return sprintf("%.1f MB", v)
+      if (u ~ /-ns\//) return sprintf("%.0f ns", v)
+      if (u ~ /%core/) return sprintf("%.1f %%", v)
+      return sprintf("%.2fx", v)
     }
+    BEGIN { w1 = length("metric") }
     function jstr(s) { gsub(/\\/, "\\\\", s); gsub(/"/, "\\\"", s); return "\"" s "\"" }
     {
       r++; name[r] = $1; unit[r] = $2; goal[r] = $3; kind[r] = $4
