@@ -56,7 +56,7 @@ func CheckFile(ctx context.Context, path string, opts Options) error {
 
 func checkFile(ctx context.Context, path string, opts Options, version int) error {
 	opts = opts.withDefaults()
-	b, err := openFile(path, opts, true)
+	b, err := openFile(path, opts, true, nil)
 	if err != nil {
 		return err
 	}

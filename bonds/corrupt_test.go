@@ -114,6 +114,9 @@ func TestAttackCorruptPageRefusedAtOpen(t *testing.T) {
 			_, _ = db.Pending(bg)
 			if err := db.Check(bg); err != nil && !errors.Is(err, ErrCheck) {
 				t.Errorf("%s of page %d: opened; Check = %v, want nil or ErrCheck", c.name, pg, err)
+			} else if err != nil && strings.Contains(err.Error(), "bbolt: ") {
+				// Open's walk must refuse whatever bbolt's check finds.
+				t.Errorf("%s of page %d: Open accepted a file bbolt's check refuses: %v", c.name, pg, err)
 			}
 			select {
 			case <-db.Failed():
@@ -200,4 +203,139 @@ func TestAttackCorruptPageWhileOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = good.Close()
+}
+
+// TestAttackFreelistAndKeyOrderRefusedAtOpen: the structural faults that
+// only bbolt's own check used to find at Open (it no longer runs there;
+// checkPages finds them in the same walk): a page both in use and in the
+// freelist (the next commit would overwrite it), a page freed twice, a
+// page neither in use nor free, a tree reached from two buckets (walked
+// by two goroutines), and keys out of order (a lookup would miss them). Each is refused with ErrCorrupt naming the fault, and the
+// file is not modified.
+func TestAttackFreelistAndKeyOrderRefusedAtOpen(t *testing.T) {
+	good, ps := corruptFixture(t)
+	path := filepath.Join(t.TempDir(), "meta.db")
+	if err := os.WriteFile(path, good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, ok := bestMeta(f)
+	_ = f.Close()
+	if !ok {
+		t.Fatal("fixture: no meta page")
+	}
+	ne := binary.NativeEndian
+	fl := good[int(m.freelist)*ps:]
+	free := int(ne.Uint16(fl[10:]))
+	if free < 2 || free == 0xFFFF {
+		t.Fatalf("fixture: freelist of %d entries, want a few", free)
+	}
+	entry := func(b []byte, i int) []byte { return b[int(m.freelist)*ps+pageHeaderSize+8*i:] }
+	for _, c := range []struct {
+		name, want string
+		fn         func(b []byte)
+	}{
+		{"page in use and free", "in the freelist", func(b []byte) { ne.PutUint64(entry(b, 0), m.root) }},
+		{"page freed twice", "freed twice", func(b []byte) { ne.PutUint64(entry(b, 1), ne.Uint64(entry(b, 0))) }},
+		{"page neither in use nor free", "neither in use nor free", func(b []byte) {
+			ne.PutUint16(b[int(m.freelist)*ps+10:], uint16(free-1))
+		}},
+		{"a tree shared by two buckets", "reached twice", func(b []byte) {
+			// The locks bucket's root made the journal's: the buckets are
+			// walked at the same time, each with its own bitset.
+			p := b[int(m.root)*ps:]
+			roots := map[string]int{} // bucket name: offset of its root page number
+			for i := range int(ne.Uint16(p[10:])) {
+				e := pageHeaderSize + i*elementSize
+				pos, ks := int(ne.Uint32(p[e+4:])), int(ne.Uint32(p[e+8:]))
+				roots[string(p[e+pos:e+pos+ks])] = e + pos + ks
+			}
+			lo, jo := roots[string(bucketLocks)], roots[string(bucketJournal)]
+			if lo == 0 || jo == 0 || ne.Uint64(p[jo:]) == 0 {
+				t.Fatalf("fixture: buckets %v", roots)
+			}
+			copy(p[lo:lo+8], p[jo:jo+8])
+		}},
+		{"keys out of order", "not above the one before it", func(b []byte) {
+			// The root bucket's leaf: the buckets by name; the first
+			// one's name made to sort last.
+			p := b[int(m.root)*ps:]
+			if ne.Uint16(p[8:]) != flagLeaf || ne.Uint16(p[10:]) < 2 {
+				t.Fatalf("fixture: root page is not a leaf of buckets")
+			}
+			pos, ks := int(ne.Uint32(p[pageHeaderSize+4:])), int(ne.Uint32(p[pageHeaderSize+8:]))
+			for i := range ks {
+				p[pageHeaderSize+pos+i] = 'z'
+			}
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			b := bytes.Clone(good)
+			c.fn(b)
+			path := filepath.Join(t.TempDir(), "gatewayd.db")
+			if err := os.WriteFile(path, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			db, err := Open(path, Options{NoSync: true, PruneInterval: -1, Timeout: -1})
+			if err == nil {
+				_ = db.Close()
+				t.Fatalf("Open accepted it")
+			}
+			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("Open = %v, want ErrCorrupt saying %q", err, c.want)
+			}
+			if got, _ := os.ReadFile(path); !bytes.Equal(got, b) {
+				t.Fatal("the refused file was modified")
+			}
+			if err := CheckFile(bg, path, Options{Timeout: -1}); !errors.Is(err, ErrCorrupt) {
+				t.Errorf("db check = %v, want ErrCorrupt", err)
+			}
+		})
+	}
+}
+
+// TestWalkBuildsIDIndex: the ID index the page walk builds on its way
+// is loadIDs' (an inline journal bucket of one entry, and one of
+// branch and leaf pages), and it is used only for the commit it walked:
+// after one more commit, sameCommit says no and Open reads it again.
+func TestWalkBuildsIDIndex(t *testing.T) {
+	for _, n := range []int{0, 1, 3000} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			db, path := openTest(t, Options{NoSync: true, PruneInterval: -1})
+			for i := range n {
+				if _, err := db.Append(bg, testCommand(uint64(i+1))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			db = reopen(t, db, Options{NoSync: true, PruneInterval: -1})
+			ix := &idIndex{ids: map[CommandID]int64{}}
+			if err := checkPages(path, ix); err != nil || !ix.ok {
+				t.Fatalf("checkPages = %v, ok %v", err, ix.ok)
+			}
+			want, err := loadIDs(db.bolt, path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ix.ids) != n || len(want) != n {
+				t.Fatalf("walk indexed %d, loadIDs %d, want %d", len(ix.ids), len(want), n)
+			}
+			for id, ns := range want {
+				if got, ok := ix.ids[id]; !ok || got != ns {
+					t.Fatalf("command %s: walk %d %v, loadIDs %d", id, got, ok, ns)
+				}
+			}
+			if !sameCommit(db.bolt, ix) {
+				t.Error("sameCommit = false on the commit walked")
+			}
+			if _, err := db.Append(bg, testCommand(uint64(n+1))); err != nil {
+				t.Fatal(err)
+			}
+			if sameCommit(db.bolt, ix) {
+				t.Error("sameCommit = true after another commit")
+			}
+		})
+	}
 }

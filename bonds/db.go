@@ -141,6 +141,10 @@ type DB struct {
 
 	// health is the outcome of the last commit (health.go).
 	health atomic.Pointer[writeHealth]
+
+	// hint is what Open's page walk found unfinished in the journal, for
+	// Pending while the file is at the commit walked (pendinghint.go).
+	hint atomic.Pointer[pendingHint]
 }
 
 // request is one write for the committer: fn runs inside a write
@@ -184,8 +188,8 @@ func (db *DB) Path() string { return db.path }
 // exist. It refuses, and never modifies, a file the group or others can
 // access (ErrPermissions), a file it cannot read as a bbolt database of
 // this schema, including an empty one or one with a garbled page anywhere
-// in its tree or freelist (ErrCorrupt: it reads the whole file, see
-// readCheck), and a newer schema (ErrSchemaTooNew). An older schema is
+// in its tree or freelist (ErrCorrupt: it walks every page in use before
+// bbolt opens the file, see checkPages), and a newer schema (ErrSchemaTooNew). An older schema is
 // migrated in one transaction. Whether a missing file may be created is
 // the caller's policy (the daemon allows it only on a first start).
 //
@@ -193,7 +197,8 @@ func (db *DB) Path() string { return db.path }
 // flushes, pruning); Close stops them.
 func Open(path string, opts Options) (*DB, error) {
 	opts = opts.withDefaults()
-	b, err := openFile(path, opts, false)
+	ix := &idIndex{ids: make(map[CommandID]int64)}
+	b, err := openFile(path, opts, false, ix)
 	if err != nil {
 		return nil, err
 	}
@@ -201,14 +206,17 @@ func Open(path string, opts Options) (*DB, error) {
 		_ = b.Close()
 		return nil, err
 	}
-	if err := readCheck(b, path); err != nil {
-		_ = b.Close()
-		return nil, err
-	}
-	ids, err := loadIDs(b, path)
-	if err != nil {
-		_ = b.Close()
-		return nil, err
+	// The page walk built the ID index on its way (one pass over the
+	// journal, not two); it is bbolt's file only if bbolt opened the
+	// commit the walk saw (none was made since: no migration, no other
+	// process), else the index is read again.
+	ids, hint := ix.ids, &pendingHint{txid: ix.txid, keys: ix.pending}
+	if !ix.ok || !sameCommit(b, ix) {
+		if ids, err = loadIDs(b, path); err != nil {
+			_ = b.Close()
+			return nil, err
+		}
+		hint = nil
 	}
 	db := &DB{
 		path: path, opts: opts, log: opts.Logger, bolt: b,
@@ -218,6 +226,7 @@ func Open(path string, opts Options) (*DB, error) {
 		stop:   make(chan struct{}),
 		failed: make(chan struct{}),
 	}
+	db.hint.Store(hint)
 	db.wg.Add(2)
 	go db.committer()
 	go db.background()
@@ -495,6 +504,7 @@ func (db *DB) background() {
 			if err := db.flushSeen(ctx); err != nil && ctx.Err() == nil {
 				db.log.Warn("flushing last-seen values", "err", err)
 			}
+			db.releaseMapped()
 		case <-prune:
 			if n, err := db.Prune(ctx); err != nil && ctx.Err() == nil {
 				db.log.Warn("pruning the journal", "err", err)
@@ -508,7 +518,7 @@ func (db *DB) background() {
 // openFile opens path with bbolt after the permission and emptiness
 // checks, creating a new database if there is no file. readOnly takes a
 // shared lock and never creates.
-func openFile(path string, opts Options, readOnly bool) (*bolt.DB, error) {
+func openFile(path string, opts Options, readOnly bool, ix *idIndex) (*bolt.DB, error) {
 	fi, err := os.Lstat(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist) && !readOnly:
@@ -524,7 +534,7 @@ func openFile(path string, opts Options, readOnly bool) (*bolt.DB, error) {
 		if fi.Size() == 0 {
 			return nil, corrupt(path, errors.New("the file is empty (0 bytes): gatewayd creates its database atomically, so an empty file was not written by it or was cut off by the file system"))
 		}
-		if err := checkStructure(path, fi.Size(), readOnly, opts.Timeout); err != nil {
+		if err := checkStructure(path, fi.Size(), readOnly, opts.Timeout, ix); err != nil {
 			return nil, err
 		}
 	}
@@ -542,7 +552,7 @@ func openFile(path string, opts Options, readOnly bool) (*bolt.DB, error) {
 // The lock is released before bbolt takes its own (a second flock on
 // another descriptor would conflict with it); another process writing in
 // between writes sound pages.
-func checkStructure(path string, size int64, readOnly bool, timeout time.Duration) error {
+func checkStructure(path string, size int64, readOnly bool, timeout time.Duration, ix *idIndex) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("bonds: open %s: %w", path, err)
@@ -570,10 +580,23 @@ func checkStructure(path string, size int64, readOnly bool, timeout time.Duratio
 	if err := checkLength(path, size); err != nil {
 		return corrupt(path, err)
 	}
-	if err := checkPages(path); err != nil {
+	if err := checkPages(path, ix); err != nil {
 		return corrupt(path, err)
 	}
 	return nil
+}
+
+// sameCommit reports whether b's newest commit is the one ix was built
+// from (the same transaction ID and high-water mark).
+func sameCommit(b *bolt.DB, ix *idIndex) bool {
+	same := false
+	_ = guard(func() error {
+		return b.View(func(tx *bolt.Tx) error {
+			same = uint64(tx.ID()) == ix.txid && tx.Size() == ix.size
+			return nil
+		})
+	})
+	return same
 }
 
 // checkLength refuses a file shorter than its own meta page says, before

@@ -8,8 +8,8 @@ import "errors"
 var (
 	// ErrCorrupt is returned when an existing database file cannot be used:
 	// bbolt cannot open it (bad meta pages, checksum, truncated), it is
-	// empty, a page is garbled (checkPages, readCheck: Open reads the whole
-	// tree), or our schema's meta bucket or version is missing or garbled.
+	// empty, a page is garbled (checkPages: Open walks every page in use
+	// and the freelist), or our schema's meta bucket or version is missing or garbled.
 	// The file is never modified, re-created or truncated; the error text
 	// names `gatewayd db check`, `gatewayd db backup` and restoring a backup.
 	// It is also returned by every call on an open DB after bbolt panicked

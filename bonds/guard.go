@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // bbolt trusts the pages it reads: a garbled page header, element count or
@@ -30,46 +28,6 @@ func guard(fn func() error) (err error) {
 		}
 	}()
 	return fn()
-}
-
-// readCheck runs bbolt's consistency check on the file Open has just
-// opened, and refuses it (ErrCorrupt) on any finding: it reads every
-// branch, leaf and overflow page of every bucket (every key in order, each
-// page reached once) and compares the tree with the freelist (a page both
-// used and free would be handed out again and overwritten by the next
-// commit). It is safe to run because checkPages walked the same structure
-// with every bound checked before bbolt opened the file: bbolt's check
-// runs in a goroutine of its own, where a read outside the memory map
-// would kill the process, and it recovers its panics itself. No writer
-// runs yet, so a read transaction is enough. Records are not decoded here
-// (that is `gatewayd db check`, and costs a JSON decode per record): a
-// record that does not decode is an error of the call that reads it.
-//
-// Together with checkPages, one pass over the file, twice mapped
-// (BenchmarkOpen100kLocks, BenchmarkOpenJournal100k).
-func readCheck(b *bolt.DB, path string) error {
-	var errs []error
-	err := guard(func() error {
-		return b.View(func(tx *bolt.Tx) error {
-			n := 0
-			for err := range tx.Check() { // drained: the check's goroutine reads until it is done
-				if n++; len(errs) < 10 {
-					errs = append(errs, fmt.Errorf("bbolt: %w", err))
-				}
-			}
-			if n > len(errs) {
-				errs = append(errs, fmt.Errorf("and %d more", n-len(errs)))
-			}
-			return nil
-		})
-	})
-	if err == nil && len(errs) > 0 {
-		err = errors.Join(errs...)
-	}
-	if err != nil {
-		return corrupt(path, err)
-	}
-	return nil
 }
 
 // fail records that the open database is corrupt (a panic under guard

@@ -51,8 +51,11 @@ func loadIDs(b *bolt.DB, path string) (map[CommandID]int64, error) {
 	ids := make(map[CommandID]int64)
 	err := guard(func() error {
 		return b.View(func(tx *bolt.Tx) error {
+			w := txWindow(tx)
+			defer w.release()
 			c := tx.Bucket(bucketJournal).Cursor()
 			for k, _ := c.First(); k != nil; k, _ = c.Next() {
+				w.touch(k)
 				ns, id, ok := splitJournalKey(k)
 				if !ok {
 					return fmt.Errorf("journal key %x is %d bytes, want %d", k, len(k), journalKeyLen)
@@ -529,24 +532,27 @@ func (db *DB) Pending(ctx context.Context) ([]Entry, error) {
 	// Most of a replay window's entries are finished: each is read only
 	// as far as its state (the rest is skipped, not decoded), and only the
 	// others are decoded whole (issue 14).
-	err := db.view(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketJournal).ForEach(func(k, v []byte) error {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			var st [1]string
-			if topStrings(v, stateKey, st[:]) && State(st[0]).Terminal() {
-				return nil
-			}
-			var e Entry
-			if err := decodeEntry(v, &e); err != nil {
-				return fmt.Errorf("journal %x: %w", k, err)
-			}
-			if !e.State.Terminal() {
-				out = append(out, e)
-			}
+	each := func(k, v []byte) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if finished(v) {
 			return nil
-		})
+		}
+		var e Entry
+		if err := decodeEntry(v, &e); err != nil {
+			return fmt.Errorf("journal %x: %w", k, err)
+		}
+		if !e.State.Terminal() {
+			out = append(out, e)
+		}
+		return nil
+	}
+	err := db.view(func(tx *bolt.Tx) error {
+		if keys, ok := db.pendingHint(tx); ok {
+			return eachKey(tx.Bucket(bucketJournal), keys, each) // the commit Open walked
+		}
+		return forEachResident(tx, tx.Bucket(bucketJournal), each)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("bonds: pending: %w", err)
@@ -555,6 +561,23 @@ func (db *DB) Pending(ctx context.Context) ([]Entry, error) {
 }
 
 var stateKey = []string{"state"}
+
+// finished reports whether the journal entry v is terminal as far as its
+// top-level state tells, without decoding it (Pending skips it; so does
+// the hint Open's page walk builds for Pending, which must agree).
+func finished(v []byte) bool {
+	var st [1][]byte
+	return topStrings(v, stateKey, st[:]) && terminalText(st[0])
+}
+
+// terminalText is State(b).Terminal() without allocating.
+func terminalText(b []byte) bool {
+	switch string(b) {
+	case string(StateSucceeded), string(StateFailed), string(StateExpired), string(StateRejected):
+		return true
+	}
+	return false
+}
 
 // pruneChunk bounds one prune transaction.
 const pruneChunk = 1000

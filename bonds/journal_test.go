@@ -507,3 +507,66 @@ func TestAppendBatchFailsWhole(t *testing.T) {
 		}
 	}
 }
+
+// TestPendingFromOpensWalk: Pending right after Open reads only the
+// entries Open's page walk found unfinished, and returns what a pass over
+// the whole journal returns (every state, oldest first, entries on
+// overflow pages included); after another commit it reads the journal
+// again and sees the new entry.
+func TestPendingFromOpensWalk(t *testing.T) {
+	db, _ := openTest(t, Options{NoSync: true, PruneInterval: -1})
+	n := uint64(0)
+	for range 40 {
+		for _, st := range allStates {
+			n++
+			c := testCommand(n)
+			if n%17 == 0 {
+				c.Payload = bytes.Repeat([]byte{1}, 9000) // an overflow page
+			}
+			if _, err := db.Append(bg, c); err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range pathTo(st) {
+				if _, err := db.Transition(bg, cid(n), s, nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	db = reopen(t, db, Options{NoSync: true, PruneInterval: -1})
+	h := db.hint.Load()
+	if h == nil || len(h.keys) == 0 || len(h.keys) >= int(n) {
+		t.Fatalf("Open's hint: %v", h)
+	}
+	hinted, err := db.Pending(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if db.hint.Load() != h {
+		t.Fatal("the hint was dropped without a commit")
+	}
+	db.hint.Store(nil)
+	whole, err := db.Pending(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(whole) == 0 || len(hinted) != len(whole) {
+		t.Fatalf("Pending from the walk: %d entries, from the whole journal: %d", len(hinted), len(whole))
+	}
+	for i := range whole {
+		if hinted[i].ID != whole[i].ID || hinted[i].State != whole[i].State || !bytes.Equal(hinted[i].Payload, whole[i].Payload) {
+			t.Fatalf("entry %d: from the walk %s %s, from the whole journal %s %s", i, hinted[i].ID, hinted[i].State, whole[i].ID, whole[i].State)
+		}
+	}
+	db.hint.Store(h)
+	if _, err := db.Append(bg, testCommand(n+1)); err != nil {
+		t.Fatal(err)
+	}
+	after, err := db.Pending(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after) != len(whole)+1 || after[len(after)-1].ID != cid(n+1) || db.hint.Load() != nil {
+		t.Fatalf("after a commit: %d entries (want %d, the new one last), hint %v", len(after), len(whole)+1, db.hint.Load())
+	}
+}

@@ -51,7 +51,7 @@ func BackupFile(ctx context.Context, path, dst string, opts Options) (int64, err
 	if same(path, dst) {
 		return 0, fmt.Errorf("bonds: backup %s: the backup would overwrite the database: %w", path, ErrInvalid)
 	}
-	b, err := openFile(path, opts, true)
+	b, err := openFile(path, opts, true, nil)
 	if err != nil {
 		return 0, err
 	}
@@ -94,7 +94,7 @@ func Compact(ctx context.Context, src, dst string, opts Options) error {
 	if _, err := os.Stat(src); err != nil {
 		return fmt.Errorf("bonds: compact %s: %w", src, err)
 	}
-	from, err := openFile(src, opts, false)
+	from, err := openFile(src, opts, false, nil)
 	if err != nil {
 		return err
 	}
@@ -231,7 +231,7 @@ func (db *DB) Export(ctx context.Context, w io.Writer) error {
 // The file must be at this build's schema version.
 func ExportFile(ctx context.Context, path string, w io.Writer, opts Options) error {
 	opts = opts.withDefaults()
-	b, err := openFile(path, opts, true)
+	b, err := openFile(path, opts, true, nil)
 	if err != nil {
 		return err
 	}

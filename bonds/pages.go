@@ -1,25 +1,42 @@
 package bonds
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"hash/fnv"
+	mathbits "math/bits"
 	"os"
+	"runtime"
+	"sync"
 	"syscall"
+	"unsafe"
 )
 
 // checkPages walks the file's page structure the way bbolt will, but
-// reading with ReadAt and checking every bound first, so it can neither
-// panic nor fault: from the meta page bbolt would use, every branch and
-// leaf page of every bucket (page numbers below the high-water mark, no
-// page reached twice, a known page type, element counts and key and value
-// extents inside the page and its overflow) and the freelist page. bbolt
-// itself trusts all of this; its check (tx.Check) runs in a goroutine of
-// its own, where a fault on a garbled key extent kills the process. So
-// Open and db check run checkPages first, and hand the file to bbolt only
-// once its structure is sound. It returns nil for a file with no valid
-// meta page: bbolt refuses those itself.
-func checkPages(path string) error {
+// checking every bound first, so it can neither panic nor fault: from the
+// meta page bbolt would use, every branch and leaf page of every bucket
+// (page numbers below the high-water mark, no page reached twice, a known
+// page type, element counts and key and value extents inside the page and
+// its overflow, keys in order within each page and within the range its
+// parent gives it) and the freelist (its entries below the high-water
+// mark, none twice, none a page in use); and every page below the
+// high-water mark must be either in use or free. That is what bbolt's own
+// check (tx.Check) finds, in one pass without a map per page; bbolt's
+// check runs in a goroutine of its own, where a fault on a garbled key
+// extent kills the process, so it only ever runs after this one (db
+// check). So Open and db check run checkPages first, and hand the file to
+// bbolt only once its structure is sound. It returns nil for a file with
+// no valid meta page: bbolt refuses those itself.
+//
+// It reads through a read-only mapping whose resident part it keeps
+// within residentBudget (residentWindow): the walk's memory does not grow
+// with the file (issue 14). With ix, it also builds the journal's ID index
+// from the journal's keys as it passes them (what loadIDs does in a pass
+// of its own), notes the entries that are not finished (what Pending
+// looks for, so that its first call reads only those), and records which
+// commit it walked.
+func checkPages(path string, ix *idIndex) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -46,14 +63,37 @@ func checkPages(path string) error {
 		return fmt.Errorf("mmap: %w", err)
 	}
 	defer func() { _ = syscall.Munmap(data) }()
-	w := &pageWalker{data: data, ps: ps, hwm: m.pgid, seen: make([]uint64, (m.pgid+63)/64)}
+	words := (m.pgid + 63) / 64
+	w := &pageWalker{data: data, ps: ps, hwm: m.pgid, seen: make([]uint64, words), ix: ix,
+		win: newResidentWindow(uintptr(unsafe.Pointer(unsafe.SliceData(data))), uintptr(len(data)))}
 	return guard(func() error {
-		if m.freelist != ^uint64(0) {
+		synced := m.freelist != ^uint64(0)
+		if synced {
+			w.free = make([]uint64, words)
 			if err := w.freelist(m.freelist); err != nil {
 				return err
 			}
 		}
-		return w.tree(m.root, 0)
+		// The root bucket's tree first; the buckets' own trees after it,
+		// at the same time (walkJobs).
+		w.jobs = &[]walkJob{}
+		if _, err := w.tree(m.root, 0, nil, nil, walkRoot); err != nil {
+			return err
+		}
+		if err := w.walkJobs(); err != nil {
+			return err
+		}
+		if synced {
+			for i := uint64(2); i < m.pgid; i++ {
+				if (w.seen[i/64]|w.free[i/64])&(1<<(i%64)) == 0 {
+					return fmt.Errorf("page %d: neither in use nor free", i)
+				}
+			}
+		} // else bbolt rebuilds the freelist from what is not in use
+		if ix != nil {
+			ix.txid, ix.size, ix.ok = m.txid, int64(m.pgid)*ps, true
+		}
+		return nil
 	})
 }
 
@@ -122,7 +162,104 @@ type pageWalker struct {
 	ps   int64
 	hwm  uint64
 	seen []uint64 // bit i: page i reached (a map cost two thirds of the walk)
+	free []uint64 // bit i: page i in the freelist (nil: no freelist synced)
+	win  *residentWindow
+	ix   *idIndex // nil: no index wanted
+	// jobs, if not nil, collects the root bucket's buckets instead of
+	// walking them at once (walkJobs).
+	jobs *[]walkJob
 }
+
+// walkJob is a bucket of the root bucket: its tree's root page.
+type walkJob struct {
+	root  uint64
+	depth int
+	kind  walkKind
+}
+
+// walkJobs walks the trees of the root bucket's buckets (the locks, the
+// journal, ...) in GOMAXPROCS goroutines at most, each with a walker of
+// its own (its own reached-pages bitset and resident window; all read
+// the same mapping and freelist), under guard each; then a page reached
+// by two of them is reached twice, as in one walk. On two cores the two
+// large buckets are walked at the same time (issue 14: time to READY). A
+// worker takes the jobs i, i+n, i+2n... and stops at its first error; the
+// error of the first bucket in order that has one is returned (which jobs
+// run depends on the errors only, not on timing).
+func (w *pageWalker) walkJobs() error {
+	var jobs []walkJob
+	if w.jobs != nil {
+		jobs = *w.jobs
+	}
+	w.jobs = nil
+	n := min(len(jobs), runtime.GOMAXPROCS(0))
+	walkers := make([]*pageWalker, n)
+	errs := make([]error, len(jobs))
+	var wg sync.WaitGroup
+	for k := range n {
+		jw := &pageWalker{data: w.data, ps: w.ps, hwm: w.hwm, seen: make([]uint64, len(w.seen)), free: w.free,
+			win: newResidentWindow(w.win.base, w.win.size)}
+		walkers[k] = jw
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer jw.win.release()
+			for i := k; i < len(jobs); i += n {
+				j := jobs[i]
+				jw.ix = nil
+				if j.kind == walkJournal {
+					jw.ix = w.ix
+				}
+				if errs[i] = guard(func() error {
+					_, err := jw.tree(j.root, j.depth, nil, nil, j.kind)
+					return err
+				}); errs[i] != nil {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	for _, jw := range walkers {
+		for i, set := range jw.seen {
+			if both := w.seen[i] & set; both != 0 {
+				return fmt.Errorf("page %d: reached twice", uint64(i)*64+uint64(mathbits.TrailingZeros64(both)))
+			}
+			w.seen[i] |= set
+		}
+	}
+	return nil
+}
+
+// What a tree is to the walk: the root bucket's, the journal's (whose keys
+// go to the ID index), or another bucket's.
+type walkKind int
+
+const (
+	walkRoot walkKind = iota
+	walkJournal
+	walkOther
+)
+
+// idIndex is the journal's ID index as checkPages builds it (loadIDs'
+// map), the keys of its unfinished entries, and the commit it walked (txid, and size: the high-water mark in
+// bytes), for Open to use only if bbolt then opens the same commit.
+type idIndex struct {
+	ids map[CommandID]int64
+	// pending holds the keys of the entries Pending would not skip by
+	// their state (pendingHint).
+	pending [][]byte
+	txid    uint64
+	size    int64
+	ok      bool
+}
+
+func bit(set []uint64, i uint64) bool { return set != nil && set[i/64]&(1<<(i%64)) != 0 }
 
 // page reads page id with its overflow pages, after checking they lie
 // below the high-water mark and were not reached before.
@@ -141,12 +278,14 @@ func (w *pageWalker) page(id uint64) ([]byte, error) {
 		return nil, fmt.Errorf("page %d: %d overflow pages run past the high-water mark %d", id, over, w.hwm)
 	}
 	for i := id; i <= id+over; i++ {
-		if w.seen[i/64]&(1<<(i%64)) != 0 {
+		if bit(w.seen, i) {
 			return nil, fmt.Errorf("page %d: reached twice", i)
 		}
 		w.seen[i/64] |= 1 << (i % 64)
 	}
-	return w.data[off : off+int64(over+1)*w.ps], nil
+	b := w.data[off : off+int64(over+1)*w.ps]
+	w.win.touch(b)
+	return b, nil
 }
 
 func (w *pageWalker) freelist(id uint64) error {
@@ -169,71 +308,156 @@ func (w *pageWalker) freelist(id uint64) error {
 		return fmt.Errorf("freelist page %d: %d entries do not fit in %d bytes", id, n, len(b))
 	}
 	for i := idx; i < idx+n; i++ {
-		if p := ne.Uint64(b[pageHeaderSize+8*i:]); p < 2 || p >= w.hwm {
+		p := ne.Uint64(b[pageHeaderSize+8*i:])
+		if p < 2 || p >= w.hwm {
 			return fmt.Errorf("freelist page %d: free page %d out of range [2, %d)", id, p, w.hwm)
 		}
+		if bit(w.free, p) {
+			return fmt.Errorf("freelist page %d: page %d freed twice", id, p)
+		}
+		w.free[p/64] |= 1 << (p % 64)
 	}
 	return nil
 }
 
-// tree checks the bucket tree whose root page is id.
-func (w *pageWalker) tree(id uint64, depth int) error {
+// tree checks the bucket tree whose root page is id, its keys at least lo
+// (nil: no bound) and below hi (nil: none). It returns the largest key.
+func (w *pageWalker) tree(id uint64, depth int, lo, hi []byte, kind walkKind) ([]byte, error) {
 	if depth > maxTreeDepth {
-		return fmt.Errorf("page %d: tree deeper than %d", id, maxTreeDepth)
+		return nil, fmt.Errorf("page %d: tree deeper than %d", id, maxTreeDepth)
 	}
 	b, err := w.page(id)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return w.node(b, id, depth)
+	if bit(w.free, id) {
+		return nil, fmt.Errorf("page %d: in use and in the freelist", id)
+	}
+	return w.node(b, id, depth, lo, hi, kind)
 }
 
 // node checks one branch or leaf page (b, whole with its overflow; or an
-// inline bucket's page inside a value) and what it points to.
-func (w *pageWalker) node(b []byte, id uint64, depth int) error {
+// inline bucket's page inside a value) and what it points to, as tree.
+// As bbolt's check: keys strictly increase within a page; a page's first
+// key is at least lo (for a branch element's child, the element's key;
+// for the elements after the first, above the largest key of the
+// previous child's subtree), and every key is below hi (the next
+// element's key in the parent).
+func (w *pageWalker) node(b []byte, id uint64, depth int, lo, hi []byte, kind walkKind) ([]byte, error) {
 	ne := binary.NativeEndian
 	if len(b) < pageHeaderSize {
-		return fmt.Errorf("page %d: %d bytes, shorter than a page header", id, len(b))
+		return nil, fmt.Errorf("page %d: %d bytes, shorter than a page header", id, len(b))
 	}
 	flags, n := ne.Uint16(b[8:]), uint64(ne.Uint16(b[10:]))
 	size := uint64(len(b))
 	if pageHeaderSize+n*elementSize > size {
-		return fmt.Errorf("page %d: %d elements do not fit in %d bytes", id, n, size)
+		return nil, fmt.Errorf("page %d: %d elements do not fit in %d bytes", id, n, size)
 	}
+	if flags != flagBranch && flags != flagLeaf {
+		return nil, fmt.Errorf("page %d: flags %#x, not a branch or leaf page", id, flags)
+	}
+	// Every key's extent first: a branch element's key bounds the
+	// element before it.
 	for i := range n {
 		off := pageHeaderSize + i*elementSize
 		e := b[off : off+elementSize]
-		switch flags {
-		case flagBranch:
-			pos, ks, child := uint64(ne.Uint32(e[0:])), uint64(ne.Uint32(e[4:])), ne.Uint64(e[8:])
-			if off+pos+ks > size {
-				return fmt.Errorf("page %d: branch element %d's key runs past the page", id, i)
+		if flags == flagBranch {
+			if pos, ks := uint64(ne.Uint32(e[0:])), uint64(ne.Uint32(e[4:])); off+pos+ks > size {
+				return nil, fmt.Errorf("page %d: branch element %d's key runs past the page", id, i)
 			}
-			if err := w.tree(child, depth+1); err != nil {
-				return err
-			}
-		case flagLeaf:
-			fl, pos, ks, vs := ne.Uint32(e[0:]), uint64(ne.Uint32(e[4:])), uint64(ne.Uint32(e[8:])), uint64(ne.Uint32(e[12:]))
-			if off+pos+ks+vs > size {
-				return fmt.Errorf("page %d: leaf element %d's key and value run past the page", id, i)
-			}
-			if fl&leafBucketFlag == 0 {
-				continue
-			}
-			v := b[off+pos+ks : off+pos+ks+vs]
-			if len(v) < bucketHeader {
-				return fmt.Errorf("page %d: bucket element %d is %d bytes", id, i, len(v))
-			}
-			if root := ne.Uint64(v); root != 0 {
-				if err := w.tree(root, depth+1); err != nil {
-					return err
-				}
-			} else if err := w.node(v[bucketHeader:], id, depth+1); err != nil {
-				return fmt.Errorf("inline bucket: %w", err)
-			}
-		default:
-			return fmt.Errorf("page %d: flags %#x, not a branch or leaf page", id, flags)
+		} else if pos, ks, vs := uint64(ne.Uint32(e[4:])), uint64(ne.Uint32(e[8:])), uint64(ne.Uint32(e[12:])); off+pos+ks+vs > size {
+			return nil, fmt.Errorf("page %d: leaf element %d's key and value run past the page", id, i)
 		}
+	}
+	key := func(i uint64) []byte {
+		off := pageHeaderSize + i*elementSize
+		e := b[off : off+elementSize]
+		if flags == flagBranch {
+			pos, ks := uint64(ne.Uint32(e[0:])), uint64(ne.Uint32(e[4:]))
+			return b[off+pos : off+pos+ks]
+		}
+		pos, ks := uint64(ne.Uint32(e[4:])), uint64(ne.Uint32(e[8:]))
+		return b[off+pos : off+pos+ks]
+	}
+	var last []byte
+	for i := range n {
+		off := pageHeaderSize + i*elementSize
+		e := b[off : off+elementSize]
+		k := key(i)
+		switch {
+		case i == 0 && lo != nil && bytes.Compare(k, lo) < 0:
+			return nil, fmt.Errorf("page %d: key %d (%x) below its parent's bound (%x)", id, i, k, lo)
+		case i > 0 && bytes.Compare(k, last) <= 0:
+			return nil, fmt.Errorf("page %d: key %d (%x) not above the one before it (%x)", id, i, k, last)
+		case hi != nil && bytes.Compare(k, hi) >= 0:
+			return nil, fmt.Errorf("page %d: key %d (%x) not below its parent's bound (%x)", id, i, k, hi)
+		}
+		last = k
+		if flags == flagBranch {
+			next := hi
+			if i+1 < n {
+				next = key(i + 1)
+			}
+			top, err := w.tree(ne.Uint64(e[8:]), depth+1, k, next, kind)
+			if err != nil {
+				return nil, err
+			}
+			if top != nil {
+				last = top
+			}
+			continue
+		}
+		fl, pos, ks, vs := ne.Uint32(e[0:]), uint64(ne.Uint32(e[4:])), uint64(ne.Uint32(e[8:])), uint64(ne.Uint32(e[12:]))
+		if fl&leafBucketFlag == 0 {
+			if kind == walkJournal && w.ix != nil {
+				if err := w.ix.addEntry(k, b[off+pos+ks:off+pos+ks+vs]); err != nil {
+					return nil, err
+				}
+			}
+			continue
+		}
+		sub := walkOther
+		if kind == walkRoot && bytes.Equal(k, bucketJournal) {
+			sub = walkJournal
+		}
+		v := b[off+pos+ks : off+pos+ks+vs]
+		if len(v) < bucketHeader {
+			return nil, fmt.Errorf("page %d: bucket element %d is %d bytes", id, i, len(v))
+		}
+		if root := ne.Uint64(v); root != 0 && kind == walkRoot && w.jobs != nil {
+			*w.jobs = append(*w.jobs, walkJob{root, depth + 1, sub})
+		} else if root != 0 {
+			if _, err := w.tree(root, depth+1, nil, nil, sub); err != nil {
+				return nil, err
+			}
+		} else if _, err := w.node(v[bucketHeader:], id, depth+1, nil, nil, sub); err != nil {
+			return nil, fmt.Errorf("inline bucket: %w", err)
+		}
+	}
+	return last, nil
+}
+
+// add indexes one journal key, with loadIDs' checks.
+func (ix *idIndex) add(k []byte) error {
+	ns, id, ok := splitJournalKey(k)
+	if !ok {
+		return fmt.Errorf("journal key %x is %d bytes, want %d", k, len(k), journalKeyLen)
+	}
+	if _, dup := ix.ids[id]; dup {
+		return fmt.Errorf("command %s is in the journal twice", id)
+	}
+	ix.ids[id] = ns
+	return nil
+}
+
+// addEntry indexes one journal entry (add), and keeps its key in pending
+// unless its state, read as Pending reads it, is terminal.
+func (ix *idIndex) addEntry(k, v []byte) error {
+	if err := ix.add(k); err != nil {
+		return err
+	}
+	if !finished(v) { // as Pending
+		ix.pending = append(ix.pending, bytes.Clone(k))
 	}
 	return nil
 }

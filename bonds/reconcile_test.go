@@ -3,6 +3,7 @@ package bonds
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -167,5 +168,137 @@ func TestReconcilerRunsPeriodically(t *testing.T) {
 	}
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestReconcilerPassAsTwoCalls: the Reconciler's single pass (reconcile
+// with a policy and an age) changes the same locks and reports the same
+// as Reconcile followed by Evict, on every combination of bond state,
+// BlueZ bond and age, including a bond adopted and evicted in one run (it
+// counts as bonded now, as SetBond makes it, so it is not old yet) and a
+// bonded lock lost and evicted in one run.
+func TestReconcilerPassAsTwoCalls(t *testing.T) {
+	const age = 30 * 24 * time.Hour
+	run := func(onePass bool) (Report, map[LockID]Lock, []string) {
+		clk := newClock()
+		db, _ := openTest(t, Options{Now: clk.Now})
+		f := &fakePaired{addrs: []string{"AA:00:00:00:00:01"}}
+		n := uint64(0)
+		// Two generations of every combination of bond state, BlueZ bond
+		// and last seen: the first made old by the clock, the second new.
+		for range 2 {
+			for _, b := range []BondState{BondNone, BondBonding, BondBonded, BondLost} {
+				for _, inBlueZ := range []bool{false, true} {
+					for _, seen := range []bool{false, true} {
+						n++
+						l := Lock{ID: lid(n), Address: fmt.Sprintf("C0:00:00:00:01:%02X", n), Bond: b}
+						if b == BondBonded {
+							l.BondedAt = clk.Now()
+						}
+						if err := db.PutLock(bg, l); err != nil {
+							t.Fatal(err)
+						}
+						if seen {
+							if err := db.UpdateSeen(l.ID, clk.Now(), -50, 0, ""); err != nil {
+								t.Fatal(err)
+							}
+						}
+						if inBlueZ {
+							f.addrs = append(f.addrs, l.Address)
+						}
+					}
+				}
+			}
+			clk.Add(age + time.Hour)
+		}
+		var rep Report
+		var err error
+		if onePass {
+			rep, err = db.reconcile(bg, f, &Policy{}, age)
+		} else {
+			rep, err = db.Reconcile(bg, f, Policy{})
+			if err == nil {
+				var ev Report
+				ev, err = db.Evict(bg, f, age)
+				rep.Evicted, rep.Removed = ev.Evicted, append(rep.Removed, ev.Removed...)
+			}
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		locks, err := db.Locks(bg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[LockID]Lock{}
+		for _, l := range locks {
+			l.UpdatedAt = time.Time{}
+			m[l.ID] = l
+		}
+		return rep, m, f.addrs
+	}
+	rep1, locks1, bluez1 := run(true)
+	rep2, locks2, bluez2 := run(false)
+	if !slices.Equal(rep1.Lost, rep2.Lost) || !slices.Equal(rep1.Adopted, rep2.Adopted) || !slices.Equal(rep1.Removed, rep2.Removed) ||
+		!slices.Equal(rep1.Evicted, rep2.Evicted) || len(rep1.Errors)+len(rep2.Errors) != 0 {
+		t.Errorf("one pass: %+v\ntwo calls: %+v", rep1, rep2)
+	}
+	if len(rep1.Lost) == 0 || len(rep1.Adopted) == 0 || len(rep1.Evicted) == 0 || len(rep1.Removed) == 0 {
+		t.Errorf("the fixture exercises too little: %+v", rep1)
+	}
+	for id, l := range locks2 {
+		if got := locks1[id]; got.Bond != l.Bond || !got.BondedAt.Equal(l.BondedAt) {
+			t.Errorf("lock %s: one pass %s (bonded at %v), two calls %s (%v)", id, got.Bond, got.BondedAt, l.Bond, l.BondedAt)
+		}
+	}
+	if !slices.Equal(bluez1, bluez2) {
+		t.Errorf("BlueZ's bonds: one pass %v, two calls %v", bluez1, bluez2)
+	}
+}
+
+// TestUnprovenLocks: exactly the records with no credential and bond
+// none, each with whether it holds an address and when it was last seen
+// (an UpdateSeen value not written yet counts), else created; the same
+// as reading Locks whole.
+func TestUnprovenLocks(t *testing.T) {
+	clk := newClock()
+	db, _ := openTest(t, Options{Now: clk.Now})
+	put := func(n uint64, cred []byte, addr string, b BondState) {
+		t.Helper()
+		if err := db.PutLock(bg, Lock{ID: lid(n), Credential: cred, Address: addr, Bond: b}); err != nil {
+			t.Fatal(err)
+		}
+		clk.Add(time.Minute)
+	}
+	put(1, nil, "", BondNone)                           // unproven, no address
+	put(2, nil, "D0:00:00:00:00:02", BondNone)          // unproven, an advertisement's address
+	put(3, []byte{0x84}, "C0:00:00:00:00:03", BondNone) // proved
+	put(4, nil, "C0:00:00:00:00:04", BondLost)          // bonded once
+	put(5, nil, "", BondNone)
+	if err := db.UpdateSeen(lid(5), clk.Now().Add(time.Hour), -60, 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	got, err := db.UnprovenLocks(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	locks, err := db.Locks(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []UnprovenLock
+	for _, l := range locks {
+		if len(l.Credential) == 0 && l.Bond == BondNone {
+			seen := l.LastSeen
+			if seen.IsZero() {
+				seen = l.CreatedAt
+			}
+			want = append(want, UnprovenLock{ID: l.ID, HasAddress: l.Address != "", Seen: seen})
+		}
+	}
+	if len(want) != 3 || !slices.EqualFunc(got, want, func(a, b UnprovenLock) bool {
+		return a.ID == b.ID && a.HasAddress == b.HasAddress && a.Seen.Equal(b.Seen)
+	}) {
+		t.Errorf("UnprovenLocks = %+v, want %+v", got, want)
 	}
 }

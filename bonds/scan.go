@@ -3,8 +3,9 @@ package bonds
 import "bytes"
 
 // topStrings reads, from the JSON object v, the values of the top-level
-// keys named in keys that are plain strings (no escapes), into vals (""
-// for a key that is absent), without decoding the rest: the start-up
+// keys named in keys that are plain strings (no escapes), into vals
+// (slices of v, nil for a key that is absent; nothing is allocated),
+// without decoding the rest: the start-up
 // reads (Reconcile, Evict, Pending) need a few fields of every record,
 // and encoding/json costs about 10 µs a record here whatever it keeps
 // (issue 14). ok is false, and the caller decodes with encoding/json
@@ -13,7 +14,7 @@ import "bytes"
 // string without a backslash, at most once. It is a fast path, not a
 // validator: a record it reads may still fail a strict decode (db check
 // and the calls that read records whole do that).
-func topStrings(v []byte, keys []string, vals []string) (ok bool) {
+func topStrings(v []byte, keys []string, vals [][]byte) (ok bool) {
 	clear(vals)
 	seen := 0 // bit i: keys[i] found
 	i := skipSpace(v, 0)
@@ -65,7 +66,7 @@ func topStrings(v []byte, keys []string, vals []string) (ok bool) {
 						return false
 					}
 					seen |= 1 << k
-					vals[k] = string(v[i+1 : vend])
+					vals[k] = v[i+1 : vend : vend]
 					i = vend + 1
 					break
 				}

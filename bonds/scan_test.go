@@ -2,6 +2,7 @@ package bonds
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 )
@@ -12,7 +13,7 @@ import (
 // anything it cannot read for certain.
 func TestTopStrings(t *testing.T) {
 	keys := []string{"state", "address"}
-	vals := make([]string, 2)
+	vals := make([][]byte, 2)
 	good := []struct{ in, state, addr string }{
 		{`{"state":"succeeded"}`, "succeeded", ""},
 		{` { "x" : {"state":"running","a":[1,{"state":"q"}]}, "s":"\"state\":\"y\"", "state" : "failed" , "address":"C0:01"} `, "failed", "C0:01"},
@@ -20,7 +21,7 @@ func TestTopStrings(t *testing.T) {
 		{`{"a":"x\\","b":"\\\"state\":","state":"queued"}`, "queued", ""},
 	}
 	for _, g := range good {
-		if !topStrings([]byte(g.in), keys, vals) || vals[0] != g.state || vals[1] != g.addr {
+		if !topStrings([]byte(g.in), keys, vals) || string(vals[0]) != g.state || string(vals[1]) != g.addr {
 			t.Errorf("topStrings(%s) = %q, want %q %q", g.in, vals, g.state, g.addr)
 		}
 	}
@@ -38,15 +39,31 @@ func TestTopStrings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var fast, slow lockBond
-	if !fastLockBond(b, &fast, true) {
+	var fast lockBond
+	var slow lockBondJSON
+	if !fastLockBond(b, &fast) {
 		t.Fatalf("fastLockBond(%s) = false", b)
 	}
 	if err := json.Unmarshal(b, &slow); err != nil {
 		t.Fatal(err)
 	}
-	if fast.ID != l.ID || fast.Address != slow.Address || fast.Bond != slow.Bond || !fast.BondedAt.Equal(slow.BondedAt) ||
-		!fast.LastSeen.Equal(slow.LastSeen) || !fast.CreatedAt.Equal(slow.CreatedAt) {
+	var times [3]time.Time
+	for i := range times {
+		var ok bool
+		if times[i], ok = fast.time(i); !ok {
+			t.Fatalf("time %d does not parse", i)
+		}
+	}
+	if fast.ID != l.ID || string(fast.Address) != slow.Address || fast.Bond != slow.Bond || !times[0].Equal(slow.BondedAt) ||
+		!times[1].Equal(slow.LastSeen) || !times[2].Equal(slow.CreatedAt) {
 		t.Errorf("fast %+v, encoding/json %+v", fast, slow)
+	}
+	if last, ok := fast.lastActive(time.Time{}); !ok || !last.Equal(l.LastSeen) {
+		t.Errorf("lastActive = %v, %v; want %v", last, ok, l.LastSeen)
+	}
+	// A bond state the fast path does not know: encoding/json decides.
+	b2 := []byte(strings.Replace(string(b), `"bond":"bonded"`, `"bond":"weird"`, 1))
+	if fastLockBond(b2, &fast) {
+		t.Errorf("fastLockBond took an unknown bond state")
 	}
 }

@@ -177,7 +177,7 @@ func decode(b []byte, v any) error {
 // it is and its key.
 func eachRecord[T any](ctx context.Context, tx *bolt.Tx, name []byte, what string,
 	dec func([]byte, *T) error, fn func(k []byte, r *T) error) error {
-	return tx.Bucket(name).ForEach(func(k, v []byte) error {
+	return forEachResident(tx, tx.Bucket(name), func(k, v []byte) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}

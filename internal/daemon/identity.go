@@ -109,7 +109,9 @@ func normAddr(a string) string { return string(bytes.ToUpper(bytes.TrimSpace([]b
 // that bond reconciliation never adopts a bond with it. It returns how
 // many it deleted.
 func pruneUnverified(ctx context.Context, db *bonds.DB, now time.Time, maxAge time.Duration, max int) (int, error) {
-	locks, err := db.Locks(ctx)
+	// Streamed: only the unproven records are kept (issue 14: with
+	// 100,000 locks, decoding them all at start cost 100s of MB).
+	locks, err := db.UnprovenLocks(ctx)
 	if err != nil {
 		return 0, err
 	}
@@ -120,9 +122,6 @@ func pruneUnverified(ctx context.Context, db *bonds.DB, now time.Time, maxAge ti
 	}
 	var unverified []cand
 	for _, l := range locks {
-		if len(l.Credential) != 0 || l.Bond != bonds.BondNone {
-			continue
-		}
 		users, err := db.Users(ctx, l.ID)
 		if err != nil {
 			return 0, err
@@ -130,11 +129,7 @@ func pruneUnverified(ctx context.Context, db *bonds.DB, now time.Time, maxAge ti
 		if len(users) > 0 {
 			continue // an operator asked for users: keep it
 		}
-		seen := l.LastSeen
-		if seen.IsZero() {
-			seen = l.CreatedAt
-		}
-		unverified = append(unverified, cand{l.ID, seen, l.Address != ""})
+		unverified = append(unverified, cand{l.ID, l.Seen, l.HasAddress})
 	}
 	// Most recently seen first: beyond max, or too old, goes.
 	slices.SortFunc(unverified, func(a, b cand) int { return b.seen.Compare(a.seen) })
