@@ -17,7 +17,7 @@ const SchemaVersion = schemaVersion
 // about to replace it can read the database.
 func FileSchemaVersion(path string, opts Options) (int, error) {
 	opts = opts.withDefaults()
-	b, err := openFile(path, opts, true)
+	b, err := openFile(path, opts, true, nil)
 	if err != nil {
 		return 0, err
 	}
