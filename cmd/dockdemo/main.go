@@ -184,7 +184,10 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 	}
 	defer d.conn.Close()
 	if d.ad, err = bluez.Open(ctx, d.conn, bluez.Options{Logger: log.With("subsystem", "bluez"),
-		SweepEvery: 100 * time.Millisecond, WedgeConnectFailures: 3}); err != nil {
+		// The demo shows a power cycle seconds after bluetoothd's restart,
+		// which may itself have cost one: cycles may come closer than a
+		// dock's minute.
+		SweepEvery: 100 * time.Millisecond, WedgeConnectFailures: 3, MinPowerCycleInterval: 500 * time.Millisecond}); err != nil {
 		return err
 	}
 	defer d.ad.Close()
@@ -441,9 +444,23 @@ func (d *demo) crash() error {
 		return err
 	}
 	d.say("   recovered without restarting: discovery started again, agent registered again, %d locks seen", len(d.ad.Locks()))
-	r, err := d.execute(h, command.OpUnlock, id, signed)
-	if err != nil {
-		return err
+	// As the scheduler does: a retryable link error (the lock's side of
+	// the old link can still be closing, as on real BlueZ) is tried again.
+	var r *command.Result
+	for attempt := 1; ; attempt++ {
+		r, err = d.execute(h, command.OpUnlock, id, signed)
+		if err == nil {
+			break
+		}
+		if !bluez.Retryable(err) || attempt == 5 {
+			return err
+		}
+		d.say("   retry %d failed as retryable (%s); trying again", attempt, short(err))
+		select {
+		case <-d.ctx.Done():
+			return d.ctx.Err()
+		case <-time.After(time.Duration(attempt) * 200 * time.Millisecond):
+		}
 	}
 	e, _ = d.db.Entry(d.ctx, id)
 	d.say("   retry: the lock answers %s (it had unlocked before the crash); journal: %s after %d attempts; bolt moves: %d",
@@ -458,6 +475,10 @@ func (d *demo) crash() error {
 func (d *demo) wedge() error {
 	h := d.locks[2]
 	d.step("the adapter wedges (every connect aborts)")
+	// bluetoothd's restart a moment ago may have cost a cycle already (the
+	// client found discovery stopped while StartDiscovery said it was in
+	// progress): the one to wait for is the next.
+	cycles := d.ad.PowerCycles()
 	if err := d.emu.Wedge(); err != nil {
 		return err
 	}
@@ -466,8 +487,12 @@ func (d *demo) wedge() error {
 	// the cycle is over they may succeed, so the demo stops trying at the
 	// first "not ready".
 	for range 3 {
-		_, err := d.ad.Connect(d.ctx, bluez.DeviceOptions{Path: d.emu.DevicePath(h.addr)})
+		dev, err := d.ad.Connect(d.ctx, bluez.DeviceOptions{Path: d.emu.DevicePath(h.addr)})
 		if err == nil {
+			_ = dev.Close()
+			if d.ad.PowerCycles() > cycles {
+				break // the client's cycle (for discovery stuck) came first
+			}
 			return errors.New("connected through a wedged adapter")
 		}
 		d.say("   connect %s: %s", h.addr, short(err))
@@ -475,10 +500,10 @@ func (d *demo) wedge() error {
 			break
 		}
 	}
-	if err := d.until("the power cycle", func() bool { return d.ad.PowerCycles() == 1 && d.ad.Ready() }); err != nil {
+	if err := d.until("the power cycle", func() bool { return d.ad.PowerCycles() > cycles && d.ad.Ready() }); err != nil {
 		return err
 	}
-	d.say("   the client power-cycled the adapter (gatewayd_bluez_adapter_power_cycles_total 1)")
+	d.say("   the client power-cycled the adapter (gatewayd_bluez_adapter_power_cycles_total %d)", d.ad.PowerCycles())
 	if err := d.until("the lock seen again", func() bool { return len(d.ad.Locks()) == len(d.locks) }); err != nil {
 		return err
 	}
@@ -493,11 +518,11 @@ func (d *demo) wedge() error {
 	)
 	for attempt := 1; ; attempt++ {
 		dev, lc, err = d.dial(h.addr)
-		if err == nil || !bluez.Retryable(err) || attempt == 5 {
+		if err == nil || !bluez.Retryable(err) || attempt == 30 {
 			break
 		}
 		d.say("   connect %s: %s; retrying", h.addr, short(err))
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(200 * time.Millisecond)
 	}
 	if err != nil {
 		return err
