@@ -26,7 +26,10 @@
 // verified commands in the order the messages were enqueued, in batches
 // (one transaction and one fsync for everything verified while the
 // previous batch committed), so a crash keeps a prefix of that order and
-// never a later command without an earlier one. Acknowledgements are
+// never a later command without an earlier one. With
+// [IntakeOptions].OnArrival, a command is handed to the scheduler before
+// its batch commits, to connect to its lock meanwhile, and told as soon as
+// it is durable. Acknowledgements are
 // released strictly in the order the messages were enqueued, as MQTT
 // 3.1.1 §4.6 requires of PUBACKs.
 //
