@@ -119,9 +119,8 @@ const e2eCommands = 300
 // 1.58 and 1.67, c 1.37 and 1.54. The noise between runs (a floor p50 of
 // 5.6 to 9.3 ms) is as large as the gain, hence the pairing; the goal
 // (1.3, 1.8) is met for p99 on a quiet minute and missed for p50. What is
-// left over the floor: the outbox's removal is no longer in the way, but
-// the floor's dbus-ms (8 of its 9 ms) says the D-Bus round trips dominate;
-// a bbolt commit
+// left over the floor (whose D-Bus round trips are most of it: dbus-ms 6
+// to 8 of a 7 to 9 ms floor p50): a bbolt commit
 // is two fdatasyncs (the floor counts one) and the outcome's commit must
 // precede the result's publication; the result's second crossing of the
 // broker; gatewayd's CPU (D-Bus messages and signals, Ed25519).
