@@ -6,7 +6,12 @@
 // # What it does with a command
 //
 // The MQTT intake appends a command to the journal durably (bonds.DB.Append,
-// state received) and then hands the entry to [Scheduler.Submit]; at
+// state received) and then hands the entry to [Scheduler.Submit], or
+// hands it to [Scheduler.SubmitEarly] while the append commits and tells
+// it when the append is durable: the scheduler may connect to the lock and
+// run the handshake meanwhile, but sends the command (and writes anything
+// about it) only once it is durable, and drops it if the append did not
+// journal it as new; at
 // start, [Scheduler.Start] resumes every entry the journal still holds as
 // received, queued or running (bonds.DB.Pending). What the scheduler does
 // with a command until its outcome stays in memory: admission into its

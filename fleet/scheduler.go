@@ -56,6 +56,7 @@ type Scheduler struct {
 	wakeIn  chan struct{} // cap 1: inbox has entries
 	rescan  chan struct{} // cap 1: a job was dropped; read the journal again soon
 	known   map[bonds.CommandID]bool
+	gates   map[bonds.CommandID]*gate // entries submitted early, not yet admitted (SubmitEarly)
 	locks   map[bonds.LockID]*lockQueue
 	audited map[bonds.LockID]time.Time // when each lock's audit log was last read (AuditOptions)
 	noAudit map[bonds.LockID]time.Time // when each lock last refused read-audit
@@ -82,6 +83,17 @@ type job struct {
 	state    bonds.State // the entry's state in the journal
 	attempts int         // attempts begun and not yet written
 	resumed  bool        // received before Start: an attempt before the restart is not counted
+	// gate, if not nil, is the append of an entry submitted before it
+	// committed (SubmitEarly): nothing is sent or written for j before
+	// it opens durable.
+	gate *gate
+}
+
+// gate is the journal append of an entry submitted early: open once the
+// append is decided, ok if it committed the entry as new.
+type gate struct {
+	done chan struct{}
+	ok   bool // written before done is closed
 }
 
 // lockQueue is one lock's FIFO of jobs, owned by one worker goroutine.
@@ -119,6 +131,7 @@ func New(opts Options) (*Scheduler, error) {
 		wakeIn:  make(chan struct{}, 1),
 		rescan:  make(chan struct{}, 1),
 		known:   map[bonds.CommandID]bool{},
+		gates:   map[bonds.CommandID]*gate{},
 		locks:   map[bonds.LockID]*lockQueue{},
 		audited: map[bonds.LockID]time.Time{},
 		noAudit: map[bonds.LockID]time.Time{},
@@ -192,6 +205,67 @@ func (s *Scheduler) Submit(e bonds.Entry) {
 	s.met.received.WithLabelValues(opLabel(e.Operation)).Inc()
 	s.inbox = append(s.inbox, e)
 	s.signal(s.wakeIn)
+}
+
+// SubmitEarly hands the scheduler an entry (state received) whose append
+// to the journal has not committed yet, and returns settle, which the
+// caller must call once the append is decided: durable true if it
+// committed the entry as new, false otherwise (a duplicate, a failed
+// write given up at close). Meanwhile the scheduler admits the entry and
+// may connect to its lock and run the handshake, which need no
+// durability, but sends nothing to the lock and writes nothing about it:
+// a command reaches a lock only once journaled, as with Submit. An entry
+// not durable is dropped. It never blocks on I/O; an entry already known
+// (and anything after Close) is ignored, with a settle that does nothing.
+// The daemon passes it as the intake's OnArrival: the connection is made
+// while the append's fsync runs instead of after it.
+func (s *Scheduler) SubmitEarly(e bonds.Entry) (settle func(durable bool)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.known[e.ID] || e.State.Terminal() {
+		return func(bool) {}
+	}
+	g := &gate{done: make(chan struct{})}
+	s.known[e.ID] = true
+	s.gates[e.ID] = g
+	s.inbox = append(s.inbox, e)
+	s.signal(s.wakeIn)
+	var once sync.Once
+	return func(durable bool) {
+		once.Do(func() {
+			g.ok = durable
+			close(g.done)
+		})
+	}
+}
+
+// durable waits until j's append is decided (at once for an entry not
+// submitted early) and reports whether it committed. False also when the
+// scheduler closes first (the entry, if it committed, stays pending for
+// the next Start).
+func (s *Scheduler) durable(j *job) bool {
+	if j.gate == nil {
+		return true
+	}
+	select {
+	case <-j.gate.done:
+		if j.gate.ok {
+			j.gate = nil
+		}
+		return j.gate == nil
+	case <-s.ctx.Done():
+		return false
+	}
+}
+
+// drop forgets j, removed from its queue, whose append did not commit as
+// new (or the scheduler closes): nothing was sent or written for it.
+func (s *Scheduler) drop(j *job) {
+	s.forget(j.id)
+	s.steps.Add(1)
+	if s.ctx.Err() == nil {
+		s.log.Debug("command submitted early not journaled as new: dropped", "command", j.id, "lock", j.lock)
+	}
 }
 
 // Wake tells the scheduler that a lock was just heard advertising (the
@@ -276,22 +350,36 @@ func (s *Scheduler) admit(batch []bonds.Entry) []*job {
 	var w writes
 	s.steps.Add(1)
 	for i, e := range batch {
+		s.mu.Lock()
+		g := s.gates[e.ID]
+		delete(s.gates, e.ID)
+		s.mu.Unlock()
 		e, ok := s.fresh(e)
 		if !ok {
 			continue
 		}
 		op, ok := command.ParseOp(e.Operation)
 		if !ok {
+			// What admission writes waits for the append (rare: the
+			// intake verified the command).
+			if j := (&job{id: e.ID, lock: e.LockID, gate: g}); !s.durable(j) {
+				s.drop(j)
+				continue
+			}
 			err := fmt.Errorf("%w %q", ErrUnknownOperation, e.Operation)
 			w.add(s.terminalReq(e.ID, e.LockID, e.Operation, e.ReceivedAt, bonds.StateRejected, command.StatusUnknownOp.String(), err.Error(), nil))
 			continue
 		}
 		j := &job{id: e.ID, lock: e.LockID, op: op, payload: e.Payload, received: e.ReceivedAt, deadline: e.NotAfter,
-			state: e.State, resumed: e.ReceivedAt.Before(s.startedAt)}
+			state: e.State, resumed: e.ReceivedAt.Before(s.startedAt), gate: g}
 		if j.deadline.IsZero() {
 			j.deadline = e.ReceivedAt.Add(s.opts.MaxAge)
 		}
 		if s.overdue(j) {
+			if !s.durable(j) {
+				s.drop(j)
+				continue
+			}
 			w.add(s.expireReq(j, nil))
 			continue
 		}
@@ -692,6 +780,20 @@ func (s *Scheduler) session(lq *lockQueue) {
 		s.active.Add(-1)
 	}()
 	for n := 1; ; n++ {
+		if !s.durable(j) {
+			// Connected while its append committed, which it did not
+			// (or closing): nothing was sent; the next one, if any.
+			s.remove(lq, j)
+			s.drop(j)
+			if s.ctx.Err() != nil {
+				return
+			}
+			if j = s.head(lq); j == nil {
+				return
+			}
+			s.begin(j)
+			continue
+		}
 		res, err := s.do(sess, j)
 		if err != nil {
 			s.linkError(lq, j, err)
@@ -784,6 +886,10 @@ func (s *Scheduler) linkError(lq *lockQueue, j *job, err error) {
 	if !retry {
 		s.log.Warn("link error", "lock", lq.id, "command", j.id, "op", j.op.String(), "retryable", false, "err", err)
 		s.remove(lq, j)
+		if !s.durable(j) {
+			s.drop(j)
+			return
+		}
 		var w writes
 		req, done := s.terminalReq(j.id, j.lock, j.op.String(), j.received, bonds.StateFailed, StatusLinkError, err.Error(), nil)
 		s.outcome(&w, j, req, done)
@@ -833,6 +939,10 @@ func (s *Scheduler) finishReq(j *job, res *command.Result) (bonds.TransitionReq,
 
 // expire ends j, not running, which can no longer run in time.
 func (s *Scheduler) expire(j *job, lastErr error) {
+	if !s.durable(j) {
+		s.drop(j)
+		return
+	}
 	var w writes
 	req, done := s.expireReq(j, lastErr)
 	s.outcome(&w, j, req, done)

@@ -26,7 +26,10 @@
 // verified commands in the order the messages were enqueued, in batches
 // (one transaction and one fsync for everything verified while the
 // previous batch committed), so a crash keeps a prefix of that order and
-// never a later command without an earlier one. Acknowledgements are
+// never a later command without an earlier one. With
+// [IntakeOptions].OnArrival, a command is handed to the scheduler before
+// its batch commits, to connect to its lock meanwhile, and told as soon as
+// it is durable. Acknowledgements are
 // released strictly in the order the messages were enqueued, as MQTT
 // 3.1.1 §4.6 requires of PUBACKs.
 //
@@ -34,9 +37,10 @@
 //
 // An [Outbox] publishes the journal's outbox, oldest first, to the result
 // topic with QoS 1, and removes a result only after the broker
-// acknowledged it: what one pass published goes in one write
-// ([AckBatcher], which *bonds.DB implements; Journal.Ack per result
-// otherwise). Results therefore survive restarts and are published at
+// acknowledged it: what the broker acknowledged within
+// [OutboxOptions].AckDelay (a second) goes in one write, which therefore
+// is not in the way of the next command's append ([AckBatcher], which
+// *bonds.DB implements; Journal.Ack per result otherwise). Results therefore survive restarts and are published at
 // least once; subscribers deduplicate by command ID. A result the lock
 // signed carries its signature (kept in the journaled lock result, so a
 // republish after a restart still has it) and the lock's credential from

@@ -55,6 +55,16 @@ type IntakeOptions struct {
 	// is called before the message is acknowledged and must not block
 	// for long.
 	OnJournaled func(bonds.Entry)
+	// OnArrival, if not nil, is called with each verified command that is
+	// to run (state received), in delivery order, before its append
+	// commits, and returns settle, which the intake calls as soon as the
+	// append is decided: durable true if it committed the command as new,
+	// false otherwise (a duplicate, a journal error until Close). A
+	// command handed to OnArrival is not handed to OnJournaled. The
+	// daemon passes the scheduler's SubmitEarly, which connects to the
+	// lock while the append's fsync runs and sends the command only once
+	// it is durable. It must not block for long.
+	OnArrival func(bonds.Entry) (settle func(durable bool))
 	// OnResult is called when the intake put a result in the outbox (a
 	// command journaled as expired or rejected): the daemon passes the
 	// Outbox's Kick.
@@ -454,10 +464,19 @@ func (in *Intake) journaler(ctx, journal context.Context) {
 // their workers release them.
 func (in *Intake) journalBatch(ctx, journal context.Context, batch []decision, first uint64) {
 	var arrivals []bonds.Arrival
+	var settles []func(bool) // of arrivals, nil where not handed to OnArrival
 	for _, d := range batch {
-		if !d.refused {
-			arrivals = append(arrivals, bonds.Arrival{Command: d.c, ReceivedAt: d.recv})
+		if d.refused {
+			continue
 		}
+		arrivals = append(arrivals, bonds.Arrival{Command: d.c, ReceivedAt: d.recv})
+		var settle func(bool)
+		if d.final == "" && in.opts.OnArrival != nil {
+			// As AppendBatch will write it.
+			settle = in.opts.OnArrival(bonds.Entry{Command: d.c, ReceivedAt: d.recv.Round(0).UTC(),
+				UpdatedAt: d.recv.Round(0).UTC(), State: bonds.StateReceived})
+		}
+		settles = append(settles, settle)
 	}
 	if len(arrivals) == 0 {
 		return
@@ -485,6 +504,13 @@ func (in *Intake) journalBatch(ctx, journal context.Context, batch []decision, f
 		}
 		entries, errs, err = in.appendBatch(journal, arrivals)
 	}
+	// Durable or not, the commands handed early learn it at once, before
+	// the release (which may wait for an earlier refusal's notice).
+	for i, settle := range settles {
+		if settle != nil {
+			settle(err == nil && errs[i] == nil)
+		}
+	}
 	i := 0
 	for k, d := range batch {
 		if d.refused {
@@ -494,6 +520,9 @@ func (in *Intake) journalBatch(ctx, journal context.Context, batch []decision, f
 		var before, after func()
 		if err == nil {
 			ack, before, after = in.journaled1(ctx, journal, d, entries[i], errs[i])
+			if settles[i] != nil && errs[i] == nil {
+				before = nil // handed on already (OnArrival)
+			}
 		}
 		i++
 		in.release(first+uint64(k), ack, before, d.ack)

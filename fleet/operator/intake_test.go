@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -927,5 +928,48 @@ func TestAttackEnterDFUNotCarried(t *testing.T) {
 	n := refused(t, e, e.sign(t, e.admin, e.body(command.OpEnterDFU, 1)), ReasonUnsupported)
 	if !strings.Contains(n.Detail, "enter-dfu") || !strings.Contains(n.Detail, "docs/dfu.md") {
 		t.Fatalf("detail %q does not say what and where to read", n.Detail)
+	}
+}
+
+// TestOnArrivalBeforeCommitSettledAfter (issue 14, end to end): a verified
+// command is handed to OnArrival before its append commits, settled
+// durable after the commit and before its acknowledgement, and not handed
+// to OnJournaled; a redelivery (a duplicate) is settled not durable.
+func TestOnArrivalBeforeCommitSettledAfter(t *testing.T) {
+	e := newEnv(t)
+	db, err := bonds.Open(filepath.Join(t.TempDir(), "gatewayd.db"), bonds.Options{Now: e.clock.Now, PruneInterval: -1,
+		AfterCommit: func(es []bonds.Entry) {
+			for _, en := range es {
+				if en.State == bonds.StateReceived {
+					e.events.add("committed")
+				}
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	in := e.intake(t, db, func(o *IntakeOptions) {
+		o.OnArrival = func(en bonds.Entry) func(bool) {
+			e.events.add("arrival")
+			if en.State != bonds.StateReceived || en.Operation != command.OpUnlock.String() {
+				t.Errorf("OnArrival got %s %s", en.State, en.Operation)
+			}
+			return func(durable bool) { e.events.add(fmt.Sprintf("settled %v", durable)) }
+		}
+	})
+	p := e.sign(t, e.operator, e.body(command.OpUnlock, 1))
+	in.Enqueue(e.msg("one", p))
+	waitFor(t, "ack", func() bool { return e.events.count("ack one") == 1 })
+	if a, c, s, k := e.events.index("arrival"), e.events.index("committed"), e.events.index("settled true"), e.events.index("ack one"); a < 0 || c < a || s < c || k < s {
+		t.Fatalf("events %q: want arrival, committed, settled true, ack in that order", e.events.all())
+	}
+	if n := len(e.journaled()); n != 0 {
+		t.Errorf("%d commands handed to OnJournaled too", n)
+	}
+	in.Enqueue(e.msg("again", p))
+	waitFor(t, "ack of the redelivery", func() bool { return e.events.count("ack again") == 1 })
+	if e.events.count("arrival") != 2 || e.events.count("settled false") != 1 {
+		t.Errorf("events %q: want the redelivery settled not durable", e.events.all())
 	}
 }

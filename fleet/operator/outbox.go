@@ -19,6 +19,8 @@ const (
 	DefaultMinBackoff = 500 * time.Millisecond
 	DefaultMaxBackoff = 30 * time.Second
 	DefaultRescan     = time.Minute
+	// DefaultAckDelay is OutboxOptions.AckDelay's default.
+	DefaultAckDelay = time.Second
 )
 
 // OutboxOptions configures NewOutbox. Journal, Publisher and Topics are
@@ -38,6 +40,17 @@ type OutboxOptions struct {
 	// Rescan is how often the outbox is read without a Kick (default 1
 	// min), a safety net: every writer of results should Kick.
 	Rescan time.Duration
+	// AckDelay is how long a result the broker acknowledged may wait
+	// before its removal from the outbox is written (default
+	// DefaultAckDelay; negative: at the end of each pass). Results
+	// published within it share one write, and that write (an fsync)
+	// does not sit in front of the next command's append, which follows a
+	// result at once when an operator sends commands back to back. A crash
+	// within it publishes those results again after the restart, as a
+	// crash between a PUBACK and the removal always could: results are at
+	// least once, and subscribers deduplicate by command_id
+	// (docs/mqtt.md). Close writes the removals still waiting.
+	AckDelay time.Duration
 }
 
 // Outbox publishes the journal's results on the result topic until the
@@ -53,6 +66,15 @@ type Outbox struct {
 	// from the outbox failed: the next pass publishes them again, a
 	// duplicate. Only the loop's goroutine touches it.
 	unremoved map[bonds.CommandID]struct{}
+	// acked holds the results the broker acknowledged whose removal is
+	// not written yet (AckDelay), oldest first, and ackedIDs their IDs: a
+	// pass does not publish them again. ackedSince is when the oldest
+	// was acknowledged; ackTimer kicks the pass that writes their removal.
+	// Only the loop's goroutine touches them.
+	acked      []bonds.Result
+	ackedIDs   map[bonds.CommandID]struct{}
+	ackedSince time.Time
+	ackTimer   *time.Timer
 
 	pending                      atomic.Int64
 	published, failures          atomic.Uint64
@@ -74,8 +96,11 @@ func NewOutbox(o OutboxOptions) (*Outbox, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	if o.AckDelay == 0 {
+		o.AckDelay = DefaultAckDelay
+	}
 	ob := &Outbox{opts: o, log: o.Logger.With("subsystem", "outbox", "gateway", o.Topics.GatewayID),
-		kick: make(chan struct{}, 1), unremoved: map[bonds.CommandID]struct{}{}}
+		kick: make(chan struct{}, 1), unremoved: map[bonds.CommandID]struct{}{}, ackedIDs: map[bonds.CommandID]struct{}{}}
 	ob.initMetrics()
 	return ob, nil
 }
@@ -96,10 +121,21 @@ func (o *Outbox) Kick() {
 func (o *Outbox) Start(ctx context.Context) error { return o.run.start(ctx, o.loop) }
 
 // Close stops the publisher and waits for it. A publication in progress
-// is abandoned; its result stays in the outbox.
+// is abandoned; its result stays in the outbox. The removals of results
+// the broker acknowledged (waiting for AckDelay) are written first.
 func (o *Outbox) Close() { o.run.close() }
 
 func (o *Outbox) loop(ctx context.Context) {
+	defer func() {
+		if o.ackTimer != nil {
+			o.ackTimer.Stop()
+		}
+		// Results the broker has acknowledged are removed even while the
+		// Outbox closes, so a clean stop does not publish them again.
+		if err := o.flush(ctx); err != nil {
+			o.log.Warn("published results not removed from the outbox at close: they are published again after the restart", "err", err)
+		}
+	}()
 	publishLoop{
 		MinBackoff: o.opts.MinBackoff, MaxBackoff: o.opts.MaxBackoff, Rescan: o.opts.Rescan,
 		Kick: o.kick, Log: o.log, Failures: &o.failures,
@@ -147,8 +183,10 @@ const maxAckBatch = 256
 // pass publishes the outbox, oldest first, each result acknowledged by the
 // broker (PUBACK) before the next one. It stops at the first failure. The
 // results the broker acknowledged are removed from the outbox (Journal
-// AckBatch, or Ack per result) together, at the end of the pass, before
-// returning its failure, and every maxAckBatch results: so a pass costs
+// AckBatch, or Ack per result) together: AckDelay after the first of them
+// was acknowledged (a timer kicks the pass that does it), before a pass
+// returns a publication's failure, every maxAckBatch results, and at
+// Close. So the removals of the results published within AckDelay cost
 // one journal write. A crash between a PUBACK and the removal publishes
 // the result again after the restart (results are at least once; see
 // docs/mqtt.md).
@@ -158,8 +196,10 @@ func (o *Outbox) pass(ctx context.Context) error {
 		return err
 	}
 	o.pending.Store(int64(len(results)))
-	var done []bonds.Result // published, not yet removed
 	for _, r := range results {
+		if _, ok := o.ackedIDs[r.CommandID]; ok {
+			continue // published; its removal waits for AckDelay
+		}
 		var received time.Time
 		if e, err := o.opts.Journal.Entry(ctx, r.CommandID); err == nil {
 			received = e.ReceivedAt
@@ -172,8 +212,8 @@ func (o *Outbox) pass(ctx context.Context) error {
 		o.attachCredential(ctx, &m)
 		err = publishAcked(ctx, o.opts.Publisher, o.opts.PublishTimeout, o.opts.Topics.Result, mustJSON(m))
 		if err != nil {
-			if aerr := o.ack(ctx, done); aerr != nil {
-				o.log.Warn("published results not removed from the outbox: they are published again", "results", len(done), "err", aerr)
+			if aerr := o.flush(ctx); aerr != nil {
+				o.log.Warn("published results not removed from the outbox: they are published again", "err", aerr)
 			}
 			return fmt.Errorf("publish result of %s: %w", r.CommandID, err)
 		}
@@ -181,15 +221,39 @@ func (o *Outbox) pass(ctx context.Context) error {
 			o.duplicates.Add(1)
 			o.log.Debug("result published again: its removal from the outbox had failed", "command_id", r.CommandID)
 		}
-		done = append(done, r)
-		if len(done) == maxAckBatch {
-			if err := o.ack(ctx, done); err != nil {
+		if len(o.acked) == 0 {
+			o.ackedSince = time.Now()
+		}
+		o.acked = append(o.acked, r)
+		o.ackedIDs[r.CommandID] = struct{}{}
+		if len(o.acked) == maxAckBatch {
+			if err := o.flush(ctx); err != nil {
 				return err
 			}
-			done = done[:0]
 		}
 	}
-	return o.ack(ctx, done)
+	if len(o.acked) == 0 {
+		return nil
+	}
+	if wait := o.opts.AckDelay - time.Since(o.ackedSince); wait > 0 {
+		// Not yet: a pass after wait writes the removals.
+		if o.ackTimer == nil {
+			o.ackTimer = time.AfterFunc(wait, o.Kick)
+		} else {
+			o.ackTimer.Reset(wait)
+		}
+		return nil
+	}
+	return o.flush(ctx)
+}
+
+// flush writes the removal of the results the broker acknowledged (acked)
+// and forgets them: see ack.
+func (o *Outbox) flush(ctx context.Context) error {
+	rs := o.acked
+	o.acked = nil
+	clear(o.ackedIDs)
+	return o.ack(ctx, rs)
 }
 
 // attachCredential adds the lock's credential, from its record (the

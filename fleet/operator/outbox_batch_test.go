@@ -171,3 +171,74 @@ func TestOutboxRemovalRetriedSoon(t *testing.T) {
 		t.Fatalf("published %v: want the first four times (three failed removals), then the second", got)
 	}
 }
+
+// TestOutboxRemovalsWaitForAckDelay: the removals of results the broker
+// acknowledged are not written at once but after AckDelay (here an hour:
+// never during the test), in one write for results of several passes;
+// meanwhile no pass publishes them again; Close writes them.
+func TestOutboxRemovalsWaitForAckDelay(t *testing.T) {
+	e := newEnv(t)
+	db := openDB(t, "", e.clock.Now)
+	ids := e.journalResults(t, db, 1)
+	o, err := NewOutbox(OutboxOptions{Journal: db, Publisher: e.pub, Topics: e.topics, AckDelay: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	closed := false
+	t.Cleanup(func() {
+		if !closed {
+			o.Close()
+		}
+	})
+	waitFor(t, "the first result", func() bool { return len(e.resultsOn(t)) == 1 })
+	ids = append(ids, e.journalResults(t, db, 2)...)
+	mid := db.Stats()
+	o.Kick()
+	waitFor(t, "three results", func() bool { return len(e.resultsOn(t)) == 3 })
+	o.Kick() // a pass with nothing new: publishes nothing again
+	o.Kick()
+	time.Sleep(50 * time.Millisecond)
+	if got := e.resultIDs(t); !sameIDs(got, ids) {
+		t.Fatalf("published %v, want each of %v once", got, ids)
+	}
+	if n := outboxLen(t, db); n != 3 {
+		t.Fatalf("%d results in the outbox before AckDelay, want the 3 published", n)
+	}
+	if w := db.Stats().Writes - mid.Writes; w != 0 {
+		t.Fatalf("%d writes before AckDelay, want none", w)
+	}
+	o.Close()
+	closed = true
+	if n := outboxLen(t, db); n != 0 {
+		t.Fatalf("%d results left in the outbox after Close", n)
+	}
+	if p := o.published.Load(); p != 3 {
+		t.Errorf("published %d, want 3", p)
+	}
+	if w := db.Stats().Writes - mid.Writes; w != 1 {
+		t.Errorf("removals of 3 results took %d writes, want 1", w)
+	}
+}
+
+// TestOutboxRemovalAfterAckDelay: without a Close or another result, the
+// removal is written once AckDelay has passed.
+func TestOutboxRemovalAfterAckDelay(t *testing.T) {
+	e := newEnv(t)
+	db := openDB(t, "", e.clock.Now)
+	e.journalResults(t, db, 1)
+	o, err := NewOutbox(OutboxOptions{Journal: db, Publisher: e.pub, Topics: e.topics, AckDelay: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(o.Close)
+	waitFor(t, "removed", func() bool { return outboxLen(t, db) == 0 && o.published.Load() == 1 })
+	if n := len(e.resultsOn(t)); n != 1 {
+		t.Errorf("%d publications, want 1", n)
+	}
+}

@@ -265,7 +265,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 		return err
 	}
 	in, err := operator.NewIntake(operator.IntakeOptions{Journal: db, Publisher: sess, Topics: topics, Roots: keys.Roots, CurrentRoots: roots.Roots,
-		Revoked: revs.Revoked, Now: now, Logger: log, OnJournaled: sched.Submit, OnResult: ob.Kick})
+		Revoked: revs.Revoked, Now: now, Logger: log, OnJournaled: sched.Submit, OnArrival: sched.SubmitEarly, OnResult: ob.Kick})
 	if err != nil {
 		return err
 	}
