@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -348,4 +349,78 @@ func TestUpdateResumesAfterDrop(t *testing.T) {
 		t.Fatalf("resume sent %d bytes, the image is %d: not resumed", st.PacketBytes, len(fw))
 	}
 	r.waitBack(newVer)
+}
+
+// TestBootloaderService: in DFU mode the lock is gone from its address
+// (a connection there fails) and its bootloader at address+1 exports the
+// Secure DFU service as docs/dfu.md §4 lists it: Control Point (write,
+// notify), Packet (write without response), each with the connection's
+// MTU; a Control Point request before notifications are on is refused.
+func TestBootloaderService(t *testing.T) {
+	r := newRig(t, 517, 247)
+	img := r.pkg(newVer, image(1000))
+	r.scanDFU()
+	r.enterDFU(img)
+	cctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
+	defer cancel()
+	if dev, err := r.ad.Connect(cctx, bluez.DeviceOptions{Path: r.path}); err == nil {
+		_ = dev.Close()
+		t.Fatal("the lock's address took a connection in DFU mode")
+	}
+	p := r.bootloader()
+	dobj := r.conn.Object(bluez.BusName, p)
+	if err := dobj.CallWithContext(r.ctx, bluez.IfaceDevice+".Connect", 0).Err; err != nil {
+		t.Fatalf("Connect: %v", err)
+	}
+	defer dobj.CallWithContext(r.ctx, bluez.IfaceDevice+".Disconnect", 0)
+	var objs map[dbus.ObjectPath]map[string]map[string]dbus.Variant
+	r.waitFor(func() (dbus.ObjectPath, bool) {
+		var v dbus.Variant
+		if err := dobj.CallWithContext(r.ctx, "org.freedesktop.DBus.Properties.Get", 0, bluez.IfaceDevice, "ServicesResolved").Store(&v); err != nil {
+			t.Fatal(err)
+		}
+		ok, _ := v.Value().(bool)
+		return "", ok
+	}, "ServicesResolved")
+	if err := r.conn.Object(bluez.BusName, "/").CallWithContext(r.ctx, "org.freedesktop.DBus.ObjectManager.GetManagedObjects", 0).Store(&objs); err != nil {
+		t.Fatal(err)
+	}
+	chars := map[string]map[string]dbus.Variant{}
+	var cp dbus.ObjectPath
+	services := 0
+	for op, ifs := range objs {
+		if !strings.HasPrefix(string(op), string(p)+"/") {
+			continue
+		}
+		if s, ok := ifs[bluez.IfaceGattService]; ok {
+			services++
+			if u, _ := s["UUID"].Value().(string); u != dfulink.ServiceUUID {
+				t.Errorf("service %s on the bootloader", u)
+			}
+		}
+		if c, ok := ifs[bluez.IfaceGattCharacteristic]; ok {
+			u, _ := c["UUID"].Value().(string)
+			chars[u] = c
+			if u == dfulink.ControlPointUUID {
+				cp = op
+			}
+		}
+	}
+	if services != 1 || len(chars) != 2 {
+		t.Fatalf("%d services, characteristics %v: want the DFU service with two", services, chars)
+	}
+	for u, want := range map[string][]string{dfulink.ControlPointUUID: {"write", "notify"}, dfulink.PacketUUID: {"write-without-response"}} {
+		flags, _ := chars[u]["Flags"].Value().([]string)
+		if fmt.Sprint(flags) != fmt.Sprint(want) {
+			t.Errorf("%s flags %v, want %v", u, flags, want)
+		}
+		if m, _ := chars[u]["MTU"].Value().(uint16); m != 247 {
+			t.Errorf("%s MTU %d, want 247", u, m)
+		}
+	}
+	err := r.conn.Object(bluez.BusName, cp).CallWithContext(r.ctx, bluez.IfaceGattCharacteristic+".WriteValue", 0,
+		dfu.SetPRNRequest(0), map[string]dbus.Variant{"type": dbus.MakeVariant(bluez.WriteRequest)}).Err
+	if err == nil {
+		t.Fatal("a Control Point request without notifications on was taken")
+	}
 }
