@@ -424,3 +424,28 @@ func TestBootloaderService(t *testing.T) {
 		t.Fatal("a Control Point request without notifications on was taken")
 	}
 }
+
+// TestAttackOtherPackageOverBlueZ: an enter-dfu names one package; over
+// BlueZ the bootloader refuses another one signed by the same fleet DFU
+// key at its init packet's Execute (operation not permitted), nothing is
+// activated, and the lock still runs its old version after a reset.
+func TestAttackOtherPackageOverBlueZ(t *testing.T) {
+	r := newRig(t, 517, 247)
+	named := r.pkg(newVer, image(3000))
+	other := r.pkg(newVer, image(5000))
+	r.scanDFU()
+	r.enterDFU(named)
+	p := r.bootloader()
+	_, err := r.send(p, other, 247)
+	var re *dfu.ResponseError
+	if !errors.Is(err, dfu.ErrRefused) || !errors.As(err, &re) || re.Result != dfu.ResNotPermitted {
+		t.Fatalf("Send of another package: %v, want refused with operation not permitted", err)
+	}
+	if m := r.dev.Mode(); m != device.ModeBootloader {
+		t.Fatalf("mode %v, want still the bootloader", m)
+	}
+	if err := r.dev.PowerCut(); err != nil {
+		t.Fatal(err)
+	}
+	r.waitBack(oldVer)
+}
