@@ -295,10 +295,10 @@ func TestUpdateOverBlueZ(t *testing.T) {
 			img := r.pkg(newVer, fw)
 			r.scanDFU()
 			r.enterDFU(img)
-			if m := r.dev.Mode(); m != device.ModeBootloader {
-				t.Fatalf("mode %v after enter-dfu, want bootloader", m)
-			}
 			p := r.bootloader()
+			if m := r.dev.Mode(); m != device.ModeBootloader {
+				t.Fatalf("mode %v with the bootloader advertising, want bootloader", m)
+			}
 			st, err := r.send(p, img, tc.want)
 			if err != nil {
 				t.Fatalf("Send: %v", err)
@@ -361,13 +361,13 @@ func TestBootloaderService(t *testing.T) {
 	img := r.pkg(newVer, image(1000))
 	r.scanDFU()
 	r.enterDFU(img)
+	p := r.bootloader() // the lock left its address before
 	cctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
 	defer cancel()
 	if dev, err := r.ad.Connect(cctx, bluez.DeviceOptions{Path: r.path}); err == nil {
 		_ = dev.Close()
 		t.Fatal("the lock's address took a connection in DFU mode")
 	}
-	p := r.bootloader()
 	dobj := r.conn.Object(bluez.BusName, p)
 	if err := dobj.CallWithContext(r.ctx, bluez.IfaceDevice+".Connect", 0).Err; err != nil {
 		t.Fatalf("Connect: %v", err)
