@@ -302,13 +302,15 @@ func (d *Device) findCharacteristics(ctx context.Context) error {
 			continue
 		}
 		u, _ := c["UUID"].Value().(string)
-		switch {
-		case strings.EqualFold(u, d.opts.InboxUUID):
+		// Not a switch: Inbox and Outbox may be one characteristic (a
+		// DFU Control Point: write, and notify).
+		if strings.EqualFold(u, d.opts.InboxUUID) {
 			inbox = p
 			if m, ok := c["MTU"].Value().(uint16); ok {
 				d.mtu = int(m)
 			}
-		case strings.EqualFold(u, d.opts.OutboxUUID):
+		}
+		if strings.EqualFold(u, d.opts.OutboxUUID) {
 			d.outboxPath = p
 		}
 	}

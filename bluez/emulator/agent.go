@@ -124,6 +124,12 @@ func (h deviceHandler) Pair(m dbus.Message) *dbus.Error {
 		e.mu.Unlock()
 		return bluezErr("AuthenticationFailed", "Authentication Failed")
 	}
+	if d.conn.d.h == nil || d.conn.d.h.l == nil {
+		// The unbonded bootloader takes no pairing.
+		e.pairFailedLocked(d)
+		e.mu.Unlock()
+		return bluezErr("AuthenticationFailed", "Authentication Failed")
+	}
 	ctx, cancel := e.callCtx()
 	defer cancel()
 	e.pairing[d.addr] = cancel

@@ -12,6 +12,7 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/gatewayd/gatewayd/bluez/internal/locklink"
+	"github.com/gatewayd/gatewayd/firmware/dfu/target"
 	"github.com/gatewayd/gatewayd/firmware/lock"
 )
 
@@ -65,10 +66,16 @@ type gattObjects struct {
 	// registered again by the next connection (btd_gatt_client_connected
 	// → register_notify).
 	notify map[string]bool
+	// dfu: a bootloader's DFU service (exportDFUGATTLocked): outbox is
+	// the Control Point, inbox the Packet, no info.
+	dfu bool
 }
 
 // chars are the characteristics, in export order.
 func (g *gattObjects) chars() []dbus.ObjectPath {
+	if g.dfu {
+		return []dbus.ObjectPath{g.outbox, g.inbox}
+	}
 	return []dbus.ObjectPath{g.inbox, g.outbox, g.info}
 }
 
@@ -95,6 +102,7 @@ type connection struct {
 	resolved bool              // ServicesResolved: GATT usable (see Options.ResolveDelay)
 	hook     func(kind string) // tests: called as an exchange is delayed
 	lk       *locklink.Link
+	tc       *target.Conn // a bootloader's side of the link (connectDFULocked); nil for a lock
 	cancel   context.CancelFunc
 	done     <-chan struct{} // lk.Done()
 	stopOnce sync.Once
@@ -104,6 +112,9 @@ func (c *connection) stop() {
 	c.stopOnce.Do(func() {
 		c.cancel()
 		c.lk.Close()
+		if c.tc != nil {
+			c.tc.Disconnect()
+		}
 	})
 }
 
@@ -235,6 +246,10 @@ func (h deviceHandler) Connect(m dbus.Message) *dbus.Error {
 	if e.opts.AbortRate > 0 && e.rnd.Float64() < e.opts.AbortRate {
 		return connFailed()
 	}
+	if h2.bl != nil {
+		e.connectDFULocked(d, h2.bl)
+		return nil
+	}
 	e.connectLocked(d, h2.l)
 	return nil
 }
@@ -268,29 +283,7 @@ func (e *Emulator) connectLocked(d *device, l *lock.Lock) {
 	c.lk, c.done = lk, lk.Done()
 	d.conn = c
 	e.setProps(d.path, ifaceDevice, map[string]dbus.Variant{"Connected": v(true)})
-	delay := e.opts.ResolveDelay
-	if f := e.faults[d.addr]; f != nil && f.SlowResolve > 0 {
-		delay = max(delay, 0) + f.SlowResolve
-		f.SlowResolve = 0
-	}
-	if delay < 0 {
-		e.resolveLocked(c)
-	} else {
-		e.wg.Go(func() {
-			t := time.NewTimer(delay)
-			defer t.Stop()
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				return
-			}
-			e.mu.Lock()
-			defer e.mu.Unlock()
-			if d.conn == c && !e.closed {
-				e.resolveLocked(c)
-			}
-		})
-	}
+	e.scheduleResolveLocked(ctx, c)
 	// The gateway's bluetoothd connects to a device it is bonded with at
 	// security level medium (5.66 src/device.c device_connect_le: sec_level
 	// BT_IO_SEC_MEDIUM when paired), so the kernel encrypts the link with
@@ -303,8 +296,47 @@ func (e *Emulator) connectLocked(d *device, l *lock.Lock) {
 	e.wg.Go(func() {
 		err := locklink.Serve(ctx, l, c.lk, peer)
 		e.log.Debug("lock connection ended", "device", d.addr, "err", err)
+		if errors.Is(err, lock.ErrReset) {
+			// An authorised enter-dfu reset a whole lock (AddDevice)
+			// into its bootloader: it leaves addr, the bootloader
+			// advertises at addr+1.
+			e.mu.Lock()
+			if h := d.h; h != nil && h.dfu != nil && !e.closed {
+				e.syncDFULocked(h.dfu)
+			}
+			e.mu.Unlock()
+		}
 	})
 	e.log.Debug("connected", "device", d.addr)
+}
+
+// scheduleResolveLocked resolves c's services after Options.ResolveDelay
+// (plus Faults.SlowResolve), unless the connection ends first.
+func (e *Emulator) scheduleResolveLocked(ctx context.Context, c *connection) {
+	d := c.d
+	delay := e.opts.ResolveDelay
+	if f := e.faults[d.addr]; f != nil && f.SlowResolve > 0 {
+		delay = max(delay, 0) + f.SlowResolve
+		f.SlowResolve = 0
+	}
+	if delay < 0 {
+		e.resolveLocked(c)
+		return
+	}
+	e.wg.Go(func() {
+		t := time.NewTimer(delay)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		}
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if d.conn == c && !e.closed {
+			e.resolveLocked(c)
+		}
+	})
 }
 
 // resolveLocked ends the resolution of c's services: src/device.c
@@ -314,7 +346,9 @@ func (e *Emulator) connectLocked(d *device, l *lock.Lock) {
 func (e *Emulator) resolveLocked(c *connection) {
 	d := c.d
 	c.resolved = true
-	if d.gatt == nil {
+	if d.gatt == nil && c.tc != nil {
+		d.gatt = e.exportDFUGATTLocked(d, uint16(c.mtu))
+	} else if d.gatt == nil {
 		d.gatt = e.exportGATTLocked(d, uint16(c.mtu))
 	} else {
 		e.gattConnectedLocked(d.gatt, uint16(c.mtu))
@@ -428,7 +462,11 @@ func (e *Emulator) unexportGATTLocked(d *device) {
 		return
 	}
 	d.gatt = nil
-	for _, p := range []dbus.ObjectPath{g.inbox, g.ccc, g.outbox, g.info, g.svc} {
+	order := []dbus.ObjectPath{g.inbox, g.ccc, g.outbox, g.info, g.svc}
+	if g.dfu {
+		order = []dbus.ObjectPath{g.ccc, g.outbox, g.inbox, g.svc}
+	}
+	for _, p := range order {
 		e.removeObject(p)
 	}
 }
@@ -511,6 +549,10 @@ func (h charHandler) WriteValue(m dbus.Message, value []byte, opts map[string]db
 	e := h.e
 	e.mu.Lock()
 	c, p, derr := e.charAt(m)
+	if derr == nil && c.tc != nil {
+		defer e.mu.Unlock()
+		return e.dfuWrite(c, p, value)
+	}
 	if derr == nil && p != c.d.gatt.inbox {
 		derr = bluezErr("NotPermitted", "Write not permitted")
 	}

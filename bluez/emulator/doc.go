@@ -17,7 +17,12 @@
 //     Configuration), …/char0010 (Info): the lock service of
 //     docs/protocol.md §1 (GattService1, GattCharacteristic1,
 //     GattDescriptor1), exported by a device's first connection and kept
-//     until the device object goes (see GATT caching below).
+//     until the device object goes (see GATT caching below);
+//   - for a whole lock (AddDevice) in DFU mode, at its address plus one:
+//     …/service000a (the Secure DFU service 0xFE59), …/char000b (Control
+//     Point: write, notify) with …/char000b/desc000d (its CCC), and
+//     …/char000e (Packet: write without response), over the lock's
+//     bootloader (firmware/dfu/target); docs/dfu.md §4.
 //
 // Every object also carries org.freedesktop.DBus.Properties (Get, GetAll,
 // Set, PropertiesChanged) and org.freedesktop.DBus.Introspectable.

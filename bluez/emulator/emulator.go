@@ -178,6 +178,7 @@ type Emulator struct {
 	objs       map[dbus.ObjectPath]ifaces
 	rnd        *rand.Rand
 	locks      map[string]*hosted  // by address
+	dfuDevs    map[string]*dfuHost // whole locks (AddDevice), by application address
 	devices    map[string]*device  // exported devices, by address
 	discovery  map[string]*filter  // discovery sessions, by client unique name
 	pending    map[string]*filter  // SetDiscoveryFilter before StartDiscovery
@@ -237,7 +238,7 @@ func Start(ctx context.Context, opts Options) (*Emulator, error) {
 		locks: map[string]*hosted{}, devices: map[string]*device{}, discovery: map[string]*filter{},
 		pending: map[string]*filter{}, bonds: map[string]bool{}, agents: map[string]agentRef{},
 		pairing: map[string]context.CancelFunc{}, stored: map[string]*hosted{}, faults: map[string]*Faults{},
-		adverts: map[advKey]bool{}}
+		adverts: map[advKey]bool{}, dfuDevs: map[string]*dfuHost{}}
 	for _, b := range opts.Bonds {
 		e.bonds[b] = true
 	}
@@ -640,7 +641,13 @@ func (e *Emulator) Restart(ctx context.Context) (*Emulator, error) {
 	opts := e.opts
 	var locks []*hosted
 	for _, h := range e.locks {
-		locks = append(locks, h)
+		if h.dfu == nil {
+			locks = append(locks, h)
+		}
+	}
+	var devs []*dfuHost
+	for _, dh := range e.dfuDevs {
+		devs = append(devs, dh)
 	}
 	stored := slices.Collect(maps.Keys(e.stored))
 	e.mu.Unlock()
@@ -654,6 +661,12 @@ func (e *Emulator) Restart(ctx context.Context) (*Emulator, error) {
 	}
 	for _, h := range locks {
 		if err := n.AddLock(h.l, h.addr, h.opts); err != nil {
+			_ = n.Close()
+			return nil, err
+		}
+	}
+	for _, dh := range devs {
+		if err := n.AddDevice(dh.dev, dh.addr, dh.opts); err != nil {
 			_ = n.Close()
 			return nil, err
 		}

@@ -10,6 +10,7 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/gatewayd/gatewayd/firmware/command"
+	"github.com/gatewayd/gatewayd/firmware/dfu/target"
 	"github.com/gatewayd/gatewayd/firmware/lock"
 )
 
@@ -44,7 +45,9 @@ type LockOptions struct {
 
 // hosted is a lock on the virtual radio.
 type hosted struct {
-	l       *lock.Lock
+	l       *lock.Lock         // nil for a bootloader
+	bl      *target.Bootloader // a whole lock's bootloader in DFU mode (AddDevice)
+	dfu     *dfuHost           // the whole lock this comes from (AddDevice); nil for AddLock
 	addr    string
 	opts    LockOptions
 	inRange bool
@@ -177,6 +180,7 @@ func (e *Emulator) tick(now time.Time) {
 		return
 	}
 	e.ticks++
+	e.syncAllDFULocked()
 	scanning := !e.gone && !e.wedged && len(e.discovery) > 0 && e.boolProp(e.adapter, ifaceAdapter, "Powered")
 	if scanning {
 		// In address order, so that a seed gives the same radio.
@@ -196,7 +200,7 @@ func (e *Emulator) tick(now time.Time) {
 				// the merged filters first (org.bluez.Adapter.rst
 				// SetDiscoveryFilter: reported only if the RSSI is above
 				// the threshold).
-				if !e.anyFilterMatches([]string{ServiceUUID}, rssi) {
+				if !e.anyFilterMatches(h.uuids(), rssi) {
 					continue
 				}
 				e.advertiseLocked(h, d, rssi, now)
@@ -245,7 +249,17 @@ func (e *Emulator) anyFilterMatches(uuids []string, rssi int16) bool {
 // advertiseLocked records an advertisement of h: it exports the device or
 // updates its RSSI and manufacturer data.
 func (e *Emulator) advertiseLocked(h *hosted, d *device, rssi int16, now time.Time) {
-	md := map[uint16]dbus.Variant{CompanyID: v(h.payload())}
+	var md map[uint16]dbus.Variant
+	if h.l != nil {
+		md = map[uint16]dbus.Variant{CompanyID: v(h.payload())}
+	}
+	if d != nil && h.l == nil {
+		// A bootloader advertises its name and the DFU service only.
+		d.lastSeen = now
+		d.h = h
+		e.setProps(d.path, ifaceDevice, map[string]dbus.Variant{"RSSI": v(rssi)})
+		return
+	}
 	if d != nil {
 		d.lastSeen = now
 		d.h = h
@@ -286,7 +300,10 @@ func (e *Emulator) deviceProps(h *hosted, rssi int16, md map[uint16]dbus.Variant
 		"Paired": v(bonded), "Bonded": v(bonded), "Trusted": v(false), "Blocked": v(false),
 		"LegacyPairing": v(false), "Connected": v(false), "ServicesResolved": v(false),
 		"RSSI": v(rssi), "ManufacturerData": v(md),
-		"UUIDs": v([]string{ServiceUUID}), "Adapter": v(e.adapter),
+		"UUIDs": v(h.uuids()), "Adapter": v(e.adapter),
+	}
+	if md == nil {
+		delete(ps, "ManufacturerData")
 	}
 	if h.opts.TxPower != 0 {
 		// src/device.c: TxPower exists only once a TX Power Level AD

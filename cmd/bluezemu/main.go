@@ -5,14 +5,22 @@
 // without Bluetooth. The bus is normally a private system-type bus; its
 // address comes from -bus or DBUS_SYSTEM_BUS_ADDRESS.
 //
+// With -dfu-key each lock is hosted whole (firmware/lock/device):
+// after an authorised enter-dfu its bootloader serves the Secure DFU
+// service at the lock's address plus one (docs/dfu.md).
+//
 // It runs until SIGINT or SIGTERM. It may import the standard library,
 // bluez/emulator and firmware/ packages.
 package main
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/binary"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -29,7 +37,10 @@ import (
 	"github.com/gatewayd/gatewayd/bluez/emulator"
 	"github.com/gatewayd/gatewayd/firmware/channel/channeltest"
 	"github.com/gatewayd/gatewayd/firmware/command"
+	"github.com/gatewayd/gatewayd/firmware/dfu"
+	"github.com/gatewayd/gatewayd/firmware/dfu/target"
 	"github.com/gatewayd/gatewayd/firmware/lock"
+	"github.com/gatewayd/gatewayd/firmware/lock/device"
 	"github.com/gatewayd/gatewayd/firmware/lock/flash"
 	"github.com/gatewayd/gatewayd/firmware/lock/locktest"
 )
@@ -70,6 +81,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) (err error) {
 	abortRate := fs.Float64("abort-rate", 0, "probability in [0,1] that a Connect fails with le-connection-abort-by-local")
 	stateDir := fs.String("state", "", "keep the locks' flash, the adapter's bonds and the locks' ledger of bolt moves and commands in this directory, across restarts (default: in memory)")
 	ctlPath := fs.String("control", "", "listen on this unix socket for fault commands (abort, drop, leave, enter, clear ADDR)")
+	dfuKey := fs.String("dfu-key", "", "host each lock whole, application and bootloader (firmware/lock/device), whose bootloader takes packages signed by the fleet DFU key whose public key (PEM, PKIX) is in this file: after an authorised enter-dfu it serves the Secure DFU service at the lock's address+1 (docs/dfu.md); default: locks without DFU")
+	fwVersion := fs.Uint("fw-version", 10000, "with -dfu-key: the application version the locks run at start (10203 is 1.2.3)")
 	verbose := fs.Bool("v", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -114,6 +127,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) (err error) {
 			return err
 		}
 	}
+	var dfuPub *ecdsa.PublicKey
+	if *dfuKey != "" {
+		if dfuPub, err = readDFUKey(*dfuKey); err != nil {
+			return err
+		}
+	}
 	emu, err := emulator.Start(ctx, emulator.Options{Addr: *bus, Adapter: *adapter, Seed: *seed, Bonds: saved,
 		Logger: log, MTU: *mtu, RadioInterval: *radio, ExchangeLatency: *exchange, DropRate: *dropRate, AbortRate: *abortRate})
 	if err != nil {
@@ -140,18 +159,36 @@ func run(ctx context.Context, args []string, stderr io.Writer) (err error) {
 			})
 			opts.Actuator = act
 		}
-		l, err := lock.New(opts)
-		if err != nil {
-			return fmt.Errorf("lock %d: %w", i, err)
-		}
 		var a [2]byte
 		binary.BigEndian.PutUint16(a[:], uint16(i))
 		addr := fmt.Sprintf("C0:00:00:00:%02X:%02X", a[0], a[1])
-		if err := emu.AddLock(l, addr, emulator.LockOptions{}); err != nil {
-			return err
+		var l *lock.Lock
+		if dfuPub != nil {
+			// The bootloader's bank and settings are in memory: an
+			// update lasts until bluezemu stops.
+			dev, err := device.New(device.Options{Lock: opts, Address: addr,
+				Bootloader: target.Options{Key: dfuPub, Firmware: []byte(fmt.Sprintf("reference lock application %d", *fwVersion)),
+					Device: dfu.Device{HWVersion: 52, SoftDeviceFWID: 0x0101, AppVersion: uint32(*fwVersion), BootloaderVersion: 1},
+					Logger: log}})
+			if err != nil {
+				return fmt.Errorf("lock %d: %w", i, err)
+			}
+			if err := emu.AddDevice(dev, addr, emulator.LockOptions{}); err != nil {
+				return err
+			}
+			if l, err = dev.Lock(); err != nil {
+				return fmt.Errorf("lock %d: %w", i, err)
+			}
+		} else {
+			if l, err = lock.New(opts); err != nil {
+				return fmt.Errorf("lock %d: %w", i, err)
+			}
+			if err := emu.AddLock(l, addr, emulator.LockOptions{}); err != nil {
+				return err
+			}
 		}
 		lid := l.ID()
-		log.Info("hosting lock", "address", addr, "id", fmt.Sprintf("%x", lid[:]))
+		log.Info("hosting lock", "address", addr, "id", fmt.Sprintf("%x", lid[:]), "dfu", dfuPub != nil)
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -174,4 +211,26 @@ func run(ctx context.Context, args []string, stderr io.Writer) (err error) {
 	<-ctx.Done()
 	log.Info("stopping")
 	return nil
+}
+
+// readDFUKey reads the fleet DFU key's public half: a PEM "PUBLIC KEY"
+// (PKIX) of a P-256 key, as `openssl ec -pubout` writes it.
+func readDFUKey(path string) (*ecdsa.PublicKey, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("-dfu-key: %w", err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != "PUBLIC KEY" {
+		return nil, fmt.Errorf("-dfu-key %s: want a PEM PUBLIC KEY block", path)
+	}
+	k, err := x509.ParsePKIXPublicKey(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("-dfu-key %s: %w", path, err)
+	}
+	pub, ok := k.(*ecdsa.PublicKey)
+	if !ok || pub.Curve != elliptic.P256() {
+		return nil, fmt.Errorf("-dfu-key %s: want an ECDSA P-256 key (the fleet DFU key)", path)
+	}
+	return pub, nil
 }
