@@ -233,6 +233,9 @@ func (s *Scheduler) SubmitEarly(e bonds.Entry) (settle func(durable bool)) {
 	var once sync.Once
 	return func(durable bool) {
 		once.Do(func() {
+			if durable { // journaled as new: received, as Submit counts it
+				s.met.received.WithLabelValues(opLabel(e.Operation)).Inc()
+			}
 			g.ok = durable
 			close(g.done)
 		})
