@@ -168,9 +168,10 @@ func (w *benchWorld) cycle(b testing.TB, id *uint8) {
 }
 
 // refusedMessage1 is a message_1 with METHOD 3 (not supported) and a
-// valid X25519 G_X (the base point, u = 9), padded with zeros to fill
-// frags fragments at ATT MTU mtu: the lock refuses it with ERR_CODE 1
-// straight away.
+// valid X25519 G_X (the base point, u = 9), padded to fill frags
+// fragments at ATT MTU mtu with one EAD padding item (label 0, RFC 9528
+// §3.8, a byte string of zeros: one item for the lock to read): the lock
+// refuses it with ERR_CODE 1 straight away.
 func refusedMessage1(frags, mtu int) []byte {
 	m1 := append([]byte{channel.MsgEDHOC1, 0x03, 0x00, 0x58, 0x20, 0x09}, make([]byte, 31)...)
 	m1 = append(m1, 0x0e)
@@ -178,7 +179,8 @@ func refusedMessage1(frags, mtu int) []byte {
 	if err != nil || frags < 2 {
 		return m1
 	}
-	return append(m1, make([]byte, (frags-1)*per+1-len(m1))...)
+	pad := (frags-1)*per + 1 - len(m1) - 4 // after the item's 4-byte head
+	return append(append(m1, 0x00, 0x59, byte(pad>>8), byte(pad)), make([]byte, pad)...)
 }
 
 // BenchmarkLinkCycleTraffic is the cycle's D-Bus traffic with no logic on
