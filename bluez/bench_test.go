@@ -125,7 +125,7 @@ func BenchmarkLinkCycle(b *testing.B) {
 // written in, each answered with one notification. A real one-command
 // session at the emulator's default ATT MTU (247) writes message_1 (1
 // fragment) and reads message_2 (2 notifications), writes message_3 (2)
-// and reads the lock's first frame, writes the signed unlock (2) and
+// and reads message_4, writes the signed unlock (2) and
 // reads its result, and writes the close frame (1): 6 writes and 4
 // notifications, which the cycle makes in this order (message_2's second
 // notification moved after the close frame). TestOneCommandSessionRoundTrips

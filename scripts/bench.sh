@@ -155,7 +155,7 @@ metric ./firmware/dfu/controller 'Transfer100KB/mtu23/prn12' x-bound 2.2
 # 12 method calls (Connect, Get ServicesResolved, Get MTU, StartNotify,
 # 6 WriteValue: message_1, message_3 x2, the signed unlock x2, the close
 # frame; StopNotify, Disconnect) and 5 signals waited for (4
-# notifications: message_2 x2, the lock's first frame, the result; and
+# notifications: message_2 x2, message_4, the result; and
 # Connected=false after Disconnect), a one-way signal counted as half a
 # round trip: 14.5. Each benchmark starts a private bus and an emulator.
 # The second pair line's floor is the cycle's whole D-Bus traffic (the 12
