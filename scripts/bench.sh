@@ -65,7 +65,7 @@ pair() {
   [[ -z ${ONLY:-} || "$pkg $bench $floor" == *"$ONLY"* ]] || return 0
   rounds "$pkg" "^Benchmark(${bench}|${floor})\$" "$log"
   label=$floor
-  ((times == 1)) || label="$times x $floor"
+  [[ $times == 1 ]] || label="$times x $floor"
   row "$bench / $label" x "$goal" at-most "$(awk -v b="$bench" -v f="$floor" -v times="$times" '
     $1 ~ "^Benchmark" b "-" { nb++; xb[nb] = $3 }
     $1 ~ "^Benchmark" f "-" { nf++; xf[nf] = $3 }
