@@ -59,13 +59,15 @@ type Timing struct {
 	Source string  `json:"source"` // the results it is taken from
 }
 
+type timingStep struct {
+	step, what string
+	keys       []string
+}
+
 // timingSteps maps the table's rows to the client scenarios' steps
 // (bletier's results, scenario/step; "bond/connect#2" is the second
 // connect of the bond scenario).
-var timingSteps = []struct {
-	step, what string
-	keys       []string
-}{
+var timingSteps = []timingStep{
 	{"connect", "Device1.Connect until ServicesResolved (the lock's GATT service found)", []string{"handshake/connect", "badsig/connect", "wrongpasskey/connect", "restart/connect", "bond/connect#1"}},
 	{"edhoc", "EDHOC handshake over the link (3 messages, fragmented at the ATT MTU)", []string{"handshake/handshake", "badsig/handshake", "wrongpasskey/handshake", "restart/handshake", "bond/handshake#1"}},
 	{"pairing", "allow-bond's window open, then Pair with the one-time passkey (LE SC passkey entry)", []string{"bond/pair"}},
@@ -82,25 +84,21 @@ func Timings(rs []Result) []Timing {
 	byKey := map[string][]float64{}
 	for _, r := range rs {
 		k := r.Scenario + "/" + r.Step
-		if r.Step == "done" {
+		// The n-th occurrence of a step within one run (a mode's results).
+		seen[r.Mode+" "+k]++
+		if !r.OK || r.Step == "done" {
 			continue
 		}
-		if r.Mode != "" {
-			// Occurrences count per run: a mode's results restart it.
-			k2 := r.Mode + " " + k
-			seen[k2]++
-			if n := seen[k2]; n >= 1 {
-				if r.OK {
-					byKey[fmt.Sprintf("%s#%d", k, n)] = append(byKey[fmt.Sprintf("%s#%d", k, n)], float64(r.Millis))
-				}
-			}
-		}
-		if r.OK {
-			byKey[k] = append(byKey[k], float64(r.Millis))
-		}
+		byKey[k] = append(byKey[k], float64(r.Millis))
+		nk := fmt.Sprintf("%s#%d", k, seen[r.Mode+" "+k])
+		byKey[nk] = append(byKey[nk], float64(r.Millis))
 	}
+	return table(timingSteps, byKey)
+}
+
+func table(steps []timingStep, byKey map[string][]float64) []Timing {
 	var out []Timing
-	for _, s := range timingSteps {
+	for _, s := range steps {
 		var v []float64
 		for _, k := range s.keys {
 			v = append(v, byKey[k]...)
@@ -113,6 +111,29 @@ func Timings(rs []Result) []Timing {
 		out = append(out, t)
 	}
 	return out
+}
+
+// gatewaySteps are the gateway scenarios' rows: whole operations through
+// MQTT, gatewayctl to result.
+var gatewaySteps = []timingStep{
+	{"first-contact", "status to all five locks at once, unbonded: discovery done, connect, EDHOC, allow-bond, Pair, status (all five)", []string{"gw-first-contact/status-all"}},
+	{"command", "one command through MQTT to a bonded lock (gatewayctl send to its result)", []string{"gw-commands/unlock", "gw-commands/lock", "gw-commands/status", "gw-commands/add-user", "gw-commands/list-users", "gw-commands/remove-user", "gw-commands/list-users-after-remove"}},
+	{"burst-50", "50 commands over five locks, all in flight (wall)", []string{"gw-burst/send-50"}},
+	{"bluetoothd-kill", "bluetoothd SIGKILLed mid-command until the command's result", []string{"gw-bluetoothd-kill/one-result"}},
+	{"bluetoothd-recovered", "gatewayd sees the new bluetoothd, then a status to the bonded lock", []string{"gw-bluetoothd-kill/recovered"}},
+	{"gatewayd-restart", "gatewayd started again after SIGKILL, until READY=1", []string{"gw-gatewayd-kill/restart"}},
+}
+
+// GatewayTimings is the table of the gateway scenarios' results.
+func GatewayTimings(rs []Result) []Timing {
+	byKey := map[string][]float64{}
+	for _, r := range rs {
+		if r.OK {
+			k := r.Scenario + "/" + r.Step
+			byKey[k] = append(byKey[k], float64(r.Millis))
+		}
+	}
+	return table(gatewaySteps, byKey)
 }
 
 // TimingTable prints the table, one line per step.

@@ -72,7 +72,12 @@ func realBlueZ(t *testing.T) {
 		if realErr = realbluez.BuildStatic(ctx, root, "./bluez/internal/realbluez/cmd/bletier", bin); realErr != nil {
 			return
 		}
-		realImage, realErr = realbluez.BuildImage(ctx, root, filepath.Join(realDir, "image"), []string{bin}, guestRun)
+		gwBins, err := gatewayBins(ctx, root, realDir)
+		if err != nil {
+			realErr = err
+			return
+		}
+		realImage, realErr = realbluez.BuildImage(ctx, root, filepath.Join(realDir, "image"), append([]string{bin}, gwBins...), guestRun)
 		if realErr != nil {
 			return
 		}
