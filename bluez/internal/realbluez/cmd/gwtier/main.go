@@ -102,6 +102,7 @@ type tier struct {
 	group   peripheral.Group
 	locks   []*hosted
 	watch   *watcher
+	maxConn int // bluetooth.max_connections
 
 	outMu  sync.Mutex
 	enc    *json.Encoder
@@ -118,6 +119,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) (ok bool, err err
 	scenarios := fs.String("scenarios", "", "comma-separated scenarios (default all)")
 	restartCmd := fs.String("restart-cmd", "restart-bluetoothd kill", "command that SIGKILLs bluetoothd and starts it again")
 	timeout := fs.Duration("timeout", 8*time.Minute, "whole run")
+	// One link at a time by default: connection setups to several locks at
+	// once on btvirt under TCG timed an ATT MTU exchange out, and
+	// bluetoothd closing that ATT socket oopses Debian's 6.1 kernel
+	// (hci_chan_del list corruption; docs/real-bluez.md).
+	maxConn := fs.Int("max-connections", 1, "gatewayd's bluetooth.max_connections")
 	verbose := fs.Bool("v", false, "debug logs")
 	if err := fs.Parse(args); err != nil {
 		return false, err
@@ -148,7 +154,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) (ok bool, err err
 			return false, err
 		}
 	}
-	t := &tier{ctx: ctx, log: log, dir: *dir, db: *db, mode: *mode, restart: *restartCmd, enc: json.NewEncoder(out)}
+	t := &tier{ctx: ctx, log: log, dir: *dir, db: *db, mode: *mode, restart: *restartCmd, maxConn: *maxConn, enc: json.NewEncoder(out)}
 	defer t.procs.StopAll()
 	defer t.closeLocks()
 
@@ -264,7 +270,7 @@ func (t *tier) setup() error {
 	})
 }
 
-// waitAdapters waits until bluetoothd lists hci0..hci(n-1).
+// waitAdapters waits until bluetoothd lists hci0..hci(n-1), powered.
 func waitAdapters(ctx context.Context, n int) error {
 	conn, err := dbus.ConnectSystemBus(dbus.WithContext(ctx))
 	if err != nil {
@@ -279,8 +285,12 @@ func waitAdapters(ctx context.Context, n int) error {
 		if err == nil {
 			found := 0
 			for i := range n {
-				if _, ok := objs[dbus.ObjectPath(fmt.Sprintf("/org/bluez/hci%d", i))][bluez.IfaceAdapter]; ok {
-					found++
+				// Powered too: a fresh bluetoothd powers its adapters on
+				// (AutoEnable), and Powered set meanwhile answers Busy.
+				if a, ok := objs[dbus.ObjectPath(fmt.Sprintf("/org/bluez/hci%d", i))][bluez.IfaceAdapter]; ok {
+					if on, _ := a["Powered"].Value().(bool); on {
+						found++
+					}
 				}
 			}
 			if found == n {
@@ -390,9 +400,10 @@ brokers   = [%q]
 keepalive = "5s"
 
 [bluetooth]
-adapter       = "hci0"
-away_after    = "10s"
-default_agent = false
+adapter         = "hci0"
+away_after      = "10s"
+default_agent   = false
+max_connections = %d
 
 [metrics]
 listen = %q
@@ -403,7 +414,7 @@ socket = %q
 [log]
 level = "debug"
 `, realbluez.GatewayID, t.path("gateway.cwt"), t.path("gateway.key"), t.path("fleet-root.pem"), t.db, brokerURL,
-		metricsAddr, t.path("admin.sock"))
+		t.maxConn, metricsAddr, t.path("admin.sock"))
 	return os.WriteFile(t.path("gatewayd.toml"), []byte(c), 0o644)
 }
 
