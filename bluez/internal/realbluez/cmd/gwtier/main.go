@@ -93,7 +93,8 @@ type hosted struct {
 type tier struct {
 	ctx     context.Context
 	log     *slog.Logger
-	dir     string // keys, configuration, logs
+	dir     string // keys, configuration
+	logs    string // the processes' logs
 	db      string // the database
 	mode    string
 	restart string // restarts bluetoothd
@@ -115,6 +116,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) (ok bool, err err
 	results := fs.String("results", "gw-results.jsonl", "results file (JSON lines, appended)")
 	mode := fs.String("mode", "bluez", "mode label in the results")
 	dir := fs.String("dir", "/tmp/gw", "directory for keys, configuration and logs")
+	logs := fs.String("logs", "", "directory for the processes' logs (default -dir)")
 	db := fs.String("db", "/var/lib/gatewayd/gatewayd.db", "gatewayd's database")
 	scenarios := fs.String("scenarios", "", "comma-separated scenarios (default all)")
 	restartCmd := fs.String("restart-cmd", "restart-bluetoothd kill", "command that SIGKILLs bluetoothd and starts it again")
@@ -154,7 +156,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) (ok bool, err err
 			return false, err
 		}
 	}
-	t := &tier{ctx: ctx, log: log, dir: *dir, db: *db, mode: *mode, restart: *restartCmd, maxConn: *maxConn, enc: json.NewEncoder(out)}
+	if *logs == "" {
+		*logs = *dir
+	}
+	t := &tier{ctx: ctx, log: log, dir: *dir, logs: *logs, db: *db, mode: *mode, restart: *restartCmd, maxConn: *maxConn, enc: json.NewEncoder(out)}
 	defer t.procs.StopAll()
 	defer t.closeLocks()
 
@@ -370,7 +375,7 @@ func (t *tier) broker() error {
 	if err := os.WriteFile(conf, []byte(c), 0o600); err != nil {
 		return err
 	}
-	w, logf, err := fleetproc.OpenLog(t.path("mosquitto.log"), nil)
+	w, logf, err := fleetproc.OpenLog(filepath.Join(t.logs, "mosquitto.log"), nil)
 	if err != nil {
 		return err
 	}
@@ -426,7 +431,7 @@ func (t *tier) startDaemon(init bool) error {
 		return err
 	}
 	defer ns.Close()
-	w, logf, err := fleetproc.OpenLog(t.path("gatewayd.log"), nil)
+	w, logf, err := fleetproc.OpenLog(filepath.Join(t.logs, "gatewayd.log"), nil)
 	if err != nil {
 		return err
 	}
@@ -561,7 +566,7 @@ func (t *tier) startWatch() (*watcher, error) {
 	cmd := exec.Command("gatewayctl", "watch", "-broker", brokerURL, "-gateway", realbluez.GatewayID)
 	cmd.Dir = t.dir
 	pr, pw := io.Pipe()
-	logf, err := os.Create(t.path("watch.log"))
+	logf, err := os.Create(filepath.Join(t.logs, "watch.log"))
 	if err != nil {
 		return nil, err
 	}
@@ -888,9 +893,9 @@ func (t *tier) burst() error {
 	if err := t.step(sc, "send-50", func() (map[string]any, error) {
 		// One sender per lock: the next command to a lock is published
 		// once the previous one is (signers' counters stay in order per
-		// lock); at most 20 gatewayctl processes at once (the guest's
-		// memory).
-		sem := make(chan struct{}, 20)
+		// lock); at most 10 gatewayctl processes at once (the guest's
+		// memory and CPU: each is a Go process starting under TCG).
+		sem := make(chan struct{}, 10)
 		var wg sync.WaitGroup
 		for n := 1; n <= realbluez.GatewayLocks; n++ {
 			wg.Go(func() {
