@@ -387,8 +387,9 @@ func (t *tier) broker() error {
 }
 
 // writeConfig writes gatewayd.toml: a dock's configuration but for
-// bluetooth.default_agent = false (the locks own the default agent) and
-// a short audit interval (locks heard get sessions of their own).
+// bluetooth.default_agent = false (the locks own the default agent),
+// max_connections (see -max-connections) and a plain-TCP broker on
+// loopback.
 func (t *tier) writeConfig() error {
 	c := fmt.Sprintf(`gateway_id = %q
 
@@ -406,7 +407,6 @@ keepalive = "5s"
 
 [bluetooth]
 adapter         = "hci0"
-away_after      = "10s"
 default_agent   = false
 max_connections = %d
 
