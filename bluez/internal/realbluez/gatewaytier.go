@@ -139,9 +139,9 @@ func GatewayTimings(rs []Result) []Timing {
 // TimingTable prints the table, one line per step.
 func TimingTable(ts []Timing) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%-17s %4s %9s %9s  %s\n", "step", "n", "p50", "max", "what")
+	fmt.Fprintf(&b, "%-20s %4s %9s %9s  %s\n", "step", "n", "p50", "max", "what")
 	for _, t := range ts {
-		fmt.Fprintf(&b, "%-17s %4d %7.0fms %7.0fms  %s\n", t.Step, t.N, t.P50ms, t.MaxMs, t.What)
+		fmt.Fprintf(&b, "%-20s %4d %7.0fms %7.0fms  %s\n", t.Step, t.N, t.P50ms, t.MaxMs, t.What)
 	}
 	return b.String()
 }
