@@ -268,10 +268,18 @@ func (t *tier) setup() error {
 			return nil, err
 		}
 		start := time.Now()
-		if err := t.startDaemon(true); err != nil {
-			return nil, err
+		// As systemd's Restart=on-failure does for the unit: a bluetoothd
+		// too slow to answer at start (RegisterAgent timed out at load
+		// 22) makes gatewayd exit 1, and it is started again.
+		var errs []error
+		for starts := 1; starts <= 3; starts++ {
+			err := t.startDaemon(starts == 1)
+			if err == nil {
+				return map[string]any{"ready_ms": time.Since(start).Milliseconds(), "starts": starts}, nil
+			}
+			errs = append(errs, err)
 		}
-		return map[string]any{"ready_ms": time.Since(start).Milliseconds()}, nil
+		return nil, errors.Join(errs...)
 	})
 }
 
