@@ -87,6 +87,13 @@ type Bluetooth struct {
 	MaxConnections int `toml:"max_connections"`
 	// AwayAfter: a lock not heard for this long is away. Default 30s.
 	AwayAfter Duration `toml:"away_after"`
+	// DefaultAgent: gatewayd's pairing agent asks to be bluetoothd's
+	// default agent. Default true, as on a dock, where gatewayd is the
+	// only program pairing; false registers the agent without claiming the
+	// default, for a bluetoothd whose default agent belongs to another
+	// program (the real-BlueZ tier's locks, docs/real-bluez.md). gatewayd's
+	// own pairings reach its agent either way.
+	DefaultAgent *bool `toml:"default_agent"`
 }
 
 // Audit configures reading the locks' audit logs (fleet.AuditOptions,
@@ -184,6 +191,10 @@ func (c *Config) defaults() {
 		c.Bluetooth.MaxConnections = 4
 	}
 	defDur(&c.Bluetooth.AwayAfter, 30*time.Second)
+	if c.Bluetooth.DefaultAgent == nil {
+		t := true
+		c.Bluetooth.DefaultAgent = &t
+	}
 	defDur(&c.Audit.Interval, 15*time.Minute)
 	if c.Audit.PagesPerSession == 0 {
 		c.Audit.PagesPerSession = 4

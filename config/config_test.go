@@ -32,15 +32,15 @@ func TestDefaults(t *testing.T) {
 	if c.Database.Path != "/var/lib/gatewayd/gatewayd.db" || c.Database.ReplayWindow.D() != 24*time.Hour ||
 		c.Bluetooth.MaxConnections != 4 || c.MQTT.TopicPrefix != "gatewayd/v1" || c.Metrics.Listen != "127.0.0.1:9470" ||
 		c.Admin.Socket != "/run/gatewayd/admin.sock" || c.Log.Level != "info" || *c.Database.EvictAfter != Duration(720*time.Hour) ||
-		c.Audit.Interval.D() != 15*time.Minute || c.Audit.PagesPerSession != 4 {
+		c.Audit.Interval.D() != 15*time.Minute || c.Audit.PagesPerSession != 4 || !*c.Bluetooth.DefaultAgent {
 		t.Errorf("defaults: %+v", c)
 	}
-	c, err = Parse([]byte("gateway_id = \"g1\"\n[mqtt]\nbrokers = [\"tcp://b:1883\"]\n[metrics]\nlisten=\"off\"\n[database]\nevict_after=\"0\"\n"))
+	c, err = Parse([]byte("gateway_id = \"g1\"\n[mqtt]\nbrokers = [\"tcp://b:1883\"]\n[metrics]\nlisten=\"off\"\n[database]\nevict_after=\"0\"\n[bluetooth]\ndefault_agent=false\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Metrics.Listen != "" || *c.Database.EvictAfter != 0 {
-		t.Errorf("off/0 not kept: %q %v", c.Metrics.Listen, *c.Database.EvictAfter)
+	if c.Metrics.Listen != "" || *c.Database.EvictAfter != 0 || *c.Bluetooth.DefaultAgent {
+		t.Errorf("off/0/false not kept: %q %v %v", c.Metrics.Listen, *c.Database.EvictAfter, *c.Bluetooth.DefaultAgent)
 	}
 }
 

@@ -242,8 +242,8 @@ func (h agentHandler) DisplayPinCode(dbus.ObjectPath, string) *dbus.Error {
 // device, or Rejected. An earlier pairing of the same device that got a
 // passkey and never completed failed.
 func (h agentHandler) RequestPasskey(dev dbus.ObjectPath) (uint32, *dbus.Error) {
-	h.count()
-	p := h.p
+	p := h.p.opts.Group.forDevice(dev, h.p)
+	p.stats.agentRequests.Add(1)
 	addr := addressOf(dev)
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -60,6 +60,53 @@ type Options struct {
 	// AdvertiseMgmt use only one.
 	Advertiser Advertiser
 	Logger     *slog.Logger // nil discards
+	// Group, if not nil, is the set of peripherals sharing this one's
+	// bluetoothd: bluetoothd has one default agent for all adapters, so
+	// whichever peripheral's agent is the default hands each request to
+	// the peripheral of the adapter the request's device is on.
+	Group *Group
+}
+
+// Group lets several peripherals on one bluetoothd (one per adapter)
+// share its one default agent (Options.Group). The zero value is ready;
+// it must not be copied after first use.
+type Group struct {
+	mu sync.Mutex
+	m  map[dbus.ObjectPath]*Peripheral // by adapter path
+}
+
+func (g *Group) add(p *Peripheral) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.m == nil {
+		g.m = map[dbus.ObjectPath]*Peripheral{}
+	}
+	g.m[p.adapter] = p
+}
+
+func (g *Group) remove(p *Peripheral) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.m[p.adapter] == p {
+		delete(g.m, p.adapter)
+	}
+}
+
+// forDevice is the peripheral whose adapter dev is on, or fallback.
+func (g *Group) forDevice(dev dbus.ObjectPath, fallback *Peripheral) *Peripheral {
+	if g == nil {
+		return fallback
+	}
+	adapter, _, ok := strings.Cut(strings.TrimPrefix(string(dev), "/org/bluez/"), "/")
+	if !ok {
+		return fallback
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if p, ok := g.m[dbus.ObjectPath("/org/bluez/"+adapter)]; ok {
+		return p
+	}
+	return fallback
 }
 
 // Stats counts what the peripheral saw. Fields only grow.
@@ -177,6 +224,9 @@ func Start(ctx context.Context, conn *dbus.Conn, opts Options) (_ *Peripheral, e
 		return nil, err
 	}
 	p.wg.Go(p.run)
+	if opts.Group != nil {
+		opts.Group.add(p)
+	}
 	return p, nil
 }
 
@@ -546,6 +596,9 @@ func (p *Peripheral) notify(_ context.Context, b []byte) error {
 // every connection and waits for the goroutines. It is idempotent.
 func (p *Peripheral) Close() error {
 	p.closeOnce.Do(func() {
+		if p.opts.Group != nil {
+			p.opts.Group.remove(p)
+		}
 		p.cancel()
 		p.mu.Lock()
 		for dev, s := range p.sessions {

@@ -179,7 +179,8 @@ func Run(ctx context.Context, opts Options) (err error) {
 		return fmt.Errorf("bluetooth adapter: %w", err)
 	}
 	defer func() { err = errors.Join(err, ad.Close()) }()
-	agent, err := bluez.NewAgent(ctx, conn, bluez.AgentOptions{Dispatcher: ad.Dispatcher(), Logger: log})
+	agent, err := bluez.NewAgent(ctx, conn, bluez.AgentOptions{Dispatcher: ad.Dispatcher(), Logger: log,
+		NotDefault: cfg.Bluetooth.DefaultAgent != nil && !*cfg.Bluetooth.DefaultAgent})
 	if err != nil {
 		return fmt.Errorf("bluetooth agent: %w", err)
 	}

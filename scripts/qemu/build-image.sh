@@ -38,12 +38,12 @@ flock 9
 
 # 1. Which packages: the kernel linux-image-amd64 depends on; bluez
 # (bluetoothd), bluez-test-tools (btvirt), dbus-daemon, busybox-static
-# (the guest's shell and tools), and the shared libraries of their
-# dependency closure.
+# (the guest's shell and tools), mosquitto (the broker of the gateway
+# scenarios), and the shared libraries of their dependency closure.
 KPKG=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
 [[ -n $KPKG ]] || die "apt-cache knows no linux-image-amd64: run apt-get update (scripts/deps.sh)"
 KV=${KPKG#linux-image-}
-TOP=(bluez bluez-test-tools dbus-daemon busybox-static)
+TOP=(bluez bluez-test-tools dbus-daemon busybox-static mosquitto)
 LIBS=$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks \
         --no-replaces --no-enhances "${TOP[@]}" 2>/dev/null |
   grep -E '^(lib[a-z0-9.+-]+|zlib1g)$' | grep -Ev -- '-(perl|data|common|modules|bin)$|^libperl|^libpam|^libsemanage|^libdebian-installer|^libnewt|^libslang|^libtextwrap' | sort -u)
@@ -51,7 +51,7 @@ PKGS=("$KPKG" "${TOP[@]}" $LIBS)
 # Candidate versions make the cache key.
 VERS=$(apt-cache policy "${PKGS[@]}" 2>/dev/null | awk '/^[^ ]/{p=$1} /Candidate:/{print p $2}')
 # Bump BASE_REV when the base's contents change (module list, layout).
-BASE_REV=3
+BASE_REV=4
 KEY=$( { echo "$VERS"; echo "$BASE_REV"; } | sha256sum | cut -c1-16)
 BASE=$CACHE/base-$KEY
 if [[ ! -s $BASE/base.cpio.zst ]]; then
@@ -113,6 +113,7 @@ if [[ ! -s $BASE/base.cpio.zst ]]; then
     die "bluetoothd has unresolved libraries"
   copybin "$X/usr/libexec/bluetooth/bluetoothd" /usr/libexec/bluetooth/bluetoothd
   for b in btvirt btmon btmgmt bluetoothctl dbus-daemon; do copybin "$X/usr/bin/$b" "/usr/bin/$b"; done
+  copybin "$X/usr/sbin/mosquitto" /usr/sbin/mosquitto
   mkdir -p "$R/lib64"; cp -L "$LD" "$R/lib64/"
   cp "$X/etc/dbus-1/system.d/bluetooth.conf" "$R/etc/dbus-1/system.d/"
   cp "$X/etc/bluetooth/main.conf" "$R/etc/bluetooth/main.conf"
@@ -130,8 +131,8 @@ fi
 O=$(mktemp -d); trap 'rm -rf "$O"' EXIT
 mkdir -p "$O/usr/bin" "$O/etc/tier"
 cp "$HERE/guest/init" "$O/init"
-cp "$HERE/guest/restart-bluetoothd" "$O/usr/bin/"
-chmod +x "$O/init" "$O/usr/bin/restart-bluetoothd"
+cp "$HERE/guest/restart-bluetoothd" "$HERE/guest/gw-stage" "$O/usr/bin/"
+chmod +x "$O/init" "$O/usr/bin/restart-bluetoothd" "$O/usr/bin/gw-stage"
 for b in "${BINS[@]}"; do cp "$b" "$O/usr/bin/"; chmod +x "$O/usr/bin/$(basename "$b")"; done
 for f in "${FILES[@]}"; do mkdir -p "$O$(dirname "${f#*:}")"; cp "${f%%:*}" "$O${f#*:}"; done
 ( cd "$O" && find . | LC_ALL=C sort | cpio -o -H newc --quiet | zstd -q -T0 -1 ) > "$OUT/overlay.cpio.zst"

@@ -119,8 +119,12 @@ func BootImage(ctx context.Context, img *Image, out string, params ...string) (*
 	return b, nil
 }
 
-// oopsMarkers start the lines a Linux kernel prints when it oopses.
-var oopsMarkers = []string{"general protection fault", "BUG: ", "Oops: ", "kernel BUG at", "list_del corruption"}
+// oopsMarkers start the lines a Linux kernel prints when it oopses, and
+// the line of a virtual controller whose HCI Reset timed out at start
+// (-110, ETIMEDOUT: seen on a machine at load 25; the controller is dead
+// for the boot): both are the guest's faults, not ours.
+var oopsMarkers = []string{"general protection fault", "BUG: ", "Oops: ", "kernel BUG at", "list_del corruption",
+	"Opcode 0x0c03 failed: -110"}
 
 // KernelOops returns the first line of console that reports a kernel
 // oops, trimmed, or "" when there is none.

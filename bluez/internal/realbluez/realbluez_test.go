@@ -58,7 +58,7 @@ func realBlueZ(t *testing.T) {
 		if realErr = realbluez.CheckHost(); realErr != nil {
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+		ctx, cancel := context.WithTimeout(context.Background(), 14*time.Minute)
 		defer cancel()
 		root, err := filepath.Abs("../../..")
 		if err != nil {
@@ -72,7 +72,12 @@ func realBlueZ(t *testing.T) {
 		if realErr = realbluez.BuildStatic(ctx, root, "./bluez/internal/realbluez/cmd/bletier", bin); realErr != nil {
 			return
 		}
-		realImage, realErr = realbluez.BuildImage(ctx, root, filepath.Join(realDir, "image"), []string{bin}, guestRun)
+		gwBins, err := gatewayBins(ctx, root, realDir)
+		if err != nil {
+			realErr = err
+			return
+		}
+		realImage, realErr = realbluez.BuildImage(ctx, root, filepath.Join(realDir, "image"), append([]string{bin}, gwBins...), guestRun)
 		if realErr != nil {
 			return
 		}
@@ -80,10 +85,11 @@ func realBlueZ(t *testing.T) {
 		var mu sync.Mutex
 		for _, m := range modes {
 			wg.Go(func() {
-				// A boot takes 40-100 s here; a guest that has not
-				// powered off after 4 minutes is hung.
+				// A boot takes 3-5 minutes here with the gateway
+				// scenarios (about 1 without); a guest that has not
+				// powered off after 10 minutes is hung.
 				boot := func(dir string) (*realbluez.Boot, error) {
-					bctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
+					bctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 					defer cancel()
 					return realbluez.BootImage(bctx, realImage, filepath.Join(realDir, dir), m.param)
 				}

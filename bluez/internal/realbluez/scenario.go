@@ -124,6 +124,9 @@ type Run struct {
 	gw, op  channeltest.Party
 	counter atomic.Uint64
 	failed  bool
+	// windowEnd is when the last bond window opened closes (ensureConnected
+	// tries until then).
+	windowEnd time.Time
 }
 
 // RunAll opens the gateway's adapter client and agent on env and runs
@@ -475,22 +478,42 @@ func scenarioBadSignature(ctx context.Context, r *Run) error {
 var wantUnsigned = command.StatusForbidden.String()
 
 // ensureConnected connects the device again if a failed pairing dropped
-// the link.
+// the link. After a failed pairing real BlueZ drops the link and the
+// device turns temporary while bluetoothd resumes discovery, so one
+// Connect can fail or stall for several seconds: it is tried again, each
+// attempt bounded, until the bond window closes (r.windowEnd) or ctx ends.
 func (r *Run) ensureConnected(ctx context.Context) error {
-	var v dbus.Variant
-	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
 	obj := r.env.Conn.Object(bluez.BusName, r.dev)
-	if err := obj.CallWithContext(cctx, "org.freedesktop.DBus.Properties.Get", 0, bluez.IfaceDevice, "Connected").Store(&v); err != nil {
-		return bluez.MapError(err)
+	deadline := r.windowEnd
+	if deadline.IsZero() {
+		deadline = time.Now().Add(30 * time.Second)
 	}
-	if c, _ := v.Value().(bool); c {
-		return nil
+	var err error
+	for attempt := 1; ; attempt++ {
+		err = func() error {
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			var v dbus.Variant
+			if err := obj.CallWithContext(cctx, "org.freedesktop.DBus.Properties.Get", 0, bluez.IfaceDevice, "Connected").Store(&v); err != nil {
+				return bluez.MapError(err)
+			}
+			if c, _ := v.Value().(bool); c {
+				return nil
+			}
+			if err := obj.CallWithContext(cctx, bluez.IfaceDevice+".Connect", 0).Err; err != nil {
+				return fmt.Errorf("reconnecting (attempt %d): %w", attempt, bluez.MapError(err))
+			}
+			return nil
+		}()
+		if err == nil || ctx.Err() != nil || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(500 * time.Millisecond):
+		}
 	}
-	if err := obj.CallWithContext(cctx, bluez.IfaceDevice+".Connect", 0).Err; err != nil {
-		return fmt.Errorf("reconnecting: %w", bluez.MapError(err))
-	}
-	return nil
 }
 
 func (r *Run) allowBond(ctx context.Context, scenario string, s *session) (uint32, error) {
@@ -508,6 +531,7 @@ func (r *Run) allowBond(ctx context.Context, scenario string, s *session) (uint3
 			return nil, err
 		}
 		pk = w.Passkey
+		r.windowEnd = time.Now().Add(time.Duration(w.WindowSeconds) * time.Second)
 		return map[string]any{"window_s": w.WindowSeconds, "peer": w.Peer}, nil
 	})
 	return pk, err

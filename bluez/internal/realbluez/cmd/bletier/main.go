@@ -148,7 +148,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) (ok bool, err err
 	return realbluez.RunAll(ctx, env, agent, names), nil
 }
 
-// waitAdapters waits until bluetoothd lists both adapters.
+// waitAdapters waits until bluetoothd lists both adapters, powered.
 func waitAdapters(ctx context.Context, conn *dbus.Conn, names ...string) error {
 	for {
 		var objs map[dbus.ObjectPath]map[string]map[string]dbus.Variant
@@ -158,8 +158,13 @@ func waitAdapters(ctx context.Context, conn *dbus.Conn, names ...string) error {
 		if err == nil {
 			found := 0
 			for _, n := range names {
-				if _, ok := objs[dbus.ObjectPath("/org/bluez/"+n)][bluez.IfaceAdapter]; ok {
-					found++
+				// Powered too: bluetoothd powers its adapters on at start
+				// (six of them since the guest has six controllers), and
+				// the peripheral's Powered set meanwhile answers Busy.
+				if a, ok := objs[dbus.ObjectPath("/org/bluez/"+n)][bluez.IfaceAdapter]; ok {
+					if on, _ := a["Powered"].Value().(bool); on {
+						found++
+					}
 				}
 			}
 			if found == len(names) {
