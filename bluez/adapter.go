@@ -935,6 +935,13 @@ func (a *Adapter) health() {
 		return
 	}
 	err := a.call(ctx, IfaceAdapter+".StartDiscovery")
+	if errors.Is(err, ErrInProgress) && a.discoveringNow(ctx) {
+		// Our flag was stale (a PropertiesChanged lost): the InProgress
+		// is our own running session, as bluetoothd answers a client
+		// that already has one (src/adapter.c start_discovery).
+		a.discovering.Store(true)
+		err = nil
+	}
 	switch {
 	case err == nil:
 		a.discStrikes = 0
@@ -948,6 +955,19 @@ func (a *Adapter) health() {
 	default:
 		a.log.Warn("restarting discovery failed", "err", err)
 	}
+}
+
+// discoveringNow reads the adapter's Discovering from bluetoothd; false
+// when it cannot be read.
+func (a *Adapter) discoveringNow(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, a.opts.CallTimeout)
+	defer cancel()
+	var v dbus.Variant
+	if err := a.obj.CallWithContext(ctx, ifaceProperties+".Get", 0, IfaceAdapter, "Discovering").Store(&v); err != nil {
+		return false
+	}
+	b, _ := v.Value().(bool)
+	return b
 }
 
 // powerCycle turns a wedged adapter off and on again and restarts
