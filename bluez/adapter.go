@@ -194,8 +194,9 @@ type Adapter struct {
 	present     atomic.Bool // the adapter object exists
 	powered     atomic.Bool
 	discovering atomic.Bool
-	discStrikes int       // health checks in a row finding discovery stuck
-	lastCycle   time.Time // last power cycle
+	discStrikes int           // health checks in a row finding discovery stuck
+	healthRuns  atomic.Uint64 // health checks completed (tests count them)
+	lastCycle   time.Time     // last power cycle
 
 	connFails   atomic.Int64 // connects in a row failed with a link error
 	wedged      chan string  // a reason to power-cycle, from Connect
@@ -400,7 +401,12 @@ func (a *Adapter) restart() {
 	if err := a.start(ctx, powered); err != nil {
 		a.log.Warn("restarting discovery failed; the health check retries", "err", err)
 	}
-	a.resync()
+	// Reload the tree as it is after StartDiscovery: its devices, and
+	// Discovering as our own session made it. Nothing was dropped, so it
+	// is not a resync; but the signals this reload drains include the
+	// adapter's PropertiesChanged(Discovering), which the Discovering
+	// read above predates.
+	a.reload(false)
 }
 
 // opCtx is a context for the run goroutine's own calls: bounded by d and
@@ -586,13 +592,35 @@ func (a *Adapter) drain() {
 // resync reloads the tree after signals were dropped.
 func (a *Adapter) resync() {
 	a.log.Warn("signals dropped; resynchronising from GetManagedObjects")
+	a.reload(true)
+}
+
+// reload discards the signals queued so far and replaces what they would
+// have told with a snapshot of the tree: the devices, and the adapter's
+// Powered and Discovering (drain discards the adapter's own
+// PropertiesChanged too; a Discovering=true lost that way left the
+// health check believing discovery stopped, and our own session's
+// InProgress then looked like a wedge, issue 13). dropped counts it as a
+// resync (signals were lost), as opposed to a reload after bluetoothd
+// restarted or the adapter returned.
+func (a *Adapter) reload(dropped bool) {
 	a.drain()
 	objs, err := a.managedObjects(a.ctx)
 	if err != nil {
-		a.log.Warn("resync failed", "err", err)
+		a.log.Warn("reloading the tree failed", "err", err)
 		return
 	}
-	a.resyncs.Add(1)
+	if dropped {
+		a.resyncs.Add(1)
+	}
+	if props, ok := objs[a.path][IfaceAdapter]; ok {
+		if v, ok := props["Powered"].Value().(bool); ok {
+			a.powered.Store(v)
+		}
+		if v, ok := props["Discovering"].Value().(bool); ok {
+			a.discovering.Store(v)
+		}
+	}
 	seen := map[dbus.ObjectPath]bool{}
 	a.load(objs, seen)
 	a.dropExcept(seen)
@@ -889,6 +917,7 @@ func errText(err error) string {
 // power-cycles the adapter when discovery is stuck: stopped, yet
 // StartDiscovery answers InProgress (bluetoothd believes it runs).
 func (a *Adapter) health() {
+	defer a.healthRuns.Add(1)
 	if !a.present.Load() {
 		return
 	}
@@ -906,6 +935,13 @@ func (a *Adapter) health() {
 		return
 	}
 	err := a.call(ctx, IfaceAdapter+".StartDiscovery")
+	if errors.Is(err, ErrInProgress) && a.discoveringNow(ctx) {
+		// Our flag was stale (a PropertiesChanged lost): the InProgress
+		// is our own running session, as bluetoothd answers a client
+		// that already has one (src/adapter.c start_discovery).
+		a.discovering.Store(true)
+		err = nil
+	}
 	switch {
 	case err == nil:
 		a.discStrikes = 0
@@ -919,6 +955,19 @@ func (a *Adapter) health() {
 	default:
 		a.log.Warn("restarting discovery failed", "err", err)
 	}
+}
+
+// discoveringNow reads the adapter's Discovering from bluetoothd; false
+// when it cannot be read.
+func (a *Adapter) discoveringNow(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, a.opts.CallTimeout)
+	defer cancel()
+	var v dbus.Variant
+	if err := a.obj.CallWithContext(ctx, ifaceProperties+".Get", 0, IfaceAdapter, "Discovering").Store(&v); err != nil {
+		return false
+	}
+	b, _ := v.Value().(bool)
+	return b
 }
 
 // powerCycle turns a wedged adapter off and on again and restarts

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatewayd/gatewayd/bluez/emulator"
 	"github.com/gatewayd/gatewayd/bluez/internal/dbustest"
 	"github.com/gatewayd/gatewayd/bluez/internal/fakebluez"
 	"github.com/godbus/dbus/v5"
@@ -403,4 +404,58 @@ func nextEvent(t *testing.T, a *Adapter) Event {
 		t.Fatal("no event within 10 s")
 	}
 	return Event{}
+}
+
+// TestLostDiscoveringSignalCostsNoPowerCycle: the client's Discovering
+// flag goes stale (a PropertiesChanged lost) while its own discovery
+// session runs. The health check's StartDiscovery then answers
+// InProgress, as bluetoothd answers a client whose session runs; the
+// client reads Discovering from bluetoothd before counting a strike, so
+// even with one strike enough no power cycle follows. A real wedge
+// (Discovering false, StartDiscovery InProgress) is still power-cycled.
+func TestLostDiscoveringSignalCostsNoPowerCycle(t *testing.T) {
+	bus := dbustest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	emu, err := emulator.Start(ctx, emulator.Options{Addr: bus.Addr, Seed: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emu.Close()
+	a, err := Open(ctx, bus.Conn(t), Options{SweepEvery: 20 * time.Millisecond, WedgeDiscoveryStrikes: 1,
+		WedgeConnectFailures: -1, MinPowerCycleInterval: time.Nanosecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	waitHealth := func(n uint64) {
+		t.Helper()
+		h := a.HealthChecks()
+		for deadline := time.Now().Add(20 * time.Second); a.HealthChecks() < h+n; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("fewer than %d health checks", n)
+			}
+		}
+	}
+	for deadline := time.Now().Add(20 * time.Second); !a.discovering.Load(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("discovery never started")
+		}
+	}
+	a.discovering.Store(false)
+	waitHealth(3)
+	if c, e := a.PowerCycles(), emu.PowerCycles(); c != 0 || e != 0 {
+		t.Fatalf("a stale Discovering flag cost a power cycle (client %d, bluetoothd %d)", c, e)
+	}
+	if !a.discovering.Load() {
+		t.Fatal("the Discovering flag was not read again")
+	}
+	if err := emu.Wedge(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); a.PowerCycles() != 1 || emu.PowerCycles() != 1; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("a wedge was not power-cycled (client %d, bluetoothd %d)", a.PowerCycles(), emu.PowerCycles())
+		}
+	}
 }

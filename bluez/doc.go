@@ -21,7 +21,8 @@
 // Dispatcher registers itself again. A health check every
 // Options.SweepEvery powers the adapter on if something turned it off,
 // restarts stopped discovery, and power-cycles a wedged adapter
-// (discovery stuck: stopped while StartDiscovery answers InProgress; or
+// (discovery stuck: stopped, as bluetoothd reports it when asked, while
+// StartDiscovery answers InProgress; or
 // Options.WedgeConnectFailures connects in a row failing with a link
 // error), at most once per Options.MinPowerCycleInterval. A Device
 // ignores signals received before its own Connect reply (godbus's

@@ -2,6 +2,7 @@ package bluez_test
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -415,5 +416,96 @@ func TestCharacteristicsRememberedPerDevice(t *testing.T) {
 	cycle()
 	if n := count(); n != 2 {
 		t.Fatalf("after the device was removed: %d GetManagedObjects in all, want 2", n)
+	}
+}
+
+// TestRestartsCostNoPowerCycle (issues 12, 13): bluetoothd is restarted
+// 20 times, every lock stored (connected to once), so that each new
+// bluetoothd loads them and signals InterfacesAdded for each as it
+// starts. Each time, the client starts discovery again, hears every lock
+// advertise again, and through more health checks than it needs strikes
+// (one) never power-cycles the adapter: its own discovery session's
+// InProgress is no wedge, and restarting drops no signal. On a godbus
+// connection and on DialBus's (advertisements taken in the reader).
+func TestRestartsCostNoPowerCycle(t *testing.T) {
+	for _, tap := range []bool{false, true} {
+		name := "godbus"
+		if tap {
+			name = "DialBus"
+		}
+		t.Run(name, func(t *testing.T) { testRestartsCostNoPowerCycle(t, tap) })
+	}
+}
+
+func testRestartsCostNoPowerCycle(t *testing.T, tap bool) {
+	const restarts = 20
+	addrs := []string{"C0:00:00:00:06:01", "C0:00:00:00:06:02", "C0:00:00:00:06:03",
+		"C0:00:00:00:06:04", "C0:00:00:00:06:05", "C0:00:00:00:06:06"}
+	w := newPairWorld(t, addrs...)
+	conn := w.bus.Conn(t)
+	if tap {
+		conn = dialTap(t, w.bus)
+	}
+	// One strike is enough to power-cycle, and no cycle is held back:
+	// a single misjudged health check would be counted.
+	ad, err := bluez.Open(w.ctx, conn, bluez.Options{CallTimeout: 5 * time.Second, SweepEvery: 20 * time.Millisecond,
+		WedgeDiscoveryStrikes: 1, WedgeConnectFailures: -1, MinPowerCycleInterval: time.Nanosecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ad.Close() })
+	// Stored: bluetoothd keeps a device a client connected to.
+	for _, addr := range addrs {
+		w.lockInfo(addr)
+		dev, err := ad.Connect(w.ctx, bluez.DeviceOptions{Path: w.emu.DevicePath(addr)})
+		if err != nil {
+			t.Fatalf("connect %s: %v", addr, err)
+		}
+		_ = dev.Close()
+	}
+	emu := w.emu
+	t.Cleanup(func() { _ = emu.Close() })
+	var emuCycles uint64
+	for i := uint64(1); i <= restarts; i++ {
+		emuCycles += emu.PowerCycles()
+		decoded := ad.DecodedAdverts()
+		n, err := emu.Restart(w.ctx)
+		if err != nil {
+			t.Fatalf("restart %d: %v", i, err)
+		}
+		emu = n
+		waitFor(t, fmt.Sprintf("restart %d noticed", i), func() bool { return ad.Restarts() == i })
+		// A health check completed after Restarts counted this one ran
+		// after the recovery (the adapter's goroutine does both).
+		h := ad.HealthChecks()
+		waitFor(t, "a health check after the recovery", func() bool { return ad.HealthChecks() > h })
+		recovered := time.Now()
+		waitFor(t, fmt.Sprintf("every lock advertising after restart %d", i), func() bool {
+			seen := 0
+			for _, li := range ad.Locks() {
+				if li.Err == nil && li.LastSeen.After(recovered) {
+					seen++
+				}
+			}
+			return seen == len(addrs) && ad.Ready()
+		})
+		h = ad.HealthChecks()
+		waitFor(t, "three more health checks", func() bool { return ad.HealthChecks() >= h+3 })
+		disc, err := conn.Object(bluez.BusName, ad.Path()).GetProperty(bluez.IfaceAdapter + ".Discovering")
+		if err != nil || disc.Value() != true {
+			t.Fatalf("restart %d: Discovering %v %v", i, disc, err)
+		}
+		if c, e := ad.PowerCycles(), emuCycles+emu.PowerCycles(); c != 0 || e != 0 {
+			t.Fatalf("restart %d: %d power cycles counted by the client, %d by bluetoothd; want 0", i, c, e)
+		}
+		if tap && ad.DecodedAdverts() == decoded {
+			t.Fatalf("restart %d: no advertisement decoded by the tap", i)
+		}
+	}
+	if r := ad.Resyncs(); r != 0 {
+		t.Fatalf("%d resyncs: signals were dropped", r)
+	}
+	if d := ad.DroppedEvents(); d != 0 {
+		t.Fatalf("%d events dropped", d)
 	}
 }

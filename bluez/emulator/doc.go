@@ -111,6 +111,17 @@
 // (AcquireWrite, AcquireNotify). Restart and AddAdapter load the stored
 // devices (bonded, or connected to and not made temporary again).
 //
+// Orders that differ from bluetoothd 5.66, which clients must not depend
+// on: StartDiscovery signals Discovering=true before its reply, where
+// bluetoothd replies when the controller's Start Discovery completes and
+// signals Discovering afterwards, from its main loop's idle
+// (start_discovery_complete; g_dbus_emit_property_changed is deferred);
+// in both, Discovering reads true once the reply is sent. Restart brings
+// org.bluez and the adapter at once, where bluetoothd takes the name
+// first (main: connect_dbus before adapter_init) and the adapter's
+// InterfacesAdded, then its stored devices' (adapter_register,
+// load_devices), follow.
+//
 // What the real-BlueZ tier showed and the emulator follows is checked by
 // bluez/internal/realbluez TestDifferential: step outcomes, property
 // types and values, the order of Connect's reply and ServicesResolved,

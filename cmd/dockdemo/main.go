@@ -475,9 +475,10 @@ func (d *demo) crash() error {
 func (d *demo) wedge() error {
 	h := d.locks[2]
 	d.step("the adapter wedges (every connect aborts)")
-	// bluetoothd's restart a moment ago may have cost a cycle already (the
-	// client found discovery stopped while StartDiscovery said it was in
-	// progress): the one to wait for is the next.
+	// The unlock retried after bluetoothd's restart may have cost a cycle
+	// already (connects failing in a row while the lock's old link
+	// closed; the restart itself costs none since issue 13): the one to
+	// wait for is the next.
 	cycles := d.ad.PowerCycles()
 	if err := d.emu.Wedge(); err != nil {
 		return err
