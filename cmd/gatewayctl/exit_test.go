@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -128,7 +129,8 @@ func TestExitCodes(t *testing.T) {
 // exit 0.
 func TestHelp(t *testing.T) {
 	for name := range synopsis {
-		for _, args := range [][]string{{name, "-h"}, {name, "-help"}, {"help", name}} {
+		w := strings.Fields(name) // "dfu verify": a subcommand
+		for _, args := range [][]string{slices.Concat(w, []string{"-h"}), slices.Concat(w, []string{"-help"}), slices.Concat([]string{"help"}, w)} {
 			code, out, errs := runCode(t, args...)
 			if code != exitOK || errs != "" || !strings.HasPrefix(out, "usage: gatewayctl "+name+" ") {
 				t.Errorf("%q: exit %d, stdout %q, stderr %q", args, code, out, errs)

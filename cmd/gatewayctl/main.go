@@ -13,6 +13,9 @@
 //     a file and/or published retained to every gateway.
 //   - verify: check a result's lock signature (docs/mqtt.md); send and
 //     watch check it too when given the fleet root (-root).
+//   - dfu keygen, package, verify: lock firmware packages, offline
+//     (docs/dfu.md): the fleet DFU key, packages as nrfutil builds them
+//     with the init hash an enter-dfu names, and the gateway's checks.
 //
 // send and watch take the broker's settings (URL, TLS, login) from flags,
 // GATEWAYCTL_* environment variables or a TOML file (conn.go), in that
@@ -44,6 +47,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
 
 	"github.com/gatewayd/gatewayd/internal/version"
@@ -124,6 +129,13 @@ Revocation (docs/mqtt.md, run where the fleet root key is):
   revoke -root ROOT.key [-serial N] [-o FILE|-] [-broker URL [-prefix P] [TLS]] KIND:SUBJECT...
                                       a revocation list naming every credential to revoke
 
+Lock firmware (docs/dfu.md, offline; gatewayctl dfu -h):
+  dfu keygen -o FILE                  the fleet DFU key (P-256): FILE (PEM, 0600) and FILE.pub
+  dfu package -key KEY -app APP.bin -fw-version N -hw-version N -sd-req 0xID[,0xID] -o PKG.zip
+                                      a signed package, as nrfutil pkg generate; prints its init hash
+  dfu verify -pub PUB.pem [-hw-version N] [-sd 0xID] [-lock-fw-version N] PKG.zip
+                                      the checks a gateway and the lock's bootloader make
+
 TLS (an ssl:// broker): [-ca CA.crt] [-cert CLIENT.crt -tlskey CLIENT.key] [-servername NAME]
 Login: [-username U -password-file FILE]
 The broker settings (-broker, except revoke's, and the ones above) may also come from
@@ -163,12 +175,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return revoke(ctx, args[1:], stdout, stderr)
 	case "verify":
 		return verify(args[1:], os.Stdin, stdout, stderr)
+	case "dfu":
+		return dfuCmd(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "%s %s\n", "gatewayctl", version.Get())
 		return nil
 	case "help", "-h", "-help", "--help":
-		if len(args) > 1 && synopsis[args[1]] != "" {
-			return run(ctx, []string{args[1], "-h"}, stdout, stderr)
+		if len(args) > 1 && synopsis[strings.Join(args[1:], " ")] != "" {
+			return run(ctx, append(slices.Clone(args[1:]), "-h"), stdout, stderr)
 		}
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -187,6 +201,11 @@ var synopsis = map[string]string{
 	"watch":  "[-broker URL] -gateway G [FLAGS]",
 	"revoke": "-root ROOT.key [-serial N] [-o FILE|-] [-broker URL [FLAGS]] KIND:SUBJECT...",
 	"verify": "-root ROOT.pub [-command-id ID] [-counter N] [-lock-cred LOCK.cwt] [RESULT.json]",
+	// dfu's own usage is dfuUsage; these are its subcommands'.
+	"dfu":         "SUBCOMMAND [FLAGS] [ARGS]",
+	"dfu keygen":  "-o FILE",
+	"dfu package": "-key KEY -app APP.bin -fw-version N -hw-version N -sd-req 0xID[,0xID] -o PKG.zip",
+	"dfu verify":  "-pub PUB.pem [-hw-version N] [-sd 0xID] [-lock-fw-version N] PKG.zip",
 }
 
 // flags is a command's flag set; parse it with parse. The flag package
@@ -220,6 +239,10 @@ func parse(fs *flag.FlagSet, args []string, stdout io.Writer) error {
 		}
 		if fs.Name() == "revoke" {
 			fmt.Fprint(stdout, "revoke publishes only with -broker on its command line.\n")
+		}
+		if strings.HasPrefix(fs.Name(), "dfu ") {
+			fmt.Fprint(stdout, "\nExit status: 0 done; 1 failed (a file, or the package refused: the reason\nis on stderr); 2 usage (gatewayctl -h).\n")
+			return err
 		}
 		fmt.Fprint(stdout, "\nExit status: 0 done; 1 failed; 2 usage; 3 refused or not succeeded;\n4 unverified (gatewayctl -h).\n")
 		return err
