@@ -77,9 +77,8 @@ func TestDFURoundTrip(t *testing.T) {
 		init.GetFwVersion() != 3 || init.GetHwVersion() != 52 || len(init.GetSdReq()) != 2 || init.GetSdReq()[1] != 0x0102 {
 		t.Fatalf("package: %s %s %d bytes, init %v", img.Kind, img.BinFile, len(img.Firmware), init)
 	}
-	// The same as firmware/dfu's Generate for the same arguments: nrfutil's
-	// layout (the signature aside: ECDSA is randomised per key, but RFC
-	// 6979 makes it deterministic, so the whole zip matches).
+	// Byte for byte firmware/dfu's Generate for the same arguments
+	// (nrfutil's layout; dfu.Sign is deterministic, RFC 6979).
 	key, err := readDFUPrivateKey(p("dfu.key"))
 	if err != nil {
 		t.Fatal(err)
