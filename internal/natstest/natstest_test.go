@@ -25,8 +25,23 @@ func client(t *testing.T, id string, clean bool, urls ...string) (mqtt.Client, c
 	}
 	o.SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) { msgs <- m })
 	c := mqtt.NewClient(o)
-	if tok := c.Connect(); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
-		t.Fatalf("connect %s to %v: %v", id, urls, tok.Error())
+	// While JetStream elects leaders after a node died, a surviving node
+	// may close a new MQTT connection before its CONNACK (EOF): a client
+	// tries again, as gatewayd's session does.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		tok := c.Connect()
+		if !tok.WaitTimeout(30 * time.Second) {
+			t.Fatalf("connect %s to %v: no CONNACK in 30 s", id, urls)
+		}
+		if tok.Error() == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("connect %s to %v: %v (still after 60 s of tries)", id, urls, tok.Error())
+		}
+		t.Logf("connect %s to %v: %v; trying again", id, urls, tok.Error())
+		time.Sleep(250 * time.Millisecond)
 	}
 	t.Cleanup(func() { c.Disconnect(100) })
 	return c, msgs
