@@ -298,13 +298,18 @@ func (r *Run) connect(ctx context.Context, scenario string) (*session, error) {
 		defer rec.stop()
 		for attempt := 1; attempt <= 3; attempt++ {
 			var d *bluez.Device
-			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			call := r.env.Conn.Object(bluez.BusName, r.dev).CallWithContext(cctx, bluez.IfaceDevice+".Connect", 0)
-			cancel()
+			// Each attempt, the Connect call and the wait for
+			// ServicesResolved together, is bounded below the scenario's
+			// 90 s: a request lost on an EATT channel during the GATT
+			// cache restore holds ServicesResolved for ATT's 30 s and
+			// more on a loaded guest, and only a new link ends it.
+			actx, cancel := context.WithTimeout(ctx, 25*time.Second)
+			call := r.env.Conn.Object(bluez.BusName, r.dev).CallWithContext(actx, bluez.IfaceDevice+".Connect", 0)
 			rec.reply(call, "reply")
 			if err = bluez.MapError(call.Err); err == nil {
-				d, err = bluez.Connect(ctx, r.env.Conn, bluez.DeviceOptions{Path: r.dev, Dispatcher: r.ad.Dispatcher()})
+				d, err = bluez.Connect(actx, r.env.Conn, bluez.DeviceOptions{Path: r.dev, Dispatcher: r.ad.Dispatcher()})
 			}
+			cancel()
 			if err == nil {
 				s.dev = d
 				rec.stop()
