@@ -116,6 +116,9 @@ func TestAuditAfterSession(t *testing.T) {
 	s.Submit(en)
 	waitTerminal(t, e.db, en.ID)
 	until(t, "audit entries queued", func() bool { return e.cursor(t, l).Seq > 0 })
+	// OnEntries runs once the entries are stored, which the cursor shows
+	// a moment before: wait for both callbacks, then check their order.
+	until(t, "the result and audit callbacks", func() bool { mu.Lock(); defer mu.Unlock(); return len(events) >= 2 })
 	c := e.checkPending(t, l)
 	mu.Lock()
 	if len(events) < 2 || events[0] != "result" || events[1] != "audit" {
