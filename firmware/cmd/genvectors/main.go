@@ -8,8 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
-	"sort"
 
 	"github.com/gatewayd/gatewayd/firmware/internal/vectors"
 )
@@ -28,20 +26,5 @@ func run(dir string) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	names := make([]string, 0, len(files))
-	for n := range files {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		p := filepath.Join(dir, n)
-		if err := os.WriteFile(p, files[n], 0o644); err != nil {
-			return err
-		}
-		fmt.Printf("wrote %s (%d bytes)\n", p, len(files[n]))
-	}
-	return nil
+	return vectors.WriteDir(dir, files, os.Stdout)
 }
